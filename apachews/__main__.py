@@ -1,0 +1,3 @@
+from apachews.cli import main
+
+main()

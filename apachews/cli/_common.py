@@ -1,0 +1,93 @@
+"""What every command shares: --json, error handling, exit codes, progress.
+
+A command function returns a `Result` (data for --json, text for humans) or raises an `ApachewsError`.
+Exit codes: 0 success, 1 the job failed, 2 bad usage or bad input.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import click
+
+from apachews.errors import ApachewsError
+from apachews.progress import Progress, for_terminal
+
+
+@dataclass
+class Result:
+    data: dict[str, Any] = field(default_factory=dict)
+    text: str = ""
+    ok: bool = True
+
+
+@dataclass
+class Session:
+    """Options of the top-level group, reachable from every command."""
+
+    json: bool = False
+    verbose: int = 0
+
+    def progress(self) -> Progress:
+        return for_terminal(self.json)
+
+
+def _session() -> Session:
+    ctx = click.get_current_context()
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, Session) else Session()
+
+
+def _print_json(payload: dict[str, Any]) -> None:
+    click.echo(json.dumps(payload, indent=2, sort_keys=False, default=str))
+
+
+def command(group: click.Group, name: str | None = None, **settings: Any) -> Callable:
+    """Register `fn` as a subcommand of `group` with --json and uniform error handling.
+
+    The wrapped function receives `session` (a Session) plus its click parameters.
+    """
+
+    def decorate(fn: Callable[..., Result]) -> click.Command:
+        @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+        @functools.wraps(fn)
+        def run(as_json: bool, **params: Any) -> None:
+            session = _session()
+            if as_json:
+                session.json = True
+            try:
+                result = fn(session=session, **params)
+            except ApachewsError as error:
+                if session.json:
+                    _print_json({"ok": False, **error.to_dict()})
+                else:
+                    click.echo(f"error: {error.message}", err=True)
+                    if error.hint:
+                        click.echo(f"hint: {error.hint}", err=True)
+                sys.exit(error.exit_code)
+            except KeyboardInterrupt:
+                if session.json:
+                    _print_json({"ok": False, "error": "interrupted"})
+                else:
+                    click.echo("interrupted", err=True)
+                sys.exit(130)
+            if session.json:
+                _print_json({"ok": result.ok, **result.data})
+            elif result.text:
+                click.echo(result.text.rstrip("\n"))
+            if not result.ok:
+                sys.exit(1)
+
+        return group.command(name, **settings)(run)
+
+    return decorate
+
+
+def configure_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)

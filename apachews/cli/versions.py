@@ -1,0 +1,67 @@
+"""`apachews versions`: the release catalogue, and what one server needs."""
+
+from __future__ import annotations
+
+import click
+
+from apachews import catalogue
+from apachews.catalogue import Release
+from apachews.cli import main
+from apachews.cli._common import Result, command
+
+
+def _yes(flag: bool | None) -> str:
+    return "unknown" if flag is None else "yes" if flag else "no"
+
+
+def explain(release: Release) -> str:
+    lines = [
+        f"Apache httpd {release.version} ({release.family} family)",
+        f"  released:                {_yes(release.released)}",
+        f"  release tarballs:        {', '.join(release.tarballs)}",
+        f"  stock mod_proxy_wstunnel: {_yes(release.stock_wstunnel)}",
+        f"  mod_proxy_http upgrade:  {_yes(release.proxy_http_upgrade)}",
+        f"  WebSockets via:          {release.tunnelling}",
+        f"  apachews patch series:   {release.series or 'none'}",
+    ]
+    for name, info in release.checksums.items():
+        lines.append(f"  sha256 {name}: {info['sha256']}")
+        lines.append(f"    ({info['source']})")
+    lines.append("")
+    if release.released is False:
+        lines.append("This version was tagged but never released; no release tarball exists for it.")
+    if release.needs_backport:
+        lines += [
+            "What you need: the apachews backport of mod_proxy_wstunnel, built for exactly this release.",
+            f"  apachews build --apache {release.version}",
+            f"  apachews config generic --apache {release.version}",
+        ]
+    elif release.proxy_http_upgrade:
+        lines += [
+            "Nothing to build: mod_proxy_http tunnels WebSockets itself (ProxyPass ... upgrade=websocket);",
+            "the stock mod_proxy_wstunnel also works.",
+            f"  apachews config generic --apache {release.version}",
+        ]
+    else:
+        lines += [
+            "Nothing to build: enable the stock mod_proxy_wstunnel that ships with this release.",
+            f"  apachews config generic --apache {release.version}",
+        ]
+    return "\n".join(lines)
+
+
+@command(main, "versions")
+@click.option("--apache", "version", metavar="V", help="Explain what this Apache release needs.")
+@click.option("--family", type=click.Choice(["2.2", "2.4"]), help="Only this family.")
+@click.option("--all", "include_unreleased", is_flag=True, help="Include versions that were never released.")
+def versions_command(session, version: str | None, family: str | None, include_unreleased: bool) -> Result:
+    """List Apache releases, or explain what one release needs (--apache V)."""
+    releases = catalogue.load()
+    if version:
+        release = releases.get(version)
+        return Result(data={"release": release.to_dict()}, text=explain(release))
+    chosen = [r for r in releases.all(family) if include_unreleased or r.released is not False]
+    rows = [f"{'version':<9} {'released':<9} {'wstunnel':<22} series"]
+    for r in chosen:
+        rows.append(f"{str(r.version):<9} {_yes(r.released):<9} {r.tunnelling[:22]:<22} {r.series or '-'}")
+    return Result(data={"releases": [r.to_dict() for r in chosen]}, text="\n".join(rows))

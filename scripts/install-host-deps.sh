@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install what apachews' tests and main job need on a Debian/Ubuntu host (idempotent; run as root).
+set -euo pipefail
+need=()
+for pkg in apache2 apache2-dev docker.io debootstrap curl ca-certificates; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing: ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# The packaged apache2 service must not hold port 80 or run during tests; apachews starts its own httpd.
+if command -v apache2ctl >/dev/null && pgrep -x apache2 >/dev/null; then apache2ctl stop || true; fi
