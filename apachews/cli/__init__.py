@@ -23,4 +23,14 @@ def main(ctx: click.Context, verbose: int, as_json: bool) -> None:
 
 
 # Stage commands register themselves on `main` when imported.
-from apachews.cli import versions  # noqa: E402,F401
+from apachews.cli import (  # noqa: E402,F401
+    bench,
+    build,
+    config,
+    fetch,
+    image,
+    matrix,
+    patch,
+    verify,
+    versions,
+)
