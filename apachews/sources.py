@@ -298,7 +298,11 @@ def _unpack_to_cache(
             progress.step(f"reusing the unpacked tree {path}")
             return _tree_info(path, origin, checksum, cache_hit=True)
     trees.mkdir(parents=True, exist_ok=True)
-    staged = _unpack(tarball, trees, progress)
+    try:
+        staged = _unpack(tarball, trees, progress)
+    except BaseException:
+        _remove_if_empty(trees)
+        raise
     try:
         found = detect_version(staged)
         _check_wanted(wanted, found, tarball.name)
@@ -308,6 +312,7 @@ def _unpack_to_cache(
     finally:
         shutil.rmtree(staged.parent, ignore_errors=True)
         _remove_if_empty(slot)
+        _remove_if_empty(trees)
     return _tree_info(final, origin, checksum, cache_hit=False)
 
 
@@ -578,6 +583,7 @@ def _from_git(repo: Path, apache: str | None, progress: Progress) -> SourceTree:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         _remove_if_empty(slot)
+        _remove_if_empty(slot.parent)
     return _tree_info(final, origin, None, cache_hit=False)
 
 

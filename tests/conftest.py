@@ -2,4 +2,5 @@
 
 pytest_plugins = [
     "tests.fixtures.sources",
+    "tests.fixtures.mirror",
 ]
