@@ -72,7 +72,7 @@ def pypi_bundle(sdist_version: str, cache_dir: Path, progress: Progress | None =
         entry = _pypi_sdist_entry(sdist_version)
         sdist = cache_dir / entry["filename"]
         if not sdist.exists() or sha256_file(sdist) != entry["hashes"]["sha256"]:
-            partial = sdist.with_suffix(".part")
+            partial = sdist.parent / f".{sdist.name}.{os.getpid()}.part"
             try:
                 with (
                     urllib.request.urlopen(entry["url"], timeout=120) as response,
@@ -87,15 +87,19 @@ def pypi_bundle(sdist_version: str, cache_dir: Path, progress: Progress | None =
                 partial.replace(sdist)
             finally:
                 partial.unlink(missing_ok=True)
-        staging = bundle_dir.with_suffix(".part")
-        staging.mkdir(exist_ok=True)
-        with tarfile.open(sdist) as archive:
-            for member in archive.getmembers():
-                base = os.path.basename(member.name)
-                if member.isfile() and base.startswith(("httpd-", "apr-")) and ".tar." in base:
-                    with archive.extractfile(member) as src, open(staging / base, "wb") as dst:  # type: ignore[union-attr]
-                        dst.write(src.read())
-        staging.replace(bundle_dir)
+        # Extract beside, then rename: an interrupted run leaves no half-filled bundle directory.
+        staging = Path(tempfile.mkdtemp(prefix=f".{bundle_dir.name}-", dir=cache_dir))
+        try:
+            with tarfile.open(sdist) as archive:
+                for member in archive.getmembers():
+                    base = os.path.basename(member.name)
+                    if member.isfile() and base.startswith(("httpd-", "apr-")) and ".tar." in base:
+                        with archive.extractfile(member) as src, open(staging / base, "wb") as dst:  # type: ignore[union-attr]
+                            shutil.copyfileobj(src, dst)
+            staging.chmod(0o755)
+            staging.replace(bundle_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         found = {p.name: p for p in bundle_dir.glob("*.tar.*")}
 
     def pick(prefix: str) -> Path:
@@ -148,6 +152,7 @@ class SourceTree:
             "version": str(self.version),
             "origin": self.origin,
             "checksum": self.checksum,
+            "checksum_algorithm": self.checksum.split()[0] if self.checksum else None,
             "cache_hit": self.cache_hit,
             "has_configure": self.has_configure,
             "has_apr": self.has_apr,
@@ -308,12 +313,21 @@ def _unpack_to_cache(
         _check_wanted(wanted, found, tarball.name)
         slot.mkdir(exist_ok=True)
         final = slot / f"httpd-{found}"
-        staged.rename(final)
+        _move_into_place(staged, final)
     finally:
         shutil.rmtree(staged.parent, ignore_errors=True)
         _remove_if_empty(slot)
         _remove_if_empty(trees)
     return _tree_info(final, origin, checksum, cache_hit=False)
+
+
+def _move_into_place(staged: Path, final: Path) -> None:
+    """Rename a finished tree into the cache; if a concurrent run got there first, keep theirs."""
+    try:
+        staged.rename(final)
+    except OSError:
+        if not (final / "include" / "ap_release.h").is_file():
+            raise
 
 
 def _remove_if_empty(path: Path) -> None:
@@ -579,7 +593,7 @@ def _from_git(repo: Path, apache: str | None, progress: Progress) -> SourceTree:
         del archive
         tree = _unpack(tar_path, staging, progress)
         _check_wanted(wanted, detect_version(tree), f"tag {wanted} of {repo}")
-        tree.rename(final)
+        _move_into_place(tree, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         _remove_if_empty(slot)

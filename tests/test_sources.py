@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -294,7 +296,8 @@ def test_fetch_command(apachews_cache: Path, httpd_mirror: HttpdMirror):
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert data["ok"] is True and data["version"] == "2.4.66" and data["cache_hit"] is False
-    assert data["checksum"].startswith("sha512") and Path(data["path"]).is_dir()
+    assert data["checksum"].startswith("sha512 (mirror file") and data["checksum_algorithm"] == "sha512"
+    assert data["origin"].startswith("mirror:http://127.0.0.1:") and Path(data["path"]).is_dir()
     assert done.stderr == ""  # no progress under --json
 
     plain = _fetch("--apache", "2.4.66", "--mirror", httpd_mirror.url("good"), cache=apachews_cache)
@@ -307,3 +310,29 @@ def test_fetch_command(apachews_cache: Path, httpd_mirror: HttpdMirror):
     assert failed.returncode == 1 and json.loads(failed.stdout)["ok"] is False
     bad = _fetch("--apache", "2.2.1", "--mirror", httpd_mirror.url("good"), cache=apachews_cache)
     assert bad.returncode == 2 and "never released" in bad.stderr
+
+
+def test_fetch_draws_a_progress_bar_on_a_terminal(apachews_cache: Path, httpd_mirror: HttpdMirror):
+    controller, terminal = pty.openpty()
+    env = {"APACHEWS_CACHE": str(apachews_cache), "PATH": "/usr/bin:/bin"}
+    mirror = httpd_mirror.url("good")
+    with subprocess.Popen(
+        [sys.executable, "-m", "apachews", "fetch", "--apache", TEST_HTTPD, "--mirror", mirror],
+        stdout=subprocess.PIPE, stderr=terminal, env=env,
+    ) as child:  # fmt: skip
+        os.close(terminal)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        out, _ = child.communicate(timeout=60)
+    os.close(controller)
+    assert child.returncode == 0
+    assert f"httpd-{TEST_HTTPD}.tar.gz [" in drawn.decode() and "MiB" in drawn.decode()
+    assert b"verified: sha256 (apachews catalogue)" in drawn
+    assert out.decode().strip().endswith(f"httpd-{TEST_HTTPD}")
