@@ -231,6 +231,14 @@ def test_local_tarball_version_mismatch_refused(apachews_cache: Path, httpd24_ta
     assert cached_files(apachews_cache) == []
 
 
+def test_tarball_that_is_not_httpd(apachews_cache: Path, pypi_bundle: sources.PypiBundle, tmp_path: Path):
+    with pytest.raises(BadInput, match="not an Apache httpd source tree"):
+        sources.provide(tarball=pypi_bundle.apr)
+    with pytest.raises(BadInput, match="is not a git repository"):
+        sources.provide("2.2.31", git=tmp_path)
+    assert cached_files(apachews_cache) == []
+
+
 def test_source_tree_used_in_place(apachews_cache: Path, httpd24_pristine: Path, tmp_path: Path):
     tree = sources.provide(TEST_HTTPD, source=httpd24_pristine)
     assert tree.path == httpd24_pristine and tree.has_configure and tree.origin.startswith("source:")
