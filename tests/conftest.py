@@ -2,5 +2,6 @@
 
 pytest_plugins = [
     "tests.fixtures.sources",
+    "tests.fixtures.apache",
     "tests.fixtures.mirror",
 ]

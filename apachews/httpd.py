@@ -1,0 +1,319 @@
+"""Run a real Apache httpd in a throwaway ServerRoot: `httpd -t`, start, stop, and clean up.
+
+Used by `config --check` (syntax check of a rendered snippet), `verify` and `bench` (a running proxy).
+The ServerRoot is a temp dir with `modules` symlinked to the install's modules directory, so snippets
+written for any layout that says `LoadModule x modules/mod_x.so` resolve.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from apachews.catalogue import Version
+from apachews.errors import BadInput, JobFailed
+
+SYSTEM_CANDIDATES = (
+    # (binary, modules dir): Debian/Ubuntu, then RHEL/CentOS/Fedora.
+    (Path("/usr/sbin/apache2"), Path("/usr/lib/apache2/modules")),
+    (Path("/usr/sbin/httpd"), Path("/usr/lib64/httpd/modules")),
+    (Path("/usr/sbin/httpd"), Path("/usr/lib/httpd/modules")),
+)
+_VERSION_RE = re.compile(r"Apache/(\d+\.\d+\.\d+)")
+_LOADMODULE_RE = re.compile(r"^\s*LoadModule\s+(\w+)\s+(\S+)", re.MULTILINE)
+_SYNTAX_RE = re.compile(r"Syntax error on line (\d+) of (.+?):\s*\n?(.*)", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Httpd:
+    """An installed Apache: its binary, version and modules directory."""
+
+    binary: Path
+    version: Version
+    modules_dir: Path
+    kind: str  # "system" or "prefix"
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def compiled_in(self) -> set[str]:
+        """Module names compiled into the binary (`httpd -l`), e.g. {"so", "unixd"}."""
+        output = _run([str(self.binary), "-l"], self.env).stdout
+        return {m.group(1) for m in re.finditer(r"mod_(\w+)\.c", output)}
+
+    def has_module(self, name: str) -> bool:
+        return name in self.compiled_in() or (self.modules_dir / f"mod_{name}.so").exists()
+
+
+def _run(argv: list[str], env: Mapping[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, env={**os.environ, **env}, check=False
+    )
+
+
+def _version_of(binary: Path, env: Mapping[str, str]) -> Version:
+    result = _run([str(binary), "-v"], env)
+    match = _VERSION_RE.search(result.stdout + result.stderr)
+    if not match:
+        raise BadInput(
+            f"{binary} does not look like Apache httpd (`{binary} -v` said: {result.stdout.strip()!r})"
+        )
+    return Version.parse(match.group(1))
+
+
+def locate(binary: Path | None = None, prefix: Path | None = None) -> Httpd:
+    """Find an Apache: an explicit binary, an install prefix (bin/httpd, modules/), or the system's."""
+    if prefix is not None:
+        prefix = Path(prefix).resolve()
+        candidate = prefix / "bin" / "httpd"
+        if not candidate.exists():
+            raise BadInput(f"{prefix} is not an httpd install prefix (no bin/httpd)")
+        env = {"LD_LIBRARY_PATH": str(prefix / "lib")}
+        return Httpd(candidate, _version_of(candidate, env), prefix / "modules", "prefix", env)
+    if binary is not None:
+        binary = Path(binary).resolve()
+        if not binary.exists():
+            raise BadInput(f"no httpd binary at {binary}")
+        version = _version_of(binary, {})
+        for guess in (binary.parent.parent / "modules", *(d for _, d in SYSTEM_CANDIDATES)):
+            if (guess / "mod_proxy.so").exists():
+                return Httpd(binary, version, guess, "system")
+        raise BadInput(
+            f"cannot find the modules directory of {binary}", hint="pass --dist or an install prefix"
+        )
+    for candidate, modules in SYSTEM_CANDIDATES:
+        if candidate.exists() and modules.is_dir():
+            return Httpd(candidate, _version_of(candidate, {}), modules, "system")
+    raise BadInput(
+        "no Apache httpd found on this machine",
+        hint="apt-get install apache2 (or yum install httpd), or pass --httpd PATH / --dist DIR",
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float, alive: callable = lambda: True) -> bool:  # type: ignore[valid-type]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+@dataclass
+class SyntaxResult:
+    ok: bool
+    output: str
+    error: str | None = None
+    file: str | None = None
+    line: int | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "error": self.error,
+            "file": self.file,
+            "line": self.line,
+            "output": self.output,
+        }
+
+
+class ServerRoot:
+    """A throwaway ServerRoot around `snippets` (file name -> text), removed on exit whatever happens."""
+
+    def __init__(
+        self,
+        httpd: Httpd,
+        snippets: Mapping[str, str],
+        port: int | None = None,
+        mpm: str | None = None,
+        extra_modules: Mapping[str, Path] | None = None,
+        log_level: str = "warn",
+    ) -> None:
+        self.httpd = httpd
+        self.snippets = dict(snippets)
+        self.port = port or free_port()
+        self.mpm = mpm
+        self.extra_modules = {name: Path(path).resolve() for name, path in (extra_modules or {}).items()}
+        self.log_level = log_level
+        self.root: Path | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    # -- layout -------------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def conf(self) -> Path:
+        assert self.root is not None, "use ServerRoot as a context manager"
+        return self.root / "conf" / "httpd.conf"
+
+    @property
+    def error_log(self) -> Path:
+        assert self.root is not None, "use ServerRoot as a context manager"
+        return self.root / "logs" / "error_log"
+
+    def __enter__(self) -> ServerRoot:
+        self.root = Path(tempfile.mkdtemp(prefix="apachews-root-"))
+        try:
+            self._write()
+        except BaseException:
+            self._remove()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.stop()
+        finally:
+            self._remove()
+
+    def _remove(self) -> None:
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root = None
+
+    def _write(self) -> None:
+        assert self.root is not None
+        for sub in ("conf", "logs", "run", "snippets"):
+            (self.root / sub).mkdir()
+        (self.root / "modules").symlink_to(self.httpd.modules_dir)
+        snippet_text = "\n".join(self.snippets.values())
+        loaded_by_snippets = {m.group(1) for m in _LOADMODULE_RE.finditer(snippet_text)}
+        includes = []
+        for name, text in self.snippets.items():
+            target = self.root / "snippets" / Path(name).name
+            target.write_text(self._swap_modules(text))
+            includes.append(f'Include "{target}"')
+        self.conf.write_text(self._base_conf(loaded_by_snippets) + "\n".join(includes) + "\n")
+
+    def _swap_modules(self, text: str) -> str:
+        """Point LoadModule lines of `extra_modules` at the given .so files."""
+        for name, path in self.extra_modules.items():
+            text = re.sub(
+                rf"^(\s*LoadModule\s+{name}_module\s+)\S+", rf'\g<1>"{path}"', text, flags=re.MULTILINE
+            )
+        return text
+
+    def _base_conf(self, loaded_by_snippets: set[str]) -> str:
+        assert self.root is not None
+        is_24 = self.httpd.version >= Version(2, 4, 0)
+        compiled = self.httpd.compiled_in()
+        lines = [
+            f'ServerRoot "{self.root}"',
+            f"Listen 127.0.0.1:{self.port}",
+            "ServerName 127.0.0.1",
+            f'PidFile "{self.root}/run/httpd.pid"',
+            f'ErrorLog "{self.error_log}"',
+            f"LogLevel {self.log_level}",
+        ]
+        if is_24:
+            lines.append(f'DefaultRuntimeDir "{self.root}/run"')
+        else:
+            lines.append(f'LockFile "{self.root}/run/accept.lock"')
+        wanted: list[str] = []
+        if not any(name.startswith("mpm_") for name in compiled):
+            wanted.append(f"mpm_{self.mpm or 'event'}")
+        wanted += ["authz_core", "authz_host", "unixd"] if is_24 else ["authz_host"]
+        for name, path in self.extra_modules.items():
+            if f"{name}_module" not in loaded_by_snippets:
+                lines.append(f'LoadModule {name}_module "{path}"')
+        for name in wanted:
+            if name in compiled or f"{name}_module" in loaded_by_snippets:
+                continue
+            if (self.httpd.modules_dir / f"mod_{name}.so").exists():
+                lines.append(f"LoadModule {name}_module modules/mod_{name}.so")
+        if os.geteuid() == 0:
+            lines += ["User nobody", f"Group {_nobody_group()}"]
+        return "\n".join(lines) + "\n"
+
+    # -- running --------------------------------------------------------------------------------------
+    def _argv(self, *extra: str) -> list[str]:
+        assert self.root is not None
+        return [str(self.httpd.binary), "-d", str(self.root), "-f", str(self.conf), *extra]
+
+    def syntax_check(self) -> SyntaxResult:
+        result = _run(self._argv("-t"), self.httpd.env)
+        output = (result.stdout + result.stderr).strip()
+        if result.returncode == 0:
+            return SyntaxResult(True, output)
+        match = _SYNTAX_RE.search(output)
+        if not match:
+            return SyntaxResult(False, output, error=output.splitlines()[-1] if output else "httpd -t failed")
+        line, file, message = int(match.group(1)), match.group(2), match.group(3).strip().splitlines()
+        snippet_dir = str(self.root / "snippets") + "/" if self.root else ""
+        return SyntaxResult(
+            False,
+            output,
+            error=message[0] if message else "syntax error",
+            file=file.replace(snippet_dir, ""),
+            line=line,
+        )
+
+    def start(self, timeout: float = 15) -> None:
+        checked = self.syntax_check()
+        if not checked.ok:
+            where = f" ({checked.file}, line {checked.line})" if checked.line else ""
+            raise JobFailed(f"Apache rejected the configuration{where}: {checked.error}")
+        self.process = subprocess.Popen(
+            self._argv("-DFOREGROUND"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **self.httpd.env},
+            start_new_session=True,
+        )
+        if not wait_for_port(self.port, timeout, alive=lambda: self.process.poll() is None):
+            tail = self.log_tail()
+            self.stop()
+            raise JobFailed(f"Apache did not start on 127.0.0.1:{self.port}", hint=f"error log:\n{tail}")
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        # Children of a dying parent can linger a moment; make sure the whole group is gone.
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.error_log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no error log)"
+
+
+def _nobody_group() -> str:
+    import grp
+
+    for name in ("nogroup", "nobody"):
+        try:
+            grp.getgrnam(name)
+            return name
+        except KeyError:
+            continue
+    return "#65534"
