@@ -90,7 +90,7 @@ class Release:
         }
 
 
-def _in_ranges(version: Version, ranges: list[str]) -> bool:
+def in_ranges(version: Version, ranges: list[str]) -> bool:
     for spec in ranges:
         low, _, high = spec.partition("-")
         if Version.parse(low) <= version <= Version.parse(high or low):
@@ -117,7 +117,7 @@ class Catalogue:
                 serving = [
                     name
                     for name, entry in series.items()
-                    if _in_ranges(version, entry.get("applies_to", []))
+                    if in_ranges(version, entry.get("applies_to", []))
                 ]
                 self._releases[str(version)] = Release(
                     version=version,

@@ -676,3 +676,27 @@ def provide(
     if from_pypi:
         return _from_pypi(apache, progress)
     return _from_mirror(apache, mirror, insecure_no_checksum, progress)
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """Where sources come from, as the user said it (the options of `apachews fetch`)."""
+
+    tarball: Path | None = None
+    source: Path | None = None
+    git: Path | None = None
+    from_pypi: bool = False
+    mirror: str | None = None
+    insecure_no_checksum: bool = False
+
+    def provide(self, apache: str | None, progress: Progress | None = None) -> SourceTree:
+        return provide(
+            apache,
+            tarball=self.tarball,
+            source=self.source,
+            git=self.git,
+            from_pypi=self.from_pypi,
+            mirror=self.mirror,
+            insecure_no_checksum=self.insecure_no_checksum,
+            progress=progress,
+        )

@@ -11,12 +11,14 @@ import json
 import logging
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import click
 
 from apachews.errors import ApachewsError
 from apachews.progress import Progress, for_terminal
+from apachews.sources import SourceOptions
 
 
 @dataclass
@@ -91,3 +93,36 @@ def command(group: click.Group, name: str | None = None, **settings: Any) -> Cal
 def configure_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+_EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+_EXISTING_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+def source_options(fn: Callable) -> Callable:
+    """The options that say where Apache sources come from; the command gets `sources: SourceOptions`."""
+
+    @click.option("--mirror", metavar="URL", help="A mirror laid out like the Apache archive's dist/httpd/.")
+    @click.option("--tarball", type=_EXISTING_FILE, help="Use this httpd-*.tar.gz / .tar.bz2 file.")
+    @click.option("--source", type=_EXISTING_DIR, help="Use this unpacked tree or git checkout as is.")
+    @click.option("--git", "git_repo", type=_EXISTING_DIR, help="Export tag V from this apache/httpd clone.")
+    @click.option("--from-pypi", is_flag=True, help="Take httpd from PyPI's mod-wsgi-httpd sdist.")
+    @click.option(
+        "--insecure-no-checksum",
+        is_flag=True,
+        help="Accept a download no checksum can verify (not recommended).",
+    )
+    @functools.wraps(fn)
+    def wrapper(
+        mirror: str | None,
+        tarball: Path | None,
+        source: Path | None,
+        git_repo: Path | None,
+        from_pypi: bool,
+        insecure_no_checksum: bool,
+        **params: Any,
+    ) -> Any:
+        options = SourceOptions(tarball, source, git_repo, from_pypi, mirror, insecure_no_checksum)
+        return fn(sources=options, **params)
+
+    return wrapper

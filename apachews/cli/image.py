@@ -1,3 +1,28 @@
-"""`apachews image` (see DEVELOPERS.md for the stage it fronts)."""
+"""`apachews image`: the Docker images builds run in, made without any registry."""
 
-from apachews.cli import main  # noqa: F401
+from __future__ import annotations
+
+import click
+
+from apachews import images
+from apachews.cli import main
+from apachews.cli._common import Result, Session, command
+
+
+@main.group("image")
+def image_group() -> None:
+    """Build images: `bootstrap` makes a base image from Debian's packages (no registry needed)."""
+
+
+@command(image_group, "bootstrap")
+@click.option("--suite", default=images.DEFAULT_SUITE, show_default=True, help="Debian suite to debootstrap.")
+@click.option("--mirror", metavar="URL", help="Debian mirror (default: the one this host's apt uses).")
+@click.option("--tag", help="Image tag (default: apachews/base:<suite>).")
+@click.option("--force", is_flag=True, help="Rebuild even if the image exists.")
+def bootstrap_command(
+    session: Session, suite: str, mirror: str | None, tag: str | None, force: bool
+) -> Result:
+    """Make a build base image with debootstrap and import it into Docker."""
+    info = images.bootstrap(suite, mirror=mirror, tag=tag, force=force, progress=session.progress())
+    verb = "created" if info.created else "already present (use --force to rebuild)"
+    return Result(data=info.to_dict(), text=f"{info.tag} {verb}: {info.id[:19]}")

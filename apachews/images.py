@@ -1,0 +1,237 @@
+"""Docker images for builds: a base made with debootstrap (no registry needed) and builder images.
+
+`bootstrap()` makes `apachews/base:<suite>` from Debian's packages with every build dependency
+preinstalled, so module builds need no network. `builder_image()` renders the Dockerfile template of
+the base image's family (templates/docker/) and builds it once per rendered text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import jinja2
+from docker.errors import DockerException, ImageNotFound
+
+from apachews.errors import BadInput, JobFailed
+from apachews.progress import Progress
+from apachews.resources import templates_dir
+
+DEFAULT_SUITE = "bookworm"
+BASE_REPOSITORY = "apachews/base"
+BUILDER_REPOSITORY = "apachews/builder"
+# What httpd 2.2 and 2.4 need to buildconf, configure and compile (apr and apr-util come as sources).
+BUILD_PACKAGES = (
+    "build-essential",
+    "autoconf",
+    "libtool",
+    "libtool-bin",
+    "pkg-config",
+    "python3",
+    "perl",
+    "bzip2",
+    "libpcre3-dev",
+    "libpcre2-dev",
+    "libexpat1-dev",
+    "zlib1g-dev",
+    "ca-certificates",
+)
+YUM_NAMES = (
+    "centos",
+    "rhel",
+    "redhat",
+    "rocky",
+    "almalinux",
+    "alma",
+    "fedora",
+    "amazonlinux",
+    "oraclelinux",
+    "ubi",
+)
+NO_DAEMON_HINT = (
+    "start a Docker engine (as root: dockerd --bridge=none --iptables=false > /var/log/dockerd.log 2>&1 &), "
+    "or build with the host toolchain: --builder local"
+)
+
+
+def client() -> docker.DockerClient:
+    """A client for a Docker engine that answers, or BadInput saying how to get one."""
+    try:
+        engine = docker.from_env(timeout=600)
+        engine.ping()
+    except DockerException as error:
+        raise BadInput(f"no Docker engine reachable ({error})", hint=NO_DAEMON_HINT) from error
+    return engine
+
+
+def image_exists(engine: docker.DockerClient, tag: str) -> bool:
+    try:
+        engine.images.get(tag)
+        return True
+    except ImageNotFound:
+        return False
+
+
+def family_of(base_image: str) -> str:
+    """The package-manager family of a base image name: "yum" (CentOS/RHEL...) or "apt"."""
+    name = base_image.rsplit("/", 1)[-1].split(":", 1)[0].lower()
+    return "yum" if name in YUM_NAMES else "apt"
+
+
+def host_debian_mirror() -> str:
+    """The Debian mirror this host's apt uses (deb822 or one-line sources), for debootstrap."""
+    candidates = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    for path in candidates:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        for match in re.finditer(
+            r"^(?:URIs:\s*|deb\s+(?:\[[^\]]*\]\s+)?)(\S+/debian)/?\s", text, re.MULTILINE
+        ):
+            return match.group(1)
+    return "http://deb.debian.org/debian"
+
+
+@dataclass
+class ImageInfo:
+    tag: str
+    id: str
+    created: bool
+    seconds: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {"tag": self.tag, "id": self.id, "created": self.created, "seconds": round(self.seconds, 1)}
+
+
+def base_tag(suite: str) -> str:
+    return f"{BASE_REPOSITORY}:{suite}"
+
+
+def bootstrap(
+    suite: str = DEFAULT_SUITE,
+    mirror: str | None = None,
+    tag: str | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> ImageInfo:
+    """debootstrap a build image from Debian's packages and import it into Docker."""
+    progress = progress or Progress()
+    if not re.fullmatch(r"[a-z][a-z0-9-]{1,30}", suite):
+        raise BadInput(f"{suite!r} is not a Debian suite name", hint="e.g. bookworm, bullseye, trixie")
+    tag = tag or base_tag(suite)
+    engine = client()
+    started = time.monotonic()
+    if image_exists(engine, tag) and not force:
+        return ImageInfo(tag, engine.images.get(tag).id, False, 0.0)
+    if shutil.which("debootstrap") is None:
+        raise BadInput("debootstrap is not installed", hint="apt-get install debootstrap")
+    mirror = mirror or host_debian_mirror()
+    workdir = Path(tempfile.mkdtemp(prefix="apachews-bootstrap-"))
+    try:
+        rootfs = workdir / "rootfs"
+        progress.step(f"debootstrap {suite} from {mirror} (a few minutes)")
+        _debootstrap(suite, mirror, rootfs, progress)
+        progress.step("packing the root filesystem")
+        archive = workdir / "rootfs.tar"
+        with tarfile.open(archive, "w") as tar:
+            for entry in sorted(rootfs.iterdir()):
+                tar.add(entry, arcname=entry.name)
+        progress.step(f"importing as {tag}")
+        repository, _, version = tag.partition(":")
+        engine.api.import_image_from_file(
+            str(archive),
+            repository=repository,
+            tag=version or "latest",
+            changes=[
+                "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                'CMD ["/bin/bash"]',
+            ],
+        )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return ImageInfo(tag, engine.images.get(tag).id, True, time.monotonic() - started)
+
+
+def _debootstrap(suite: str, mirror: str, rootfs: Path, progress: Progress) -> None:
+    argv = [
+        "debootstrap",
+        "--variant=minbase",
+        f"--include={','.join(BUILD_PACKAGES)}",
+        suite,
+        str(rootfs),
+        mirror,
+    ]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    lines: list[str] = []
+    stages_seen: set[str] = set()
+    for line in process.stdout:
+        lines.append(line.rstrip())
+        word = line.split()[1] if line.startswith("I: ") and len(line.split()) > 1 else ""
+        if (
+            word in ("Retrieving", "Extracting", "Installing", "Configuring", "Unpacking")
+            and word not in stages_seen
+        ):
+            stages_seen.add(word)  # debootstrap repeats each stage per package: report it once
+            progress.step(f"debootstrap: {word.lower()} packages")
+    if process.wait() != 0:
+        tail = "\n".join(lines[-40:])
+        raise JobFailed(f"debootstrap {suite} failed (exit {process.returncode})", hint=tail)
+
+
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(templates_dir() / "docker")),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def render_dockerfile(base_image: str) -> str:
+    family = family_of(base_image)
+    return _TEMPLATES.get_template(f"{family}.Dockerfile.j2").render(
+        base_image=base_image, apt_packages=BUILD_PACKAGES
+    )
+
+
+def builder_image(base_image: str, progress: Progress | None = None) -> ImageInfo:
+    """The builder image for `base_image`, built once per rendered Dockerfile (cached by its hash)."""
+    progress = progress or Progress()
+    engine = client()
+    dockerfile = render_dockerfile(base_image)
+    tag = f"{BUILDER_REPOSITORY}:{hashlib.sha256(dockerfile.encode()).hexdigest()[:12]}"
+    if image_exists(engine, tag):
+        return ImageInfo(tag, engine.images.get(tag).id, False, 0.0)
+    if not image_exists(engine, base_image) and base_image.startswith(BASE_REPOSITORY + ":"):
+        raise BadInput(
+            f"base image {base_image} does not exist",
+            hint=f"make it first: apachews image bootstrap --suite {base_image.split(':', 1)[1]}",
+        )
+    started = time.monotonic()
+    progress.step(f"building builder image {tag} from {base_image}")
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        data = dockerfile.encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    try:
+        # Host networking only matters for a pulled base that lacks packages; ours needs none.
+        image, _ = engine.images.build(
+            fileobj=context, custom_context=True, tag=tag, rm=True, network_mode="host"
+        )
+    except DockerException as error:
+        raise JobFailed(f"building the builder image from {base_image} failed: {error}") from error
+    return ImageInfo(tag, image.id, True, time.monotonic() - started)
