@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APACHE ?= 2.4.69
+# Where demo sources come from: PyPI's mod-wsgi-httpd works offline-from-Apache; for 2.2.x use
+# SOURCE='--git /path/to/httpd.git' or SOURCE='--mirror https://archive.apache.org/dist/httpd/'.
+SOURCE ?= --from-pypi
 
 .PHONY: deps venv test lint demo bench clean
 
@@ -25,8 +28,15 @@ lint: venv
 test: deps venv lint
 	$(VENV)/bin/pytest -ra tests
 
+# The main job end to end: base image, build of our module in Docker, config checked by that httpd,
+# and the WebSocket suite through it.
+demo: deps venv
+	$(VENV)/bin/apachews image bootstrap
+	$(VENV)/bin/apachews matrix --apache $(APACHE) $(SOURCE) --backport -o dist
+
 bench: deps venv
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/build_bench.py
+	$(PY) benchmarks/bench_proxy.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .ruff_cache
