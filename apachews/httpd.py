@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,6 +145,7 @@ class ServerRoot:
         mpm: str | None = None,
         extra_modules: Mapping[str, Path] | None = None,
         log_level: str = "warn",
+        defines: Sequence[str] = (),
     ) -> None:
         self.httpd = httpd
         self.snippets = dict(snippets)
@@ -152,6 +153,7 @@ class ServerRoot:
         self.mpm = mpm
         self.extra_modules = {name: Path(path).resolve() for name, path in (extra_modules or {}).items()}
         self.log_level = log_level
+        self.defines = tuple(defines)
         self.root: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -247,7 +249,8 @@ class ServerRoot:
     # -- running --------------------------------------------------------------------------------------
     def _argv(self, *extra: str) -> list[str]:
         assert self.root is not None
-        return [str(self.httpd.binary), "-d", str(self.root), "-f", str(self.conf), *extra]
+        defines = [arg for name in self.defines for arg in ("-D", name)]
+        return [str(self.httpd.binary), "-d", str(self.root), "-f", str(self.conf), *defines, *extra]
 
     def syntax_check(self) -> SyntaxResult:
         result = _run(self._argv("-t"), self.httpd.env)

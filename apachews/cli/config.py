@@ -1,3 +1,86 @@
-"""`apachews config` (see DEVELOPERS.md for the stage it fronts)."""
+"""`apachews config`: Apache snippets for a WebSocket application, per version and distribution."""
 
-from apachews.cli import main  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from apachews import catalogue, config, distros
+from apachews.cli import main
+from apachews.cli._common import Result, Session, command
+from apachews.errors import BadInput, JobFailed
+
+
+def _newest_24() -> str:
+    return str([r for r in catalogue.load().all("2.4") if r.released][-1].version)
+
+
+@command(main, "config")
+@click.argument("preset", required=False)
+@click.option("--list", "list_only", is_flag=True, help="List the presets.")
+@click.option("--apache", metavar="V", help="Apache release the config is for (default: newest 2.4).")
+@click.option("--distro", type=click.Choice(distros.NAMES), default="generic", show_default=True)
+@click.option("--backend", "backends", multiple=True, metavar="URL", help="Backend URL (repeatable for balancer).")
+@click.option("--path", metavar="PATH", help="URL path on this server (default: the preset's).")
+@click.option("--allow", multiple=True, metavar="HOST|CIDR", help="Only these clients (repeatable).")
+@click.option("--tls", is_flag=True, help="The backend speaks TLS (wss://, SSLProxyEngine on).")
+@click.option("--prefer", type=click.Choice(config.PREFER), help="2.4.47+: tunnel with mod_proxy_wstunnel.")
+@click.option("--sticky", is_flag=True, help="balancer: keep a client on one member (ROUTEID cookie).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the files into this directory.")
+@click.option("--force", is_flag=True, help="With -o: replace existing files.")
+@click.option("--check", "run_check", is_flag=True, help="Validate with a real `httpd -t` first.")
+@click.option("--httpd", "binary", type=click.Path(path_type=Path), help="The httpd for --check.")
+def config_command(
+    session: Session,
+    preset: str | None,
+    list_only: bool,
+    apache: str | None,
+    distro: str,
+    backends: tuple[str, ...],
+    path: str | None,
+    allow: tuple[str, ...],
+    tls: bool,
+    prefer: str | None,
+    sticky: bool,
+    output: Path | None,
+    force: bool,
+    run_check: bool,
+    binary: Path | None,
+) -> Result:
+    """Render (and optionally check and write) the Apache config for PRESET."""
+    if list_only:
+        presets = config.list_presets()
+        width = max(len(p.name) for p in presets)
+        return Result(
+            data={"presets": [{"name": p.name, "description": p.description} for p in presets]},
+            text="\n".join(f"{p.name:<{width}}  {p.description}" for p in presets),
+        )
+    if not preset:
+        raise BadInput("which preset?", hint="apachews config --list shows them; e.g. apachews config gateone")
+    rendering = config.render(
+        preset,
+        apache=apache or _newest_24(),
+        distro=distro,
+        backends=backends,
+        path=path,
+        allow=allow,
+        tls=tls,
+        prefer=prefer,
+        sticky=sticky,
+    )
+    data = rendering.to_dict()
+    if run_check:
+        result = config.check(rendering, binary)
+        data["check"] = result.to_dict()
+        if not result.ok:
+            where = f"{result.file}, line {result.line}: " if result.line else ""
+            raise JobFailed(f"httpd -t rejected the config: {where}{result.error}", check=result.to_dict())
+    text = rendering.text() + "\n".join(f"# note: {note}" for note in rendering.notes)
+    if output is not None:
+        written = config.write(rendering, output, force=force)
+        data["written"] = [str(p) for p in written]
+        text = "\n".join(f"wrote {p}" for p in written) + "\n" + "\n".join(f"note: {n}" for n in rendering.notes)
+    if run_check:
+        text += "\nhttpd -t: Syntax OK"
+    return Result(data=data, text=text)

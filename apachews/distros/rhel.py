@@ -1,0 +1,19 @@
+"""RHEL, CentOS, Fedora: conf.modules.d/ (2.4) for LoadModule, conf.d/ for the proxy config."""
+
+from __future__ import annotations
+
+from apachews.distros import Layout, Parts
+
+
+class Rhel(Layout):
+    name = "rhel"
+
+    def files(self, parts: Parts) -> dict[str, str]:
+        conf = f"conf.d/apachews-{parts.preset}.conf"
+        modules = parts.module_lines(self.modules_path)
+        if parts.family == "2.2":  # CentOS 5/6 have no conf.modules.d: modules go with the config
+            return {conf: modules + "\n" + parts.proxy_conf}
+        return {"conf.modules.d/00-apachews-proxy.conf": modules, conf: parts.proxy_conf}
+
+    def notes(self, parts: Parts) -> list[str]:
+        return ["copy the files under /etc/httpd/, then: apachectl -t && systemctl reload httpd"]
