@@ -26,7 +26,7 @@ from pathlib import Path
 import jinja2
 from docker.errors import DockerException
 
-from apachews import __version__, catalogue, images, sources, toolchain
+from apachews import __version__, catalogue, images, module, patches, sources, toolchain
 from apachews.catalogue import Release
 from apachews.errors import BadInput, JobFailed
 from apachews.progress import Progress
@@ -83,8 +83,6 @@ def prepare_tree(
     shutil.copytree(tree, copy, symlinks=True)
     applied: list[dict[str, str]] = []
     if release.needs_backport:
-        from apachews import patches  # the patch engine: imported here, only builds that patch need it
-
         if release.series is None:
             raise BadInput(f"no apachews patch series serves Apache {release.version}")
         series = patches.load_series(release.series)
@@ -98,8 +96,6 @@ def prepare_tree(
         applied = [{"file": str(p), "sha256": sources.sha256_file(Path(p))} for p in series.patch_files]
         kind = "backport"
     elif backport:
-        from apachews import module
-
         progress.step("replacing the stock mod_proxy_wstunnel.c with the apachews backport")
         text = module.source_text()
         (copy / MODULE_FILE).write_text(text)

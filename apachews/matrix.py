@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from apachews import __version__, build, catalogue, config, httpd, images, sources, verify
+from apachews import __version__, build, catalogue, config, httpd, images, module, patches, sources, verify
 from apachews.catalogue import Release
 from apachews.errors import ApachewsError, BadInput
 from apachews.progress import Progress
@@ -121,13 +121,9 @@ def machine_description() -> str:
 
 # -- one version ------------------------------------------------------------------------------------------
 def _patch_hashes(release: Release, backport: bool) -> list[str]:
-    from apachews import patches
-
     if release.needs_backport and release.series:
         return [sources.sha256_file(Path(p)) for p in patches.load_series(release.series).patch_files]
     if backport:
-        from apachews import module
-
         return [hashlib.sha256(module.source_text().encode()).hexdigest()]
     return []
 
@@ -180,12 +176,10 @@ def run_version(
         started = time.monotonic()
         stage("patch")
         if release.needs_backport:
-            from apachews import patches
-
             if release.series is None:
                 raise BadInput(f"no apachews patch series serves Apache {version}")
             checked = patches.check(patches.load_series(release.series), tree.path)
-            row.patch = checked.summary() if hasattr(checked, "summary") else checked.status
+            row.patch = checked.summary()
             if not checked.ok:
                 raise ApachewsError(f"patch series {release.series}: {row.patch}")
         else:
