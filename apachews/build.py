@@ -35,6 +35,7 @@ from apachews.resources import templates_dir
 STEP_MARKER = "==> apachews step: "
 MODULE_FILE = Path("modules/proxy/mod_proxy_wstunnel.c")
 DEFAULT_BASE_IMAGE = images.base_tag(images.DEFAULT_SUITE)
+NOOP_BUILDCONF = "#!/bin/sh\n# apachews: this apr release tarball already has configure and build-outputs.mk\nexit 0\n"
 
 
 @dataclass
@@ -125,6 +126,13 @@ def _input_archive(tree: Path, recipe: toolchain.Recipe) -> bytes:
                         if member.islnk():
                             linked = member.linkname.split("/", 1)
                             member.linkname = f"srclib/{name}/{linked[1] if len(linked) > 1 else ''}"
+                        if parts[1] == "buildconf":
+                            # A release tarball ships its generated files; its buildconf (run by httpd's)
+                            # would regenerate them with a Python 2 script. Nothing to do: say so.
+                            stub = NOOP_BUILDCONF.encode()
+                            member.size = len(stub)
+                            out.addfile(member, io.BytesIO(stub))
+                            continue
                         out.addfile(member, src.extractfile(member) if member.isfile() else None)
     return buffer.getvalue()
 

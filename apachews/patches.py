@@ -220,42 +220,32 @@ def _find(lines: list[str], hunk: Hunk, expected: int, max_fuzz: int) -> tuple[i
         for position in order:
             if _matches(lines, position + top, wanted):
                 return position, fuzz, top, bottom
-            if position < -len(hunk.old) and position > len(lines):
-                break
     return None
 
 
-def _place(lines: list[str], hunk: Hunk, shift: int, max_fuzz: int) -> tuple[list[str] | None, HunkResult, int]:
-    """Apply one hunk to `lines`; returns the new lines (None on failure), the result and the new shift."""
-    expected = max(hunk.source_start - 1 + shift, 0) if hunk.old else hunk.source_start + shift
+def _place(
+    lines: list[str], hunk: Hunk, delta: int, last_offset: int, max_fuzz: int
+) -> tuple[list[str] | None, HunkResult, int]:
+    """Apply one hunk to `lines`. `delta`: lines added so far by earlier hunks of this file;
+    `last_offset`: where the previous hunk landed relative to its header (the search starts there).
+    Returns the new lines (None on failure), the result, and this hunk's offset."""
+    header = max(hunk.source_start - 1, 0) + delta if hunk.old else hunk.source_start + delta
+    expected = max(header + last_offset, 0)
     found = _find(lines, hunk, expected, max_fuzz)
     if found is None:
         done = _find(lines, hunk.reversed(), expected, 0)
         if done is not None:
-            return None, HunkResult(hunk.index, "already-applied", line=done[0] + 1), shift
+            return None, HunkResult(hunk.index, "already-applied", line=done[0] + 1), last_offset
         near = "\n".join(lines[max(expected - 2, 0) : expected + 3])
-        return (
-            None,
-            HunkResult(
-                hunk.index,
-                "failed",
-                line=expected + 1,
-                detail="context not found; expected:\n"
-                + "\n".join(hunk.old[:6])
-                + f"\nnear line {expected + 1}:\n{near}",
-            ),
-            shift,
-        )
+        expected_text = "\n".join(hunk.old[:6])
+        detail = f"context not found; expected:\n{expected_text}\nnear line {expected + 1}:\n{near}"
+        return None, HunkResult(hunk.index, "failed", line=expected + 1, detail=detail), last_offset
     position, fuzz, top, bottom = found
-    end = position + len(hunk.old)
-    replacement = hunk.new[top : len(hunk.new) - bottom] if (top or bottom) else hunk.new
-    start = position + top
-    stop = end - bottom
-    patched = lines[:start] + replacement + lines[stop:]
-    offset = position - expected
+    replacement = hunk.new[top : len(hunk.new) - bottom]
+    patched = lines[: position + top] + replacement + lines[position + len(hunk.old) - bottom :]
+    offset = position - header  # like GNU patch: relative to the hunk's own header line
     status = "fuzz" if fuzz else "offset" if offset else "clean"
-    result = HunkResult(hunk.index, status, offset, fuzz, position + 1)
-    return patched, result, shift + offset + (len(hunk.new) - len(hunk.old))
+    return patched, HunkResult(hunk.index, status, offset, fuzz, position + 1), offset
 
 
 # -- reports ---------------------------------------------------------------------------------------------------
@@ -415,12 +405,13 @@ def _compute(patches: list[Patch], tree: Path, fuzz: int, reverse: bool, strip: 
                 hunk_results = [HunkResult(h.index, status, detail="file missing") for h in fp.hunks]
             else:
                 lines = list(state.lines or [])
-                shift = 0
+                delta = last_offset = 0
                 for hunk in fp.hunks:
-                    patched, result, shift = _place(lines, hunk, shift, fuzz)
+                    patched, result, last_offset = _place(lines, hunk, delta, last_offset, fuzz)
                     hunk_results.append(result)
                     if patched is not None:
                         lines = patched
+                        delta += len(hunk.new) - len(hunk.old)
                     if hunk.new_ends_without_newline:
                         state.ends_with_newline = False
                     elif hunk.old_ends_without_newline:
