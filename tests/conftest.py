@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.sources",
     "tests.fixtures.apache",
     "tests.fixtures.mirror",
+    "tests.fixtures.docker",
 ]

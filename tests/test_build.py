@@ -1,0 +1,109 @@
+"""`apachews build` for real: a bootstrapped image, a Docker build of httpd 2.4 from PyPI's sources,
+the module loaded by a real Apache and one WebSocket round trip through it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from apachews import build, httpd, images, sources
+from apachews.cli import main
+from apachews.errors import JobFailed
+from tests.fixtures.sources import TEST_HTTPD
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def stock_dist(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> build.BuildResult:
+    out = tmp_path_factory.mktemp("dist")
+    return build.build(TEST_HTTPD, source=sources.SourceOptions(from_pypi=True), with_httpd=True, out_dir=out)
+
+
+def test_dist_layout_and_build_json(stock_dist: build.BuildResult) -> None:
+    info = json.loads((stock_dist.dist / "build.json").read_text())
+    assert stock_dist.dist.name == f"httpd-{TEST_HTTPD}"
+    assert stock_dist.module.exists() and stock_dist.module.stat().st_size > 10_000
+    assert info["apache"] == TEST_HTTPD and info["kind"] == "stock" and info["builder"] == "docker"
+    assert info["compiler"].startswith("gcc")
+    assert info["image"]["id"].startswith("sha256:")
+    for relative, digest in info["artifacts"].items():
+        assert sources.sha256_file(stock_dist.dist / relative) == digest
+    assert "==> apachews done" in (stock_dist.dist / "build.log").read_text()
+    assert not [p for p in stock_dist.dist.parent.iterdir() if p.name.startswith(".apachews-build-")]
+
+
+def test_built_httpd_runs_the_module(stock_dist: build.BuildResult) -> None:
+    from apachews import verify
+
+    server = httpd.locate(prefix=stock_dist.dist / "httpd")
+    assert str(server.version) == TEST_HTTPD
+    report = verify.run(server, module=stock_dist.module, checks=["handshake", "echo-text"])
+    assert report.ok, report.table()
+    assert report.tunnelling == "mod_proxy_wstunnel"
+
+
+def test_backport_build_runs_the_full_suite(stock_dist: build.BuildResult, tmp_path: Path) -> None:
+    from apachews import module, verify
+
+    # Built after the stock one, from the same cache volume: only our module's source changed.
+    result = build.build(
+        TEST_HTTPD, source=sources.SourceOptions(from_pypi=True), backport=True, with_httpd=True, out_dir=tmp_path
+    )
+    info = json.loads((result.dist / "build.json").read_text())
+    assert info["kind"] == "backport" and info["backport"] is True
+    assert info["patches"][0]["sha256"] == hashlib.sha256(module.source_text().encode()).hexdigest()
+    assert sources.sha256_file(result.module) != sources.sha256_file(stock_dist.module)
+    report = verify.run(httpd.locate(prefix=result.dist / "httpd"), module=result.module)
+    assert report.ok, report.table()
+
+
+def test_module_loads_into_the_system_apache(stock_dist: build.BuildResult, system_httpd: httpd.Httpd) -> None:
+    snippet = {
+        "m.conf": "LoadModule proxy_module modules/mod_proxy.so\n"
+        "LoadModule proxy_wstunnel_module modules/mod_proxy_wstunnel.so\n"
+    }
+    with httpd.ServerRoot(system_httpd, snippet, extra_modules={"proxy_wstunnel": stock_dist.module}) as root:
+        result = root.syntax_check()
+    assert result.ok, result.output
+
+
+def test_compile_error_names_the_step_and_leaves_nothing(base_image: str, httpd24_tree: Path, tmp_path: Path) -> None:
+    (httpd24_tree / "modules/proxy/mod_proxy_wstunnel.c").write_text("this is not C;\n")
+    out = tmp_path / "dist"
+    with pytest.raises(JobFailed) as caught:
+        build.build(TEST_HTTPD, source=sources.SourceOptions(source=httpd24_tree), out_dir=out)
+    error = caught.value
+    assert error.details["step"] == "make"
+    assert "mod_proxy_wstunnel.c" in (error.hint or "")
+    assert Path(str(error.details["log"])).exists()
+    assert list(out.iterdir()) == []
+    leftovers = images.client().containers.list(all=True, filters={"label": "apachews=build"})
+    assert leftovers == []
+
+
+def test_no_docker_engine_is_a_usage_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing.sock")
+    result = CliRunner().invoke(main, ["build", "--apache", TEST_HTTPD, "--from-pypi", "--json"])
+    assert result.exit_code == 2
+    payload = json.loads(result.stdout)
+    assert payload["ok"] is False and "--builder local" in payload["hint"]
+
+
+def test_unknown_version_changes_nothing(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["build", "--apache", "2.3.99", "-o", str(tmp_path / "d")])
+    assert result.exit_code == 2
+    assert not (tmp_path / "d").exists()
+
+
+def test_dockerfile_templates_per_family() -> None:
+    assert images.family_of("centos:6") == "yum"
+    assert images.family_of("apachews/base:bookworm") == "apt"
+    assert "yum install" in images.render_dockerfile("centos:6")
+    assert "dpkg -s" in images.render_dockerfile("ubuntu:12.04")
+    assert shutil.which("bash")

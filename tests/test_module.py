@@ -1,0 +1,72 @@
+"""The apachews mod_proxy_wstunnel itself: compiled with -Wall against Debian's apache2-dev, self-contained
+(no symbol mod_proxy 2.2 does not export), and loaded instead of the stock module into a real Apache 2.4
+for the whole WebSocket suite, reset storm included."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from apachews import module, verify
+from apachews.httpd import Httpd
+
+# What mod_proxy 2.2.x exports (PROXY_DECLARE in modules/proxy/mod_proxy.h, same in 2.2.15 to 2.2.34)
+# among what our module calls; the git test below re-derives it from real 2.2 headers.
+MOD_PROXY_22_EXPORTS = {
+    "ap_proxy_acquire_connection",
+    "ap_proxy_canon_netloc",
+    "ap_proxy_canonenc",
+    "ap_proxy_connect_backend",
+    "ap_proxy_connection_create",
+    "ap_proxy_determine_connection",
+    "ap_proxy_release_connection",
+    "proxy_hook_canon_handler",
+    "proxy_hook_scheme_handler",
+    "proxy_module",
+}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> module.ApxsBuild:
+    return module.build_with_apxs(tmp_path_factory.mktemp("apxs"), extra_cflags=["-Wextra", "-Wno-unused-parameter"])
+
+
+def _proxy_imports(so: Path) -> set[str]:
+    undefined = subprocess.run(["nm", "-D", "--undefined-only", str(so)], capture_output=True, text=True).stdout
+    names = {line.split()[-1] for line in undefined.splitlines() if line.strip()}
+    return {name for name in names if "proxy" in name}
+
+
+def test_compiles_without_warnings(built: module.ApxsBuild) -> None:
+    assert built.so.exists()
+    assert built.warnings == [], "\n".join(built.warnings)
+
+
+def test_needs_nothing_from_mod_proxy_that_22_lacks(built: module.ApxsBuild) -> None:
+    assert _proxy_imports(built.so) <= MOD_PROXY_22_EXPORTS
+
+
+@pytest.mark.parametrize("tag", ["2.2.15", "2.2.31", "2.4.1"])
+def test_imports_exist_in_real_headers(git_tree, built: module.ApxsBuild, tag: str) -> None:
+    header = (git_tree(tag) / "modules/proxy/mod_proxy.h").read_text()
+    declared = set(re.findall(r"PROXY_DECLARE\([^)]*\)\s*\**\s*(\w+)\s*\(", header))
+    declared |= set(re.findall(r"APR_DECLARE_EXTERNAL_HOOK\(proxy,\s*PROXY,\s*\w+,\s*(\w+)", header))
+    declared = {f"proxy_hook_{name}" if not name.startswith("ap_") else name for name in declared} | declared
+    declared.add("proxy_module")
+    assert _proxy_imports(built.so) <= declared
+
+
+def test_source_is_the_one_in_the_series() -> None:
+    text = module.source_text()
+    assert text.startswith("/* mod_proxy_wstunnel") and "HTTP_SWITCHING_PROTOCOLS" in text
+
+
+def test_full_suite_with_our_module_in_apache_24(built: module.ApxsBuild, system_httpd: Httpd) -> None:
+    report = verify.run(system_httpd, module=built.so)
+    assert report.tunnelling == "mod_proxy_wstunnel"
+    assert report.ok, report.table()
+    reset = next(check for check in report.checks if check.name == "abrupt-disconnect")
+    assert reset.figure is not None and reset.figure < 1.0
