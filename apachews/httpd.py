@@ -242,6 +242,8 @@ class ServerRoot:
                 continue
             if (self.httpd.modules_dir / f"mod_{name}.so").exists():
                 lines.append(f"LoadModule {name}_module modules/mod_{name}.so")
+        # A built-in mod_mime (2.2 builds) insists on a types file; this root has none to offer.
+        lines += ["<IfModule mod_mime.c>", "    TypesConfig /dev/null", "</IfModule>"]
         if os.geteuid() == 0:
             lines += ["User nobody", f"Group {_nobody_group()}"]
         return "\n".join(lines) + "\n"
