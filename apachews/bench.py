@@ -63,9 +63,7 @@ def require_loopback(url: str) -> str:
     except ValueError:
         loopback = False
     if not loopback:
-        raise BadInput(
-            f"{url!r} is not on this machine", hint="bench sends traffic only to 127.0.0.0/8 or ::1"
-        )
+        raise BadInput(f"{url!r} is not on this machine", hint="bench sends traffic only to 127.0.0.0/8 or ::1")
     return url
 
 
@@ -126,7 +124,5 @@ def table(results: Sequence[BenchResult]) -> str:
     rows = [f"{'target':<44} {'rt/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'vs direct':>9}"]
     for r in results:
         ratio = r.per_second / direct if direct else 0
-        rows.append(
-            f"{r.name[:44]:<44} {r.per_second:>10.0f} {r.p50_ms:>8.3f} {r.p99_ms:>8.3f} {ratio:>9.2f}"
-        )
+        rows.append(f"{r.name[:44]:<44} {r.per_second:>10.0f} {r.p50_ms:>8.3f} {r.p99_ms:>8.3f} {ratio:>9.2f}")
     return "\n".join(rows)

@@ -257,9 +257,7 @@ def _choose_builder(builder: str, progress: Progress) -> str:
         return "docker"
     if builder == "local":
         if shutil.which("gcc") is None or shutil.which("make") is None:
-            raise BadInput(
-                "--builder local needs gcc and make on this machine", hint="apt-get install build-essential"
-            )
+            raise BadInput("--builder local needs gcc and make on this machine", hint="apt-get install build-essential")
         progress.note("builder: local (the host's toolchain; the .so links against this host's libc)")
         return "local"
     raise BadInput(f"unknown builder {builder!r}", hint="use --builder docker or --builder local")
@@ -315,9 +313,7 @@ def build(
         (dist / "build.log").write_text(log)
         compiler = (dist / "compiler.txt").read_text().strip()
         (dist / "compiler.txt").unlink()
-        files = sorted(
-            p for p in dist.rglob("*") if p.is_file() and p.name != "build.log" and not p.is_symlink()
-        )
+        files = sorted(p for p in dist.rglob("*") if p.is_file() and p.name != "build.log" and not p.is_symlink())
         info: dict[str, object] = {
             "apachews": __version__,
             "apache": str(release.version),

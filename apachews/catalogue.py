@@ -30,9 +30,7 @@ class Version:
     def parse(cls, text: str) -> Version:
         match = _VERSION_RE.match(text.strip())
         if not match:
-            raise BadInput(
-                f"{text!r} is not an Apache version", hint="write it as MAJOR.MINOR.PATCH, e.g. 2.2.31"
-            )
+            raise BadInput(f"{text!r} is not an Apache version", hint="write it as MAJOR.MINOR.PATCH, e.g. 2.2.31")
         return cls(*(int(part) for part in match.groups()))
 
     @property
@@ -114,11 +112,7 @@ class Catalogue:
                 released: bool | None = patch not in info["not_released"]
                 if patch in info.get("release_unconfirmed", []):
                     released = None
-                serving = [
-                    name
-                    for name, entry in series.items()
-                    if in_ranges(version, entry.get("applies_to", []))
-                ]
+                serving = [name for name, entry in series.items() if in_ranges(version, entry.get("applies_to", []))]
                 self._releases[str(version)] = Release(
                     version=version,
                     released=released,
@@ -164,11 +158,7 @@ class Catalogue:
                 low, high = self.get(low_text).version, self.get(high_text).version
                 if high < low:
                     raise BadInput(f"range {item!r} runs backwards")
-                picked = [
-                    r
-                    for r in self.all()
-                    if low <= r.version <= high and (r.released or not released_only)
-                ]
+                picked = [r for r in self.all() if low <= r.version <= high and (r.released or not released_only)]
             else:
                 picked = [self.get(item)]
             for release in picked:

@@ -53,18 +53,14 @@ class Httpd:
 
 
 def _run(argv: list[str], env: Mapping[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        argv, capture_output=True, text=True, timeout=timeout, env={**os.environ, **env}, check=False
-    )
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env={**os.environ, **env}, check=False)
 
 
 def _version_of(binary: Path, env: Mapping[str, str]) -> Version:
     result = _run([str(binary), "-v"], env)
     match = _VERSION_RE.search(result.stdout + result.stderr)
     if not match:
-        raise BadInput(
-            f"{binary} does not look like Apache httpd (`{binary} -v` said: {result.stdout.strip()!r})"
-        )
+        raise BadInput(f"{binary} does not look like Apache httpd (`{binary} -v` said: {result.stdout.strip()!r})")
     return Version.parse(match.group(1))
 
 
@@ -85,9 +81,7 @@ def locate(binary: Path | None = None, prefix: Path | None = None) -> Httpd:
         for guess in (binary.parent.parent / "modules", *(d for _, d in SYSTEM_CANDIDATES)):
             if (guess / "mod_proxy.so").exists():
                 return Httpd(binary, version, guess, "system")
-        raise BadInput(
-            f"cannot find the modules directory of {binary}", hint="pass --dist or an install prefix"
-        )
+        raise BadInput(f"cannot find the modules directory of {binary}", hint="pass --dist or an install prefix")
     for candidate, modules in SYSTEM_CANDIDATES:
         if candidate.exists() and modules.is_dir():
             return Httpd(candidate, _version_of(candidate, {}), modules, "system")
@@ -209,9 +203,7 @@ class ServerRoot:
     def _swap_modules(self, text: str) -> str:
         """Point LoadModule lines of `extra_modules` at the given .so files."""
         for name, path in self.extra_modules.items():
-            text = re.sub(
-                rf"^(\s*LoadModule\s+{name}_module\s+)\S+", rf'\g<1>"{path}"', text, flags=re.MULTILINE
-            )
+            text = re.sub(rf"^(\s*LoadModule\s+{name}_module\s+)\S+", rf'\g<1>"{path}"', text, flags=re.MULTILINE)
         return text
 
     def _base_conf(self, loaded_by_snippets: set[str]) -> str:

@@ -95,9 +95,7 @@ def host_debian_mirror() -> str:
             text = path.read_text()
         except OSError:
             continue
-        for match in re.finditer(
-            r"^(?:URIs:\s*|deb\s+(?:\[[^\]]*\]\s+)?)(\S+/debian)/?\s", text, re.MULTILINE
-        ):
+        for match in re.finditer(r"^(?:URIs:\s*|deb\s+(?:\[[^\]]*\]\s+)?)(\S+/debian)/?\s", text, re.MULTILINE):
             return match.group(1)
     return "http://deb.debian.org/debian"
 
@@ -178,10 +176,7 @@ def _debootstrap(suite: str, mirror: str, rootfs: Path, progress: Progress) -> N
     for line in process.stdout:
         lines.append(line.rstrip())
         word = line.split()[1] if line.startswith("I: ") and len(line.split()) > 1 else ""
-        if (
-            word in ("Retrieving", "Extracting", "Installing", "Configuring", "Unpacking")
-            and word not in stages_seen
-        ):
+        if word in ("Retrieving", "Extracting", "Installing", "Configuring", "Unpacking") and word not in stages_seen:
             stages_seen.add(word)  # debootstrap repeats each stage per package: report it once
             progress.step(f"debootstrap: {word.lower()} packages")
     if process.wait() != 0:
@@ -200,9 +195,7 @@ _TEMPLATES = jinja2.Environment(
 
 def render_dockerfile(base_image: str) -> str:
     family = family_of(base_image)
-    return _TEMPLATES.get_template(f"{family}.Dockerfile.j2").render(
-        base_image=base_image, apt_packages=BUILD_PACKAGES
-    )
+    return _TEMPLATES.get_template(f"{family}.Dockerfile.j2").render(base_image=base_image, apt_packages=BUILD_PACKAGES)
 
 
 def builder_image(base_image: str, progress: Progress | None = None) -> ImageInfo:
@@ -229,9 +222,7 @@ def builder_image(base_image: str, progress: Progress | None = None) -> ImageInf
     context.seek(0)
     try:
         # Host networking only matters for a pulled base that lacks packages; ours needs none.
-        image, _ = engine.images.build(
-            fileobj=context, custom_context=True, tag=tag, rm=True, network_mode="host"
-        )
+        image, _ = engine.images.build(fileobj=context, custom_context=True, tag=tag, rm=True, network_mode="host")
     except DockerException as error:
         raise JobFailed(f"building the builder image from {base_image} failed: {error}") from error
     return ImageInfo(tag, image.id, True, time.monotonic() - started)

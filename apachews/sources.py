@@ -109,9 +109,7 @@ def pypi_bundle(sdist_version: str, cache_dir: Path, progress: Progress | None =
                 return path
         raise ApachewsError(f"{PYPI_PROJECT} {sdist_version} carries no {prefix}* tarball")
 
-    return PypiBundle(
-        directory=bundle_dir, httpd=pick("httpd-"), apr=pick("apr-"), apr_util=pick("apr-util-")
-    )
+    return PypiBundle(directory=bundle_dir, httpd=pick("httpd-"), apr=pick("apr-"), apr_util=pick("apr-util-"))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -159,9 +157,7 @@ class SourceTree:
         }
 
 
-_RELEASE_DEFINE = re.compile(
-    r"^\s*#\s*define\s+AP_SERVER_(MAJORVERSION|MINORVERSION|PATCHLEVEL)_NUMBER\s+(\d+)"
-)
+_RELEASE_DEFINE = re.compile(r"^\s*#\s*define\s+AP_SERVER_(MAJORVERSION|MINORVERSION|PATCHLEVEL)_NUMBER\s+(\d+)")
 
 
 def detect_version(tree: Path) -> Version:
@@ -231,9 +227,7 @@ def _check_member(member: tarfile.TarInfo) -> None:
     if member.issym() or member.islnk():
         target = member.linkname
         if target.startswith("/"):
-            raise BadInput(
-                f"tarball link {name!r} points to the absolute path {target!r}", hint=_HOSTILE_HINT
-            )
+            raise BadInput(f"tarball link {name!r} points to the absolute path {target!r}", hint=_HOSTILE_HINT)
         # A symlink resolves from its own directory, a hard link from the archive root.
         base = posixpath.dirname(name) if member.issym() else ""
         resolved = posixpath.normpath(posixpath.join(base, target))
@@ -457,9 +451,7 @@ def _from_mirror(apache: str | None, mirror: str | None, insecure: bool, progres
         if kept.is_file() and record.is_file():
             info = json.loads(record.read_text())
             if sha256_file(kept) == info.get("sha256"):
-                tree = _unpack_to_cache(
-                    kept, f"mirror:{base}{name}", info["checksum"], release.version, progress
-                )
+                tree = _unpack_to_cache(kept, f"mirror:{base}{name}", info["checksum"], release.version, progress)
                 return tree
     tried: list[str] = []
     for name in release.tarballs:
@@ -568,12 +560,8 @@ def _from_git(repo: Path, apache: str | None, progress: Progress) -> SourceTree:
     if found.returncode != 0:
         probe = _git(git_dir, "rev-parse", "--git-dir", text=True)
         if probe.returncode != 0:
-            raise BadInput(
-                f"{repo} is not a git repository", hint="give a clone (or bare git dir) of apache/httpd"
-            )
-        raise BadInput(
-            f"{repo} has no tag {wanted}", hint="fetch the tags (git fetch --tags) or pick another version"
-        )
+            raise BadInput(f"{repo} is not a git repository", hint="give a clone (or bare git dir) of apache/httpd")
+        raise BadInput(f"{repo} has no tag {wanted}", hint="fetch the tags (git fetch --tags) or pick another version")
     commit = found.stdout.strip()
     slot = cache_dir() / "trees" / f"git-{commit[:16]}"
     final = slot / f"httpd-{wanted}"

@@ -108,9 +108,7 @@ class Target:
 
 
 # -- raw-socket helpers (for what a library client hides: the accept value, resets) -----------------------
-def _raw_handshake(
-    port: int, path: str, timeout: float = 5.0
-) -> tuple[socket.socket, int, dict[str, str], str]:
+def _raw_handshake(port: int, path: str, timeout: float = 5.0) -> tuple[socket.socket, int, dict[str, str], str]:
     """Send an upgrade request by hand; return the socket, status, headers and the key sent."""
     key = base64.b64encode(secrets.token_bytes(16)).decode()
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
@@ -265,11 +263,7 @@ async def check_abrupt_disconnect(t: Target) -> Check:
         and good_after == AFTER_RESET_HANDSHAKES
     )
     still_open = t.echo.open_connections()
-    drain = (
-        f"backend drained in {drained:.3f} s"
-        if drained is not None
-        else f"{still_open} still open after 10 s"
-    )
+    drain = f"backend drained in {drained:.3f} s" if drained is not None else f"{still_open} still open after 10 s"
     return Check(
         "abrupt-disconnect",
         passed,
@@ -402,10 +396,7 @@ def proxy_snippets(
 @contextlib.contextmanager
 def _backends() -> Iterator[dict[str, EchoServer]]:
     with contextlib.ExitStack() as stack:
-        yield {
-            mode: stack.enter_context(EchoServer(mode))
-            for mode in ("echo", "refuse-200", "refuse-403", "die")
-        }
+        yield {mode: stack.enter_context(EchoServer(mode)) for mode in ("echo", "refuse-200", "refuse-403", "die")}
 
 
 def _keep_log(log: Path) -> Path | None:
@@ -476,9 +467,7 @@ def run(
     if unknown:
         raise BadInput(f"unknown check(s): {', '.join(unknown)}", hint="checks: " + ", ".join(CHECKS))
     with running_proxy(httpd, preset=preset, module=module, prefer=prefer, progress=progress) as proxy:
-        report = VerifyReport(
-            str(httpd.version), str(httpd.binary), str(module) if module else None, proxy.tunnelling
-        )
+        report = VerifyReport(str(httpd.version), str(httpd.binary), str(module) if module else None, proxy.tunnelling)
         report.checks = asyncio.run(run_checks(proxy.target, names, progress))
         proxy.root.stop()  # flush the error log before it is read and kept
         if not report.ok:

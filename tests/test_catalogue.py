@@ -106,9 +106,7 @@ _RELEASE_TAG = re.compile(r"^2\.[24]\.\d+$")
 
 
 def _git(git_dir: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", f"--git-dir={git_dir}", *args], check=True, capture_output=True, text=True
-    ).stdout
+    return subprocess.run(["git", f"--git-dir={git_dir}", *args], check=True, capture_output=True, text=True).stdout
 
 
 @pytest.fixture(scope="module")

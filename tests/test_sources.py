@@ -83,9 +83,7 @@ def test_no_checksum_anywhere_is_refused_unless_opted_out(apachews_cache: Path, 
     assert "--insecure-no-checksum" in caught.value.hint
     assert cached_files(apachews_cache) == []
     progress = RecordingProgress()
-    tree = sources.provide(
-        "2.4.64", mirror=httpd_mirror.url("good"), insecure_no_checksum=True, progress=progress
-    )
+    tree = sources.provide("2.4.64", mirror=httpd_mirror.url("good"), insecure_no_checksum=True, progress=progress)
     assert tree.checksum is None and str(tree.version) == "2.4.64"
     assert any("NOT verified" in note for note in progress.notes)
 
@@ -151,9 +149,7 @@ def test_corrupt_tarball_is_bad_input(apachews_cache: Path, httpd_mirror: HttpdM
         ("evil-device", "is a device"),
     ],
 )
-def test_hostile_tarball_is_rejected(
-    apachews_cache: Path, httpd_mirror: HttpdMirror, variant: str, complaint: str
-):
+def test_hostile_tarball_is_rejected(apachews_cache: Path, httpd_mirror: HttpdMirror, variant: str, complaint: str):
     with pytest.raises(BadInput, match=complaint):
         sources.provide("2.4.66", mirror=httpd_mirror.url(variant))
     assert cached_files(apachews_cache) == []
@@ -294,9 +290,7 @@ def test_apr_sources_for_old_trees(apachews_cache: Path):
 
 def _fetch(*args: str, cache: Path) -> subprocess.CompletedProcess:
     env = {"APACHEWS_CACHE": str(cache), "PATH": "/usr/bin:/bin"}
-    return subprocess.run(
-        [sys.executable, "-m", "apachews", "fetch", *args], capture_output=True, text=True, env=env
-    )
+    return subprocess.run([sys.executable, "-m", "apachews", "fetch", *args], capture_output=True, text=True, env=env)
 
 
 def test_fetch_command(apachews_cache: Path, httpd_mirror: HttpdMirror):
@@ -312,9 +306,7 @@ def test_fetch_command(apachews_cache: Path, httpd_mirror: HttpdMirror):
     assert plain.returncode == 0 and plain.stdout.strip() == data["path"]
     assert "\r" not in plain.stderr  # no progress bar without a terminal
 
-    failed = _fetch(
-        "--apache", "2.4.66", "--mirror", httpd_mirror.url("badsum"), "--json", cache=apachews_cache
-    )
+    failed = _fetch("--apache", "2.4.66", "--mirror", httpd_mirror.url("badsum"), "--json", cache=apachews_cache)
     assert failed.returncode == 1 and json.loads(failed.stdout)["ok"] is False
     bad = _fetch("--apache", "2.2.1", "--mirror", httpd_mirror.url("good"), cache=apachews_cache)
     assert bad.returncode == 2 and "never released" in bad.stderr

@@ -34,9 +34,7 @@ def install_instructions(result: build.BuildResult) -> str:
 @click.option("--apache", "version", metavar="V", required=True, help="The Apache release, e.g. 2.2.31.")
 @source_options
 @click.option("--base-image", metavar="IMAGE", help="Build in this image (default: apachews/base:bookworm).")
-@click.option(
-    "--backport", is_flag=True, help="On 2.4.6+, build the apachews module instead of the stock one."
-)
+@click.option("--backport", is_flag=True, help="On 2.4.6+, build the apachews module instead of the stock one.")
 @click.option("--with-httpd", is_flag=True, help="Also keep the whole httpd install (for `apachews verify`).")
 @click.option("--builder", type=click.Choice(["docker", "local"]), default="docker", show_default=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("dist"), show_default=True)

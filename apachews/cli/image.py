@@ -19,9 +19,7 @@ def image_group() -> None:
 @click.option("--mirror", metavar="URL", help="Debian mirror (default: the one this host's apt uses).")
 @click.option("--tag", help="Image tag (default: apachews/base:<suite>).")
 @click.option("--force", is_flag=True, help="Rebuild even if the image exists.")
-def bootstrap_command(
-    session: Session, suite: str, mirror: str | None, tag: str | None, force: bool
-) -> Result:
+def bootstrap_command(session: Session, suite: str, mirror: str | None, tag: str | None, force: bool) -> Result:
     """Make a build base image with debootstrap and import it into Docker."""
     info = images.bootstrap(suite, mirror=mirror, tag=tag, force=force, progress=session.progress())
     verb = "created" if info.created else "already present (use --force to rebuild)"
