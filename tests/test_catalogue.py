@@ -153,3 +153,14 @@ def test_stock_wstunnel_and_upgrade_match_the_code(releases, git_dir: Path):
         assert has_wstunnel(tag) == releases.get(tag).stock_wstunnel, tag
     for tag in ("2.4.46", "2.4.47", "2.4.48"):
         assert http_tunnels(tag) == releases.get(tag).proxy_http_upgrade, tag
+
+
+def test_which_version_table_groups_releases() -> None:
+    from click.testing import CliRunner
+
+    from apachews.cli import main
+
+    result = CliRunner().invoke(main, ["versions", "--markdown"])
+    assert result.exit_code == 0
+    assert "| 2.2.0 to 2.2.34 | backported mod_proxy_wstunnel (apachews) | wstunnel-2.2 |" in result.output
+    assert "| 2.4.6 to 2.4.46 | stock mod_proxy_wstunnel | - |" in result.output

@@ -50,17 +50,38 @@ def explain(release: Release) -> str:
     return "\n".join(lines)
 
 
+def which_version_table(releases: list[Release]) -> str:
+    """Released versions grouped into runs that need the same thing, as a Markdown table."""
+    rows: list[list[str]] = []
+    for release in (r for r in releases if r.released):
+        need = (release.tunnelling, release.series or "-")
+        if rows and (rows[-1][2], rows[-1][3]) == need:
+            rows[-1][1] = str(release.version)
+        else:
+            rows.append([str(release.version), str(release.version), *need])
+    lines = ["| your Apache | WebSockets via | apachews series |", "|---|---|---|"]
+    for first, last, tunnelling, series in rows:
+        span = first if first == last else f"{first} to {last}"
+        lines.append(f"| {span} | {tunnelling} | {series} |")
+    return "\n".join(lines)
+
+
 @command(main, "versions")
 @click.option("--apache", "version", metavar="V", help="Explain what this Apache release needs.")
 @click.option("--family", type=click.Choice(["2.2", "2.4"]), help="Only this family.")
 @click.option("--all", "include_unreleased", is_flag=True, help="Include versions that were never released.")
-def versions_command(session, version: str | None, family: str | None, include_unreleased: bool) -> Result:
+@click.option("--markdown", is_flag=True, help="A 'which version do I need' table in Markdown.")
+def versions_command(
+    session, version: str | None, family: str | None, include_unreleased: bool, markdown: bool
+) -> Result:
     """List Apache releases, or explain what one release needs (--apache V)."""
     releases = catalogue.load()
     if version:
         release = releases.get(version)
         return Result(data={"release": release.to_dict()}, text=explain(release))
     chosen = [r for r in releases.all(family) if include_unreleased or r.released is not False]
+    if markdown:
+        return Result(data={"releases": [r.to_dict() for r in chosen]}, text=which_version_table(chosen))
     rows = [f"{'version':<9} {'released':<9} {'wstunnel':<22} series"]
     for r in chosen:
         rows.append(f"{str(r.version):<9} {_yes(r.released):<9} {r.tunnelling[:22]:<22} {r.series or '-'}")
