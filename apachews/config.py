@@ -52,10 +52,12 @@ class Rendering:
     files: dict[str, str]
     modules: list[str]
     notes: list[str] = field(default_factory=list)
+    websocket_paths: list[str] = field(default_factory=list)  # where clients open WebSockets
 
     def to_dict(self) -> dict[str, object]:
         return {
             "preset": self.preset,
+            "websocket_paths": self.websocket_paths,
             "apache": self.apache,
             "distro": self.distro,
             "tunnelling": self.tunnelling,
@@ -309,6 +311,7 @@ def render(
         files=layout.files(parts),
         modules=modules,
         notes=notes + layout.notes(parts),
+        websocket_paths=[join_path(path, r["suffix"]) for r in spec.routes if r["kind"] != "http"],
     )
 
 

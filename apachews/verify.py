@@ -102,9 +102,10 @@ class Target:
     refuse_403: EchoServer
     die: EchoServer
     error_log: Path
+    ws_path: str = "/ws"  # the preset's (first) WebSocket path
 
-    def ws(self, path: str = "/ws") -> str:
-        return f"ws://127.0.0.1:{self.apache_port}{path}"
+    def ws(self, path: str | None = None) -> str:
+        return f"ws://127.0.0.1:{self.apache_port}{path or self.ws_path}"
 
 
 # -- raw-socket helpers (for what a library client hides: the accept value, resets) -----------------------
@@ -161,7 +162,7 @@ def _client(url: str) -> Awaitable[ClientConnection]:
 # -- the checks ---------------------------------------------------------------------------------------------
 async def check_handshake(t: Target) -> Check:
     start = time.monotonic()
-    sock, status, headers, key = await asyncio.to_thread(_raw_handshake, t.apache_port, "/ws")
+    sock, status, headers, key = await asyncio.to_thread(_raw_handshake, t.apache_port, t.ws_path)
     elapsed = time.monotonic() - start
     _reset(sock)
     accept_ok = headers.get("sec-websocket-accept") == expected_accept(key)
@@ -244,7 +245,7 @@ async def check_abrupt_disconnect(t: Target) -> Check:
     def open_and_reset() -> int:
         opened = []
         for _ in range(RESET_CLIENTS):
-            sock, status, _, _ = _raw_handshake(t.apache_port, "/ws")
+            sock, status, _, _ = _raw_handshake(t.apache_port, t.ws_path)
             opened.append((sock, status))
         for sock, _ in opened:
             _reset(sock)
@@ -320,7 +321,7 @@ async def check_backend_dies(t: Target) -> Check:
 async def check_plain_get(t: Target) -> Check:
     def get() -> str:
         with socket.create_connection(("127.0.0.1", t.apache_port), timeout=PLAIN_GET_TIMEOUT) as sock:
-            sock.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            sock.sendall(f"GET {t.ws_path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
             return sock.recv(256).split(b"\r\n", 1)[0].decode("latin-1")
 
     start = time.monotonic()
@@ -370,7 +371,7 @@ async def run_checks(target: Target, names: Sequence[str], progress: Progress) -
 # -- configuration -----------------------------------------------------------------------------------------
 def proxy_snippets(
     apache: str, preset: str, backends: dict[str, EchoServer], prefer: str | None
-) -> tuple[dict[str, str], str]:
+) -> tuple[dict[str, str], str, str]:
     """The rendered preset for /ws, plus the routes to the refuse/die backends in the same style."""
     rendering = config.render(
         preset, apache=apache, distro="generic", backends=[backends["echo"].url], path="/ws", prefer=prefer
@@ -390,7 +391,7 @@ def proxy_snippets(
     # mod_proxy matches ProxyPass in order; /ws would swallow /ws-die, so these go first.
     files = {"00-verify-routes.conf": "\n".join(lines) + "\n", **files}
     tunnelling = "mod_proxy_http upgrade=websocket" if upgrade else "mod_proxy_wstunnel"
-    return files, tunnelling
+    return files, tunnelling, rendering.websocket_paths[0]
 
 
 @contextlib.contextmanager
@@ -436,7 +437,7 @@ def running_proxy(
         prefer = prefer or "wstunnel"  # a given mod_proxy_wstunnel.so must be the one tunnelling
     progress.step("starting the echo backends")
     with _backends() as backends:
-        snippets, tunnelling = proxy_snippets(str(httpd.version), preset, backends, prefer)
+        snippets, tunnelling, ws_path = proxy_snippets(str(httpd.version), preset, backends, prefer)
         extra = {"proxy_wstunnel": module} if module else None
         progress.step(f"starting Apache {httpd.version} ({httpd.binary})")
         with ServerRoot(httpd, snippets, extra_modules=extra) as root:
@@ -448,6 +449,7 @@ def running_proxy(
                 backends["refuse-403"],
                 backends["die"],
                 root.error_log,
+                ws_path,
             )
             yield Proxy(target, root, tunnelling)
 

@@ -4,14 +4,19 @@ for the whole WebSocket suite, reset storm included."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
-from apachews import module, verify
-from apachews.httpd import Httpd
+from apachews import config, module, verify
+from apachews.echo import EchoServer
+from apachews.httpd import Httpd, ServerRoot
 
 # What mod_proxy 2.2.x exports (PROXY_DECLARE in modules/proxy/mod_proxy.h, same in 2.2.15 to 2.2.34)
 # among what our module calls; the git test below re-derives it from real 2.2 headers.
@@ -70,3 +75,36 @@ def test_full_suite_with_our_module_in_apache_24(built: module.ApxsBuild, system
     assert report.ok, report.table()
     reset = next(check for check in report.checks if check.name == "abrupt-disconnect")
     assert reset.figure is not None and reset.figure < 1.0
+
+
+@pytest.mark.parametrize("preset", [p.name for p in config.list_presets()])
+def test_every_preset_tunnels_through_our_module(built: module.ApxsBuild, system_httpd: Httpd, preset: str) -> None:
+    # balancer: our module as the member scheme of mod_proxy_balancer; mixed/jupyter: via mod_rewrite [P].
+    checks = ["handshake", "echo-binary", "refuse-403", "abrupt-disconnect", "error-log-clean"]
+    report = verify.run(system_httpd, preset=preset, module=built.so, checks=checks)
+    assert report.ok, report.table()
+
+
+def test_idle_timeout_closes_a_quiet_tunnel(built: module.ApxsBuild, system_httpd: Httpd) -> None:
+    rendering = config.render(
+        "generic", apache=str(system_httpd.version), backends=["ws://127.0.0.1:1/"], prefer="wstunnel"
+    )
+
+    async def idle_then_read(url: str) -> float:
+        async with connect(url) as ws:
+            await ws.send("before the pause")
+            assert await ws.recv() == "before the pause"
+            started = time.monotonic()
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            return time.monotonic() - started
+
+    with EchoServer() as backend:
+        snippets = {
+            name: text.replace("ws://127.0.0.1:1/", backend.url) + "ProxyWebsocketIdleTimeout 1\n"
+            for name, text in rendering.files.items()
+        }
+        with ServerRoot(system_httpd, snippets, extra_modules={"proxy_wstunnel": built.so}) as root:
+            root.start()
+            waited = asyncio.run(idle_then_read(f"ws://127.0.0.1:{root.port}/ws"))
+    assert 0.8 <= waited < 3.0
