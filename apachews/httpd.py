@@ -218,9 +218,9 @@ class ServerRoot:
             f'ErrorLog "{self.error_log}"',
             f"LogLevel {self.log_level}",
         ]
-        if is_24:
+        if self.httpd.version >= Version(2, 4, 2):  # DefaultRuntimeDir arrived in 2.4.2
             lines.append(f'DefaultRuntimeDir "{self.root}/run"')
-        else:
+        elif not is_24:
             lines.append(f'LockFile "{self.root}/run/accept.lock"')
         wanted: list[str] = []
         if not any(name.startswith("mpm_") for name in compiled):
