@@ -23,14 +23,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jinja2
 from docker.errors import DockerException
 
 from apachews import __version__, catalogue, images, module, patches, sources, toolchain
 from apachews.catalogue import Release
 from apachews.errors import BadInput, JobFailed
 from apachews.progress import Progress
-from apachews.resources import templates_dir
+from apachews.resources import template_environment
 
 STEP_MARKER = "==> apachews step: "
 MODULE_FILE = Path("modules/proxy/mod_proxy_wstunnel.c")
@@ -48,22 +47,17 @@ class BuildResult:
         return {"dist": str(self.dist), "module": str(self.module), "build": self.info}
 
 
-_SCRIPT = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(str(templates_dir() / "build")),
-    undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-
-
 def render_script(recipe: toolchain.Recipe, jobs: int, with_httpd: bool) -> str:
-    return _SCRIPT.get_template("build.sh.j2").render(
-        cflags=" ".join(recipe.cflags),
-        configure_args=recipe.configure_args,
-        jobs=jobs,
-        with_httpd=with_httpd,
-        prefix=toolchain.PREFIX,
+    return (
+        template_environment("build")
+        .get_template("build.sh.j2")
+        .render(
+            cflags=" ".join(recipe.cflags),
+            configure_args=recipe.configure_args,
+            jobs=jobs,
+            with_httpd=with_httpd,
+            prefix=toolchain.PREFIX,
+        )
     )
 
 

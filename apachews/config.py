@@ -18,12 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import jinja2
-
 from apachews import __version__, catalogue, distros
 from apachews.catalogue import Release
 from apachews.errors import BadInput
-from apachews.resources import templates_dir
+from apachews.resources import template_environment, templates_dir
 
 PREFER = ("wstunnel", "http-upgrade")
 _URL_CHARS = re.compile(r"[A-Za-z0-9._~:/\[\]-]+")
@@ -68,18 +66,6 @@ class Rendering:
 
     def text(self) -> str:
         return "".join(f"# file: {name}\n{body}\n" for name, body in self.files.items())
-
-
-@functools.lru_cache(maxsize=1)
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir() / "apache")),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,  # Apache config, not HTML: values are validated instead
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -279,7 +265,7 @@ def render(
         else "stock mod_proxy_wstunnel"
     )
     proxy_conf = (
-        _environment()
+        template_environment("apache")
         .get_template("proxy.conf.j2")
         .render(
             apachews_version=__version__,

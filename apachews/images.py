@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
-import jinja2
 from docker.errors import DockerException, ImageNotFound
 
 from apachews.errors import BadInput, JobFailed
 from apachews.progress import Progress
-from apachews.resources import templates_dir
+from apachews.resources import template_environment
 
 DEFAULT_SUITE = "bookworm"
 BASE_REPOSITORY = "apachews/base"
@@ -184,18 +183,13 @@ def _debootstrap(suite: str, mirror: str, rootfs: Path, progress: Progress) -> N
         raise JobFailed(f"debootstrap {suite} failed (exit {process.returncode})", hint=tail)
 
 
-_TEMPLATES = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(str(templates_dir() / "docker")),
-    undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-
-
 def render_dockerfile(base_image: str) -> str:
     family = family_of(base_image)
-    return _TEMPLATES.get_template(f"{family}.Dockerfile.j2").render(base_image=base_image, apt_packages=BUILD_PACKAGES)
+    return (
+        template_environment("docker")
+        .get_template(f"{family}.Dockerfile.j2")
+        .render(base_image=base_image, apt_packages=BUILD_PACKAGES)
+    )
 
 
 def builder_image(base_image: str, progress: Progress | None = None) -> ImageInfo:

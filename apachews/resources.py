@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+
+import jinja2
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -29,3 +32,20 @@ def patches_dir() -> Path:
 def package_data(name: str) -> Path:
     """A file shipped inside the package itself (apachews/data/)."""
     return _PACKAGE_DIR / "data" / name
+
+
+@functools.cache
+def template_environment(kind: str) -> jinja2.Environment:
+    """The Jinja environment for templates/<kind>/ ("apache", "docker", "build"), made once.
+
+    StrictUndefined: a template that names a value nobody passed fails instead of rendering a blank.
+    No autoescaping: these are config files and scripts, not HTML; values are validated before.
+    """
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir() / kind)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
