@@ -107,3 +107,12 @@ def test_dockerfile_templates_per_family() -> None:
     assert "yum install" in images.render_dockerfile("centos:6")
     assert "dpkg -s" in images.render_dockerfile("ubuntu:12.04")
     assert shutil.which("bash")
+
+
+def test_verify_apache_reuses_the_build(stock_dist: build.BuildResult) -> None:
+    args = ["verify", "--apache", TEST_HTTPD, "-o", str(stock_dist.dist.parent), "--check", "echo-text", "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["httpd"] == str(stock_dist.dist / "httpd" / "bin" / "httpd")
+    assert payload["apache"] == TEST_HTTPD

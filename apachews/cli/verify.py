@@ -7,10 +7,11 @@ from pathlib import Path
 
 import click
 
-from apachews import httpd, verify
+from apachews import build, httpd, verify
 from apachews.cli import main
-from apachews.cli._common import Result, Session, command
+from apachews.cli._common import Result, Session, command, source_options
 from apachews.errors import BadInput
+from apachews.sources import SourceOptions
 
 
 def resolve_httpd(binary: Path | None, dist: Path | None) -> tuple[httpd.Httpd, Path | None]:
@@ -38,6 +39,9 @@ def resolve_httpd(binary: Path | None, dist: Path | None) -> tuple[httpd.Httpd, 
 @click.option("--preset", default="generic", show_default=True, help="Config preset under test.")
 @click.option("--prefer", type=click.Choice(["wstunnel", "http-upgrade"]), help="Tunnelling style (2.4.47+).")
 @click.option("--check", "checks", multiple=True, help="Run only this check (repeatable).")
+@click.option("--apache", "version", metavar="V", help="Build (or reuse from -o) this release, then verify it.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("dist"), show_default=True)
+@source_options
 def verify_command(
     session: Session,
     binary: Path | None,
@@ -46,8 +50,19 @@ def verify_command(
     preset: str,
     prefer: str | None,
     checks: tuple[str, ...],
+    version: str | None,
+    output: Path,
+    sources: SourceOptions,
 ) -> Result:
     """Start a real Apache in front of the bundled echo backend and run the WebSocket suite."""
+    if version:
+        if binary or dist:
+            raise BadInput("--apache builds its own httpd: leave out --httpd and --dist")
+        dist = output / f"httpd-{version}"
+        if not (dist / "httpd" / "bin" / "httpd").exists():
+            dist = build.build(
+                version, source=sources, with_httpd=True, out_dir=output, progress=session.progress()
+            ).dist
     server, built_module = resolve_httpd(binary, dist)
     report = verify.run(
         server,
