@@ -116,3 +116,12 @@ def test_verify_apache_reuses_the_build(stock_dist: build.BuildResult) -> None:
     payload = json.loads(result.stdout)
     assert payload["httpd"] == str(stock_dist.dist / "httpd" / "bin" / "httpd")
     assert payload["apache"] == TEST_HTTPD
+
+
+def test_local_builder_uses_the_host_toolchain(tmp_path: Path, system_httpd: httpd.Httpd) -> None:
+    result = build.build(TEST_HTTPD, source=sources.SourceOptions(from_pypi=True), builder="local", out_dir=tmp_path)
+    info = json.loads((result.dist / "build.json").read_text())
+    assert info["builder"] == "local" and info["base_image"] is None and info["image"] is None
+    snippet = {"m.conf": "LoadModule proxy_module modules/mod_proxy.so\n"}
+    with httpd.ServerRoot(system_httpd, snippet, extra_modules={"proxy_wstunnel": result.module}) as root:
+        assert root.syntax_check().ok
