@@ -345,11 +345,16 @@ def check(rendering: Rendering, binary: Path | None = None):
             f"{server.binary} has no module(s) {', '.join(missing)} to check this config with",
             hint="check with an httpd that has them (apachews build --with-httpd), or leave out --check",
         )
-    extra = {m: server.modules_dir / f"mod_{m}.so" for m in rendering.modules}
-    snippets = {Path(name).name: text for name, text in rendering.files.items() if not name.endswith(".load")}
-    loads = [text for name, text in rendering.files.items() if name.endswith(".load")]
-    if loads:
-        snippets = {"00-modules.load.conf": "".join(loads), **snippets}
+    # Load every module first, in dependency order (proxy before its sub-modules), as a server that ran
+    # a2enmod would; a .load file the distro layout ships is used as written.
+    load_files = {Path(name).stem: text for name, text in rendering.files.items() if name.endswith(".load")}
+    loads = [
+        load_files.get(m)
+        or f'<IfModule !mod_{m}.c>\nLoadModule {m}_module "{server.modules_dir}/mod_{m}.so"\n</IfModule>\n'
+        for m in rendering.modules
+    ]
+    snippets = {"00-modules.conf": "".join(loads)}
+    snippets.update({Path(n).name: t for n, t in rendering.files.items() if not n.endswith(".load")})
     # Gentoo wraps its modules.d files in <IfDefine PROXY>: define it, or the check would skip them.
-    with httpd.ServerRoot(server, snippets, extra_modules=extra, defines=("PROXY",)) as root:
+    with httpd.ServerRoot(server, snippets, defines=("PROXY",)) as root:
         return root.syntax_check()

@@ -198,7 +198,13 @@ class ServerRoot:
             target = self.root / "snippets" / Path(name).name
             target.write_text(self._swap_modules(text))
             includes.append(f'Include "{target}"')
-        self.conf.write_text(self._base_conf(loaded_by_snippets) + "\n".join(includes) + "\n")
+        # Extra modules no snippet loads come last: they may need one a snippet loads (mod_proxy).
+        extra = [
+            f'LoadModule {name}_module "{path}"'
+            for name, path in self.extra_modules.items()
+            if f"{name}_module" not in loaded_by_snippets
+        ]
+        self.conf.write_text(self._base_conf(loaded_by_snippets) + "\n".join(includes + extra) + "\n")
 
     def _swap_modules(self, text: str) -> str:
         """Point LoadModule lines of `extra_modules` at the given .so files."""
@@ -226,9 +232,6 @@ class ServerRoot:
         if not any(name.startswith("mpm_") for name in compiled):
             wanted.append(f"mpm_{self.mpm or 'event'}")
         wanted += ["authz_core", "authz_host", "unixd"] if is_24 else ["authz_host"]
-        for name, path in self.extra_modules.items():
-            if f"{name}_module" not in loaded_by_snippets:
-                lines.append(f'LoadModule {name}_module "{path}"')
         for name in wanted:
             if name in compiled or f"{name}_module" in loaded_by_snippets:
                 continue
