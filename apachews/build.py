@@ -176,15 +176,9 @@ def build_in_docker(
     )
     log: list[str] = []
     try:
-        script_tar = io.BytesIO()
-        with tarfile.open(fileobj=script_tar, mode="w") as tar:
-            data = script.encode()
-            info = tarfile.TarInfo(".apachews-build.sh")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
         container.put_archive("/", _single_dir_archive("incoming"))
         container.put_archive("/incoming", archive)
-        container.put_archive("/incoming", script_tar.getvalue())
+        container.put_archive("/incoming", images.single_file_tar(".apachews-build.sh", script.encode(), 0o755))
         container.start()
         for chunk in container.logs(stream=True, follow=True):
             for line in chunk.decode(errors="replace").splitlines():

@@ -80,6 +80,17 @@ def image_exists(engine: docker.DockerClient, tag: str) -> bool:
         return False
 
 
+def single_file_tar(name: str, data: bytes, mode: int = 0o644) -> bytes:
+    """An in-memory tar holding one file: how the Docker API takes a build context or a put_archive."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mode = mode
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
 def family_of(base_image: str) -> str:
     """The package-manager family of a base image name: "yum" (CentOS/RHEL...) or "apt"."""
     name = base_image.rsplit("/", 1)[-1].split(":", 1)[0].lower()
@@ -207,13 +218,7 @@ def builder_image(base_image: str, progress: Progress | None = None) -> ImageInf
         )
     started = time.monotonic()
     progress.step(f"building builder image {tag} from {base_image}")
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        data = dockerfile.encode()
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    context.seek(0)
+    context = io.BytesIO(single_file_tar("Dockerfile", dockerfile.encode()))
     try:
         # Host networking only matters for a pulled base that lacks packages; ours needs none.
         image, _ = engine.images.build(fileobj=context, custom_context=True, tag=tag, rm=True, network_mode="host")
