@@ -7,7 +7,7 @@ APACHE ?= 2.4.69
 # SOURCE='--git /path/to/httpd.git' or SOURCE='--mirror https://archive.apache.org/dist/httpd/'.
 SOURCE ?= --from-pypi
 
-.PHONY: deps venv test lint demo bench clean
+.PHONY: deps venv test lint demo bench clean patches
 
 deps:
 	bash scripts/install-host-deps.sh
@@ -37,6 +37,10 @@ demo: deps venv
 bench: deps venv
 	$(PY) benchmarks/build_bench.py
 	$(PY) benchmarks/bench_proxy.py
+
+# The series' creation patch is generated from module/mod_proxy_wstunnel.c.
+patches: venv
+	$(PY) -m apachews.module
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .ruff_cache

@@ -1,37 +1,60 @@
 """The apachews mod_proxy_wstunnel as a standalone artifact: its C source and an `apxs -c` build.
 
-The only copy of the source is the creation patch patches/common/0001-add-mod_proxy_wstunnel.patch.
-After editing the C file in a scratch tree, refresh the patch with:
+The C source lives in module/mod_proxy_wstunnel.c (the one copy to edit, compile and review). The series'
+creation patch patches/common/0001-add-mod_proxy_wstunnel.patch is generated from it:
 
-    { sed -n '1,/^--- \\/dev\\/null/p' PATCH | head -n -1; \\
-      diff -u --label /dev/null --label b/modules/proxy/mod_proxy_wstunnel.c /dev/null FILE.c; } > NEW
+    python -m apachews.module        # or: make patches
+
+and a test fails when the committed patch and the source disagree.
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from apachews.errors import BadInput, JobFailed
-from apachews.patches import parse_patch
-from apachews.resources import patches_dir
+from apachews.resources import data_dir, patches_dir
 
-SOURCE_PATCH = "common/0001-add-mod_proxy_wstunnel.patch"
 SOURCE_NAME = "mod_proxy_wstunnel.c"
+SOURCE_PATCH = "common/0001-add-mod_proxy_wstunnel.patch"
+TREE_PATH = f"modules/proxy/{SOURCE_NAME}"  # where the module goes in an httpd source tree
+_PATCH_HEADER = (
+    "apachews: add mod_proxy_wstunnel (WebSocket tunnelling for mod_proxy), one source for 2.2 and 2.4.\n"
+    "\n"
+    f"Generated from module/{SOURCE_NAME} by `python -m apachews.module`: edit the C file, not this patch.\n"
+    "\n"
+)
+
+
+def source_path() -> Path:
+    return data_dir("module") / SOURCE_NAME
 
 
 def source_text() -> str:
-    """The module's C source: the new file the creation patch adds."""
-    patch = parse_patch(patches_dir() / SOURCE_PATCH)
-    created = [f for f in patch.files if f.is_new and f.new_path.endswith(SOURCE_NAME)]
-    if len(created) != 1:
-        raise JobFailed(f"{SOURCE_PATCH} does not create {SOURCE_NAME}")
-    lines = [line for hunk in created[0].hunks for line in hunk.new]
-    return "\n".join(lines) + "\n"
+    """The module's C source."""
+    return source_path().read_text()
+
+
+def creation_patch(text: str | None = None) -> str:
+    """The patch that adds the module to an httpd tree (what patches/common/0001 must contain)."""
+    lines = (source_text() if text is None else text).splitlines()
+    body = "".join(f"+{line}\n" for line in lines)
+    return f"{_PATCH_HEADER}--- /dev/null\n+++ b/{TREE_PATH}\n@@ -0,0 +1,{len(lines)} @@\n{body}"
+
+
+def refresh_patch() -> Path:
+    """Rewrite the creation patch from the C source; returns its path."""
+    target = patches_dir() / SOURCE_PATCH
+    staged = target.with_name(f".{target.name}.tmp")
+    staged.write_text(creation_patch())
+    staged.replace(target)
+    return target
 
 
 @dataclass
@@ -49,7 +72,7 @@ def build_with_apxs(out_dir: Path, apxs: str = "apxs", extra_cflags: Sequence[st
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="apachews-apxs-") as scratch:
         source = Path(scratch) / SOURCE_NAME
-        source.write_text(source_text())
+        shutil.copy(source_path(), source)
         flags = [f"-Wc,{flag}" for flag in ("-Wall", *extra_cflags)]
         result = subprocess.run(
             [apxs, "-c", *flags, str(source)], cwd=scratch, capture_output=True, text=True, check=False
@@ -62,3 +85,7 @@ def build_with_apxs(out_dir: Path, apxs: str = "apxs", extra_cflags: Sequence[st
         shutil.copy(built, target)
     warnings = [line for line in output.splitlines() if "warning:" in line]
     return ApxsBuild(target, warnings, output)
+
+
+if __name__ == "__main__":
+    print(f"wrote {refresh_patch()}", file=sys.stderr)

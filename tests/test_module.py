@@ -64,9 +64,14 @@ def test_imports_exist_in_real_headers(git_tree, built: module.ApxsBuild, tag: s
     assert _proxy_imports(built.so) <= declared
 
 
-def test_source_is_the_one_in_the_series() -> None:
-    text = module.source_text()
-    assert text.startswith("/* mod_proxy_wstunnel") and "HTTP_SWITCHING_PROTOCOLS" in text
+def test_committed_patch_is_generated_from_the_c_source() -> None:
+    committed = (module.patches_dir() / module.SOURCE_PATCH).read_text()
+    assert committed == module.creation_patch(), "run `make patches` after editing module/mod_proxy_wstunnel.c"
+
+
+def test_creation_patch_follows_the_source() -> None:
+    # The check above must be able to fail: a changed source gives a different patch.
+    assert module.creation_patch(module.source_text() + "/* edited */\n") != module.creation_patch()
 
 
 def test_full_suite_with_our_module_in_apache_24(built: module.ApxsBuild, system_httpd: Httpd) -> None:
