@@ -7,8 +7,17 @@ in the manner of certbot-apache's per-distribution overrides.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+from apachews.distros import placement
+from apachews.distros.placement import Action, Placement, place, unplace
 from apachews.errors import BadInput
+
+if TYPE_CHECKING:
+    from apachews.config import Rendering
+
+__all__ = ["NAMES", "Action", "Layout", "Parts", "Placement", "get", "place", "unplace"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,28 @@ class Layout:
 
     def notes(self, parts: Parts) -> list[str]:
         return [f"Include apachews-{parts.preset}.conf from httpd.conf, then run apachectl -t and reload."]
+
+    # -- placement: where a rendering's files go under a server's config root, and how they are enabled ----
+    def default_modules_dir(self, conf_root: Path) -> Path:
+        """Where modules live when the caller does not say (LoadModule paths relative to ServerRoot)."""
+        return conf_root / self.modules_path
+
+    def plan(
+        self,
+        rendering: Rendering,
+        conf_root: Path,
+        module_so: Path | None = None,
+        modules_dir: Path | None = None,
+    ) -> tuple[list[Action], list[str]]:
+        """The file operations that install `rendering` under conf_root, and what is left for the admin."""
+        modules_dir = Path(modules_dir) if modules_dir else self.default_modules_dir(conf_root)
+        actions, installed = placement.module_actions(rendering, module_so, modules_dir)
+        actions += placement.write_actions(conf_root, placement.checked_files(rendering), installed)
+        return actions, self.placement_notes(rendering, conf_root)
+
+    def placement_notes(self, rendering: Rendering, conf_root: Path) -> list[str]:
+        names = ", ".join(str(conf_root / name) for name in rendering.files)
+        return [f"not enabled yet: Include {names} from the server's main config file"]
 
 
 def get(name: str) -> Layout:

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from apachews.distros import Layout, Parts
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from apachews.distros import Layout, Parts, placement
+from apachews.distros.placement import Action
+from apachews.errors import BadInput
+
+if TYPE_CHECKING:
+    from apachews.config import Rendering
+
+_DEPENDS = re.compile(r"^#\s*Depends:\s*(.*)$", re.MULTILINE)
 
 
 class Debian(Layout):
@@ -29,3 +40,76 @@ class Debian(Layout):
             notes.append(f"run: a2enconf apachews-{parts.preset}")
         notes.append("then: apache2ctl -t && systemctl reload apache2 (or service apache2 reload)")
         return notes
+
+    # -- placement: like a2enmod / a2enconf, as symlinks ------------------------------------------------------
+    def default_modules_dir(self, conf_root: Path) -> Path:
+        return Path(self.modules_path)
+
+    def plan(
+        self,
+        rendering: Rendering,
+        conf_root: Path,
+        module_so: Path | None = None,
+        modules_dir: Path | None = None,
+    ) -> tuple[list[Action], list[str]]:
+        modules_dir = Path(modules_dir) if modules_dir else self.default_modules_dir(conf_root)
+        actions, installed = placement.module_actions(rendering, module_so, modules_dir)
+        files = placement.checked_files(rendering)
+        names = list(rendering.modules)
+        if installed is not None:
+            # Our module replaces the backport .load a 2.2 rendering carries, and the stock one if enabled.
+            files.pop("mods-available/proxy_wstunnel.load", None)
+            files[f"mods-available/{placement.MODULE_NAME}.load"] = (
+                f'# Depends: proxy\nLoadModule proxy_wstunnel_module "{installed}"\n'
+            )
+            names = [placement.MODULE_NAME if name == "proxy_wstunnel" else name for name in names]
+            for stock in ("proxy_wstunnel.load", "proxy_wstunnel.conf"):
+                link = conf_root / "mods-enabled" / stock
+                if link.is_symlink():
+                    actions.append(
+                        Action("unlink", link, target=str(link.readlink()), why="the apachews module replaces it")
+                    )
+        actions += placement.write_actions(conf_root, files, installed)
+        actions += self._enable_modules(conf_root, names, files)
+        for name in files:
+            if name.startswith("conf-available/"):
+                link = conf_root / "conf-enabled" / Path(name).name
+                if not link.is_symlink():
+                    actions.append(Action("link", link, target=f"../{name}", why="a2enconf"))
+        return actions, []
+
+    def _enable_modules(self, conf_root: Path, names: list[str], files: dict[str, str]) -> list[Action]:
+        """mods-enabled symlinks for each module and what its .load says it depends on, dependencies first."""
+        actions: list[Action] = []
+        seen: set[str] = set()
+
+        def load_text(name: str) -> str:
+            rel = f"mods-available/{name}.load"
+            if rel in files:
+                return files[rel]
+            path = conf_root / rel
+            if not path.is_file():
+                raise BadInput(
+                    f"this server has no module {name} ({path} is missing)",
+                    hint=f"install the package that provides mod_{name}, or build it with apachews",
+                )
+            return path.read_text(errors="replace")
+
+        def enable(name: str) -> None:
+            if name in seen:
+                return
+            seen.add(name)
+            text = load_text(name)
+            for match in _DEPENDS.finditer(text):
+                for dependency in match.group(1).split():
+                    enable(dependency)
+            for suffix in (".load", ".conf"):
+                available = conf_root / "mods-available" / f"{name}{suffix}"
+                link = conf_root / "mods-enabled" / f"{name}{suffix}"
+                wanted = suffix == ".load" or available.is_file()
+                if wanted and not link.exists() and not link.is_symlink():
+                    actions.append(Action("link", link, target=f"../mods-available/{name}{suffix}", why="a2enmod"))
+
+        for name in names:
+            enable(name)
+        return actions

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from apachews.distros import Layout, Parts
+
+if TYPE_CHECKING:
+    from apachews.config import Rendering
 
 
 class Gentoo(Layout):
@@ -17,3 +23,10 @@ class Gentoo(Layout):
         return [
             'add "-D PROXY" to APACHE2_OPTS in /etc/conf.d/apache2, then: apache2ctl -t && rc-service apache2 reload'
         ]
+
+    # -- placement: httpd.conf includes modules.d/*.conf; the files are active when PROXY is defined ---------
+    def default_modules_dir(self, conf_root: Path) -> Path:
+        return Path("/usr/lib64/apache2/modules")  # Gentoo's ServerRoot is /usr/lib64/apache2
+
+    def placement_notes(self, rendering: Rendering, conf_root: Path) -> list[str]:
+        return ['active only with "-D PROXY" in APACHE2_OPTS (/etc/conf.d/apache2)']

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from apachews.distros import Layout, Parts
+
+if TYPE_CHECKING:
+    from apachews.config import Rendering
 
 
 class Rhel(Layout):
@@ -17,3 +23,10 @@ class Rhel(Layout):
 
     def notes(self, parts: Parts) -> list[str]:
         return ["copy the files under /etc/httpd/, then: apachectl -t && systemctl reload httpd"]
+
+    # -- placement: the main config includes conf.modules.d/*.conf and conf.d/*.conf; nothing to enable ----
+    def default_modules_dir(self, conf_root: Path) -> Path:
+        return conf_root / "modules"  # /etc/httpd/modules -> /usr/lib64/httpd/modules
+
+    def placement_notes(self, rendering: Rendering, conf_root: Path) -> list[str]:
+        return []

@@ -1,0 +1,304 @@
+"""Putting a rendering into a server's configuration tree: the shared placement API.
+
+`place(rendering, conf_root, module_so=None)` writes a rendering's files where the distribution keeps them and
+enables them the way its tools would (Debian: mods-enabled / conf-enabled symlinks like a2enmod / a2enconf),
+as pure file operations: every change is planned first (`plan`, what `--dry-run` prints), then applied one
+atomic step at a time (write beside, rename), and undone in reverse order if any step fails. The returned
+`Placement` records exactly what changed (with checksums), so `unplace` removes exactly that and nothing else.
+
+Used by `apachews install` on a live server and by verify to install into a throwaway copy of a tree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from apachews.errors import BadInput, JobFailed
+
+if TYPE_CHECKING:  # config imports distros: type-only import keeps the cycle out
+    from apachews.config import Rendering
+
+MODULE_NAME = "proxy_wstunnel_apachews"
+"""The apachews module never takes a packaged file's name: on disk it is mod_proxy_wstunnel_apachews.so (the
+module inside is still proxy_wstunnel_module), so a distribution upgrade cannot overwrite it and uninstall
+cannot remove a file the package manager owns. Debian enables it as mods-available/proxy_wstunnel_apachews.load,
+which sorts after proxy.load (mod_proxy must be loaded first)."""
+MODULE_FILE = f"mod_{MODULE_NAME}.so"
+_LOAD_WSTUNNEL = re.compile(r"^(\s*LoadModule\s+proxy_wstunnel_module\s+)\S+", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Action:
+    """One file operation. kind: "write" (text), "copy" (source file), "link" (symlink to target),
+    "unlink" (remove an existing symlink to target; undone by re-creating it)."""
+
+    kind: str
+    path: Path
+    text: str | None = None
+    source: Path | None = None
+    target: str | None = None
+    why: str = ""
+
+    def describe(self) -> str:
+        if self.kind == "write":
+            assert self.text is not None
+            what = f"write {self.path} ({len(self.text.splitlines())} lines)"
+        elif self.kind == "copy":
+            what = f"copy {self.source} -> {self.path}"
+        elif self.kind == "link":
+            what = f"link {self.path} -> {self.target}"
+        else:
+            what = f"unlink {self.path} (-> {self.target})"
+        return f"{what}{f'  # {self.why}' if self.why else ''}"
+
+
+@dataclass
+class Placement:
+    """What `place` changed: created files/links with their sha256, removed links, created directories."""
+
+    conf_root: Path
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    created_dirs: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def paths(self) -> list[Path]:
+        """Every file and link `place` created (not the links it removed)."""
+        return [Path(c["path"]) for c in self.changes if c["kind"] != "unlink"]
+
+    def __iter__(self) -> Iterator[Path]:
+        return iter(self.paths)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "conf_root": str(self.conf_root),
+            "changes": self.changes,
+            "created_dirs": self.created_dirs,
+            "notes": self.notes,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Placement:
+        return cls(Path(data["conf_root"]), list(data["changes"]), list(data["created_dirs"]), list(data["notes"]))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def rewrite_module_path(text: str, module_path: Path) -> str:
+    """Point a rendering's `LoadModule proxy_wstunnel_module` line at the installed apachews module."""
+    return _LOAD_WSTUNNEL.sub(lambda m: f'{m.group(1)}"{module_path}"', text)
+
+
+def checked_files(rendering: Rendering) -> dict[str, str]:
+    """The rendering's files, refusing names that could leave the config root."""
+    for name in rendering.files:
+        parts = Path(name).parts
+        if not parts or Path(name).is_absolute() or ".." in parts:
+            raise BadInput(f"rendering file name {name!r} is not a relative path inside the config root")
+    return dict(rendering.files)
+
+
+def module_actions(rendering: Rendering, module_so: Path | None, modules_dir: Path) -> tuple[list[Action], Path | None]:
+    """Copying the apachews module into the modules directory; returns the actions and its installed path."""
+    if module_so is None:
+        return [], None
+    module_so = Path(module_so)
+    if not module_so.is_file():
+        raise BadInput(f"no module at {module_so}", hint="build it: apachews build --apxs $(which apxs)")
+    if "proxy_wstunnel" not in rendering.modules:
+        raise BadInput(
+            f"the {rendering.preset} rendering for {rendering.apache} tunnels via {rendering.tunnelling}, "
+            "so it would not use the module",
+            hint="render with --prefer wstunnel to route WebSockets through mod_proxy_wstunnel",
+        )
+    installed = Path(modules_dir) / MODULE_FILE
+    return [Action("copy", installed, source=module_so, why="the apachews mod_proxy_wstunnel")], installed
+
+
+def write_actions(conf_root: Path, files: dict[str, str], module_path: Path | None) -> list[Action]:
+    """Write each file under conf_root (LoadModule of mod_proxy_wstunnel pointed at the apachews module);
+    a file already there with the same bytes is left alone, a different one is a conflict."""
+    actions = []
+    for name, text in files.items():
+        if module_path is not None:
+            text = rewrite_module_path(text, module_path)
+        path = conf_root / name
+        if path.is_file() and not path.is_symlink() and path.read_text(errors="replace") == text:
+            continue
+        actions.append(Action("write", path, text=text, why="apachews config"))
+    return actions
+
+
+# -- applying a plan ----------------------------------------------------------------------------------------
+def check_plan(actions: Sequence[Action]) -> None:
+    """Refuse before touching anything: no step may replace an existing file, every removed link must be there."""
+    clashes = [str(a.path) for a in actions if a.kind != "unlink" and os.path.lexists(a.path)]
+    if clashes:
+        raise BadInput(
+            f"would overwrite {', '.join(clashes)}",
+            hint="an earlier install? remove it with `apachews uninstall`, or move these files away",
+        )
+    missing = [str(a.path) for a in actions if a.kind == "unlink" and not a.path.is_symlink()]
+    if missing:
+        raise BadInput(f"expected symlink(s) {', '.join(missing)} are gone")
+
+
+def _stage_beside(path: Path) -> Path:
+    return path.with_name(f".{path.name}.apachews-tmp")
+
+
+def _do(action: Action) -> dict[str, Any]:
+    path = action.path
+    staged = _stage_beside(path)
+    try:
+        if action.kind == "write":
+            assert action.text is not None
+            staged.write_text(action.text)
+            staged.chmod(0o644)
+        elif action.kind == "copy":
+            assert action.source is not None
+            shutil.copyfile(action.source, staged)
+            staged.chmod(0o644)
+        elif action.kind == "link":
+            assert action.target is not None
+            os.symlink(action.target, staged)
+        if action.kind == "unlink":
+            target = os.readlink(path)
+            path.unlink()
+            return {"kind": "unlink", "path": str(path), "target": target}
+        os.replace(staged, path)
+    except BaseException:
+        if os.path.lexists(staged):
+            staged.unlink()
+        raise
+    change: dict[str, Any] = {"kind": action.kind, "path": str(path)}
+    if action.kind == "link":
+        change["target"] = action.target
+    else:
+        change["sha256"] = _sha256(path)
+    return change
+
+
+def _undo(change: dict[str, Any]) -> None:
+    path = Path(change["path"])
+    if change["kind"] == "unlink":
+        if not os.path.lexists(path):
+            os.symlink(change["target"], path)
+    elif os.path.lexists(path):
+        path.unlink()
+
+
+def _make_parents(path: Path, created: list[str]) -> None:
+    missing = []
+    parent = path.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    for directory in reversed(missing):
+        directory.mkdir()
+        created.append(str(directory))
+
+
+def apply(conf_root: Path, actions: Sequence[Action], notes: Sequence[str] = ()) -> Placement:
+    """Apply a plan step by step; if any step fails (or Ctrl-C), undo the steps done, newest first."""
+    check_plan(actions)
+    placement = Placement(Path(conf_root), notes=list(notes))
+    try:
+        for action in actions:
+            _make_parents(action.path, placement.created_dirs)
+            placement.changes.append(_do(action))
+    except BaseException:
+        _rollback(placement)
+        raise
+    return placement
+
+
+def _rollback(placement: Placement) -> None:
+    for change in reversed(placement.changes):
+        _undo(change)
+    for directory in reversed(placement.created_dirs):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass  # something else now lives there: keep it
+
+
+def place(
+    rendering: Rendering,
+    conf_root: Path,
+    module_so: Path | None = None,
+    modules_dir: Path | None = None,
+) -> Placement:
+    """Install `rendering` into the tree at conf_root the way its distribution does, atomically.
+
+    module_so: an apachews mod_proxy_wstunnel.so to install (as MODULE_FILE in modules_dir, default: the
+    distribution's modules directory) and load instead of the stock module. Returns what was changed.
+    """
+    from apachews import distros
+
+    layout = distros.get(rendering.distro)
+    actions, notes = layout.plan(rendering, Path(conf_root), module_so=module_so, modules_dir=modules_dir)
+    return apply(Path(conf_root), actions, notes)
+
+
+def unplace(placement: Placement, force: bool = False) -> list[Path]:
+    """Undo a placement exactly: remove what it created (refusing files edited since, unless force), re-create
+    the links it removed, remove directories it made if empty. All or nothing. Returns the paths removed."""
+    edited = []
+    for change in placement.changes:
+        path = Path(change["path"])
+        if change["kind"] == "link":
+            if path.is_symlink() and os.readlink(path) != change["target"]:
+                edited.append(str(path))
+        elif change["kind"] != "unlink" and path.is_file() and _sha256(path) != change["sha256"]:
+            edited.append(str(path))
+        elif change["kind"] == "unlink" and os.path.lexists(path):
+            edited.append(f"{path} (re-created since)")
+    if edited and not force:
+        raise BadInput(f"changed since install: {', '.join(edited)}", hint="keep your edits elsewhere, or pass --force")
+    # Keep the bytes of everything removed, to put back if a later step fails.
+    saved: list[tuple[dict[str, Any], bytes | str | None]] = []
+    removed: list[Path] = []
+    try:
+        for change in reversed(placement.changes):
+            path = Path(change["path"])
+            if change["kind"] == "unlink":
+                if not os.path.lexists(path):
+                    os.symlink(change["target"], path)
+                    saved.append((change, None))
+                continue
+            if path.is_symlink():
+                saved.append((change, os.readlink(path)))
+                path.unlink()
+                removed.append(path)
+            elif path.exists():
+                saved.append((change, path.read_bytes()))
+                path.unlink()
+                removed.append(path)
+    except BaseException as error:
+        for change, content in reversed(saved):
+            path = Path(change["path"])
+            if change["kind"] == "unlink":
+                path.unlink(missing_ok=True)
+            elif isinstance(content, str):
+                os.symlink(content, path)
+            elif isinstance(content, bytes):
+                path.write_bytes(content)
+        if isinstance(error, OSError):
+            raise JobFailed(f"could not remove the installed files: {error}") from error
+        raise
+    for directory in reversed(placement.created_dirs):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass
+    return removed
