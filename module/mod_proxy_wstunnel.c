@@ -1,31 +1,50 @@
+/* Licensed to the Apache Software Foundation (ASF) under one or more
+ * contributor license agreements. The ASF licenses this file to You under the Apache License, Version 2.0
+ * (the "License"); you may not use this file except in compliance with the License. You may obtain a copy
+ * of the License at http://www.apache.org/licenses/LICENSE-2.0
+ *
+ * Unless required by applicable law or agreed to in writing, software distributed under the License is
+ * distributed on an "AS IS" BASIS, WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+ * See the License for the specific language governing permissions and limitations under the License.
+ */
+
 /* mod_proxy_wstunnel: WebSocket (ws://, wss://) tunnelling for mod_proxy.
  *
- * The apachews backport, for Apache httpd 2.2.x and 2.4.x, written for apachews and licensed under the
- * Apache License 2.0. One source for every release: API differences are bridged with module magic
- * number checks below. It adds no symbol to mod_proxy: installing it is adding this one module.
+ * The apachews backport, for Apache httpd 2.2.x and 2.4.x. One source for every release: API differences
+ * are bridged with module magic number checks below. It adds no symbol to mod_proxy: installing it is
+ * adding this one module.
  *
  * What it does differently from the 2013 backport people copy around:
- *  - the backend's answer is read and checked first: only "101 Switching Protocols" opens a tunnel;
- *    any other answer is relayed to the client as plain HTTP (no raw tunnel, CVE-2019-17567 class);
- *  - a reset or close on either side ends the tunnel and closes the other side at once (no busy poll
- *    loop, the backend connection is shut down and released, never reused);
+ *  - the backend's answer is read and checked first: only a "101 Switching Protocols" that upgrades to
+ *    websocket (and, when the client sent a key, with the right Sec-WebSocket-Accept) opens a tunnel; any
+ *    other final answer is streamed to the client as plain HTTP (no raw tunnel, CVE-2019-17567 class);
+ *  - once the tunnel is open, mod_reqtimeout's filter is removed from the client connection: the tunnel's
+ *    own idle limit (ProxyWebsocketIdleTimeout, else the worker's timeout, else ProxyTimeout/Timeout) is
+ *    what ends a silent session;
+ *  - each direction ends on its own (half-close): EOF from one side is passed on as a FIN to the other,
+ *    whose answer still flows back; a reset or error on either side ends the tunnel at once;
+ *  - "ProxyWebsocketUpgrade On" lets a WebSocket upgrade arriving on an http:// or https:// ProxyPass be
+ *    tunnelled (like 2.4.47's upgrade=websocket), for servers whose mod_rewrite has no ws:// scheme;
  *  - Upgrade and Connection are parsed as token lists, case-insensitively.
  */
 
 #include "mod_proxy.h"
 #include "http_log.h"
 #include "http_request.h"
+#include "util_filter.h"
 #include "apr_strings.h"
 #include "apr_poll.h"
+#include "apr_sha1.h"
+#include "apr_base64.h"
 
 #if AP_MODULE_MAGIC_AT_LEAST(20120211, 0)
-#define WS_HTTPD_24 1
-#define WS_WORKER_SHARED(w) ((w)->s)
-#define WS_CLIENT_IP(r) ((r)->useragent_ip)
+#define PWS_HTTPD_24 1
+#define PWS_WORKER_SHARED(w) ((w)->s)
+#define PWS_CLIENT_IP(r) ((r)->useragent_ip)
 #else
-#define WS_HTTPD_24 0
-#define WS_WORKER_SHARED(w) (w)
-#define WS_CLIENT_IP(r) ((r)->connection->remote_ip)
+#define PWS_HTTPD_24 0
+#define PWS_WORKER_SHARED(w) (w)
+#define PWS_CLIENT_IP(r) ((r)->connection->remote_ip)
 #endif
 
 #ifdef APLOG_USE_MODULE
@@ -34,51 +53,101 @@ APLOG_USE_MODULE(proxy_wstunnel); /* 2.4: log lines carry this module's name and
 module AP_MODULE_DECLARE_DATA proxy_wstunnel_module;
 #endif
 
-#define WS_MAX_HEADERS 100
-#define WS_LINE_SIZE 8192
+/* Log tags in the manner of httpd's APLOGNO: "APWS0001: ...", grep-able across releases. */
+#define PWS_LOGNO(n) "APWS" #n ": "
+
+#define PWS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11" /* RFC 6455, section 1.3 */
+#define PWS_MAX_HEAD_BYTES (256 * 1024)  /* a backend's whole answer head; lines count alone like mod_proxy_http */
+#define PWS_MAX_INTERIM 16              /* 1xx answers skipped before the final one */
+#define PWS_MAX_UPGRADE_BODY (64 * 1024) /* a request body sent along with an upgrade */
+#define PWS_TURN_BYTES (64 * 1024)       /* bytes one direction may move before the other gets its turn */
+#define PWS_EMPTY_READS_AS_EOF 3         /* 2.2: readable, yet successful reads bring nothing */
 
 typedef struct {
-    apr_interval_time_t idle_timeout; /* 0: not set, use the worker's or ProxyTimeout */
-} ws_server_conf;
+    apr_interval_time_t idle_timeout; /* -1: not set here */
+    int upgrade_http;                 /* -1: not set here; 1: tunnel upgrades on http(s):// routes */
+} proxy_wstunnel_dir_conf;
 
-static void *ws_create_server_conf(apr_pool_t *p, server_rec *s)
+static void *proxy_wstunnel_create_dir_conf(apr_pool_t *p, char *dir)
 {
-    (void)s;
-    return apr_pcalloc(p, sizeof(ws_server_conf));
-}
-
-static void *ws_merge_server_conf(apr_pool_t *p, void *basev, void *addv)
-{
-    ws_server_conf *base = basev, *add = addv;
-    ws_server_conf *conf = apr_pcalloc(p, sizeof(ws_server_conf));
-    conf->idle_timeout = add->idle_timeout ? add->idle_timeout : base->idle_timeout;
+    proxy_wstunnel_dir_conf *conf = apr_pcalloc(p, sizeof(*conf));
+    (void)dir;
+    conf->idle_timeout = -1;
+    conf->upgrade_http = -1;
     return conf;
 }
 
-static const char *ws_set_idle_timeout(cmd_parms *cmd, void *dummy, const char *arg)
+static void *proxy_wstunnel_merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
 {
-    ws_server_conf *conf = ap_get_module_config(cmd->server->module_config, &proxy_wstunnel_module);
+    proxy_wstunnel_dir_conf *base = basev, *add = addv;
+    proxy_wstunnel_dir_conf *conf = apr_pcalloc(p, sizeof(*conf));
+    conf->idle_timeout = add->idle_timeout >= 0 ? add->idle_timeout : base->idle_timeout;
+    conf->upgrade_http = add->upgrade_http >= 0 ? add->upgrade_http : base->upgrade_http;
+    return conf;
+}
+
+/* "30" (seconds), "500ms", "2mi", "1h": the syntax of httpd's timeout parameters. */
+static apr_status_t proxy_wstunnel_parse_timeout(const char *arg, apr_interval_time_t *timeout)
+{
+#if AP_MODULE_MAGIC_AT_LEAST(20051115, 19)
+    return ap_timeout_parameter_parse(arg, timeout, "s");
+#else
+    /* 2.2.0-2.2.10 lack ap_timeout_parameter_parse: the same units, parsed here. */
     char *end;
-    long seconds = strtol(arg, &end, 10);
-    (void)dummy;
-    if (*arg == '\0' || *end != '\0' || seconds < 1 || seconds > 86400 * 7) {
-        return "ProxyWebsocketIdleTimeout takes a number of seconds from 1 to 604800";
+    apr_int64_t number = apr_strtoi64(arg, &end, 10);
+    if (end == arg || number < 0) {
+        return APR_EGENERAL;
     }
-    conf->idle_timeout = apr_time_from_sec(seconds);
+    if (*end == '\0' || strcasecmp(end, "s") == 0) {
+        *timeout = apr_time_from_sec(number);
+    }
+    else if (strcasecmp(end, "ms") == 0) {
+        *timeout = number * 1000;
+    }
+    else if (strcasecmp(end, "mi") == 0 || strcasecmp(end, "min") == 0) {
+        *timeout = apr_time_from_sec(number * 60);
+    }
+    else if (strcasecmp(end, "h") == 0) {
+        *timeout = apr_time_from_sec(number * 3600);
+    }
+    else {
+        return APR_EGENERAL;
+    }
+    return APR_SUCCESS;
+#endif
+}
+
+static const char *proxy_wstunnel_set_idle_timeout(cmd_parms *cmd, void *dirconf, const char *arg)
+{
+    proxy_wstunnel_dir_conf *conf = dirconf;
+    apr_interval_time_t timeout;
+    (void)cmd;
+    if (proxy_wstunnel_parse_timeout(arg, &timeout) != APR_SUCCESS || timeout < 0) {
+        return "ProxyWebsocketIdleTimeout takes a timeout such as 300, 500ms, 5mi or 1h (0: no idle limit)";
+    }
+    conf->idle_timeout = timeout;
     return NULL;
 }
 
-static apr_port_t ws_default_port(const char *scheme)
+static const char *proxy_wstunnel_set_upgrade(cmd_parms *cmd, void *dirconf, int on)
 {
-    return strcasecmp(scheme, "wss") == 0 ? 443 : 80;
+    proxy_wstunnel_dir_conf *conf = dirconf;
+    (void)cmd;
+    conf->upgrade_http = on ? 1 : 0;
+    return NULL;
+}
+
+static apr_port_t proxy_wstunnel_default_port(const char *scheme)
+{
+    return strcasecmp(scheme, "wss") == 0 || strcasecmp(scheme, "https") == 0 ? 443 : 80;
 }
 
 /* Is `token` one of the comma-separated tokens of `value` (case-insensitive)? */
-static int ws_has_token(const char *value, const char *token)
+static int proxy_wstunnel_has_token(const char *value, const char *token)
 {
     apr_size_t length = strlen(token);
     while (value && *value) {
-        const char *end;
+        const char *end, *last;
         while (*value == ' ' || *value == '\t' || *value == ',') {
             value++;
         }
@@ -86,49 +155,70 @@ static int ws_has_token(const char *value, const char *token)
         while (*end && *end != ',') {
             end++;
         }
-        {
-            const char *last = end;
-            while (last > value && (last[-1] == ' ' || last[-1] == '\t')) {
-                last--;
-            }
-            if ((apr_size_t)(last - value) == length && strncasecmp(value, token, length) == 0) {
-                return 1;
-            }
+        last = end;
+        while (last > value && (last[-1] == ' ' || last[-1] == '\t')) {
+            last--;
+        }
+        if ((apr_size_t)(last - value) == length && strncasecmp(value, token, length) == 0) {
+            return 1;
         }
         value = end;
     }
     return 0;
 }
 
-static int ws_scheme(const char *url, const char **scheme)
+static int proxy_wstunnel_is_upgrade(request_rec *r)
 {
-    if (strncasecmp(url, "ws:", 3) == 0) {
-        *scheme = "ws";
-        return 1;
-    }
-    if (strncasecmp(url, "wss:", 4) == 0) {
-        *scheme = "wss";
-        return 1;
-    }
-    return 0;
+    const char *upgrade = apr_table_get(r->headers_in, "Upgrade");
+    const char *connection = apr_table_get(r->headers_in, "Connection");
+    return upgrade && proxy_wstunnel_has_token(upgrade, "websocket") && connection
+           && proxy_wstunnel_has_token(connection, "upgrade");
 }
 
-/* canon_handler: proxy:ws://host:port/path from ws://host[:port]/path */
-static int ws_canon(request_rec *r, char *url)
+/* The scheme this module tunnels for `url`: ws/wss always, http/https where ProxyWebsocketUpgrade is on
+ * and the request is an upgrade (plain HTTP on such a route stays with mod_proxy_http). NULL: decline. */
+static const char *proxy_wstunnel_scheme(request_rec *r, const char *url)
+{
+    proxy_wstunnel_dir_conf *dconf = ap_get_module_config(r->per_dir_config, &proxy_wstunnel_module);
+    if (strncasecmp(url, "ws:", 3) == 0) {
+        return "ws";
+    }
+    if (strncasecmp(url, "wss:", 4) == 0) {
+        return "wss";
+    }
+    if (dconf->upgrade_http == 1 && proxy_wstunnel_is_upgrade(r)) {
+        if (strncasecmp(url, "http:", 5) == 0) {
+            return "http";
+        }
+        if (strncasecmp(url, "https:", 6) == 0) {
+            return "https";
+        }
+    }
+    return NULL;
+}
+
+/* canon_handler: proxy:ws://host:port/path from ws://host[:port]/path (http routes: mod_proxy_http's). */
+static int proxy_wstunnel_canon(request_rec *r, char *url)
 {
     const char *scheme;
     char *host, *path, *err;
     const char *search = NULL, *sport = "";
     apr_port_t port, default_port;
 
-    if (!ws_scheme(url, &scheme)) {
+    if (strncasecmp(url, "ws:", 3) == 0) {
+        scheme = "ws";
+    }
+    else if (strncasecmp(url, "wss:", 4) == 0) {
+        scheme = "wss";
+    }
+    else {
         return DECLINED;
     }
     url += strlen(scheme) + 1; /* past "ws:" or "wss:" */
-    port = default_port = ws_default_port(scheme);
+    port = default_port = proxy_wstunnel_default_port(scheme);
     err = ap_proxy_canon_netloc(r->pool, &url, NULL, NULL, &host, &port);
     if (err) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "wstunnel: error parsing URL %s: %s", url, err);
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, PWS_LOGNO(0001) "error parsing URL %s: %s", url, err);
         return HTTP_BAD_REQUEST;
     }
     if (apr_table_get(r->notes, "proxy-nocanon")) {
@@ -152,8 +242,8 @@ static int ws_canon(request_rec *r, char *url)
     return OK;
 }
 
-/* One CRLF-terminated line from `c`, without the line end; APR_ENOSPC when longer than `size`. */
-static apr_status_t ws_getline(conn_rec *c, apr_bucket_brigade *bb, char *buffer, apr_size_t size)
+/* One CRLF-terminated line from `c`, without the line end; APR_ENOSPC when longer than `size` - 1. */
+static apr_status_t proxy_wstunnel_getline(conn_rec *c, apr_bucket_brigade *bb, char *buffer, apr_size_t size)
 {
     apr_size_t used = 0;
     for (;;) {
@@ -186,7 +276,7 @@ static apr_status_t ws_getline(conn_rec *c, apr_bucket_brigade *bb, char *buffer
     return APR_SUCCESS;
 }
 
-static int ws_hop_by_hop(const char *name)
+static int proxy_wstunnel_hop_by_hop(const char *name)
 {
     return strcasecmp(name, "Connection") == 0 || strcasecmp(name, "Keep-Alive") == 0
         || strcasecmp(name, "TE") == 0 || strcasecmp(name, "Trailer") == 0
@@ -194,66 +284,119 @@ static int ws_hop_by_hop(const char *name)
         || strncasecmp(name, "Proxy-", 6) == 0;
 }
 
-static apr_status_t ws_send_request(request_rec *r, proxy_conn_rec *backend, apr_bucket_brigade *bb,
-                                    const char *path, const char *host_header)
+/* The request body, if the client sent one with its upgrade (read through httpd's own HTTP_IN filter, so
+ * the bytes after it can never be taken for a second request). NULL with *status set: refuse. */
+static char *proxy_wstunnel_read_body(request_rec *r, apr_size_t *length, int *status)
+{
+    apr_bucket_brigade *bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
+    char *body = apr_palloc(r->pool, PWS_MAX_UPGRADE_BODY);
+    *length = 0;
+    *status = OK;
+    for (;;) {
+        apr_bucket *bucket;
+        apr_status_t rv = ap_get_brigade(r->input_filters, bb, AP_MODE_READBYTES, APR_BLOCK_READ, AP_IOBUFSIZE);
+        int eos = 0;
+        if (rv != APR_SUCCESS) {
+            *status = HTTP_BAD_REQUEST;
+            return NULL;
+        }
+        for (bucket = APR_BRIGADE_FIRST(bb); bucket != APR_BRIGADE_SENTINEL(bb); bucket = APR_BUCKET_NEXT(bucket)) {
+            const char *data;
+            apr_size_t size;
+            if (APR_BUCKET_IS_EOS(bucket)) {
+                eos = 1;
+                break;
+            }
+            if (APR_BUCKET_IS_METADATA(bucket)) {
+                continue;
+            }
+            if (apr_bucket_read(bucket, &data, &size, APR_BLOCK_READ) != APR_SUCCESS) {
+                *status = HTTP_BAD_REQUEST;
+                return NULL;
+            }
+            if (*length + size > PWS_MAX_UPGRADE_BODY) {
+                *status = HTTP_REQUEST_ENTITY_TOO_LARGE;
+                return NULL;
+            }
+            memcpy(body + *length, data, size);
+            *length += size;
+        }
+        apr_brigade_cleanup(bb);
+        if (eos) {
+            return body;
+        }
+    }
+}
+
+static apr_status_t proxy_wstunnel_send_request(request_rec *r, proxy_conn_rec *backend, apr_bucket_brigade *bb,
+                                                const char *path, const char *host_header, const char *body,
+                                                apr_size_t body_length)
 {
     const apr_array_header_t *headers = apr_table_elts(r->headers_in);
     const apr_table_entry_t *entry = (const apr_table_entry_t *)headers->elts;
-    char *request = apr_pstrcat(r->pool, "GET ", path, " HTTP/1.1\r\nHost: ", host_header,
-                                "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n", NULL);
     const char *forwarded = apr_table_get(r->headers_in, "X-Forwarded-For");
+    char *request = apr_pstrcat(r->pool, r->method, " ", path, " HTTP/1.1\r\nHost: ", host_header,
+                                "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n", NULL);
     int i;
 
     for (i = 0; i < headers->nelts; i++) {
         if (entry[i].key == NULL || entry[i].val == NULL || strcasecmp(entry[i].key, "Host") == 0
-            || strcasecmp(entry[i].key, "X-Forwarded-For") == 0 || ws_hop_by_hop(entry[i].key)) {
+            || strcasecmp(entry[i].key, "X-Forwarded-For") == 0 || strcasecmp(entry[i].key, "Content-Length") == 0
+            || proxy_wstunnel_hop_by_hop(entry[i].key)) {
             continue;
         }
         request = apr_pstrcat(r->pool, request, entry[i].key, ": ", entry[i].val, "\r\n", NULL);
     }
+    if (body_length > 0) {
+        request = apr_psprintf(r->pool, "%sContent-Length: %" APR_SIZE_T_FMT "\r\n", request, body_length);
+    }
     request = apr_pstrcat(r->pool, request, "X-Forwarded-For: ",
-                          forwarded ? apr_pstrcat(r->pool, forwarded, ", ", NULL) : "",
-                          WS_CLIENT_IP(r), "\r\n\r\n", NULL);
+                          forwarded ? apr_pstrcat(r->pool, forwarded, ", ", NULL) : "", PWS_CLIENT_IP(r),
+                          "\r\n\r\n", NULL);
     apr_brigade_cleanup(bb);
     APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_pool_create(request, strlen(request), r->pool,
                                                        backend->connection->bucket_alloc));
+    if (body_length > 0) {
+        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_pool_create(body, body_length, r->pool,
+                                                           backend->connection->bucket_alloc));
+    }
     APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(backend->connection->bucket_alloc));
     return ap_pass_brigade(backend->connection->output_filters, bb);
 }
 
-/* Relay a non-101 answer to the client as an ordinary HTTP response: status, headers, body. */
-static int ws_relay_plain_response(request_rec *r, proxy_conn_rec *backend, apr_bucket_brigade *bb,
-                                   int status, const char *status_line, apr_table_t *headers)
+/* Stream a refused upgrade's answer to the client as an ordinary HTTP response: status, headers, then the
+ * body chunk by chunk (never held whole: a backend may send gigabytes, or never stop). */
+static int proxy_wstunnel_relay_plain_response(request_rec *r, proxy_conn_rec *backend, apr_bucket_brigade *bb,
+                                               int status, const char *status_line, apr_table_t *headers,
+                                               char *line, apr_size_t line_size)
 {
     const char *length_header = apr_table_get(headers, "Content-Length");
     const char *encoding = apr_table_get(headers, "Transfer-Encoding");
     const char *type = apr_table_get(headers, "Content-Type");
     apr_bucket_brigade *out = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     apr_off_t remaining = -1; /* -1: until the backend closes */
-    int chunked = encoding && ws_has_token(encoding, "chunked");
-    char line[WS_LINE_SIZE];
-    apr_status_t rv = APR_SUCCESS;
+    int chunked = encoding && proxy_wstunnel_has_token(encoding, "chunked");
+    char buffer[AP_IOBUFSIZE];
+    const apr_array_header_t *elts = apr_table_elts(headers);
+    const apr_table_entry_t *entry = (const apr_table_entry_t *)elts->elts;
+    int i;
 
     r->status = status;
     r->status_line = apr_pstrdup(r->pool, status_line);
-    {
-        const apr_array_header_t *elts = apr_table_elts(headers);
-        const apr_table_entry_t *entry = (const apr_table_entry_t *)elts->elts;
-        int i;
-        for (i = 0; i < elts->nelts; i++) {
-            if (ws_hop_by_hop(entry[i].key) || strcasecmp(entry[i].key, "Content-Length") == 0
-                || strcasecmp(entry[i].key, "Content-Type") == 0) {
-                continue;
-            }
-            apr_table_add(r->headers_out, entry[i].key, entry[i].val);
+    for (i = 0; i < elts->nelts; i++) {
+        if (proxy_wstunnel_hop_by_hop(entry[i].key) || strcasecmp(entry[i].key, "Content-Length") == 0
+            || strcasecmp(entry[i].key, "Content-Type") == 0) {
+            continue;
         }
+        apr_table_add(r->headers_out, entry[i].key, entry[i].val);
     }
     if (type) {
         ap_set_content_type(r, apr_pstrdup(r->pool, type));
     }
     if (length_header && !chunked) {
-        remaining = (apr_off_t)apr_atoi64(length_header);
-        if (remaining < 0) {
+        char *end;
+        remaining = (apr_off_t)apr_strtoi64(length_header, &end, 10);
+        if (remaining < 0 || end == length_header || *end != '\0') {
             return HTTP_BAD_GATEWAY;
         }
     }
@@ -262,7 +405,7 @@ static int ws_relay_plain_response(request_rec *r, proxy_conn_rec *backend, apr_
     for (;;) {
         apr_off_t want = remaining;
         if (chunked) {
-            if (ws_getline(backend->connection, bb, line, sizeof(line)) != APR_SUCCESS) {
+            if (proxy_wstunnel_getline(backend->connection, bb, line, line_size) != APR_SUCCESS) {
                 break;
             }
             want = (apr_off_t)apr_strtoi64(line, NULL, 16);
@@ -274,33 +417,29 @@ static int ws_relay_plain_response(request_rec *r, proxy_conn_rec *backend, apr_
             break;
         }
         while (want != 0) {
-            apr_off_t read_size = (want < 0 || want > AP_IOBUFSIZE) ? AP_IOBUFSIZE : want;
-            apr_off_t got = 0;
+            apr_off_t read_size = (want < 0 || want > (apr_off_t)sizeof(buffer)) ? (apr_off_t)sizeof(buffer) : want;
+            apr_size_t got = sizeof(buffer);
             apr_brigade_cleanup(bb);
-            rv = ap_get_brigade(backend->connection->input_filters, bb, AP_MODE_READBYTES,
-                                APR_BLOCK_READ, read_size);
-            if (rv != APR_SUCCESS || APR_BRIGADE_EMPTY(bb)) {
+            if (ap_get_brigade(backend->connection->input_filters, bb, AP_MODE_READBYTES, APR_BLOCK_READ,
+                               read_size) != APR_SUCCESS
+                || APR_BRIGADE_EMPTY(bb) || apr_brigade_flatten(bb, buffer, &got) != APR_SUCCESS || got == 0) {
                 break;
             }
-            apr_brigade_length(bb, 1, &got);
-            if (got <= 0) {
-                break;
+            /* Copied into the client's allocator and passed on at once: memory stays one buffer deep. */
+            apr_brigade_write(out, NULL, NULL, buffer, got);
+            if (ap_pass_brigade(r->output_filters, out) != APR_SUCCESS || r->connection->aborted) {
+                apr_brigade_cleanup(out);
+                return OK; /* the client went away: nothing more to say */
             }
-            {
-                char *copy = apr_palloc(r->pool, (apr_size_t)got);
-                apr_size_t copied = (apr_size_t)got;
-                apr_brigade_flatten(bb, copy, &copied);
-                APR_BRIGADE_INSERT_TAIL(out, apr_bucket_pool_create(copy, copied, r->pool,
-                                                                    r->connection->bucket_alloc));
-            }
+            apr_brigade_cleanup(out);
             if (want > 0) {
-                want -= got;
+                want -= (apr_off_t)got;
             }
         }
         if (!chunked) {
             break;
         }
-        if (want != 0 || ws_getline(backend->connection, bb, line, sizeof(line)) != APR_SUCCESS) {
+        if (want != 0 || proxy_wstunnel_getline(backend->connection, bb, line, line_size) != APR_SUCCESS) {
             break; /* a chunk cut short, or its CRLF missing */
         }
     }
@@ -309,115 +448,182 @@ static int ws_relay_plain_response(request_rec *r, proxy_conn_rec *backend, apr_
     return OK;
 }
 
-/* Move whatever is readable now from `from` to `to`. APR_SUCCESS: bytes moved; APR_EAGAIN: none were
- * there; anything else: this side is done. (2.2's core input filter answers a non-blocking read that
- * finds nothing with an empty brigade, 2.4's with EAGAIN: both mean "nothing now".) */
-static apr_status_t ws_pump(conn_rec *from, conn_rec *to, apr_bucket_brigade *bb)
+/* The Sec-WebSocket-Accept a backend must answer to `key` (RFC 6455, 4.2.2). */
+static const char *proxy_wstunnel_accept_for(apr_pool_t *p, const char *key)
 {
-    int moved = 0;
-    for (;;) {
-        apr_status_t rv;
-        int eos = 0;
+    apr_sha1_ctx_t sha1;
+    unsigned char digest[APR_SHA1_DIGESTSIZE];
+    char *encoded = apr_palloc(p, apr_base64_encode_len(APR_SHA1_DIGESTSIZE));
+    apr_sha1_init(&sha1);
+    apr_sha1_update(&sha1, key, (unsigned int)strlen(key));
+    apr_sha1_update(&sha1, PWS_GUID, (unsigned int)strlen(PWS_GUID));
+    apr_sha1_final(digest, &sha1);
+    apr_base64_encode(encoded, (const char *)digest, APR_SHA1_DIGESTSIZE);
+    return encoded;
+}
+
+/* mod_reqtimeout times the request body; a tunnel is no request body. Its filter must go, or a session
+ * that stays silent longer than "RequestReadTimeout body=..." dies the next time the client speaks. */
+static void proxy_wstunnel_remove_reqtimeout(conn_rec *c)
+{
+    ap_filter_t *filter = c->input_filters;
+    while (filter) {
+        ap_filter_t *next = filter->next;
+        if (filter->frec && filter->frec->name && strcasecmp(filter->frec->name, "reqtimeout") == 0) {
+            ap_remove_input_filter(filter);
+        }
+        filter = next;
+    }
+}
+
+/* One direction of the tunnel. */
+typedef struct {
+    conn_rec *c;
+    apr_pollfd_t pollfd;
+    int read_done;   /* EOF seen: nothing more comes from this side */
+    int pending;     /* the turn ended with bytes maybe still in the filters: read again without polling */
+    int empty_reads; /* 2.2's core filter answers a non-blocking read at EOF with an empty brigade first */
+} proxy_wstunnel_side;
+
+/* Move what is readable now from `from` to `to`, at most PWS_TURN_BYTES in one turn, then flush once.
+ * APR_SUCCESS: this side may go on; APR_EOF: it finished sending; anything else: the tunnel is broken. */
+static apr_status_t proxy_wstunnel_pump(proxy_wstunnel_side *from, proxy_wstunnel_side *to,
+                                        apr_bucket_brigade *bb, apr_bucket_brigade *out)
+{
+    apr_off_t moved = 0;
+    apr_status_t rv = APR_SUCCESS;
+    int eos = 0;
+
+    from->pending = 0;
+    while (moved < PWS_TURN_BYTES) {
         apr_bucket *bucket;
+        apr_off_t length = 0;
         apr_brigade_cleanup(bb);
-        rv = ap_get_brigade(from->input_filters, bb, AP_MODE_READBYTES, APR_NONBLOCK_READ, AP_IOBUFSIZE);
-        if (APR_STATUS_IS_EAGAIN(rv) || (rv == APR_SUCCESS && APR_BRIGADE_EMPTY(bb))) {
-            return moved ? APR_SUCCESS : APR_EAGAIN;
+        rv = ap_get_brigade(from->c->input_filters, bb, AP_MODE_READBYTES, APR_NONBLOCK_READ, AP_IOBUFSIZE);
+        if (APR_STATUS_IS_EAGAIN(rv)) {
+            rv = APR_SUCCESS; /* nothing now (with TLS: a record is still arriving in pieces) */
+            break;
         }
         if (rv != APR_SUCCESS) {
-            return rv;
+            break;
         }
-        for (bucket = APR_BRIGADE_FIRST(bb); bucket != APR_BRIGADE_SENTINEL(bb);
-             bucket = APR_BUCKET_NEXT(bucket)) {
+        for (bucket = APR_BRIGADE_FIRST(bb); bucket != APR_BRIGADE_SENTINEL(bb); bucket = APR_BUCKET_NEXT(bucket)) {
             if (APR_BUCKET_IS_EOS(bucket)) {
                 eos = 1;
             }
         }
         if (eos) {
-            return APR_EOF;
+            break;
         }
-        APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(to->bucket_alloc));
-        rv = ap_pass_brigade(to->output_filters, bb);
-        if (rv != APR_SUCCESS) {
-            return rv;
+        apr_brigade_length(bb, 1, &length);
+        if (length == 0) {
+            /* 2.2: "nothing now" and "EOF" both read as an empty brigade, EOF only on a later call. The
+             * socket was readable, so a few empty reads in a row mean the peer has gone. */
+            if (++from->empty_reads >= PWS_EMPTY_READS_AS_EOF) {
+                eos = 1;
+            }
+            break;
         }
-        moved = 1;
+        from->empty_reads = 0;
+        moved += length;
+        APR_BRIGADE_CONCAT(out, bb);
     }
+    if (moved >= PWS_TURN_BYTES) {
+        from->pending = 1; /* the filters may hold more that poll() cannot see */
+    }
+    if (!APR_BRIGADE_EMPTY(out)) {
+        apr_status_t sent;
+        APR_BRIGADE_INSERT_TAIL(out, apr_bucket_flush_create(to->c->bucket_alloc));
+        sent = ap_pass_brigade(to->c->output_filters, out);
+        apr_brigade_cleanup(out);
+        if (sent != APR_SUCCESS) {
+            return sent;
+        }
+    }
+    apr_brigade_cleanup(bb);
+    if (eos) {
+        return APR_EOF;
+    }
+    return rv;
 }
 
-static int ws_tunnel(request_rec *r, proxy_conn_rec *backend, apr_interval_time_t idle_timeout)
+static int proxy_wstunnel_tunnel(request_rec *r, proxy_conn_rec *backend, apr_interval_time_t idle_timeout)
 {
     conn_rec *client = r->connection;
     apr_socket_t *client_socket = ap_get_module_config(client->conn_config, &core_module);
+    proxy_wstunnel_side sides[2];
     apr_pollset_t *pollset;
-    apr_pollfd_t descriptor;
     apr_bucket_brigade *bb = apr_brigade_create(r->pool, client->bucket_alloc);
-    apr_status_t rv;
-    int client_idle = 0, backend_idle = 0;
+    apr_bucket_brigade *out = apr_brigade_create(r->pool, client->bucket_alloc);
+    apr_status_t rv = APR_SUCCESS;
+    int i;
 
     if (apr_pollset_create(&pollset, 2, r->pool, 0) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    memset(&descriptor, 0, sizeof(descriptor));
-    descriptor.p = r->pool;
-    descriptor.desc_type = APR_POLL_SOCKET;
-    descriptor.reqevents = APR_POLLIN | APR_POLLHUP | APR_POLLERR;
-    descriptor.desc.s = client_socket;
-    descriptor.client_data = client;
-    apr_pollset_add(pollset, &descriptor);
-    descriptor.desc.s = backend->sock;
-    descriptor.client_data = backend->connection;
-    apr_pollset_add(pollset, &descriptor);
+    memset(sides, 0, sizeof(sides));
+    sides[0].c = client;
+    sides[0].pollfd.desc.s = client_socket;
+    sides[1].c = backend->connection;
+    sides[1].pollfd.desc.s = backend->sock;
+    for (i = 0; i < 2; i++) {
+        sides[i].pollfd.p = r->pool;
+        sides[i].pollfd.desc_type = APR_POLL_SOCKET;
+        sides[i].pollfd.reqevents = APR_POLLIN | APR_POLLHUP | APR_POLLERR;
+        sides[i].pollfd.client_data = &sides[i];
+        sides[i].pending = 1; /* bytes may already sit in the filters (sent right behind the handshake) */
+        apr_pollset_add(pollset, &sides[i].pollfd);
+    }
+    /* Writes to the client now wait as long as any write of the server, whatever mod_reqtimeout set. */
+    apr_socket_timeout_set(client_socket, r->server->timeout);
 
-    /* Bytes may already sit in the filters (sent right behind the handshake): move them first. */
-    rv = ws_pump(backend->connection, client, bb);
-    if (rv == APR_SUCCESS || APR_STATUS_IS_EAGAIN(rv)) {
-        rv = ws_pump(client, backend->connection, bb);
-    }
-    if (APR_STATUS_IS_EAGAIN(rv)) {
-        rv = APR_SUCCESS;
-    }
-    while (rv == APR_SUCCESS) {
+    while (rv == APR_SUCCESS && !(sides[0].read_done && sides[1].read_done)) {
         const apr_pollfd_t *signalled;
-        apr_int32_t count, i;
-        apr_status_t polled = apr_pollset_poll(pollset, idle_timeout, &count, &signalled);
+        apr_int32_t count = 0;
+        int ready[2] = {0, 0};
+        int any_pending = sides[0].pending || sides[1].pending;
+        apr_status_t polled = apr_pollset_poll(pollset, any_pending ? 0 : (idle_timeout ? idle_timeout : -1),
+                                               &count, &signalled);
         if (APR_STATUS_IS_EINTR(polled)) {
             continue;
         }
-        if (APR_STATUS_IS_TIMEUP(polled)) {
-            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "wstunnel: idle timeout, closing the tunnel");
+        if (APR_STATUS_IS_TIMEUP(polled) && !any_pending) {
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, PWS_LOGNO(0002) "idle timeout, closing the tunnel");
             rv = APR_TIMEUP;
             break;
         }
-        if (polled != APR_SUCCESS) {
+        if (polled != APR_SUCCESS && !APR_STATUS_IS_TIMEUP(polled)) {
             rv = polled;
             break;
         }
-        for (i = 0; i < count && rv == APR_SUCCESS; i++) {
-            conn_rec *from = signalled[i].client_data;
-            conn_rec *to = from == client ? backend->connection : client;
-            int *idle = from == client ? &client_idle : &backend_idle;
-            if (signalled[i].rtnevents & (APR_POLLIN | APR_POLLHUP | APR_POLLERR)) {
-                /* A hang-up or error still reads first: it yields the last bytes, then EOF. */
-                rv = ws_pump(from, to, bb);
-                if (APR_STATUS_IS_EAGAIN(rv)) {
-                    /* Readable yet nothing to read: tolerated twice (2.2 reports EOF one call late),
-                     * then taken as a dead peer, so the loop can never spin. */
-                    rv = ++*idle > 2 ? APR_EOF : APR_SUCCESS;
-                }
-                else if (rv == APR_SUCCESS) {
-                    *idle = 0;
-                }
-                if (rv == APR_SUCCESS && (signalled[i].rtnevents & (APR_POLLHUP | APR_POLLERR))) {
-                    rv = APR_EOF;
-                }
-            }
-            else if (signalled[i].rtnevents & APR_POLLNVAL) {
+        for (i = 0; i < count; i++) {
+            proxy_wstunnel_side *side = signalled[i].client_data;
+            if (signalled[i].rtnevents & APR_POLLNVAL) {
                 rv = APR_EBADF;
+            }
+            ready[side == &sides[0] ? 0 : 1] = 1; /* a hang-up or error still reads first: last bytes, then EOF */
+        }
+        /* Each direction gets one bounded turn per round: a flood one way cannot starve the other. */
+        for (i = 0; i < 2 && rv == APR_SUCCESS; i++) {
+            proxy_wstunnel_side *from = &sides[i], *to = &sides[1 - i];
+            apr_status_t pumped;
+            if (from->read_done || !(ready[i] || from->pending)) {
+                continue;
+            }
+            pumped = proxy_wstunnel_pump(from, to, bb, out);
+            if (APR_STATUS_IS_EOF(pumped)) {
+                /* Half-close: pass the FIN on, keep the other direction open for what it still sends. */
+                from->read_done = 1;
+                from->pending = 0;
+                apr_pollset_remove(pollset, &from->pollfd);
+                apr_socket_shutdown(to->pollfd.desc.s, APR_SHUTDOWN_WRITE);
+            }
+            else if (pumped != APR_SUCCESS) {
+                rv = pumped;
             }
         }
     }
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, rv, r, "wstunnel: tunnel finished");
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, rv, r, PWS_LOGNO(0003) "tunnel finished");
     /* Close both ends now: the backend must not wait for a timeout to learn the client is gone. */
     apr_socket_shutdown(backend->sock, APR_SHUTDOWN_READWRITE);
     backend->close = 1;
@@ -426,49 +632,111 @@ static int ws_tunnel(request_rec *r, proxy_conn_rec *backend, apr_interval_time_
     return OK;
 }
 
-static int ws_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf, char *url,
-                      const char *proxyname, apr_port_t proxyport)
+/* Read the backend's final answer head (skipping interim 1xx ones) into `headers` and `raw`, the bytes to
+ * relay as is on a 101. Returns the status, or -1 when the answer is not valid HTTP. */
+static int proxy_wstunnel_read_answer(request_rec *r, proxy_conn_rec *backend, apr_bucket_brigade *bb, char *line,
+                                      apr_size_t line_size, apr_table_t *headers, const char **status_line,
+                                      const char **raw)
 {
-    ws_server_conf *ws_conf = ap_get_module_config(r->server->module_config, &proxy_wstunnel_module);
-    const char *scheme, *upgrade, *connection;
+    apr_size_t head_bytes = 0;
+    int interim;
+    for (interim = 0; interim <= PWS_MAX_INTERIM; interim++) {
+        int status;
+        apr_table_clear(headers);
+        if (proxy_wstunnel_getline(backend->connection, bb, line, line_size) != APR_SUCCESS
+            || strncmp(line, "HTTP/1.", 7) != 0 || strlen(line) < 12 || !apr_isdigit(line[9])
+            || !apr_isdigit(line[10]) || !apr_isdigit(line[11])) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, PWS_LOGNO(0004) "no valid HTTP answer from the backend");
+            return -1;
+        }
+        status = atoi(line + 9);
+        *status_line = apr_pstrdup(r->pool, line + 9);
+        *raw = apr_pstrcat(r->pool, line, "\r\n", NULL);
+        for (;;) {
+            char *colon;
+            apr_size_t length;
+            if (proxy_wstunnel_getline(backend->connection, bb, line, line_size) != APR_SUCCESS) {
+                ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
+                              PWS_LOGNO(0005) "bad or oversized header line from the backend");
+                return -1;
+            }
+            if (line[0] == '\0') {
+                break;
+            }
+            length = strlen(line);
+            head_bytes += length;
+            colon = strchr(line, ':');
+            if (head_bytes > PWS_MAX_HEAD_BYTES || !colon || colon == line) {
+                ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, PWS_LOGNO(0006) "bad or oversized answer head");
+                return -1;
+            }
+            *raw = apr_pstrcat(r->pool, *raw, line, "\r\n", NULL);
+            *colon = '\0';
+            do {
+                colon++;
+            } while (*colon == ' ' || *colon == '\t');
+            apr_table_add(headers, line, colon);
+        }
+        if (status >= 200 || status == HTTP_SWITCHING_PROTOCOLS) {
+            return status;
+        }
+        /* 100 Continue and other interim answers are not the backend's verdict on the upgrade. */
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, PWS_LOGNO(0007) "too many interim answers from the backend");
+    return -1;
+}
+
+static int proxy_wstunnel_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf, char *url,
+                                  const char *proxyname, apr_port_t proxyport)
+{
+    proxy_wstunnel_dir_conf *dconf = ap_get_module_config(r->per_dir_config, &proxy_wstunnel_module);
+    const char *scheme = proxy_wstunnel_scheme(r, url);
     proxy_conn_rec *backend = NULL;
     apr_uri_t *uri;
     apr_bucket_brigade *bb;
     char server_port[32];
-    char line[WS_LINE_SIZE];
+    apr_size_t line_size;
+    char *line, *body;
+    apr_size_t body_length;
     apr_table_t *response_headers;
-    const char *status_line, *host_header, *raw_response;
+    const char *status_line = NULL, *host_header, *raw_response = NULL, *key, *upgrade, *accept;
     apr_interval_time_t idle_timeout;
-    int status, result, header_count = 0, preserve_host;
+    int status, result, preserve_host;
 
-    if (!ws_scheme(url, &scheme)) {
+    if (scheme == NULL) {
         return DECLINED;
     }
-    upgrade = apr_table_get(r->headers_in, "Upgrade");
-    connection = apr_table_get(r->headers_in, "Connection");
-    if (!upgrade || !ws_has_token(upgrade, "websocket") || !connection || !ws_has_token(connection, "upgrade")) {
-        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "wstunnel: %s is not a WebSocket upgrade", r->uri);
+    if (!proxy_wstunnel_is_upgrade(r)) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, PWS_LOGNO(0008) "%s is not a WebSocket upgrade", r->uri);
         apr_table_setn(r->err_headers_out, "Upgrade", "websocket");
         apr_table_setn(r->err_headers_out, "Connection", "Upgrade");
         return HTTP_UPGRADE_REQUIRED;
     }
+    body = proxy_wstunnel_read_body(r, &body_length, &result);
+    if (body == NULL) {
+        return result;
+    }
+    /* Like mod_proxy_http: answer lines as long as the server accepts request header lines, 8 KiB at least. */
+    line_size = r->server->limit_req_fieldsize > HUGE_STRING_LEN ? (apr_size_t)r->server->limit_req_fieldsize + 2
+                                                                  : HUGE_STRING_LEN;
+    line = apr_palloc(r->pool, line_size);
 
     uri = apr_palloc(r->pool, sizeof(*uri));
     result = ap_proxy_acquire_connection(scheme, &backend, worker, r->server);
     if (result != OK) {
         return result;
     }
-    backend->is_ssl = strcasecmp(scheme, "wss") == 0;
+    backend->is_ssl = strcasecmp(scheme, "wss") == 0 || strcasecmp(scheme, "https") == 0;
     backend->close = 0;
     bb = apr_brigade_create(r->pool, r->connection->bucket_alloc);
 
-    result = ap_proxy_determine_connection(r->pool, r, conf, worker, backend, uri, &url, proxyname,
-                                           proxyport, server_port, sizeof(server_port));
+    result = ap_proxy_determine_connection(r->pool, r, conf, worker, backend, uri, &url, proxyname, proxyport,
+                                           server_port, sizeof(server_port));
     if (result != OK) {
         goto done;
     }
     if (ap_proxy_connect_backend(scheme, backend, worker, r->server)) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "wstunnel: cannot connect to the backend for %s", url);
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, PWS_LOGNO(0009) "cannot connect to the backend for %s", url);
         result = HTTP_SERVICE_UNAVAILABLE;
         goto done;
     }
@@ -479,10 +747,10 @@ static int ws_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *c
         }
     }
 
-#if WS_HTTPD_24
+#if PWS_HTTPD_24
     {
-        proxy_dir_conf *dconf = ap_get_module_config(r->per_dir_config, &proxy_module);
-        preserve_host = dconf->preserve_host;
+        proxy_dir_conf *proxy_dconf = ap_get_module_config(r->per_dir_config, &proxy_module);
+        preserve_host = proxy_dconf->preserve_host;
     }
 #else
     preserve_host = conf->preserve_host;
@@ -490,52 +758,41 @@ static int ws_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *c
     host_header = preserve_host && apr_table_get(r->headers_in, "Host")
                       ? apr_table_get(r->headers_in, "Host")
                       : apr_pstrcat(r->pool, ap_strchr_c(uri->hostname, ':') ? "[" : "", uri->hostname,
-                                    ap_strchr_c(uri->hostname, ':') ? "]" : "",
-                                    uri->port_str ? ":" : "", uri->port_str ? uri->port_str : "", NULL);
+                                    ap_strchr_c(uri->hostname, ':') ? "]" : "", uri->port_str ? ":" : "",
+                                    uri->port_str ? uri->port_str : "", NULL);
 
-    if (ws_send_request(r, backend, bb, url, host_header) != APR_SUCCESS) {
+    if (proxy_wstunnel_send_request(r, backend, bb, url, host_header, body, body_length) != APR_SUCCESS) {
         result = HTTP_BAD_GATEWAY;
         goto done;
     }
 
     /* The backend's answer, status line and headers, before anything reaches the client. */
-    if (ws_getline(backend->connection, bb, line, sizeof(line)) != APR_SUCCESS
-        || strncmp(line, "HTTP/1.", 7) != 0 || strlen(line) < 12 || !apr_isdigit(line[9])) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "wstunnel: no valid HTTP answer from the backend");
+    response_headers = apr_table_make(r->pool, 16);
+    status = proxy_wstunnel_read_answer(r, backend, bb, line, line_size, response_headers, &status_line,
+                                        &raw_response);
+    if (status < 0) {
         result = HTTP_BAD_GATEWAY;
         goto done;
     }
-    status = atoi(line + 9);
-    status_line = apr_pstrdup(r->pool, line + 9);
-    raw_response = apr_pstrcat(r->pool, line, "\r\n", NULL);
-    response_headers = apr_table_make(r->pool, 16);
-    for (;;) {
-        char *colon;
-        if (ws_getline(backend->connection, bb, line, sizeof(line)) != APR_SUCCESS
-            || ++header_count > WS_MAX_HEADERS) {
-            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "wstunnel: bad or oversized headers from the backend");
-            result = HTTP_BAD_GATEWAY;
-            goto done;
-        }
-        if (line[0] == '\0') {
-            break;
-        }
-        colon = strchr(line, ':');
-        if (!colon || colon == line) {
-            result = HTTP_BAD_GATEWAY;
-            goto done;
-        }
-        raw_response = apr_pstrcat(r->pool, raw_response, line, "\r\n", NULL);
-        *colon = '\0';
-        do {
-            colon++;
-        } while (*colon == ' ' || *colon == '\t');
-        apr_table_add(response_headers, line, colon);
+    if (status != HTTP_SWITCHING_PROTOCOLS) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, PWS_LOGNO(0010) "backend refused the upgrade (%d)", status);
+        result = proxy_wstunnel_relay_plain_response(r, backend, bb, status, status_line, response_headers, line,
+                                                     line_size);
+        goto done;
     }
 
-    if (status != HTTP_SWITCHING_PROTOCOLS) {
-        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "wstunnel: backend refused the upgrade (%d)", status);
-        result = ws_relay_plain_response(r, backend, bb, status, status_line, response_headers);
+    /* A 101 must switch to what was asked for, and prove it read this client's key. */
+    upgrade = apr_table_get(response_headers, "Upgrade");
+    key = apr_table_get(r->headers_in, "Sec-WebSocket-Key");
+    accept = apr_table_get(response_headers, "Sec-WebSocket-Accept");
+    if (!upgrade || !proxy_wstunnel_has_token(upgrade, "websocket")) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, PWS_LOGNO(0011) "backend answered 101 without Upgrade: websocket");
+        result = HTTP_BAD_GATEWAY;
+        goto done;
+    }
+    if (key && (!accept || strcmp(accept, proxy_wstunnel_accept_for(r->pool, key)) != 0)) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, PWS_LOGNO(0012) "backend's Sec-WebSocket-Accept does not match");
+        result = HTTP_BAD_GATEWAY;
         goto done;
     }
 
@@ -553,14 +810,15 @@ static int ws_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *c
         result = OK;
         goto done;
     }
+    proxy_wstunnel_remove_reqtimeout(r->connection);
 
-    idle_timeout = ws_conf->idle_timeout;
-    if (!idle_timeout) {
-        idle_timeout = WS_WORKER_SHARED(worker)->timeout_set ? WS_WORKER_SHARED(worker)->timeout
-                       : conf->timeout_set                   ? conf->timeout
-                                                             : r->server->timeout;
+    idle_timeout = dconf->idle_timeout;
+    if (idle_timeout < 0) {
+        idle_timeout = PWS_WORKER_SHARED(worker)->timeout_set ? PWS_WORKER_SHARED(worker)->timeout
+                       : conf->timeout_set                    ? conf->timeout
+                                                              : r->server->timeout;
     }
-    result = ws_tunnel(r, backend, idle_timeout);
+    result = proxy_wstunnel_tunnel(r, backend, idle_timeout);
 
 done:
     if (result != OK) {
@@ -570,29 +828,32 @@ done:
     return result;
 }
 
-static void ws_register_hooks(apr_pool_t *p)
+static void proxy_wstunnel_register_hooks(apr_pool_t *p)
 {
-    /* From 2.4.47 mod_proxy_http claims ws:// URLs too: a loaded apachews module must go first. */
+    /* mod_proxy_http claims ws:// URLs from 2.4.47, and http:// ones always: a loaded apachews module must
+     * see them first (it declines what it does not tunnel). */
     static const char *const before_http[] = {"mod_proxy_http.c", NULL};
     (void)p;
-    proxy_hook_scheme_handler(ws_handler, NULL, before_http, APR_HOOK_FIRST);
-    proxy_hook_canon_handler(ws_canon, NULL, before_http, APR_HOOK_FIRST);
+    proxy_hook_scheme_handler(proxy_wstunnel_handler, NULL, before_http, APR_HOOK_FIRST);
+    proxy_hook_canon_handler(proxy_wstunnel_canon, NULL, before_http, APR_HOOK_FIRST);
 }
 
-static const command_rec ws_commands[] = {
-    AP_INIT_TAKE1("ProxyWebsocketIdleTimeout", ws_set_idle_timeout, NULL, RSRC_CONF,
-                  "Seconds a WebSocket tunnel may stay idle before it is closed"),
+static const command_rec proxy_wstunnel_commands[] = {
+    AP_INIT_TAKE1("ProxyWebsocketIdleTimeout", proxy_wstunnel_set_idle_timeout, NULL, RSRC_CONF | ACCESS_CONF,
+                  "How long a WebSocket tunnel may stay silent before it is closed (300, 500ms, 5mi; 0: no limit)"),
+    AP_INIT_FLAG("ProxyWebsocketUpgrade", proxy_wstunnel_set_upgrade, NULL, RSRC_CONF | ACCESS_CONF,
+                 "On: tunnel WebSocket upgrades that arrive on http:// and https:// ProxyPass routes here"),
     {NULL}
 };
 
 module AP_MODULE_DECLARE_DATA proxy_wstunnel_module = {
     STANDARD20_MODULE_STUFF,
-    NULL,                  /* per-directory config creator */
-    NULL,                  /* per-directory config merger */
-    ws_create_server_conf, /* per-server config creator */
-    ws_merge_server_conf,  /* per-server config merger */
-    ws_commands,           /* command table */
-    ws_register_hooks      /* hook registration */
+    proxy_wstunnel_create_dir_conf, /* per-directory config creator */
+    proxy_wstunnel_merge_dir_conf,  /* per-directory config merger */
+    NULL,                           /* per-server config creator */
+    NULL,                           /* per-server config merger */
+    proxy_wstunnel_commands,        /* command table */
+    proxy_wstunnel_register_hooks   /* hook registration */
 #ifdef AP_MODULE_FLAG_NONE
     ,
     AP_MODULE_FLAG_NONE /* 2.4.x with module flags */
