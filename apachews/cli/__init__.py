@@ -31,6 +31,7 @@ from apachews.cli import (  # noqa: E402,F401
     image,
     matrix,
     patch,
+    torture,
     verify,
     versions,
 )
