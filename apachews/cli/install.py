@@ -1,0 +1,95 @@
+"""`apachews install` / `apachews uninstall`: a preset (and the apachews module) into the running server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from apachews import config, install
+from apachews.cli import main
+from apachews.cli._common import Result, Session, command
+
+_APACHECTL = click.option(
+    "--apachectl", metavar="PATH", help="The server's apachectl / apache2ctl / httpd (default: found here)."
+)
+_STATE = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help=f"Where install manifests live (default: ${install.STATE_ENV} or {install.DEFAULT_STATE}).",
+)
+
+
+@command(main, "install")
+@click.argument("preset")
+@_APACHECTL
+@click.option("--module", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="apachews .so to install.")
+@click.option("--modules-dir", type=click.Path(file_okay=False, path_type=Path), help="Put the module here.")
+@click.option("--backend", "backends", multiple=True, metavar="URL", help="Backend URL (repeatable for balancer).")
+@click.option("--path", metavar="PATH", help="URL path on this server (default: the preset's).")
+@click.option("--allow", multiple=True, metavar="HOST|CIDR", help="Only these clients (repeatable).")
+@click.option("--prefer", type=click.Choice(config.PREFER), help="2.4.47+: tunnel with mod_proxy_wstunnel.")
+@_STATE
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+def install_command(
+    session: Session,
+    preset: str,
+    apachectl: str | None,
+    module: Path | None,
+    modules_dir: Path | None,
+    backends: tuple[str, ...],
+    path: str | None,
+    allow: tuple[str, ...],
+    prefer: str | None,
+    state_dir: Path | None,
+    dry_run: bool,
+) -> Result:
+    """Install PRESET's config (and --module) the server's way; apachectl -t, then a graceful reload."""
+    result = install.install(
+        preset,
+        apachectl=apachectl,
+        module=module,
+        modules_dir=modules_dir,
+        backends=backends,
+        path=path,
+        allow=allow,
+        prefer=prefer,
+        states=state_dir,
+        dry_run=dry_run,
+        progress=session.progress(),
+    )
+    return Result(data=result.to_dict(), text=result.text())
+
+
+@command(main, "uninstall")
+@click.argument("preset", required=False)
+@_APACHECTL
+@_STATE
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; change nothing.")
+@click.option("--force", is_flag=True, help="Remove installed files even if edited since.")
+def uninstall_command(
+    session: Session,
+    preset: str | None,
+    apachectl: str | None,
+    state_dir: Path | None,
+    dry_run: bool,
+    force: bool,
+) -> Result:
+    """Remove exactly what `apachews install` added (from its manifest); apachectl -t, graceful reload."""
+    result = install.uninstall(
+        preset, apachectl=apachectl, states=state_dir, dry_run=dry_run, force=force, progress=session.progress()
+    )
+    return Result(data=result.to_dict(), text=result.text())
+
+
+@command(main, "live-verify")
+@_APACHECTL
+@click.option("--prefer", type=click.Choice(config.PREFER), help="Tunnelling style of the temporary route.")
+@click.option("--check", "checks", multiple=True, help="Run only this check (repeatable).")
+def live_verify_command(session: Session, apachectl: str | None, prefer: str | None, checks: tuple[str, ...]) -> Result:
+    """Run the WebSocket suite through the running server via a temporary loopback route, then remove it."""
+    from apachews import live
+
+    report = live.live_verify(apachectl, checks=checks or None, prefer=prefer, progress=session.progress())
+    text = f"Apache {report.apache} ({report.httpd}), live, tunnelling via {report.tunnelling}\n{report.table()}"
+    return Result(data=report.to_dict(), text=text, ok=report.ok)

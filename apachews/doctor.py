@@ -1,0 +1,497 @@
+"""`apachews doctor`: read the Apache this machine runs, say what it needs for WebSockets and what to run next.
+
+Everything comes from the server itself: `apachectl -V` (version, MPM, module magic number, compiled-in
+paths), `-M` (loaded modules), `-t -D DUMP_RUN_CFG` / `-D DUMP_INCLUDES` (2.4: the real ServerRoot and every
+config file; 2.2: we follow Include lines ourselves), the config files (MaxRequestWorkers / MaxClients,
+RequestReadTimeout, Timeout, LoadModule paths), the layout on disk, and the installed apxs and its headers.
+
+`server_defaults()` is what other commands use for their defaults (version, distribution, MPM).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from apachews import catalogue
+from apachews.catalogue import Version
+from apachews.errors import BadInput
+
+CONTROLS = ("apache2ctl", "apachectl", "httpd", "apache2")
+_SBIN = (Path("/usr/sbin"), Path("/usr/local/sbin"), Path("/usr/local/apache2/bin"))
+_DIRECTIVE = re.compile(r"^\s*(\w+)\s*(.*?)\s*$")
+_MPM_DEFAULTS = {  # MaxRequestWorkers when the config does not set it (httpd docs)
+    "prefork": 256,
+    "worker": 16 * 25,  # ServerLimit x ThreadsPerChild
+    "event": 16 * 25,
+}
+
+
+@dataclass
+class Apxs:
+    path: str
+    version: str | None
+    mmn_major: int | None
+    include_dir: str | None
+    matches: bool
+    detail: str
+
+
+@dataclass
+class Report:
+    control: str
+    version: str
+    vendor: str | None  # "Debian", "Red Hat", ... from "Apache/2.4.6 (Red Hat)"; None: vanilla build
+    built: str | None
+    mmn: str | None
+    mpm: str
+    threaded: bool
+    server_root: str
+    config_file: str
+    pid_file: str
+    error_log: str | None
+    conf_root: str  # where placement puts files
+    distro: str
+    modules_dir: str | None
+    loaded_modules: dict[str, str] = field(default_factory=dict)  # name -> static/shared
+    proxy_modules: list[str] = field(default_factory=list)
+    reqtimeout: list[str] = field(default_factory=list)  # RequestReadTimeout values, as configured
+    timeout: dict[str, str] = field(default_factory=dict)  # Timeout / ProxyTimeout / ProxyWebsocketIdleTimeout
+    max_workers: int | None = None
+    max_workers_source: str = ""
+    apxs: Apxs | None = None
+    needs: str = ""
+    tunnelling: str = ""
+    warnings: list[str] = field(default_factory=list)
+    next_commands: list[str] = field(default_factory=list)
+    config_files: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def text(self) -> str:
+        lines = [
+            f"Apache {self.version}"
+            + (f" ({self.vendor} build)" if self.vendor else " (vanilla build)")
+            + f", MPM {self.mpm}, MMN {self.mmn or '?'}",
+            f"  control     {self.control}",
+            f"  layout      {self.distro}: config {self.conf_root}, modules {self.modules_dir or '?'}",
+            f"  proxy       {', '.join(self.proxy_modules) or 'no proxy module loaded'}",
+            "  reqtimeout  " + ("; ".join(self.reqtimeout) if self.reqtimeout else "mod_reqtimeout loaded, defaults")
+            if "reqtimeout_module" in self.loaded_modules
+            else "  reqtimeout  not loaded",
+            f"  timeouts    {', '.join(f'{k} {v}' for k, v in self.timeout.items())}",
+        ]
+        if self.max_workers is not None:
+            lines.append(
+                f"  workers     {self.max_workers} ({self.max_workers_source}): at most {self.max_workers} "
+                "WebSockets open at once (each holds a worker while open), fewer with other traffic"
+            )
+        if self.apxs:
+            lines.append(f"  apxs        {self.apxs.path}: {self.apxs.detail}")
+        else:
+            lines.append("  apxs        none (apache2-dev / httpd-devel not installed)")
+        lines += ["", f"Needs: {self.needs}"]
+        lines += [f"warning: {w}" for w in self.warnings]
+        lines += ["", "Next:"] + [f"  {command}" for command in self.next_commands]
+        return "\n".join(lines)
+
+
+# -- talking to the server ---------------------------------------------------------------------------------
+def find_control(apachectl: str | Path | None = None) -> Path:
+    """The server's control command: the one given, else apache2ctl / apachectl / httpd on this machine."""
+    if apachectl is not None:
+        path = Path(apachectl) if os.sep in str(apachectl) else Path(shutil.which(str(apachectl)) or apachectl)
+        if not path.exists():
+            raise BadInput(f"no {apachectl} here", hint="give --apachectl the path of apachectl, apache2ctl or httpd")
+        return path
+    for name in CONTROLS:
+        found = shutil.which(name) or next((str(d / name) for d in _SBIN if (d / name).exists()), None)
+        if found:
+            return Path(found)
+    raise BadInput(
+        "no Apache httpd found on this machine (apache2ctl, apachectl, httpd)",
+        hint="pass --apachectl PATH, or --apache V to say which version to assume",
+    )
+
+
+def run_control(control: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(control), *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def parse_v(text: str) -> dict[str, object]:
+    """`httpd -V`: version, vendor, build date, MMN, MPM, and the -D defines (HTTPD_ROOT, SERVER_CONFIG_FILE)."""
+    match = re.search(r"Server version:\s*Apache/(\d+\.\d+\.\d+)\s*(?:\(([^)]*)\))?", text)
+    if not match:
+        raise BadInput("this does not look like Apache httpd: no 'Server version: Apache/...' in its -V output")
+    vendor = match.group(2)
+    defines = dict(re.findall(r'^\s*-D\s+(\w+)(?:="?(.*?)"?)?\s*$', text, re.MULTILINE))
+    mpm = re.search(r"Server MPM:\s*(\w+)", text)
+    mmn = re.search(r"Module Magic Number:\s*(\S+)", text)
+    built = re.search(r"Server built:\s*(.+)", text)
+    return {
+        "version": match.group(1),
+        "vendor": None if vendor in (None, "Unix", "Win32", "Win64") else vendor,
+        "built": built.group(1).strip() if built else None,
+        "mmn": mmn.group(1) if mmn else None,
+        "mpm": (mpm.group(1).lower() if mpm else "unknown").removeprefix("mpm_"),
+        "threaded": bool(re.search(r"threaded:\s*yes", text)),
+        "defines": defines,
+    }
+
+
+def parse_m(text: str) -> dict[str, str]:
+    """`httpd -M`: module name -> static / shared."""
+    return dict(re.findall(r"^\s*(\w+_module)\s+\((static|shared)\)", text, re.MULTILINE))
+
+
+def parse_run_cfg(text: str) -> dict[str, str]:
+    """`-t -D DUMP_RUN_CFG` (2.4): ServerRoot, PidFile, ..."""
+    return {key: value for key, value in re.findall(r'^(ServerRoot|PidFile|Main ErrorLog):\s*"(.*)"', text, re.M)}
+
+
+def parse_includes(text: str) -> list[str]:
+    """`-t -D DUMP_INCLUDES` (2.4): every config file, in the order Apache reads them."""
+    return re.findall(r"^\s*\((?:\*|\d+)\)\s+(\S.*?)\s*$", text, re.MULTILINE)
+
+
+# -- reading config files ----------------------------------------------------------------------------------
+def _logical_lines(path: Path) -> list[str]:
+    try:
+        raw = path.read_text(errors="replace")
+    except OSError:
+        return []
+    return [
+        line for line in raw.replace("\\\n", " ").splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def follow_includes(config_file: Path, server_root: Path, limit: int = 500) -> list[str]:
+    """The config files Apache would read (for 2.2, which has no DUMP_INCLUDES): Include lines, globs sorted."""
+    seen: list[str] = []
+
+    def visit(path: Path) -> None:
+        if len(seen) >= limit or str(path) in seen:
+            return
+        seen.append(str(path))
+        for line in _logical_lines(path):
+            match = re.match(r"\s*Include(?:Optional)?\s+\"?([^\"]+?)\"?\s*$", line, re.IGNORECASE)
+            if not match:
+                continue
+            pattern = match.group(1)
+            pattern = pattern if pattern.startswith("/") else str(server_root / pattern)
+            if os.path.isdir(pattern):
+                pattern = os.path.join(pattern, "*")
+            for name in sorted(glob.glob(pattern)):
+                if os.path.isfile(name):
+                    visit(Path(name))
+
+    visit(config_file)
+    return seen
+
+
+def _module_present(condition: str, loaded: dict[str, str]) -> bool:
+    """Evaluate an <IfModule> argument against the loaded modules (unknown modules: assume present)."""
+    if not loaded:
+        return not condition.startswith("!")
+    negate = condition.startswith("!")
+    name = condition.lstrip("!")
+    if name.endswith(".c"):
+        base = name[:-2].removeprefix("mod_")
+        present = f"{base}_module" in loaded or f"mpm_{base}_module" in loaded
+    else:
+        present = name in loaded
+    return present != negate
+
+
+def scan_directives(files: Sequence[str], names: Sequence[str], loaded: dict[str, str]) -> dict[str, list[str]]:
+    """Values of the named directives in the order Apache reads them, honouring <IfModule> (so a MaxClients
+    inside <IfModule prefork.c> counts only under prefork). Other sections (vhosts...) are read through."""
+    wanted = {n.lower(): n for n in names}
+    found: dict[str, list[str]] = {n: [] for n in names}
+    for name in files:
+        active: list[bool] = []
+        for line in _logical_lines(Path(name)):
+            stripped = line.strip()
+            opening = re.match(r"<IfModule\s+([^>\s]+)\s*>", stripped, re.IGNORECASE)
+            if opening:
+                active.append(_module_present(opening.group(1), loaded))
+                continue
+            if re.match(r"</IfModule\s*>", stripped, re.IGNORECASE):
+                if active:
+                    active.pop()
+                continue
+            if not all(active):
+                continue
+            match = _DIRECTIVE.match(stripped)
+            if match and match.group(1).lower() in wanted:
+                found[wanted[match.group(1).lower()]].append(match.group(2))
+    return found
+
+
+def detect_distro(server_root: Path, config_file: Path) -> tuple[str, Path]:
+    """(layout name, config root where placement puts files) from the tree on disk."""
+    conf_dir = config_file.parent
+    if (conf_dir / "mods-available").is_dir() and (conf_dir / "mods-enabled").is_dir():
+        return "debian", conf_dir
+    if (server_root / "conf.d").is_dir() and (server_root / "conf" / "httpd.conf").exists():
+        return "rhel", server_root
+    if (conf_dir / "modules.d").is_dir():
+        return "gentoo", conf_dir
+    return "generic", conf_dir
+
+
+# -- apxs ---------------------------------------------------------------------------------------------------
+def _header_define(path: Path, name: str) -> str | None:
+    try:
+        match = re.search(rf"#define\s+{name}\s+(\S+)", path.read_text(errors="replace"))
+    except OSError:
+        return None
+    return match.group(1) if match else None
+
+
+def find_apxs(apxs: str | None = None) -> str | None:
+    if apxs:
+        return apxs if os.sep in apxs else shutil.which(apxs)
+    for name in ("apxs", "apxs2"):
+        found = shutil.which(name) or next((str(d / name) for d in _SBIN if (d / name).exists()), None)
+        if found:
+            return found
+    return None
+
+
+def inspect_apxs(path: str, server_version: str, server_mmn: str | None) -> Apxs:
+    """The headers apxs compiles against, compared with the running server (version and MMN major)."""
+    result = subprocess.run([path, "-q", "INCLUDEDIR"], capture_output=True, text=True, check=False, timeout=30)
+    include = result.stdout.strip() or None
+    version = mmn = None
+    if include:
+        parts = [
+            _header_define(Path(include) / "ap_release.h", f"AP_SERVER_{n}_NUMBER")
+            for n in ("MAJORVERSION", "MINORVERSION", "PATCHLEVEL")
+        ]
+        version = ".".join(parts) if all(p and p.isdigit() for p in parts) else None  # type: ignore[arg-type]
+        major = _header_define(Path(include) / "ap_mmn.h", "MODULE_MAGIC_NUMBER_MAJOR")
+        mmn = int(major) if major and major.isdigit() else None
+    server_major = int(server_mmn.split(":")[0]) if server_mmn and server_mmn.split(":")[0].isdigit() else None
+    if version is None:
+        return Apxs(path, None, mmn, include, False, f"cannot read the headers' version in {include}")
+    if version == server_version and (mmn == server_major or server_major is None):
+        return Apxs(path, version, mmn, include, True, f"headers {version} match the server")
+    if mmn is not None and mmn == server_major:
+        return Apxs(path, version, mmn, include, True, f"headers {version}, same module ABI (MMN {mmn})")
+    return Apxs(
+        path, version, mmn, include, False, f"headers {version} (MMN {mmn}) do NOT match the server {server_version}"
+    )
+
+
+# -- the report ---------------------------------------------------------------------------------------------
+def examine(apachectl: str | Path | None = None, apxs: str | None = None) -> Report:
+    """Read the server behind `apachectl` (or this machine's) and say what it needs."""
+    control = find_control(apachectl)
+    v = run_control(control, "-V")
+    info = parse_v(v.stdout + v.stderr)
+    version = str(info["version"])
+    defines: dict[str, str] = info["defines"]  # type: ignore[assignment]
+    loaded = parse_m(run_control(control, "-M").stdout)
+    run_cfg: dict[str, str] = {}
+    includes: list[str] = []
+    if Version.parse(version) >= Version(2, 4, 0):
+        run_cfg = parse_run_cfg(run_control(control, "-t", "-D", "DUMP_RUN_CFG").stdout)
+        includes = parse_includes(run_control(control, "-t", "-D", "DUMP_INCLUDES").stdout)
+    server_root = Path(run_cfg.get("ServerRoot") or defines.get("HTTPD_ROOT", "/etc/httpd"))
+    config_name = defines.get("SERVER_CONFIG_FILE", "conf/httpd.conf")
+    config_file = Path(config_name) if config_name.startswith("/") else server_root / config_name
+    if includes and not includes[0].startswith(str(server_root)) and includes[0].endswith(config_file.name):
+        config_file = Path(includes[0])
+    if not includes:
+        includes = follow_includes(config_file, server_root)
+    distro, conf_root = detect_distro(server_root, config_file)
+
+    directives = scan_directives(
+        includes,
+        (
+            "MaxRequestWorkers",
+            "MaxClients",
+            "ServerLimit",
+            "ThreadsPerChild",
+            "RequestReadTimeout",
+            "Timeout",
+            "ProxyTimeout",
+            "ProxyWebsocketIdleTimeout",
+            "LoadModule",
+            "ErrorLog",
+            "PidFile",
+        ),
+        loaded,
+    )
+    report = Report(
+        control=str(control),
+        version=version,
+        vendor=info["vendor"],  # type: ignore[arg-type]
+        built=info["built"],  # type: ignore[arg-type]
+        mmn=info["mmn"],  # type: ignore[arg-type]
+        mpm=str(info["mpm"]),
+        threaded=bool(info["threaded"]),
+        server_root=str(server_root),
+        config_file=str(config_file),
+        pid_file=str(_under(server_root, run_cfg.get("PidFile") or defines.get("DEFAULT_PIDLOG", "logs/httpd.pid"))),
+        error_log=str(_under(server_root, run_cfg["Main ErrorLog"])) if run_cfg.get("Main ErrorLog") else None,
+        conf_root=str(conf_root),
+        distro=distro,
+        modules_dir=_modules_dir(directives["LoadModule"], server_root),
+        loaded_modules=loaded,
+        proxy_modules=sorted(m.removesuffix("_module") for m in loaded if m.startswith("proxy")),
+        reqtimeout=directives["RequestReadTimeout"],
+        config_files=includes,
+    )
+    if report.error_log is None and directives["ErrorLog"]:  # 2.2: no DUMP_RUN_CFG
+        log = directives["ErrorLog"][0].strip('"')
+        report.error_log = None if log.startswith(("|", "syslog")) else str(_under(server_root, log))
+    if not run_cfg.get("PidFile") and directives["PidFile"]:
+        report.pid_file = str(_under(server_root, directives["PidFile"][-1].strip('"')))
+    report.timeout = {"Timeout": (directives["Timeout"] or ["60 (default)"])[-1]}
+    for name in ("ProxyTimeout", "ProxyWebsocketIdleTimeout"):
+        if directives[name]:
+            report.timeout[name] = directives[name][-1]
+    _workers(report, directives)
+    apxs_path = find_apxs(apxs)
+    if apxs_path:
+        report.apxs = inspect_apxs(apxs_path, version, report.mmn)
+    _advise(report)
+    return report
+
+
+def _under(server_root: Path, name: str) -> Path:
+    return Path(name) if name.startswith("/") else server_root / name
+
+
+def _modules_dir(loads: list[str], server_root: Path) -> str | None:
+    """The directory most LoadModule lines point into."""
+    dirs: dict[str, int] = {}
+    for value in loads:
+        parts = value.split(None, 1)
+        if len(parts) != 2:
+            continue
+        so = Path(parts[1].strip('"'))
+        so = so if so.is_absolute() else server_root / so
+        dirs[str(so.parent)] = dirs.get(str(so.parent), 0) + 1
+    return max(dirs, key=lambda d: dirs[d]) if dirs else None
+
+
+def _workers(report: Report, directives: dict[str, list[str]]) -> None:
+    value = (directives["MaxRequestWorkers"] or directives["MaxClients"] or [None])[-1]
+    source = "MaxRequestWorkers" if directives["MaxRequestWorkers"] else "MaxClients"
+    if value is not None and value.isdigit():
+        workers = int(value)
+        if report.threaded and directives["ServerLimit"] and directives["ThreadsPerChild"]:
+            limit, threads = directives["ServerLimit"][-1], directives["ThreadsPerChild"][-1]
+            if limit.isdigit() and threads.isdigit():
+                workers = min(workers, int(limit) * int(threads))
+        report.max_workers, report.max_workers_source = workers, f"{source} {value}"
+    elif report.mpm in _MPM_DEFAULTS:
+        report.max_workers = _MPM_DEFAULTS[report.mpm]
+        report.max_workers_source = f"{report.mpm} default"
+
+
+def _advise(report: Report) -> None:
+    ctl = f" --apachectl {report.control}"
+    version = Version.parse(report.version)
+    try:
+        release = catalogue.load().get(report.version)
+        report.tunnelling = release.tunnelling
+        needs_module = release.needs_backport
+    except BadInput:  # a version newer than the catalogue: what the newest knows holds
+        needs_module = version < Version(2, 4, 6)
+        report.tunnelling = "mod_proxy_http upgrade=websocket" if not needs_module else "apachews module"
+    apxs_ok = report.apxs is not None and report.apxs.matches
+    build = (
+        f"apachews build --apxs {report.apxs.path}"
+        if apxs_ok and report.apxs
+        else f"apachews build --apache {report.version}"
+        + ("   (vendor build: better install its dev package and use --apxs)" if report.vendor else "")
+    )
+    module_so = (
+        "dist/apxs/mod_proxy_wstunnel.so" if apxs_ok else f"dist/httpd-{report.version}/modules/mod_proxy_wstunnel.so"
+    )
+    if needs_module:
+        report.needs = (
+            f"the apachews mod_proxy_wstunnel (Apache {report.version} has none), built against this server's "
+            + ("headers with its apxs" if apxs_ok else "version")
+        )
+        if report.vendor:
+            report.warnings.append(
+                f"{report.vendor}'s {report.version} carries backports inside mod_proxy: build with its own headers "
+                "(apache2-dev / httpd-devel and --apxs), not vanilla sources"
+            )
+        report.next_commands = [
+            build,
+            f"apachews install generic{ctl} --module {module_so} --dry-run",
+            f"apachews install generic{ctl} --module {module_so}",
+            f"apachews live-verify{ctl}",
+        ]
+    else:
+        report.needs = f"nothing to build: {report.tunnelling} (stock modules)"
+        report.next_commands = [
+            f"apachews install generic{ctl} --dry-run",
+            f"apachews install generic{ctl}",
+            f"apachews live-verify{ctl}",
+        ]
+    if Version(2, 4, 6) <= version <= Version(2, 4, 46):
+        report.warnings.append(
+            "CVE-2019-17567: mod_proxy_wstunnel in 2.4.6-2.4.46 tunnels requests the backend did not upgrade; "
+            "upgrade to 2.4.48+ unless your vendor backported the fix, or use the apachews module"
+        )
+    if report.mmn is None:
+        report.warnings.append("no module magic number in -V output")
+    if report.apxs and not report.apxs.matches:
+        report.warnings.append(f"{report.apxs.path}: {report.apxs.detail}; a module built with it may not load")
+    if not any(m in report.loaded_modules for m in ("proxy_module",)):
+        report.warnings.append("mod_proxy is not loaded: install enables it")
+
+
+def assumed_version() -> str:
+    """What to render for when there is no server and no --apache: the newest released 2.4."""
+    return str([r for r in catalogue.load().all("2.4") if r.released][-1].version)
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What other commands take as defaults: version, distribution layout, MPM (and where they came from)."""
+
+    apache: str
+    distro: str
+    mpm: str
+    source: str  # "server <control>" or "assumed"
+
+    def note(self) -> str:
+        if self.source == "assumed":
+            return f"no Apache found here: assumed {self.apache} (pass --apache V for yours)"
+        return f"for the server at {self.source}: Apache {self.apache}, {self.distro} layout, {self.mpm} MPM"
+
+
+def server_defaults(apachectl: str | Path | None = None) -> Defaults:
+    """The running server's version, layout and MPM; without a server, the assumed newest 2.4."""
+    try:
+        control = find_control(apachectl)
+        v = run_control(control, "-V")
+        info = parse_v(v.stdout + v.stderr)
+    except (BadInput, OSError, subprocess.SubprocessError):
+        if apachectl is not None:
+            raise
+        return Defaults(assumed_version(), "generic", "event", "assumed")
+    defines: dict[str, str] = info["defines"]  # type: ignore[assignment]
+    server_root = Path(defines.get("HTTPD_ROOT", "/etc/httpd"))
+    if Version.parse(str(info["version"])) >= Version(2, 4, 0):
+        run_cfg = parse_run_cfg(run_control(control, "-t", "-D", "DUMP_RUN_CFG").stdout)
+        server_root = Path(run_cfg.get("ServerRoot") or server_root)
+    config_name = defines.get("SERVER_CONFIG_FILE", "conf/httpd.conf")
+    config_file = Path(config_name) if config_name.startswith("/") else server_root / config_name
+    distro, _ = detect_distro(server_root, config_file)
+    return Defaults(str(info["version"]), distro, str(info["mpm"]), str(control))

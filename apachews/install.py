@@ -1,0 +1,372 @@
+"""`apachews install` / `uninstall`: a rendering (and the apachews module) into the running server's layout.
+
+install: read the server (doctor), render the preset for it, place the files the distribution's way
+(distros.place), `apachectl -t`, and only then a graceful reload. Any failure puts every file back byte for
+byte (the server keeps running the old config: it was never reloaded onto a bad one). A manifest in the
+state directory records exactly what was changed, so `uninstall` removes that and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from apachews import config, distros, doctor
+from apachews.distros.placement import apply as apply_plan
+from apachews.errors import BadInput, JobFailed
+from apachews.progress import Progress
+
+STATE_ENV = "APACHEWS_STATE_DIR"
+DEFAULT_STATE = Path("/var/lib/apachews")
+RELOAD_TIMEOUT = 20.0
+
+
+def state_dir(explicit: Path | None = None) -> Path:
+    """Where install manifests live (outside the server's tree, so uninstall leaves the tree as it was)."""
+    return Path(explicit or os.environ.get(STATE_ENV) or DEFAULT_STATE)
+
+
+# -- the server's control command ----------------------------------------------------------------------------
+@dataclass
+class Control:
+    """apachectl for one server: config test, graceful reload (waited for), is it running."""
+
+    path: Path
+    pid_file: Path
+    error_log: Path | None
+
+    @classmethod
+    def of(cls, report: doctor.Report) -> Control:
+        return cls(Path(report.control), Path(report.pid_file), Path(report.error_log) if report.error_log else None)
+
+    def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return doctor.run_control(self.path, *args, timeout=timeout)
+
+    def config_test(self) -> tuple[bool, str]:
+        result = self.run("-t")
+        return result.returncode == 0, (result.stdout + result.stderr).strip()
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            os.kill(pid, 0)
+            return pid
+        except (OSError, ValueError):
+            return None
+
+    def _log_size(self) -> int:
+        try:
+            return self.error_log.stat().st_size if self.error_log else 0
+        except OSError:
+            return 0
+
+    def graceful(self) -> None:
+        """Graceful reload, returning once the parent has re-read its config (the error log says so)."""
+        if self.pid() is None:
+            raise JobFailed(f"the server is not running (no live pid in {self.pid_file})", hint="start it first")
+        offset = self._log_size()
+        result = self.run("-k", "graceful")
+        if result.returncode != 0:
+            raise JobFailed("graceful reload failed", hint=(result.stdout + result.stderr).strip())
+        deadline = time.monotonic() + RELOAD_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.pid() is None:
+                raise JobFailed("the server exited during the reload", hint=f"see {self.error_log}")
+            if self.error_log is None:  # logs to syslog or a pipe: nothing to watch
+                time.sleep(1)
+                return
+            with self.error_log.open("rb") as log:
+                log.seek(offset)
+                if b"resuming normal operations" in log.read():  # AH00489 (2.4), also 2.2's wording
+                    return
+            time.sleep(0.05)
+        raise JobFailed(f"no sign of the reload in {self.error_log} after {RELOAD_TIMEOUT:.0f} s")
+
+
+@contextmanager
+def no_interrupts() -> Iterator[None]:
+    """Hold Ctrl-C while putting a server's config back: a half-restored tree is worse than a late exit."""
+    blocked = hasattr(signal, "pthread_sigmask")
+    if blocked:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+# -- install ---------------------------------------------------------------------------------------------------
+@dataclass
+class InstallResult:
+    preset: str
+    server: str
+    apache: str
+    distro: str
+    plan: list[str]
+    dry_run: bool
+    reloaded: bool = False
+    manifest: str | None = None
+    notes: list[str] = field(default_factory=list)
+    rendering: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "preset": self.preset,
+            "server": self.server,
+            "apache": self.apache,
+            "distro": self.distro,
+            "plan": self.plan,
+            "dry_run": self.dry_run,
+            "reloaded": self.reloaded,
+            "manifest": self.manifest,
+            "notes": self.notes,
+            "rendering": self.rendering,
+        }
+
+    def text(self) -> str:
+        head = (
+            f"Plan for Apache {self.apache} ({self.distro} layout) at {self.server}:"
+            if self.dry_run
+            else f"Installed the {self.preset} preset into Apache {self.apache} ({self.distro} layout):"
+        )
+        lines = [head, *(f"  {step}" for step in self.plan)]
+        if self.dry_run:
+            lines += [
+                "  then: apachectl -t, and only if it passes, apachectl -k graceful",
+                "(dry run: nothing changed)",
+            ]
+        else:
+            lines.append("config test passed; " + ("reloaded gracefully" if self.reloaded else "server not running"))
+            lines.append(f"manifest: {self.manifest} (apachews uninstall {self.preset} removes exactly this)")
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def manifest_path(states: Path, conf_root: str, preset: str) -> Path:
+    tag = hashlib.sha256(conf_root.encode()).hexdigest()[:12]
+    return states / f"install-{preset}-{tag}.json"
+
+
+def _write_manifest(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(f".{path.name}.tmp")
+    staged.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(staged, path)
+
+
+def install(
+    preset: str,
+    *,
+    apachectl: str | Path | None = None,
+    module: Path | None = None,
+    modules_dir: Path | None = None,
+    backends: Sequence[str] = (),
+    path: str | None = None,
+    allow: Sequence[str] = (),
+    prefer: str | None = None,
+    states: Path | None = None,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+) -> InstallResult:
+    progress = progress or Progress()
+    progress.step("reading the server (doctor)")
+    report = doctor.examine(apachectl)
+    if module is not None:
+        prefer = prefer or "wstunnel"  # a given module must be the one tunnelling
+    rendering = config.render(
+        preset,
+        apache=report.version,
+        distro=report.distro,
+        backends=backends,
+        path=path,
+        allow=allow,
+        prefer=prefer,
+    )
+    if report.distro == "generic":
+        raise BadInput(
+            f"cannot tell how {report.config_file} includes extra config (no Debian, RHEL or Gentoo layout)",
+            hint=f"apachews config {preset} --apache {report.version} -o DIR, then Include it yourself",
+        )
+    conf_root = Path(report.conf_root)
+    modules_dir = Path(modules_dir) if modules_dir else Path(report.modules_dir) if report.modules_dir else None
+    layout = distros.get(report.distro)
+    actions, notes = layout.plan(rendering, conf_root, module_so=module, modules_dir=modules_dir)
+    result = InstallResult(
+        preset,
+        report.control,
+        report.version,
+        report.distro,
+        [action.describe() for action in actions],
+        dry_run,
+        notes=notes,
+        rendering=rendering.to_dict(),
+    )
+    manifest = manifest_path(state_dir(states), str(conf_root), preset)
+    if dry_run:
+        return result
+    if manifest.exists():
+        raise BadInput(f"{preset} is already installed here ({manifest})", hint=f"apachews uninstall {preset} first")
+    if not actions:
+        raise BadInput("nothing to install: every file is already in place")
+    control = Control.of(report)
+    ok, output = control.config_test()
+    if not ok:  # we could not tell our change from an existing fault
+        raise BadInput("the server's config fails apachectl -t before any change", hint=output[-2000:])
+    running = control.pid() is not None
+    progress.step(f"placing {len(actions)} files and links")
+    placement = apply_plan(conf_root, actions, notes)
+    reloading = False
+    try:
+        progress.step("apachectl -t")
+        ok, output = control.config_test()
+        if not ok:
+            raise JobFailed("apachectl -t rejected the new config: every file was put back", hint=output[-2000:])
+        _write_manifest(
+            manifest,
+            {
+                "preset": preset,
+                "server": report.control,
+                "apache": report.version,
+                "distro": report.distro,
+                "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "placement": placement.to_dict(),
+            },
+        )
+        if running:
+            progress.step("graceful reload")
+            reloading = True
+            control.graceful()
+    except BaseException:
+        with no_interrupts():
+            distros.unplace(placement, force=True)
+            manifest.unlink(missing_ok=True)
+            if reloading and control.pid() is not None:
+                control.graceful()  # back onto the old config, in case the new one got loaded
+        raise
+    result.reloaded = running
+    result.manifest = str(manifest)
+    return result
+
+
+# -- uninstall -------------------------------------------------------------------------------------------------
+@dataclass
+class UninstallResult:
+    preset: str
+    removed: list[str]
+    restored: list[str]
+    reloaded: bool
+    dry_run: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "preset": self.preset,
+            "removed": self.removed,
+            "restored": self.restored,
+            "reloaded": self.reloaded,
+            "dry_run": self.dry_run,
+        }
+
+    def text(self) -> str:
+        verb = "would remove" if self.dry_run else "removed"
+        lines = [f"{verb} {path}" for path in self.removed]
+        lines += [f"{'would re-enable' if self.dry_run else 're-enabled'} {path}" for path in self.restored]
+        if not self.dry_run:
+            lines.append("config test passed; " + ("reloaded gracefully" if self.reloaded else "server not running"))
+        return "\n".join(lines)
+
+
+def installed(states: Path | None = None) -> list[dict[str, Any]]:
+    found = []
+    for manifest in sorted(state_dir(states).glob("install-*.json")):
+        data = json.loads(manifest.read_text())
+        data["manifest"] = str(manifest)
+        found.append(data)
+    return found
+
+
+def uninstall(
+    preset: str | None = None,
+    *,
+    apachectl: str | Path | None = None,
+    states: Path | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> UninstallResult:
+    progress = progress or Progress()
+    report = doctor.examine(apachectl)
+    here = [m for m in installed(states) if m["placement"]["conf_root"] == report.conf_root]
+    chosen = [m for m in here if preset is None or m["preset"] == preset]
+    if not chosen:
+        names = ", ".join(m["preset"] for m in here) or "none"
+        raise BadInput(f"no apachews install{f' of {preset}' if preset else ''} on this server (installed: {names})")
+    if len(chosen) > 1:
+        raise BadInput("several presets are installed here", hint="name one: " + ", ".join(m["preset"] for m in chosen))
+    entry = chosen[0]
+    placement = distros.Placement.from_dict(entry["placement"])
+    removed = [str(p) for p in placement.paths]
+    restored = [c["path"] for c in placement.changes if c["kind"] == "unlink"]
+    result = UninstallResult(entry["preset"], removed, restored, False, dry_run)
+    if dry_run:
+        return result
+    control = Control.of(report)
+    running = control.pid() is not None
+    saved = _save(placement)
+    progress.step(f"removing {len(removed)} files and links")
+    distros.unplace(placement, force=force)
+    reloading = False
+    try:
+        ok, output = control.config_test()
+        if not ok:
+            raise JobFailed("apachectl -t fails without the apachews files: they were put back", hint=output[-2000:])
+        if running:
+            progress.step("graceful reload")
+            reloading = True
+            control.graceful()
+    except BaseException:
+        with no_interrupts():
+            _restore(saved)
+            if reloading and control.pid() is not None:
+                control.graceful()
+        raise
+    Path(entry["manifest"]).unlink()
+    result.reloaded = running
+    return result
+
+
+def _save(placement: distros.Placement) -> list[tuple[dict[str, Any], bytes | str | None]]:
+    saved: list[tuple[dict[str, Any], bytes | str | None]] = []
+    for change in placement.changes:
+        path = Path(change["path"])
+        if change["kind"] == "unlink":
+            saved.append((change, None))
+        elif path.is_symlink():
+            saved.append((change, os.readlink(path)))
+        elif path.exists():
+            saved.append((change, path.read_bytes()))
+    return saved
+
+
+def _restore(saved: list[tuple[dict[str, Any], bytes | str | None]]) -> None:
+    """Put back what uninstall removed (and take away the links it re-created)."""
+    for change, content in saved:
+        path = Path(change["path"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if change["kind"] == "unlink":
+            if path.is_symlink():
+                path.unlink()
+        elif isinstance(content, str) and not os.path.lexists(path):
+            os.symlink(content, path)
+        elif isinstance(content, bytes) and not os.path.lexists(path):
+            path.write_bytes(content)
+            path.chmod(0o644)

@@ -1,0 +1,154 @@
+"""`apachews live-verify` (verify --live): the WebSocket suite through the running server and its real modules.
+
+A temporary loopback-only virtual host (`Listen 127.0.0.1:<free port>`, so no route of the server's own sites
+is shadowed) proxies to the bundled echo backends; it is placed the distribution's way (distros.place, which
+also enables any proxy module not loaded yet), checked with `apachectl -t`, and made live with a graceful
+reload. The checks are apachews.verify's, run through it. Then the vhost is removed and the server reloaded
+again: the config tree is byte for byte as before, also when a check fails, a step breaks, or on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from apachews import config, distros, doctor, echo, verify
+from apachews.distros.placement import apply as apply_plan
+from apachews.echo import EchoServer
+from apachews.errors import BadInput, JobFailed
+from apachews.httpd import free_port, wait_for_port
+from apachews.install import Control, no_interrupts
+from apachews.progress import Progress
+
+_GUARDED_LOAD = re.compile(r"<IfModule !mod_(\w+)\.c>\n\s*LoadModule [^\n]*\n</IfModule>\n")
+_CONF_NAME = {  # where the temporary vhost goes in each layout (2.2 Debian: conf.d)
+    "debian": "conf-available/apachews-live-verify.conf",
+    "rhel": "conf.d/apachews-live-verify.conf",
+    "gentoo": "modules.d/75_apachews_live_verify.conf",
+}
+ERROR_LOG_CHECK = "error-log-clean"
+
+
+def live_rendering(
+    report: doctor.Report, backends: dict[str, EchoServer], port: int, prefer: str | None
+) -> tuple[config.Rendering, str, str]:
+    """A rendering holding one temporary vhost on 127.0.0.1:port with verify's routes; modules the server
+    has not loaded yet stay in `modules` (Debian enables them) or as guarded LoadModule lines outside it."""
+    snippets, tunnelling, ws_path = verify.proxy_snippets(report.version, "generic", backends, prefer)
+    routes = snippets.pop("00-verify-routes.conf")
+    (generic,) = snippets.values()
+    guarded = {match.group(1): match.group(0) for match in _GUARDED_LOAD.finditer(generic)}
+    needed = [name for name in guarded if f"{name}_module" not in report.loaded_modules]
+    proxy_conf = _GUARDED_LOAD.sub("", generic)
+    body = "".join(f"    {line}" if line.strip() else line for line in (routes + proxy_conf).splitlines(keepends=True))
+    vhost = (
+        f"# apachews live-verify: temporary, removed when the run ends\n"
+        f"Listen 127.0.0.1:{port}\n<VirtualHost 127.0.0.1:{port}>\n    ServerName 127.0.0.1\n{body}</VirtualHost>\n"
+    )
+    if report.distro not in _CONF_NAME:
+        raise BadInput(
+            f"cannot place a temporary route in a {report.distro} layout ({report.config_file})",
+            hint="live-verify knows the Debian, RHEL and Gentoo layouts",
+        )
+    name = _CONF_NAME[report.distro]
+    if report.distro == "debian" and report.version.startswith("2.2."):
+        name = "conf.d/apachews-live-verify.conf"
+    if report.distro == "debian":
+        text, modules = vhost, needed
+    else:
+        text, modules = "".join(guarded[name] for name in needed) + vhost, []
+    rendering = config.Rendering(
+        "live-verify", report.version, report.distro, tunnelling, {name: text}, modules, websocket_paths=[ws_path]
+    )
+    return rendering, tunnelling, ws_path
+
+
+def _log_offset(path: Path | None) -> int:
+    try:
+        return path.stat().st_size if path else 0
+    except OSError:
+        return 0
+
+
+def live_verify(
+    apachectl: str | Path | None = None,
+    *,
+    checks: Sequence[str] | None = None,
+    prefer: str | None = None,
+    progress: Progress | None = None,
+) -> verify.VerifyReport:
+    """Run verify's checks through the running server; its config is left byte for byte as it was."""
+    progress = progress or Progress()
+    names = list(checks or verify.CHECKS)
+    unknown = [name for name in names if name not in verify.CHECKS]
+    if unknown:
+        raise BadInput(f"unknown check(s): {', '.join(unknown)}", hint="checks: " + ", ".join(verify.CHECKS))
+    report = doctor.examine(apachectl)
+    control = Control.of(report)
+    if control.pid() is None:
+        raise BadInput(f"the server behind {report.control} is not running", hint=f"{report.control} start")
+    if "proxy_wstunnel_module" in report.loaded_modules and prefer is None:
+        prefer = "wstunnel"  # test the tunnelling module the server loads (stock, or ours after install)
+    ok, output = control.config_test()
+    if not ok:
+        raise BadInput("the server's config fails apachectl -t before any change", hint=output[-2000:])
+    port = free_port()
+    progress.step("starting the echo backends")
+    with contextlib.ExitStack() as stack:
+        backends = {mode: stack.enter_context(EchoServer(mode)) for mode in echo.MODES}
+        rendering, tunnelling, ws_path = live_rendering(report, backends, port, prefer)
+        layout = distros.get(report.distro)
+        actions, _ = layout.plan(rendering, Path(report.conf_root))
+        offset = _log_offset(control.error_log)
+        progress.step(f"adding a temporary vhost on 127.0.0.1:{port}")
+        placement = apply_plan(Path(report.conf_root), actions)
+        reloaded = False
+        try:
+            ok, output = control.config_test()
+            if not ok:
+                raise JobFailed("apachectl -t rejected the temporary route", hint=output[-2000:])
+            progress.step("graceful reload")
+            reloaded = True
+            control.graceful()
+            if not wait_for_port(port, 10):
+                raise JobFailed(f"the reloaded server does not listen on 127.0.0.1:{port}")
+            result = verify.VerifyReport(report.version, report.control, None, tunnelling)
+            result.checks = asyncio.run(_run(report, control, backends, port, ws_path, names, offset, progress))
+        finally:
+            with no_interrupts():
+                distros.unplace(placement, force=True)
+                if reloaded and control.pid() is not None:
+                    progress.step("graceful reload (route removed)")
+                    control.graceful()
+    return result
+
+
+async def _run(
+    report: doctor.Report,
+    control: Control,
+    backends: dict[str, EchoServer],
+    port: int,
+    ws_path: str,
+    names: list[str],
+    offset: int,
+    progress: Progress,
+) -> list[verify.Check]:
+    with tempfile.TemporaryDirectory(prefix="apachews-live-") as scratch:
+        # The server's log holds its whole history: the crash check reads only what this run added.
+        excerpt = Path(scratch) / "error_log"
+        excerpt.write_bytes(b"")
+        target = verify.Target(
+            port, backends["echo"], backends["refuse-200"], backends["refuse-403"], backends["die"], excerpt, ws_path
+        )
+        results = await verify.run_checks(target, [n for n in names if n != ERROR_LOG_CHECK], progress)
+        if ERROR_LOG_CHECK in names:
+            if control.error_log and control.error_log.exists():
+                with control.error_log.open("rb") as log:
+                    log.seek(offset)
+                    excerpt.write_bytes(log.read())
+            results += await verify.run_checks(target, [ERROR_LOG_CHECK], progress)
+        return results
