@@ -168,6 +168,11 @@ class Catalogue:
         return sorted(chosen.values(), key=lambda r: r.version)
 
 
+def as_release(value: Release | str) -> Release:
+    """A Release as is; a version string looked up in the catalogue (for callers that still hold text)."""
+    return value if isinstance(value, Release) else load().get(value)
+
+
 @functools.lru_cache(maxsize=1)
 def load() -> Catalogue:
     data = json.loads(package_data("releases.json").read_text())
