@@ -133,3 +133,32 @@ def running(root: Path) -> Iterator[DebianServer]:
         yield server
     finally:
         server.stop()
+
+
+def restore(root: Path, before: dict[str, tuple[str, bytes | str, int]]) -> list[str]:
+    """Put root back to a snapshot (entries added since removed, changed ones rewritten); returns what it fixed."""
+    fixed = []
+    now = snapshot(root)
+    for rel in sorted(set(now) - set(before), key=len, reverse=True):  # deepest first
+        path = root / rel
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        fixed.append(f"removed {rel}")
+    for rel, (kind, content, mode) in sorted(before.items(), key=lambda item: len(item[0])):
+        path = root / rel
+        if now.get(rel) == (kind, content, mode):
+            continue
+        if os.path.lexists(path) and not (kind == "dir" and path.is_dir() and not path.is_symlink()):
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        if kind == "dir":
+            path.mkdir(exist_ok=True)
+        elif kind == "link":
+            os.symlink(str(content), path)
+        else:
+            path.write_bytes(content)  # type: ignore[arg-type]
+        if kind != "link":
+            os.chmod(path, mode & 0o7777)
+        fixed.append(f"restored {rel}")
+    return fixed

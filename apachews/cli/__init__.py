@@ -32,6 +32,7 @@ from apachews.cli import (  # noqa: E402,F401
     image,
     install,
     matrix,
+    package,
     patch,
     torture,
     verify,

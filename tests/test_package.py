@@ -1,0 +1,102 @@
+"""`apachews package --deb`: the package installs with dpkg -i on this machine's Debian apache2, the module
+loads, and dpkg -r removes it leaving /etc/apache2, /usr/lib/apache2/modules and /var/lib/apache2 (a2enmod's
+state) byte for byte as before.
+
+This is the one test that touches the machine's real apache2 tree (a package can only be installed into the
+real system); the apache2 server is not started. Whatever happens, the test removes the package and puts
+back every byte of those three trees from a snapshot taken first.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from apachews import module, package
+from apachews.cli import main
+from tests import debian_tree
+
+TREES = (Path("/etc/apache2"), Path("/usr/lib/apache2/modules"), Path("/var/lib/apache2"))
+
+pytestmark = [
+    pytest.mark.skipif(debian_tree.available() is not None, reason=str(debian_tree.available())),
+    pytest.mark.skipif(shutil.which("dpkg") is None or shutil.which("apxs") is None, reason="needs dpkg and apxs"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="dpkg -i needs root"),
+]
+
+
+def _installed() -> bool:
+    result = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Status}", package.PACKAGE], capture_output=True, text=True, check=False
+    )
+    return "installed" in result.stdout and "not-installed" not in result.stdout
+
+
+def _ctl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["apache2ctl", *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.fixture(scope="module")
+def built_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return module.build_with_apxs(tmp_path_factory.mktemp("apxs")).so
+
+
+@pytest.fixture
+def system_guard():
+    """Snapshots of the real trees; on the way out, the package is removed and any difference put back."""
+    if _installed():
+        pytest.skip(f"{package.PACKAGE} is already installed here: not touching it")
+    before = {tree: debian_tree.snapshot(tree) for tree in TREES}
+    marker = Path(package.MARKER).parent
+    marker_existed = marker.exists()
+    yield before
+    if _installed():
+        subprocess.run(["dpkg", "--purge", package.PACKAGE], capture_output=True, check=False)
+    for tree, snap in before.items():
+        debian_tree.restore(tree, snap)
+    if not marker_existed and marker.exists():
+        shutil.rmtree(marker)
+
+
+@pytest.mark.parametrize("stock_enabled", [False, True], ids=["plain", "stock-wstunnel-enabled"])
+def test_deb_installs_loads_and_removes_cleanly(tmp_path, built_module, system_guard, stock_enabled) -> None:
+    if stock_enabled:
+        # An admin who enabled the stock module: the package must hand over and give it back on removal.
+        subprocess.run(["a2enmod", "-q", "proxy_wstunnel"], check=True, capture_output=True)
+    before = {tree: debian_tree.snapshot(tree) for tree in TREES}
+    runner = CliRunner()
+    result = runner.invoke(
+        main,
+        ["--json", "package", "--deb", "--module", str(built_module), "--preset", "jupyter", "-o", str(tmp_path)],
+    )
+    assert result.exit_code == 0, result.output
+    deb = tmp_path / f"{package.PACKAGE}_0.1.0-1_{_arch()}.deb"
+    assert deb.exists()
+
+    installed = subprocess.run(["dpkg", "-i", str(deb)], capture_output=True, text=True, check=False)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    enabled = Path("/etc/apache2/mods-enabled/proxy_wstunnel_apachews.load")
+    assert enabled.is_symlink()
+    assert Path("/etc/apache2/conf-enabled/apachews-jupyter.conf").is_symlink()
+    assert not os.path.lexists("/etc/apache2/mods-enabled/proxy_wstunnel.load")  # ours, not the stock one
+    # The module loads: -M makes apache2 dlopen every enabled module, ours included, and parse its config.
+    modules = _ctl("-M")
+    assert modules.returncode == 0, modules.stderr
+    assert "proxy_wstunnel_module (shared)" in modules.stdout
+    includes = _ctl("-t", "-D", "DUMP_INCLUDES").stdout
+    assert str(enabled) in includes and "/etc/apache2/mods-enabled/proxy_wstunnel.load" not in includes
+
+    removed = subprocess.run(["dpkg", "-r", package.PACKAGE], capture_output=True, text=True, check=False)
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert not _installed()
+    for tree, snap in before.items():
+        assert debian_tree.snapshot(tree) == snap, f"{tree} differs after dpkg -r"
+
+
+def _arch() -> str:
+    return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=True).stdout.strip()
