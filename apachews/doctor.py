@@ -418,7 +418,9 @@ def _advise(report: Report) -> None:
         + ("   (vendor build: better install its dev package and use --apxs)" if report.vendor else "")
     )
     module_so = (
-        "dist/apxs/mod_proxy_wstunnel.so" if apxs_ok else f"dist/httpd-{report.version}/modules/mod_proxy_wstunnel.so"
+        f"dist/apxs-{report.apxs.version}/modules/mod_proxy_wstunnel.so"
+        if apxs_ok and report.apxs
+        else f"dist/httpd-{report.version}/modules/mod_proxy_wstunnel.so"
     )
     if needs_module:
         report.needs = (
