@@ -340,8 +340,9 @@ class _FilePlacer:
     """Places the hunks of one file patch on `lines` the way GNU patch does, writing the output as it goes
     (input lines copied up to each hunk, context kept from the input, removed lines skipped)."""
 
-    def __init__(self, lines: list[bytes], max_fuzz: int) -> None:
+    def __init__(self, lines: list[bytes], max_fuzz: int, detect_applied: bool = True) -> None:
         self.input = lines
+        self.detect_applied = detect_applied
         self.output: list[bytes] = []
         self.max_fuzz = max_fuzz
         self.in_offset = 0  # offset of the last hunk found, in input lines
@@ -453,23 +454,27 @@ class _FilePlacer:
 
     def place(self, hunk: Hunk) -> HunkResult:
         """Find and apply one hunk: fuzz 0 everywhere, then fuzz 1 everywhere, ... At each fuzz, when the
-        hunk does not fit but its reverse does, it is already applied."""
+        hunk's reverse fits and the hunk does not, or fits only farther away, it is already applied (after
+        a patch went in, an added block often ends with the very lines its context starts with)."""
         context = max(hunk.prefix_context, hunk.suffix_context)
         for fuzz in range(min(self.max_fuzz, context) + 1):
             guess = self.in_offset
             where = self.locate(hunk, fuzz)
+            found_offset = self.in_offset
+            if self.detect_applied:
+                self.in_offset = guess
+                undone = self.locate(hunk.reversed(), fuzz)
+                if undone and (not where or abs(self.in_offset - guess) < abs(found_offset - guess)):
+                    return HunkResult(hunk.index, "already-applied", self.in_offset, fuzz, undone + self.out_offset)
+                self.in_offset = found_offset
             if where:
                 line = where + self.out_offset
-                if not self.apply(hunk, where):
-                    self.in_offset = guess
+                if not self.apply(hunk, where):  # GNU patch keeps the offset it found here
                     return HunkResult(hunk.index, "failed", line=line, detail="misordered hunks")
                 offset = self.in_offset
                 status = "fuzz" if fuzz else "offset" if offset else "clean"
                 return HunkResult(hunk.index, status, offset, fuzz, line)
-            undone = self.locate(hunk.reversed(), fuzz)
-            if undone:
-                return HunkResult(hunk.index, "already-applied", self.in_offset, fuzz, undone + self.out_offset)
-        line = hunk.first + self.in_offset + self.out_offset
+        line = hunk.first + self.out_offset  # what GNU patch prints: the header line, shifted by the hunks applied
         return HunkResult(hunk.index, "failed", line=line, detail=self._why(hunk, hunk.first + self.in_offset))
 
     def _why(self, hunk: Hunk, expected: int) -> str:
@@ -636,29 +641,44 @@ def _file_lines(state: _FileState) -> bytes:
     return b"".join(state.lines or [])
 
 
-def _patch_file(state: _FileState, fp: FilePatch, fuzz: int) -> tuple[list[HunkResult], list[bytes] | None]:
-    """The hunk results of one file patch on one file state, and the file's new lines (None: deleted)."""
+def _patch_file(
+    state: _FileState, fp: FilePatch, fuzz: int, detect_applied: bool = True
+) -> tuple[list[HunkResult], list[bytes] | None]:
+    """The hunk results of one file patch on one file state, and the file's lines afterwards with every
+    hunk that fits applied, as GNU patch leaves it (None: the file does not exist afterwards)."""
     if fp.is_new and state.lines is not None:
         wanted = b"".join(line for h in fp.hunks for line in h.new)
-        if b"".join(state.lines) == wanted:
+        if b"".join(state.lines) == wanted and detect_applied:
             return [HunkResult(h.index, "already-applied", line=1) for h in fp.hunks], state.lines
         if state.lines:  # GNU patch: a hunk creating a file cannot land on a non-empty one
-            return [
+            failed = [
                 HunkResult(h.index, "failed", line=1, detail="the file to create already exists") for h in fp.hunks
-            ], None
+            ]
+            return failed, state.lines
     if not fp.is_new and state.lines is None:
-        status = "already-applied" if fp.is_deleted else "failed"
+        status = "already-applied" if fp.is_deleted and detect_applied else "failed"
         return [HunkResult(h.index, status, detail="" if fp.is_deleted else "file missing") for h in fp.hunks], None
-    placer = _FilePlacer(list(state.lines or []), fuzz)
+    placer = _FilePlacer(list(state.lines or []), fuzz, detect_applied)
     results = [placer.place(hunk) for hunk in fp.hunks]
     lines = placer.finish()
     if fp.is_deleted and all(r.applies for r in results):
-        if lines:
-            for result in results:
-                result.status, result.detail = "failed", "not deleting: the file has more than the patch removes"
+        if not lines:
             return results, None
-        return results, None
+        for result in results:
+            result.status, result.detail = "failed", "not deleting: the file has more than the patch removes"
     return results, lines
+
+
+def patch_file_bytes(
+    file_patch: FilePatch, data: bytes | None, fuzz: int = DEFAULT_FUZZ, detect_applied: bool = True
+) -> tuple[list[HunkResult], bytes | None]:
+    """One file patch on one file's content (None: no such file): the hunk results, and the content with
+    every hunk that fits applied (None: no file), which is what GNU patch leaves behind. `apply` is the
+    all-or-nothing path users get; this is for comparing the engine with GNU patch hunk by hunk.
+    `detect_applied=False` leaves out the already-applied check, for a comparison with `patch -f`."""
+    state = _FileState(None if data is None else _split_lines(data), data)
+    results, lines = _patch_file(state, file_patch, fuzz, detect_applied)
+    return results, None if lines is None else b"".join(lines)
 
 
 def _compute(
