@@ -10,30 +10,34 @@ The recipe is one shell script (templates/build/build.sh.j2) run by either build
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from docker.errors import DockerException
 
-from apachews import __version__, catalogue, images, module, patches, sources, toolchain
+from apachews import __version__, images, module, patches, sources, toolchain
 from apachews.catalogue import Release
 from apachews.errors import BadInput, JobFailed
+from apachews.fsutil import file_lock, move_into_place, scratch_dir, sha256_file, write_atomic
+from apachews.plan import BuildPlan
 from apachews.progress import Progress
 from apachews.resources import template_environment
 
+log = logging.getLogger(__name__)
+
 STEP_MARKER = "==> apachews step: "
 MODULE_FILE = Path("modules/proxy/mod_proxy_wstunnel.c")
-DEFAULT_BASE_IMAGE = images.base_tag(images.DEFAULT_SUITE)
+DEFAULT_BASE_IMAGE = images.DEFAULT_BASE_IMAGE
 NOOP_BUILDCONF = "#!/bin/sh\n# apachews: this apr release tarball already has configure and build-outputs.mk\nexit 0\n"
 
 
@@ -62,43 +66,24 @@ def render_script(recipe: toolchain.Recipe, jobs: int, with_httpd: bool) -> str:
 
 
 # -- preparing the tree ---------------------------------------------------------------------------------
-def _apr_tarballs(recipe: toolchain.Recipe) -> tuple[Path, Path]:
-    if recipe.apr == "old":
-        return sources.apr_sources()
-    bundle = sources.pypi_bundle("2.4.69.1", sources.cache_dir() / "pypi")
-    return bundle.apr, bundle.apr_util
-
-
-def prepare_tree(
-    release: Release, tree: Path, workdir: Path, backport: bool, progress: Progress
-) -> tuple[Path, list[dict[str, str]], str]:
-    """A private copy of `tree` with the right module source in it; returns it, the patches, the kind."""
+def prepare_tree(plan: BuildPlan, tree: Path, workdir: Path, progress: Progress) -> Path:
+    """A private copy of `tree` with the module source the plan asks for (its series, or our module)."""
     copy = workdir / "tree"
     progress.step("copying the source tree")
     shutil.copytree(tree, copy, symlinks=True)
-    applied: list[dict[str, str]] = []
-    if release.needs_backport:
-        if release.series is None:
-            raise BadInput(f"no apachews patch series serves Apache {release.version}")
-        series = patches.load_series(release.series)
-        progress.step(f"applying patch series {release.series}")
+    series = plan.series()
+    if series is not None:
+        progress.step(f"applying patch series {series.name}")
         report = patches.apply(series, copy)
         if not report.ok:
             raise JobFailed(
-                f"patch series {release.series} does not apply to Apache {release.version}",
-                hint=f"see: apachews patch check --apache {release.version} --source {tree}",
+                f"patch series {series.name} does not apply to Apache {plan.version}",
+                hint=f"see: apachews patch check --apache {plan.version} --source {tree}",
             )
-        applied = [{"file": str(p), "sha256": sources.sha256_file(Path(p))} for p in series.patch_files]
-        kind = "backport"
-    elif backport:
+    elif plan.backport:
         progress.step("replacing the stock mod_proxy_wstunnel.c with the apachews backport")
-        text = module.source_text()
-        (copy / MODULE_FILE).write_text(text)
-        applied = [{"file": "apachews module source", "sha256": hashlib.sha256(text.encode()).hexdigest()}]
-        kind = "backport"
-    else:
-        kind = "stock"
-    return copy, applied, kind
+        (copy / MODULE_FILE).write_text(module.source_text())
+    return copy
 
 
 def _input_archive(tree: Path, recipe: toolchain.Recipe) -> bytes:
@@ -110,7 +95,7 @@ def _input_archive(tree: Path, recipe: toolchain.Recipe) -> bytes:
             not (tree / "srclib" / "apr" / "configure.in").exists()
             and not (tree / "srclib" / "apr" / "configure").exists()
         ):
-            for tarball, name in zip(_apr_tarballs(recipe), ("apr", "apr-util")):
+            for tarball, name in zip(sources.apr_sources(old=recipe.apr == "old"), ("apr", "apr-util")):
                 with tarfile.open(tarball) as src:
                     for member in src.getmembers():
                         parts = member.name.split("/", 1)
@@ -149,16 +134,11 @@ def _fail(log_text: str, log_path: Path, what: str) -> BuildFailed:
     )
 
 
-def _keep_failed_log(text: str, version: str) -> Path:
-    path = sources.cache_dir() / "logs" / f"build-{version}-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+def _keep_failed_log(text: str, key: str) -> Path:
+    path = sources.cache_dir() / "logs" / f"build-{key}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    write_atomic(path, text)
+    log.warning("build failed; its log: %s", path)
     return path
-
-
-def _cache_key(version: str, image: str, recipe: toolchain.Recipe, with_httpd: bool) -> str:
-    text = json.dumps([version, image, recipe.to_dict(), with_httpd], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def build_in_docker(
@@ -238,100 +218,82 @@ def build_locally(archive: bytes, script: str, key: str, out: Path, progress: Pr
     return text
 
 
-def _choose_builder(builder: str, progress: Progress) -> str:
-    if builder == "docker":
+def _check_builder(plan: BuildPlan, progress: Progress) -> None:
+    if plan.builder == "docker":
         images.client()  # BadInput with the fix when no engine answers
         progress.note("builder: docker (a container matching --base-image, networking off)")
-        return "docker"
-    if builder == "local":
-        if shutil.which("gcc") is None or shutil.which("make") is None:
-            raise BadInput("--builder local needs gcc and make on this machine", hint="apt-get install build-essential")
+    elif shutil.which("gcc") is None or shutil.which("make") is None:
+        raise BadInput("--builder local needs gcc and make on this machine", hint="apt-get install build-essential")
+    else:
         progress.note("builder: local (the host's toolchain; the .so links against this host's libc)")
-        return "local"
-    raise BadInput(f"unknown builder {builder!r}", hint="use --builder docker or --builder local")
+
+
+def _builder_image(plan: BuildPlan, progress: Progress) -> images.ImageInfo | None:
+    if plan.builder != "docker":
+        return None
+    if plan.base_image == DEFAULT_BASE_IMAGE and not images.image_exists(images.client(), plan.base_image):
+        progress.step(f"no {plan.base_image} yet: bootstrapping it from Debian's packages")
+        images.bootstrap(progress=progress)
+    return images.builder_image(plan.base_image, progress)
 
 
 # -- the pipeline -----------------------------------------------------------------------------------------------
-def build(
-    apache: str,
-    *,
-    source: sources.SourceOptions | None = None,
-    base_image: str | None = None,
-    backport: bool = False,
-    with_httpd: bool = False,
-    builder: str = "docker",
-    out_dir: Path = Path("dist"),
-    jobs: int = 2,
-    progress: Progress | None = None,
-) -> BuildResult:
+def build(plan: BuildPlan | Release | str, *, progress: Progress | None = None, **fields: Any) -> BuildResult:
+    """Build what `plan` says into plan.dist (replaced as a whole, or left untouched on failure).
+
+    Callers that hold a release or a version string may pass it with the plan's fields as keywords.
+    """
+    if not isinstance(plan, BuildPlan):
+        plan = BuildPlan(plan, **fields)  # type: ignore[arg-type]
+    elif fields:
+        raise TypeError("give a BuildPlan or a release with keywords, not both")
     progress = progress or Progress()
     started = time.monotonic()
-    release = catalogue.load().get(apache)
-    recipe = toolchain.recipe(release.version)
-    if not 1 <= jobs <= 64:
-        raise BadInput("--jobs must be between 1 and 64")
-    builder = _choose_builder(builder, progress)
-    image_info: images.ImageInfo | None = None
-    base_image = base_image or DEFAULT_BASE_IMAGE
-    if builder == "docker":
-        if base_image == DEFAULT_BASE_IMAGE and not images.image_exists(images.client(), base_image):
-            progress.step(f"no {base_image} yet: bootstrapping it from Debian's packages")
-            images.bootstrap(progress=progress)
-        image_info = images.builder_image(base_image, progress)
-    tree = (source or sources.SourceOptions()).provide(apache, progress)
-    out_dir = Path(out_dir)
-    final = out_dir / f"httpd-{release.version}"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with _staging(out_dir) as stage:
-        patched, applied, kind = prepare_tree(release, tree.path, stage / "work", backport, progress)
+    recipe = plan.recipe
+    log.info("build plan: %s", plan.to_dict())
+    _check_builder(plan, progress)
+    image_info = _builder_image(plan, progress)
+    tree = plan.source.provide(plan.release, progress)
+    with scratch_dir(plan.out_dir, prefix=".apachews-build-") as stage:
+        patched = prepare_tree(plan, tree.path, stage / "work", progress)
         progress.step("packing the sources")
         archive = _input_archive(patched, recipe)
-        script = render_script(recipe, jobs, with_httpd)
-        key = _cache_key(str(release.version), image_info.id if image_info else "local", recipe, with_httpd)
+        script = render_script(recipe, plan.jobs, plan.with_httpd)
+        key = plan.cache_key(image_info.tag if image_info else "local", scope="workspace")
         artifacts = stage / "artifacts"
         artifacts.mkdir()
-        if builder == "docker":
-            assert image_info is not None
-            log, _ = build_in_docker(archive, script, key, image_info.tag, artifacts, progress)
-        else:
-            log = build_locally(archive, script, key, artifacts, progress)
+        # One build at a time per workspace: two builds sharing a cache volume would corrupt it.
+        with file_lock(sources.cache_dir() / "locks" / f"build-{key}.lock"):
+            if image_info is not None:
+                log_text, _ = build_in_docker(archive, script, key, image_info.tag, artifacts, progress)
+            else:
+                log_text = build_locally(archive, script, key, artifacts, progress)
         dist = stage / "dist"
         shutil.move(str(artifacts / "out"), dist)
         shutil.rmtree(stage / "work", ignore_errors=True)
-        (dist / "build.log").write_text(log)
+        (dist / "build.log").write_text(log_text)
         compiler = (dist / "compiler.txt").read_text().strip()
         (dist / "compiler.txt").unlink()
         files = sorted(p for p in dist.rglob("*") if p.is_file() and p.name != "build.log" and not p.is_symlink())
         info: dict[str, object] = {
             "apachews": __version__,
-            "apache": str(release.version),
-            "kind": kind,
-            "backport": kind == "backport",
+            "apache": plan.version,
+            "kind": plan.kind,
+            "backport": plan.kind == "backport",
             "source": tree.origin,
-            "patches": applied,
-            "builder": builder,
-            "base_image": base_image if builder == "docker" else None,
+            "patches": plan.module_inputs(),
+            "builder": plan.builder,
+            "base_image": plan.base_image if plan.builder == "docker" else None,
             "image": image_info.to_dict() if image_info else None,
             "compiler": compiler,
             "recipe": recipe.to_dict(),
-            "with_httpd": with_httpd,
-            "artifacts": {str(p.relative_to(dist)): sources.sha256_file(p) for p in files},
+            "with_httpd": plan.with_httpd,
+            "artifacts": {str(p.relative_to(dist)): sha256_file(p) for p in files},
             "seconds": round(time.monotonic() - started, 1),
         }
-        if with_httpd:
+        if plan.with_httpd:
             info["run"] = {"binary": "httpd/bin/httpd", "env": {"LD_LIBRARY_PATH": "httpd/lib"}}
         (dist / "build.json").write_text(json.dumps(info, indent=2) + "\n")
-        if final.exists():
-            shutil.rmtree(final)
-        dist.rename(final)
-    return BuildResult(final, final / "modules" / "mod_proxy_wstunnel.so", info)
-
-
-@contextlib.contextmanager
-def _staging(out_dir: Path) -> Iterator[Path]:
-    """A scratch dir beside the output; removed whatever happens, so no half dist is ever left."""
-    stage = Path(tempfile.mkdtemp(prefix=".apachews-build-", dir=out_dir))
-    try:
-        yield stage
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        move_into_place(dist, plan.dist, replace=True)
+    log.info("built %s in %.1f s", plan.dist, time.monotonic() - started)
+    return BuildResult(plan.dist, plan.dist / "modules" / "mod_proxy_wstunnel.so", info)

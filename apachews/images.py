@@ -7,8 +7,8 @@ the base image's family (templates/docker/) and builds it once per rendered text
 
 from __future__ import annotations
 
-import hashlib
 import io
+import logging
 import re
 import shutil
 import subprocess
@@ -22,12 +22,16 @@ import docker
 from docker.errors import DockerException, ImageNotFound
 
 from apachews.errors import BadInput, JobFailed
+from apachews.fsutil import fingerprint
 from apachews.progress import Progress
 from apachews.resources import template_environment
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SUITE = "bookworm"
 BASE_REPOSITORY = "apachews/base"
 BUILDER_REPOSITORY = "apachews/builder"
+DEFAULT_BASE_IMAGE = f"{BASE_REPOSITORY}:{DEFAULT_SUITE}"
 # What httpd 2.2 and 2.4 need to buildconf, configure and compile (apr and apr-util come as sources).
 BUILD_PACKAGES = (
     "build-essential",
@@ -140,6 +144,7 @@ def bootstrap(
     engine = client()
     started = time.monotonic()
     if image_exists(engine, tag) and not force:
+        log.info("base image %s exists", tag)
         return ImageInfo(tag, engine.images.get(tag).id, False, 0.0)
     if shutil.which("debootstrap") is None:
         raise BadInput("debootstrap is not installed", hint="apt-get install debootstrap")
@@ -203,19 +208,40 @@ def render_dockerfile(base_image: str) -> str:
     )
 
 
+def builder_tag(base_image: str, engine: docker.DockerClient | None = None) -> str:
+    """The builder image's tag: a hash of its Dockerfile and of the base image's id, so that a changed
+    template or a re-bootstrapped base gets a new builder. Names the image before it exists."""
+    engine = engine or client()
+    try:
+        base_id = engine.images.get(base_image).id
+    except ImageNotFound:
+        base_id = None  # not pulled yet: builder_image() pulls it first
+    return f"{BUILDER_REPOSITORY}:{fingerprint([render_dockerfile(base_image), base_id], 12)}"
+
+
 def builder_image(base_image: str, progress: Progress | None = None) -> ImageInfo:
-    """The builder image for `base_image`, built once per rendered Dockerfile (cached by its hash)."""
+    """The builder image for `base_image`, built once per (Dockerfile, base image) and reused."""
     progress = progress or Progress()
     engine = client()
+    if not image_exists(engine, base_image):
+        if base_image.startswith(BASE_REPOSITORY + ":"):
+            raise BadInput(
+                f"base image {base_image} does not exist",
+                hint=f"make it first: apachews image bootstrap --suite {base_image.split(':', 1)[1]}",
+            )
+        progress.step(f"pulling {base_image}")
+        try:
+            engine.images.pull(base_image)
+        except DockerException as error:
+            raise JobFailed(
+                f"cannot pull {base_image}: {error}",
+                hint="import the image into this engine (docker load / docker import), or pick another --base-image",
+            ) from error
+    tag = builder_tag(base_image, engine)
     dockerfile = render_dockerfile(base_image)
-    tag = f"{BUILDER_REPOSITORY}:{hashlib.sha256(dockerfile.encode()).hexdigest()[:12]}"
     if image_exists(engine, tag):
+        log.info("builder image %s exists (from %s)", tag, base_image)
         return ImageInfo(tag, engine.images.get(tag).id, False, 0.0)
-    if not image_exists(engine, base_image) and base_image.startswith(BASE_REPOSITORY + ":"):
-        raise BadInput(
-            f"base image {base_image} does not exist",
-            hint=f"make it first: apachews image bootstrap --suite {base_image.split(':', 1)[1]}",
-        )
     started = time.monotonic()
     progress.step(f"building builder image {tag} from {base_image}")
     context = io.BytesIO(single_file_tar("Dockerfile", dockerfile.encode()))
@@ -224,4 +250,5 @@ def builder_image(base_image: str, progress: Progress | None = None) -> ImageInf
         image, _ = engine.images.build(fileobj=context, custom_context=True, tag=tag, rm=True, network_mode="host")
     except DockerException as error:
         raise JobFailed(f"building the builder image from {base_image} failed: {error}") from error
+    log.info("built builder image %s from %s", tag, base_image)
     return ImageInfo(tag, image.id, True, time.monotonic() - started)

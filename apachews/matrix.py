@@ -1,13 +1,15 @@
 """`apachews matrix`: fetch -> patch check -> build -> config check -> verify, for many Apache versions.
 
-A failing version does not stop the others. Results are cached by (version, source, patch hashes, base
-image, apachews version), so rerunning a matrix only redoes what changed.
+A failing version does not stop the others. Results are cached by the build plan's cache key (apachews,
+release, sources, patches or module source, builder image, builder, flags), so rerunning a matrix only
+redoes what changed. Failures are never cached.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -15,10 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from apachews import __version__, build, catalogue, config, httpd, images, module, patches, sources, verify
-from apachews.catalogue import Release
-from apachews.errors import ApachewsError, BadInput
+from apachews import __version__, build, config, httpd, images, patches, sources, verify
+from apachews.errors import ApachewsError, BadInput, JobFailed
+from apachews.fsutil import write_atomic
+from apachews.plan import BuildPlan
 from apachews.progress import Progress
+
+log = logging.getLogger(__name__)
 
 STAGES = ("fetch", "patch", "build", "config", "verify")
 
@@ -120,146 +125,131 @@ def machine_description() -> str:
 
 
 # -- one version ------------------------------------------------------------------------------------------
-def _patch_hashes(release: Release, backport: bool) -> list[str]:
-    if release.needs_backport and release.series:
-        return [sources.sha256_file(Path(p)) for p in patches.load_series(release.series).patch_files]
-    if backport:
-        return [hashlib.sha256(module.source_text().encode()).hexdigest()]
-    return []
-
-
-def _cache_file(release: Release, options: sources.SourceOptions, base_image: str, backport: bool) -> Path:
+def _image_identity(plan: BuildPlan) -> str:
+    """The plan's image for its cache key; without an engine or a base image yet, a name that never hits."""
+    if plan.builder == "local":
+        return "local"
     try:
-        image_id = images.client().images.get(base_image).id
-    except Exception:  # no engine or no image yet: the key still must be stable and honest
-        image_id = base_image
-    key = json.dumps(
-        [__version__, str(release.version), repr(options), _patch_hashes(release, backport), image_id, backport]
-    )
-    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-    return sources.cache_dir() / "matrix" / f"{release.version}-{digest}.json"
+        return images.builder_tag(plan.base_image)
+    except BadInput:
+        return f"unavailable:{plan.base_image}"
 
 
-def run_version(
-    release: Release,
-    row: Row,
-    *,
-    options: sources.SourceOptions,
-    base_image: str,
-    backport: bool,
-    out_dir: Path,
-    builder: str,
-    on_change: Callable[[], None],
-    progress: Progress,
-) -> None:
-    version = str(release.version)
-    cache = _cache_file(release, options, base_image, backport)
+def cache_file(plan: BuildPlan) -> Path:
+    return sources.cache_dir() / "matrix" / f"{plan.version}-{plan.cache_key(_image_identity(plan))}.json"
+
+
+_CACHED_FIELDS = ("patch", "build_seconds", "checks_passed", "checks_total", "orphan_close_seconds")
+
+
+def run_version(plan: BuildPlan, row: Row, *, on_change: Callable[[], None], progress: Progress) -> None:
+    """Fill `row` for one version. Never raises: a failure is recorded in the row (the others go on)."""
+    cache = cache_file(plan)
     if cache.exists():
         cached = json.loads(cache.read_text())
-        for name in ("patch", "build_seconds", "checks_passed", "checks_total", "orphan_close_seconds", "stages"):
-            setattr(row, name, cached[name if name != "stages" else "stage_seconds"])
+        for name in _CACHED_FIELDS:
+            setattr(row, name, cached[name])
+        row.stages = cached["stage_seconds"]
         row.status, row.cached = "ok", True
+        log.info("Apache %s: cached result %s", plan.version, cache)
         on_change()
         return
 
     def stage(name: str) -> None:
+        log.info("Apache %s: %s", plan.version, name)
         row.status = f"running {name}"
         row.failed_stage = name
         on_change()
 
     try:
-        started = time.monotonic()
-        stage("fetch")
-        tree = options.provide(version, progress)
-        row.stages["fetch"] = round(time.monotonic() - started, 1)
-
-        started = time.monotonic()
-        stage("patch")
-        if release.needs_backport:
-            if release.series is None:
-                raise BadInput(f"no apachews patch series serves Apache {version}")
-            checked = patches.check(patches.load_series(release.series), tree.path)
-            row.patch = checked.summary()
-            if not checked.ok:
-                raise ApachewsError(f"patch series {release.series}: {row.patch}")
-        else:
-            row.patch = "backport (module replaced)" if backport else "stock module"
-        row.stages["patch"] = round(time.monotonic() - started, 1)
-
-        stage("build")
-        built = build.build(
-            version,
-            source=options,
-            base_image=base_image,
-            backport=backport,
-            with_httpd=True,
-            builder=builder,
-            out_dir=out_dir,
-            progress=progress,
-        )
-        row.build_seconds = float(built.info["seconds"])  # type: ignore[arg-type]
-        row.stages["build"] = row.build_seconds
-
-        started = time.monotonic()
-        stage("config")
-        server = httpd.locate(prefix=built.dist / "httpd")
-        module = built.module if built.info["backport"] else None
-        prefer = "wstunnel" if module else None
-        rendering = config.render(
-            "generic", apache=version, distro="generic", backends=["ws://127.0.0.1:9/"], path="/ws", prefer=prefer
-        )
-        extra = {"proxy_wstunnel": module} if module else None
-        with httpd.ServerRoot(server, rendering.files, extra_modules=extra) as root:
-            syntax = root.syntax_check()
-        if not syntax.ok:
-            raise ApachewsError(f"httpd -t: {syntax.error} ({syntax.file}, line {syntax.line})")
-        row.stages["config"] = round(time.monotonic() - started, 1)
-
-        started = time.monotonic()
-        stage("verify")
-        report = verify.run(server, module=module, progress=progress)
-        row.checks_passed = sum(check.passed for check in report.checks)
-        row.checks_total = len(report.checks)
-        orphan = next((c for c in report.checks if c.name == "abrupt-disconnect"), None)
-        row.orphan_close_seconds = orphan.figure if orphan else None
-        row.stages["verify"] = round(time.monotonic() - started, 1)
-        if not report.ok:
-            failed = ", ".join(check.name for check in report.checks if not check.passed)
-            raise ApachewsError(f"verify: failed checks: {failed} (error log {report.error_log})")
+        _stages(plan, row, stage, progress)
     except ApachewsError as error:
+        log.info("Apache %s failed at %s: %s", plan.version, row.failed_stage, error.message)
         row.status, row.error = "failed", error.message
         on_change()
         return
-    except Exception as error:  # one broken version must not end the matrix
+    except Exception as error:  # a bug in one version's run must not end the matrix: record it, keep the trace
+        log.exception("Apache %s: unexpected error at %s", plan.version, row.failed_stage)
         row.status, row.error = "failed", f"{type(error).__name__}: {error}"
         on_change()
         return
     row.status, row.failed_stage = "ok", None
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(row.to_dict(), indent=2))
+    # Keyed again now that the build made its images: the key a later run will compute.
+    write_atomic(cache_file(plan), json.dumps(row.to_dict(), indent=2))
     on_change()
+
+
+def _stages(plan: BuildPlan, row: Row, stage: Callable[[str], None], progress: Progress) -> None:
+    started = time.monotonic()
+    stage("fetch")
+    tree = plan.source.provide(plan.release, progress)
+    row.stages["fetch"] = round(time.monotonic() - started, 1)
+
+    started = time.monotonic()
+    stage("patch")
+    series = plan.series()
+    if series is not None:
+        checked = patches.check(series, tree.path)
+        row.patch = checked.summary()
+        if not checked.ok:
+            raise JobFailed(f"patch series {series.name}: {row.patch}")
+    else:
+        row.patch = "backport (module replaced)" if plan.backport else "stock module"
+    row.stages["patch"] = round(time.monotonic() - started, 1)
+
+    stage("build")
+    built = build.build(plan, progress=progress)
+    row.build_seconds = float(built.info["seconds"])  # type: ignore[arg-type]
+    row.stages["build"] = row.build_seconds
+
+    started = time.monotonic()
+    stage("config")
+    server = httpd.locate(prefix=built.dist / "httpd")
+    module = built.module if built.info["backport"] else None
+    rendering = config.render(
+        "generic",
+        apache=plan.version,
+        distro="generic",
+        backends=["ws://127.0.0.1:9/"],
+        path="/ws",
+        prefer="wstunnel" if module else None,
+    )
+    extra = {"proxy_wstunnel": module} if module else None
+    with httpd.ServerRoot(server, rendering.files, extra_modules=extra) as root:
+        syntax = root.syntax_check()
+    if not syntax.ok:
+        raise JobFailed(f"httpd -t: {syntax.error} ({syntax.file}, line {syntax.line})")
+    row.stages["config"] = round(time.monotonic() - started, 1)
+
+    started = time.monotonic()
+    stage("verify")
+    report = verify.run(server, module=module, progress=progress)
+    row.checks_passed = sum(check.passed for check in report.checks)
+    row.checks_total = len(report.checks)
+    orphan = next((c for c in report.checks if c.name == "abrupt-disconnect"), None)
+    row.orphan_close_seconds = orphan.figure if orphan else None
+    row.stages["verify"] = round(time.monotonic() - started, 1)
+    if not report.ok:
+        failed = ", ".join(check.name for check in report.checks if not check.passed)
+        raise JobFailed(f"verify: failed checks: {failed} (error log {report.error_log})")
 
 
 # -- the matrix -------------------------------------------------------------------------------------------------
 def run(
-    spec: str,
+    plans: Sequence[BuildPlan],
     *,
-    options: sources.SourceOptions | None = None,
-    base_image: str | None = None,
-    backport: bool = False,
-    out_dir: Path = Path("dist"),
-    builder: str = "docker",
     jobs: int = 1,
     progress: Progress | None = None,
     on_change: Callable[[Sequence[Row]], None] | None = None,
 ) -> MatrixReport:
+    """Run every plan, `jobs` versions at a time; one row per plan, in order."""
     progress = progress or Progress()
-    releases = catalogue.load().expand(spec)
+    if not plans:
+        raise BadInput("the matrix names no Apache release")
     if not 1 <= jobs <= 8:
         raise BadInput("--jobs must be between 1 and 8")
-    options = options or sources.SourceOptions()
-    base_image = base_image or build.DEFAULT_BASE_IMAGE
-    rows = [Row(str(release.version)) for release in releases]
+    plans = [dataclasses.replace(plan, with_httpd=True) for plan in plans]  # verify runs the built httpd
+    rows = [Row(plan.version) for plan in plans]
     lock = threading.Lock()
 
     def changed() -> None:
@@ -268,22 +258,11 @@ def run(
                 on_change(rows)
 
     started = time.monotonic()
-    # Each version builds in its own cache volume, so versions can run side by side.
+    # Each version builds in its own workspace (and a lock guards each), so versions can run side by side.
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [
-            pool.submit(
-                run_version,
-                release,
-                row,
-                options=options,
-                base_image=base_image,
-                backport=backport,
-                out_dir=out_dir,
-                builder=builder,
-                on_change=changed,
-                progress=progress if jobs == 1 else Progress(),
-            )
-            for release, row in zip(releases, rows)
+            pool.submit(run_version, plan, row, on_change=changed, progress=progress if jobs == 1 else Progress())
+            for plan, row in zip(plans, rows)
         ]
         for future in futures:
             future.result()

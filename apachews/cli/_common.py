@@ -16,7 +16,10 @@ from typing import Any, Callable
 
 import click
 
+from apachews import catalogue
+from apachews.catalogue import Release
 from apachews.errors import ApachewsError
+from apachews.plan import BUILDERS, BuildPlan
 from apachews.progress import Progress, for_terminal
 from apachews.sources import SourceOptions
 
@@ -49,6 +52,29 @@ def _print_json(payload: dict[str, Any]) -> None:
     click.echo(json.dumps(payload, indent=2, sort_keys=False, default=str))
 
 
+def _report(error: ApachewsError, json_mode: bool) -> None:
+    if json_mode:
+        _print_json({"ok": False, **error.to_dict()})
+    else:
+        click.echo(f"error: {error.message}", err=True)
+        if error.hint:
+            click.echo(f"hint: {error.hint}", err=True)
+
+
+class _Command(click.Command):
+    """A command whose parameters may raise ApachewsError while parsing (`--apache` naming no release):
+    reported like an error of the command itself (--json aware, exit code of the error)."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any):
+        given = list(args)
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except ApachewsError as error:
+            root = parent.find_root().obj if parent else None
+            _report(error, bool(getattr(root, "json", False)) or "--json" in given)
+            sys.exit(error.exit_code)
+
+
 def command(group: click.Group, name: str | None = None, **settings: Any) -> Callable:
     """Register `fn` as a subcommand of `group` with --json and uniform error handling.
 
@@ -65,12 +91,7 @@ def command(group: click.Group, name: str | None = None, **settings: Any) -> Cal
             try:
                 result = fn(session=session, **params)
             except ApachewsError as error:
-                if session.json:
-                    _print_json({"ok": False, **error.to_dict()})
-                else:
-                    click.echo(f"error: {error.message}", err=True)
-                    if error.hint:
-                        click.echo(f"hint: {error.hint}", err=True)
+                _report(error, session.json)
                 sys.exit(error.exit_code)
             except KeyboardInterrupt:
                 if session.json:
@@ -85,9 +106,31 @@ def command(group: click.Group, name: str | None = None, **settings: Any) -> Cal
             if not result.ok:
                 sys.exit(1)
 
-        return group.command(name, **settings)(run)
+        return group.command(name, cls=_Command, **settings)(run)
 
     return decorate
+
+
+class ReleaseType(click.ParamType):
+    """`--apache V`, parsed once at the edge into a catalogue Release (unknown: BadInput with close matches)."""
+
+    name = "version"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Release:
+        return value if isinstance(value, Release) else catalogue.load().get(str(value))
+
+
+class ReleaseListType(click.ParamType):
+    """`--apache 2.2.31,2.4.1-2.4.4,all-2.2`: the released versions it names, in order."""
+
+    name = "versions"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[Release, ...]:
+        return value if isinstance(value, tuple) else tuple(catalogue.load().expand(str(value)))
+
+
+RELEASE = ReleaseType()
+RELEASES = ReleaseListType()
 
 
 def configure_logging(verbose: int) -> None:
@@ -124,5 +167,29 @@ def source_options(fn: Callable) -> Callable:
     ) -> Any:
         options = SourceOptions(tarball, source, git_repo, from_pypi, mirror, insecure_no_checksum)
         return fn(sources=options, **params)
+
+    return wrapper
+
+
+def plan_options(fn: Callable) -> Callable:
+    """The options of a build (sources, image, builder, output): the command gets `plan_for(release, **more)`,
+    which makes the frozen BuildPlan the stage modules take."""
+
+    @source_options
+    @click.option("--base-image", metavar="IMAGE", help="Build in this image (default: apachews/base:bookworm).")
+    @click.option("--backport", is_flag=True, help="On 2.4.6+, use the apachews module instead of the stock one.")
+    @click.option("--builder", type=click.Choice(BUILDERS), default="docker", show_default=True)
+    @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("dist"), show_default=True)
+    @functools.wraps(fn)
+    def wrapper(
+        sources: SourceOptions, base_image: str | None, backport: bool, builder: str, output: Path, **params: Any
+    ) -> Any:
+        def plan_for(release: Release, **more: Any) -> BuildPlan:
+            return BuildPlan(
+                release, source=sources, base_image=base_image or "", backport=backport, builder=builder,
+                out_dir=output, **more,
+            )  # fmt: skip
+
+        return fn(plan_for=plan_for, **params)
 
     return wrapper

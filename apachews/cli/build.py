@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Callable
 
 import click
 
 from apachews import build
+from apachews.catalogue import Release
 from apachews.cli import main
-from apachews.cli._common import Result, Session, command, source_options
-from apachews.sources import SourceOptions
+from apachews.cli._common import RELEASE, Result, Session, command, plan_options
+from apachews.plan import BuildPlan
 
 
 def install_instructions(result: build.BuildResult) -> str:
@@ -31,35 +32,13 @@ def install_instructions(result: build.BuildResult) -> str:
 
 
 @command(main, "build")
-@click.option("--apache", "version", metavar="V", required=True, help="The Apache release, e.g. 2.2.31.")
-@source_options
-@click.option("--base-image", metavar="IMAGE", help="Build in this image (default: apachews/base:bookworm).")
-@click.option("--backport", is_flag=True, help="On 2.4.6+, build the apachews module instead of the stock one.")
+@click.option("--apache", "release", type=RELEASE, metavar="V", required=True, help="The Apache release, e.g. 2.2.31.")
+@plan_options
 @click.option("--with-httpd", is_flag=True, help="Also keep the whole httpd install (for `apachews verify`).")
-@click.option("--builder", type=click.Choice(["docker", "local"]), default="docker", show_default=True)
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("dist"), show_default=True)
 @click.option("--jobs", "-j", default=2, show_default=True, help="Parallel make jobs.")
 def build_command(
-    session: Session,
-    version: str,
-    sources: SourceOptions,
-    base_image: str | None,
-    backport: bool,
-    with_httpd: bool,
-    builder: str,
-    output: Path,
-    jobs: int,
+    session: Session, release: Release, plan_for: Callable[..., BuildPlan], with_httpd: bool, jobs: int
 ) -> Result:
     """Build mod_proxy_wstunnel.so for one Apache release, in an image matching the target server."""
-    result = build.build(
-        version,
-        source=sources,
-        base_image=base_image,
-        backport=backport,
-        with_httpd=with_httpd,
-        builder=builder,
-        out_dir=output,
-        jobs=jobs,
-        progress=session.progress(),
-    )
+    result = build.build(plan_for(release, with_httpd=with_httpd, jobs=jobs), progress=session.progress())
     return Result(data=result.to_dict(), text=install_instructions(result))

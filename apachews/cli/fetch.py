@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import click
 
+from apachews.catalogue import Release
 from apachews.cli import main
-from apachews.cli._common import Result, Session, command, source_options
+from apachews.cli._common import RELEASE, Result, Session, command, source_options
 from apachews.sources import SourceOptions
 
 
 @command(main, "fetch")
-@click.option("--apache", "version", metavar="V", help="The Apache release, e.g. 2.2.31.")
+@click.option("--apache", "release", type=RELEASE, metavar="V", help="The Apache release, e.g. 2.2.31.")
 @source_options
-def fetch_command(session: Session, version: str | None, sources: SourceOptions) -> Result:
+def fetch_command(session: Session, release: Release | None, sources: SourceOptions) -> Result:
     """Get a verified, unpacked Apache source tree and print its path."""
-    tree = sources.provide(version, progress=session.progress())
+    tree = sources.provide(release, progress=session.progress())
     return Result(data=tree.to_dict(), text=str(tree.path))

@@ -7,7 +7,7 @@ import click
 from apachews import catalogue
 from apachews.catalogue import Release
 from apachews.cli import main
-from apachews.cli._common import Result, command
+from apachews.cli._common import RELEASE, Result, command
 
 
 def _yes(flag: bool | None) -> str:
@@ -67,17 +67,16 @@ def which_version_table(releases: list[Release]) -> str:
 
 
 @command(main, "versions")
-@click.option("--apache", "version", metavar="V", help="Explain what this Apache release needs.")
+@click.option("--apache", "release", type=RELEASE, metavar="V", help="Explain what this Apache release needs.")
 @click.option("--family", type=click.Choice(["2.2", "2.4"]), help="Only this family.")
 @click.option("--all", "include_unreleased", is_flag=True, help="Include versions that were never released.")
 @click.option("--markdown", is_flag=True, help="A 'which version do I need' table in Markdown.")
 def versions_command(
-    session, version: str | None, family: str | None, include_unreleased: bool, markdown: bool
+    session, release: Release | None, family: str | None, include_unreleased: bool, markdown: bool
 ) -> Result:
     """List Apache releases, or explain what one release needs (--apache V)."""
     releases = catalogue.load()
-    if version:
-        release = releases.get(version)
+    if release:
         return Result(data={"release": release.to_dict()}, text=explain(release))
     chosen = [r for r in releases.all(family) if include_unreleased or r.released is not False]
     if markdown:

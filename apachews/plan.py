@@ -1,0 +1,118 @@
+"""One build, decided once: which release, from which sources, in which image, by which builder, with
+which flags, into which directory.
+
+The CLI makes a `BuildPlan` from its options; `build.build()` and `matrix.run()` take it as it is. The
+plan is frozen, so a stage cannot change what the next one sees, and `cache_key()` is the one place that
+says which of its parts decide a cached result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from apachews import __version__, catalogue, module, patches, toolchain
+from apachews.catalogue import Release
+from apachews.errors import BadInput
+from apachews.fsutil import fingerprint, sha256_file
+from apachews.images import DEFAULT_BASE_IMAGE
+from apachews.sources import SourceOptions
+
+BUILDERS = ("docker", "local")
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    release: Release
+    source: SourceOptions = field(default_factory=SourceOptions)
+    base_image: str = DEFAULT_BASE_IMAGE  # the docker builder's base; the local builder ignores it
+    builder: str = "docker"
+    backport: bool = False  # on a release with the stock module: build ours instead
+    with_httpd: bool = False  # keep the whole httpd install (what `verify --dist` runs)
+    jobs: int = 2  # parallel make jobs
+    out_dir: Path = Path("dist")
+
+    def __post_init__(self) -> None:
+        # Callers that still hold a version string (cli/verify.py) get it looked up here, once.
+        object.__setattr__(self, "release", catalogue.as_release(self.release))
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        object.__setattr__(self, "base_image", self.base_image or DEFAULT_BASE_IMAGE)
+        if self.builder not in BUILDERS:
+            raise BadInput(f"unknown builder {self.builder!r}", hint="use --builder docker or --builder local")
+        if not 1 <= self.jobs <= 64:
+            raise BadInput("--jobs must be between 1 and 64")
+
+    @property
+    def version(self) -> str:
+        return str(self.release.version)
+
+    @property
+    def dist(self) -> Path:
+        """Where the build lands: <out_dir>/httpd-<version>/."""
+        return self.out_dir / f"httpd-{self.version}"
+
+    @property
+    def recipe(self) -> toolchain.Recipe:
+        return toolchain.recipe(self.release.version)
+
+    @property
+    def kind(self) -> str:
+        """ "backport" (our module: a series, or --backport) or "stock" (the release's own module)."""
+        return "backport" if self.release.needs_backport or self.backport else "stock"
+
+    def series(self) -> patches.Series | None:
+        """The patch series this release needs, or None when it has a stock module."""
+        if not self.release.needs_backport:
+            return None
+        if self.release.series is None:
+            raise BadInput(f"no apachews patch series serves Apache {self.version}")
+        return patches.load_series(self.release.series)
+
+    def module_inputs(self) -> list[dict[str, str]]:
+        """What goes into the pristine tree, with content hashes: the series' patches, or our module source."""
+        series = self.series()
+        if series is not None:
+            return [{"file": str(p), "sha256": sha256_file(Path(p))} for p in series.patch_files]
+        if self.backport:
+            digest = hashlib.sha256(module.source_text().encode()).hexdigest()
+            return [{"file": "apachews module source", "sha256": digest}]
+        return []
+
+    def cache_key(self, image: str, scope: Literal["result", "workspace"] = "result") -> str:
+        """A short hash of what decides this plan's outcome, given the identity of the image it runs in.
+
+        "result": everything (apachews, sources, patches or module source, image, builder, flags): the same
+        key means the same build, so a matrix row can be reused. "workspace": only what decides the
+        configured tree a builder keeps between builds (release, image, compiler recipe, install or not);
+        the sources and our module are left out on purpose, so that changing them recompiles only what
+        changed instead of starting from a cold tree.
+        """
+        parts: dict[str, object] = {
+            "apache": self.version,
+            "image": image,
+            "recipe": self.recipe.to_dict(),
+            "with_httpd": self.with_httpd,
+        }
+        if scope == "result":
+            parts |= {
+                "apachews": __version__,
+                "sources": self.source.identity(),
+                "inputs": [entry["sha256"] for entry in self.module_inputs()],
+                "builder": self.builder,
+                "backport": self.backport,
+            }
+        return fingerprint(parts, 20 if scope == "result" else 16)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "apache": self.version,
+            "source": self.source.identity(),
+            "base_image": self.base_image if self.builder == "docker" else None,
+            "builder": self.builder,
+            "backport": self.backport,
+            "with_httpd": self.with_httpd,
+            "jobs": self.jobs,
+            "out_dir": str(self.out_dir),
+        }
