@@ -1,4 +1,12 @@
-"""Shared pytest set-up. Fixtures live in tests/fixtures/, one module per area."""
+"""Shared pytest set-up. Fixtures live in tests/fixtures/, one module per area.
+
+Markers follow the fixtures a test uses (directly or through other fixtures), so they cannot be forgotten:
+`-m "not docker"` skips everything that needs an engine, `-m "not slow"` everything that builds httpd.
+"""
+
+from __future__ import annotations
+
+import pytest
 
 pytest_plugins = [
     "tests.fixtures.sources",
@@ -6,3 +14,18 @@ pytest_plugins = [
     "tests.fixtures.mirror",
     "tests.fixtures.docker",
 ]
+
+# fixture -> the markers every test using it gets
+FIXTURE_MARKERS = {
+    "docker_engine": ("docker",),
+    "base_image": ("docker", "slow"),  # its users build httpd in a container (a minute or more, cold)
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for fixture, markers in FIXTURE_MARKERS.items():
+            if fixture in used:
+                for marker in markers:
+                    item.add_marker(marker)

@@ -4,25 +4,34 @@ the module loaded by a real Apache and one WebSocket round trip through it."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from apachews import build, httpd, images, sources
+from apachews import build, catalogue, httpd, images, sources
 from apachews.cli import main
 from apachews.errors import JobFailed
+from apachews.plan import BuildPlan
 from tests.fixtures.sources import TEST_HTTPD
 
-pytestmark = pytest.mark.docker
+# Markers come from the fixtures each test uses (tests/conftest.py): docker_engine/base_image -> docker.
+FROM_PYPI = sources.SourceOptions(from_pypi=True)
 
 
 @pytest.fixture(scope="module")
-def stock_dist(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> build.BuildResult:
+def release() -> catalogue.Release:
+    return catalogue.load().get(TEST_HTTPD)
+
+
+@pytest.fixture(scope="module")
+def stock_dist(
+    base_image: str, release: catalogue.Release, tmp_path_factory: pytest.TempPathFactory
+) -> build.BuildResult:
     out = tmp_path_factory.mktemp("dist")
-    return build.build(TEST_HTTPD, source=sources.SourceOptions(from_pypi=True), with_httpd=True, out_dir=out)
+    return build.build(BuildPlan(release, source=FROM_PYPI, with_httpd=True, out_dir=out))
 
 
 def test_dist_layout_and_build_json(stock_dist: build.BuildResult) -> None:
@@ -48,13 +57,12 @@ def test_built_httpd_runs_the_module(stock_dist: build.BuildResult) -> None:
     assert report.tunnelling == "mod_proxy_wstunnel"
 
 
-def test_backport_build_runs_the_full_suite(stock_dist: build.BuildResult, tmp_path: Path) -> None:
+def test_backport_build_runs_the_full_suite(stock_dist: build.BuildResult, release, tmp_path: Path) -> None:
     from apachews import module, verify
 
-    # Built after the stock one, from the same cache volume: only our module's source changed.
-    result = build.build(
-        TEST_HTTPD, source=sources.SourceOptions(from_pypi=True), backport=True, with_httpd=True, out_dir=tmp_path
-    )
+    # Built after the stock one, in the same workspace volume: only our module's source changed.
+    result = build.build(BuildPlan(release, source=FROM_PYPI, backport=True, with_httpd=True, out_dir=tmp_path))
+    assert "files changed" in (result.dist / "build.log").read_text()
     info = json.loads((result.dist / "build.json").read_text())
     assert info["kind"] == "backport" and info["backport"] is True
     assert info["patches"][0]["sha256"] == hashlib.sha256(module.source_text().encode()).hexdigest()
@@ -73,11 +81,13 @@ def test_module_loads_into_the_system_apache(stock_dist: build.BuildResult, syst
     assert result.ok, result.output
 
 
-def test_compile_error_names_the_step_and_leaves_nothing(base_image: str, httpd24_tree: Path, tmp_path: Path) -> None:
+def test_compile_error_names_the_step_and_leaves_nothing(
+    base_image: str, release, httpd24_tree: Path, tmp_path: Path
+) -> None:
     (httpd24_tree / "modules/proxy/mod_proxy_wstunnel.c").write_text("this is not C;\n")
     out = tmp_path / "dist"
     with pytest.raises(JobFailed) as caught:
-        build.build(TEST_HTTPD, source=sources.SourceOptions(source=httpd24_tree), out_dir=out)
+        build.build(BuildPlan(release, source=sources.SourceOptions(source=httpd24_tree), out_dir=out))
     error = caught.value
     assert error.details["step"] == "make"
     assert "mod_proxy_wstunnel.c" in (error.hint or "")
@@ -101,12 +111,31 @@ def test_unknown_version_changes_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "d").exists()
 
 
-def test_dockerfile_templates_per_family() -> None:
-    assert images.family_of("centos:6") == "yum"
-    assert images.family_of("apachews/base:bookworm") == "apt"
-    assert "yum install" in images.render_dockerfile("centos:6")
-    assert "dpkg -s" in images.render_dockerfile("ubuntu:12.04")
-    assert shutil.which("bash")
+@pytest.mark.parametrize(
+    "base, family, says",
+    [
+        ("centos:6", "yum", "yum install"),
+        ("ubuntu:12.04", "apt", "dpkg -s"),
+        ("apachews/base:bookworm", "apt", "dpkg -s"),
+    ],
+)
+def test_dockerfile_templates_per_family(base: str, family: str, says: str) -> None:
+    assert images.family_of(base) == family
+    assert says in images.render_dockerfile(base)
+
+
+def test_builder_image_follows_its_base(docker_engine, base_image: str) -> None:
+    """A re-bootstrapped base (another image under the same name) gets a new builder, not the stale one."""
+    name = "apachews/test-base:rebootstrapped"
+    docker_engine.api.tag(base_image, "apachews/test-base", "rebootstrapped")
+    try:
+        first = images.builder_tag(name)
+        dockerfile = f"FROM {name}\nLABEL apachews.test=rebootstrapped\n".encode()
+        context = io.BytesIO(images.single_file_tar("Dockerfile", dockerfile))
+        docker_engine.images.build(fileobj=context, custom_context=True, tag=name, network_mode="none")
+        assert images.builder_tag(name) != first
+    finally:
+        docker_engine.images.remove(name, force=True)
 
 
 def test_verify_apache_reuses_the_build(stock_dist: build.BuildResult) -> None:
@@ -118,8 +147,9 @@ def test_verify_apache_reuses_the_build(stock_dist: build.BuildResult) -> None:
     assert payload["apache"] == TEST_HTTPD
 
 
-def test_local_builder_uses_the_host_toolchain(tmp_path: Path, system_httpd: httpd.Httpd) -> None:
-    result = build.build(TEST_HTTPD, source=sources.SourceOptions(from_pypi=True), builder="local", out_dir=tmp_path)
+@pytest.mark.slow
+def test_local_builder_uses_the_host_toolchain(release, tmp_path: Path, system_httpd: httpd.Httpd) -> None:
+    result = build.build(BuildPlan(release, source=FROM_PYPI, builder="local", out_dir=tmp_path))
     info = json.loads((result.dist / "build.json").read_text())
     assert info["builder"] == "local" and info["base_image"] is None and info["image"] is None
     snippet = {"m.conf": "LoadModule proxy_module modules/mod_proxy.so\n"}

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from apachews import catalogue
+from apachews import catalogue, patches
 from apachews.catalogue import Version
 from apachews.errors import BadInput
-from apachews.resources import package_data
+from apachews.resources import package_data, patches_dir
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +31,16 @@ def test_families_span_2_2_and_2_4(releases):
     assert releases.get("2.2.31").tarballs == ("httpd-2.2.31.tar.bz2", "httpd-2.2.31.tar.gz")
 
 
+@pytest.mark.parametrize("text", ["2.4.4", "2.4.1", "2.2.34", "2.2.0"])
+def test_releases_before_the_stock_module_need_the_backport(releases, text: str):
+    assert releases.get(text).needs_backport and releases.get(text).series == f"wstunnel-{text[:3]}"
+
+
 def test_first_stock_wstunnel_release_is_2_4_6(releases):
     first_released = next(r for r in releases.all("2.4") if r.stock_wstunnel and r.released)
     assert str(first_released.version) == "2.4.6"
     assert releases.get("2.4.5").stock_wstunnel and releases.get("2.4.5").released is False
-    for text in ("2.4.4", "2.4.1", "2.2.34", "2.2.0"):
-        assert releases.get(text).needs_backport, text
+    assert releases.get("2.4.5").series is None  # the stock module is in: no series serves it
     assert releases.get("2.4.4").tunnelling == "backported mod_proxy_wstunnel (apachews)"
     assert releases.get("2.4.6").tunnelling == "stock mod_proxy_wstunnel"
 
@@ -53,8 +57,8 @@ def test_not_released_lists(releases):
     unreleased = {str(r.version) for r in releases.all() if r.released is False}
     assert {"2.2.1", "2.2.5", "2.2.7", "2.2.28", "2.2.30", "2.2.33"} <= unreleased
     assert {"2.4.0", "2.4.5", "2.4.8", "2.4.11", "2.4.13", "2.4.14", "2.4.15", "2.4.47"} <= unreleased
-    for released in ("2.2.31", "2.2.34", "2.4.1", "2.4.4", "2.4.6", "2.4.48", "2.4.62"):
-        assert releases.get(released).released is True, released
+    released = ("2.2.31", "2.2.34", "2.4.1", "2.4.4", "2.4.6", "2.4.48", "2.4.62")
+    assert [v for v in released if releases.get(v).released is not True] == []
 
 
 def test_unknown_and_malformed_versions_offer_close_matches(releases):
@@ -86,6 +90,45 @@ def test_expand_ranges_families_and_lists(releases):
         releases.expand("all-1.3")
     with pytest.raises(BadInput, match="names no Apache release"):
         releases.expand(" , ")
+
+
+def test_as_release_takes_a_release_or_looks_up_text(releases):
+    release = releases.get("2.2.31")
+    assert catalogue.as_release(release) is release and catalogue.as_release("2.2.31") == release
+    with pytest.raises(BadInput, match="not in the catalogue"):
+        catalogue.as_release("2.2.99")
+
+
+# ---- which patch series serves which release: patches/index.json, the one place that says it -------------
+
+SERIES_INDEX = json.loads((patches_dir() / "index.json").read_text())["series"]
+
+
+def test_every_release_without_a_stock_module_has_exactly_one_series(releases):
+    wrong = [str(r.version) for r in releases.all() if (r.series is not None) != r.needs_backport]
+    assert wrong == []
+    for release in releases.all():
+        serving = [
+            name for name, entry in SERIES_INDEX.items() if catalogue.in_ranges(release.version, entry["applies_to"])
+        ]
+        assert len(serving) <= 1, (str(release.version), serving)
+
+
+def test_the_index_names_exactly_the_series_directories():
+    assert set(SERIES_INDEX) == {path.parent.name for path in patches_dir().glob("*/series")}
+
+
+@pytest.mark.parametrize("name", sorted(SERIES_INDEX))
+def test_series_ranges_and_patches(releases, name: str):
+    entry = SERIES_INDEX[name]
+    assert set(entry) == {"applies_to", "description"}  # nothing that goes stale ("tested": README's Results)
+    for spec in entry["applies_to"]:
+        low, _, high = spec.partition("-")
+        assert releases.get(low).family == releases.get(high or low).family == name.rsplit("-", 1)[1]
+    series = patches.load_series(name)
+    assert series.patch_files and all(path.is_file() for path in series.patch_files)
+    own = {path.resolve() for path in (patches_dir() / name).glob("*.patch")}
+    assert own <= set(series.patch_files), "a patch in the directory is missing from its series file"
 
 
 def test_known_checksums_are_sha256_with_a_source(releases):
@@ -126,33 +169,32 @@ def test_every_git_release_tag_is_catalogued(releases, release_tags: list[Versio
     assert missing == []
 
 
-def test_changes_not_released_markers_agree(releases, git_dir: Path, release_tags: list[Version]):
+@pytest.mark.parametrize("family", ["2.2", "2.4"])
+def test_changes_not_released_markers_agree(releases, git_dir: Path, release_tags: list[Version], family: str):
     """Every `Changes with Apache V (not released)` in the newest CHANGES of each family is not_released."""
     unreleased = {str(r.version) for r in releases.all() if r.released is False}
-    for family in ("2.2", "2.4"):
-        newest = max(v for v in release_tags if v.family == family)
-        changes = _git(git_dir, "show", f"{newest}:CHANGES")
-        marked = set(re.findall(r"^Changes with Apache (\d+\.\d+\.\d+) \(not released\)", changes, re.M))
-        assert marked, f"no (not released) markers found in {newest}:CHANGES"
-        assert marked <= unreleased, f"{family}: CHANGES says not released: {sorted(marked - unreleased)}"
-        # Every version CHANGES has a heading for is catalogued too (headings of 2.3.x betas aside).
-        headings = set(re.findall(rf"^Changes with Apache ({re.escape(family)}\.\d+)", changes, re.M))
-        assert headings and all(version in releases._releases for version in headings)
+    newest = max(v for v in release_tags if v.family == family)
+    changes = _git(git_dir, "show", f"{newest}:CHANGES")
+    marked = set(re.findall(r"^Changes with Apache (\d+\.\d+\.\d+) \(not released\)", changes, re.M))
+    assert marked, f"no (not released) markers found in {newest}:CHANGES"
+    assert marked <= unreleased, f"{family}: CHANGES says not released: {sorted(marked - unreleased)}"
+    # Every version CHANGES has a heading for is catalogued too (headings of 2.3.x betas aside).
+    headings = set(re.findall(rf"^Changes with Apache ({re.escape(family)}\.\d+)", changes, re.M))
+    assert headings and all(version in releases._releases for version in headings)
 
 
-def test_stock_wstunnel_and_upgrade_match_the_code(releases, git_dir: Path):
-    """mod_proxy_wstunnel.c appears in 2.4.5; mod_proxy_http learns to tunnel (upgrade=) in 2.4.47."""
+@pytest.mark.parametrize("tag", ["2.2.34", "2.4.4", "2.4.5", "2.4.6"])
+def test_stock_wstunnel_matches_the_code(releases, git_dir: Path, tag: str):
+    """mod_proxy_wstunnel.c appears in 2.4.5."""
+    has_wstunnel = bool(_git(git_dir, "ls-tree", tag, "modules/proxy/mod_proxy_wstunnel.c").strip())
+    assert has_wstunnel == releases.get(tag).stock_wstunnel
 
-    def has_wstunnel(tag: str) -> bool:
-        return bool(_git(git_dir, "ls-tree", tag, "modules/proxy/mod_proxy_wstunnel.c").strip())
 
-    def http_tunnels(tag: str) -> bool:
-        return "ap_proxy_tunnel_create" in _git(git_dir, "show", f"{tag}:modules/proxy/mod_proxy_http.c")
-
-    for tag in ("2.2.34", "2.4.4", "2.4.5", "2.4.6"):
-        assert has_wstunnel(tag) == releases.get(tag).stock_wstunnel, tag
-    for tag in ("2.4.46", "2.4.47", "2.4.48"):
-        assert http_tunnels(tag) == releases.get(tag).proxy_http_upgrade, tag
+@pytest.mark.parametrize("tag", ["2.4.46", "2.4.47", "2.4.48"])
+def test_proxy_http_upgrade_matches_the_code(releases, git_dir: Path, tag: str):
+    """mod_proxy_http learns to tunnel (upgrade=) in 2.4.47."""
+    http_tunnels = "ap_proxy_tunnel_create" in _git(git_dir, "show", f"{tag}:modules/proxy/mod_proxy_http.c")
+    assert http_tunnels == releases.get(tag).proxy_http_upgrade
 
 
 def test_which_version_table_groups_releases() -> None:
