@@ -643,6 +643,18 @@ def _listeners(httpd: Httpd, tls: tuple[Path, Path] | None, tls_port: int, rq_po
     return "\n".join(lines) + "\n"
 
 
+def _parent_pid(root: ServerRoot) -> int:
+    """The httpd parent's pid, from the PidFile the ServerRoot configures (written once it runs)."""
+    assert root.root is not None
+    pid_file = root.root / "run" / "httpd.pid"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            return int(pid_file.read_text().strip())
+        time.sleep(0.05)
+    raise JobFailed(f"Apache wrote no pid file at {pid_file}")
+
+
 @contextlib.contextmanager
 def running_target(spec: TargetSpec, settings: Settings, progress: Progress) -> Iterator[Context]:
     """Backends, a certificate and Apache with every route; everything stopped and removed on exit."""
@@ -671,7 +683,7 @@ def running_target(spec: TargetSpec, settings: Settings, progress: Progress) -> 
         progress.step(f"starting Apache {spec.httpd.version} for {spec.label}")
         root = stack.enter_context(ServerRoot(spec.httpd, snippets, extra_modules=extra, mpm=spec.mpm))
         root.start()
-        assert root.process is not None
+        parent = _parent_pid(root)
         yield Context(
             spec,
             root.port,
@@ -679,7 +691,7 @@ def running_target(spec: TargetSpec, settings: Settings, progress: Progress) -> 
             rq_port,
             echo,
             backends,
-            root.process.pid,
+            parent,
             root.error_log,
             settings,
         )
