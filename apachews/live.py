@@ -25,6 +25,7 @@ from apachews.install import Control, no_interrupts
 from apachews.progress import Progress
 
 _GUARDED_LOAD = re.compile(r"<IfModule !mod_(\w+)\.c>\n\s*LoadModule [^\n]*\n</IfModule>\n")
+_ROUTE = re.compile(r"^ProxyPass (\S+) (\S+)((?: \S+)*)$", re.MULTILINE)
 _CONF_NAME = {  # where the temporary vhost goes in each layout (2.2 Debian: conf.d)
     "debian": "conf-available/apachews-live-verify.conf",
     "rhel": "conf.d/apachews-live-verify.conf",
@@ -44,7 +45,13 @@ def live_rendering(
     guarded = {match.group(1): match.group(0) for match in _GUARDED_LOAD.finditer(generic)}
     needed = [name for name in guarded if f"{name}_module" not in report.loaded_modules]
     proxy_conf = _GUARDED_LOAD.sub("", generic)
-    body = "".join(f"    {line}" if line.strip() else line for line in (routes + proxy_conf).splitlines(keepends=True))
+    # verify's extra routes as <Location> blocks after the preset's: a server-wide <Location "/"> (a preset
+    # installed at the root) would otherwise win over plain ProxyPass lines; among the vhost's own Locations
+    # the later wins, and "/ws" is a prefix of "/ws-die".
+    locations = _ROUTE.sub(r'<Location "\1">\n    ProxyPass "\2"\3\n</Location>', routes)
+    body = "".join(
+        f"    {line}" if line.strip() else line for line in (proxy_conf + "\n" + locations).splitlines(keepends=True)
+    )
     vhost = (
         f"# apachews live-verify: temporary, removed when the run ends\n"
         f"Listen 127.0.0.1:{port}\n<VirtualHost 127.0.0.1:{port}>\n    ServerName 127.0.0.1\n{body}</VirtualHost>\n"

@@ -7,13 +7,26 @@ own /etc/apache2 is never written.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+from websockets.asyncio.client import connect
 
-from apachews import config, distros
+from apachews import config, distros, doctor, install, live, serverbuild, verify
+from apachews.cli import main
 from apachews.distros import placement
+from apachews.echo import EchoServer
 from apachews.errors import BadInput
 from tests import debian_tree
 
@@ -112,3 +125,123 @@ def test_other_layouts_place_the_rendering_files_with_our_module_path(tmp_path, 
     )
     distros.unplace(placed)
     assert list(root.iterdir()) == []
+
+
+# -- the whole story against a running copy of the Debian server ------------------------------------------
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[debian_tree.DebianServer]:
+    with debian_tree.running(tmp_path / "server") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def apxs_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("apxs") is None:
+        pytest.skip("no apxs (apt-get install apache2-dev)")
+    return serverbuild.build_for_server(out_dir=tmp_path_factory.mktemp("dist")).module
+
+
+def _mapped(pid: int) -> str:
+    """The files the Apache parent has mapped: proof of which .so it really loaded."""
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+async def _echo_through(port: int, path: str) -> str:
+    async with connect(f"ws://127.0.0.1:{port}{path}", open_timeout=10) as ws:
+        await ws.send("through the installed route")
+        return await asyncio.wait_for(ws.recv(), 10)
+
+
+def test_doctor_install_live_verify_uninstall(server, apxs_module, tmp_path) -> None:
+    etc = server.conf_root
+    before = debian_tree.snapshot(etc)
+    pid = server.pid()
+    states = tmp_path / "state"
+    assert doctor.examine(server.ctl).distro == "debian"
+    with EchoServer("echo") as backend:
+        options = dict(
+            apachectl=server.ctl,
+            module=apxs_module,
+            modules_dir=server.modules_dir,
+            backends=[backend.url],
+            states=states,
+        )
+        planned = install.install("gateone", dry_run=True, **options)
+        assert debian_tree.snapshot(etc) == before and not states.exists()
+        assert any("mods-enabled/proxy_wstunnel_apachews.load" in step for step in planned.plan)
+
+        done = install.install("gateone", **options)
+        assert done.reloaded and server.pid() == pid  # a graceful reload: same parent
+        maps = _mapped(pid)
+        assert str(server.modules_dir / placement.MODULE_FILE) in maps
+        assert "/usr/lib/apache2/modules/mod_proxy_wstunnel.so" not in maps  # ours, not the stock one
+        # The installed route works on the server's own port, through our module.
+        assert asyncio.run(_echo_through(server.port, "/gateone/ws")) == "through the installed route"
+
+        installed_tree = debian_tree.snapshot(etc)
+        report = live.live_verify(server.ctl)
+        assert report.ok, report.table()
+        assert report.tunnelling == "mod_proxy_wstunnel" and len(report.checks) == len(verify.CHECKS)
+        assert debian_tree.snapshot(etc) == installed_tree  # the temporary route is gone again
+        assert asyncio.run(_echo_through(server.port, "/gateone/ws")) == "through the installed route"
+
+    result = CliRunner().invoke(main, ["uninstall", "--apachectl", str(server.ctl), "--state-dir", str(states)])
+    assert result.exit_code == 0, result.output
+    assert debian_tree.snapshot(etc) == before
+    assert list(server.modules_dir.iterdir()) == [] and list(states.iterdir()) == []
+    assert server.pid() == pid
+    assert str(server.modules_dir / placement.MODULE_FILE) not in _mapped(pid)  # unloaded by the reload
+
+
+def test_a_config_apachectl_rejects_is_rolled_back_and_never_loaded(server, fake_module, tmp_path) -> None:
+    etc = server.conf_root
+    before = debian_tree.snapshot(etc)
+    pid = server.pid()
+    log_before = server.error_log.read_bytes()
+    # A module file Apache cannot load: the real apachectl -t fails on it after the files are placed.
+    result = CliRunner().invoke(
+        main,
+        [
+            "install", "generic", "--apachectl", str(server.ctl), "--module", str(fake_module),
+            "--modules-dir", str(server.modules_dir), "--state-dir", str(tmp_path / "state"),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "apachectl -t rejected the new config" in result.output and "proxy_wstunnel" in result.output
+    assert debian_tree.snapshot(etc) == before
+    assert list(server.modules_dir.iterdir()) == [] and not (tmp_path / "state").exists()
+    # Never reloaded: same parent, no restart in the log, still serving.
+    assert server.pid() == pid
+    assert b"graceful restart" not in server.error_log.read_bytes()[len(log_before) :]
+    assert debian_tree.wait_for_port(server.port, 2)
+
+
+def test_live_verify_restores_the_config_on_ctrl_c(server) -> None:
+    etc = server.conf_root
+    before = debian_tree.snapshot(etc)
+    live_conf = etc / "conf-enabled" / "apachews-live-verify.conf"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "apachews", "live-verify", "--apachectl", str(server.ctl)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not live_conf.exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.01)
+        assert live_conf.exists(), "the temporary route never appeared"
+        temporary_port = int(re.search(r"Listen 127.0.0.1:(\d+)", live_conf.read_text()).group(1))
+        debian_tree.wait_for_port(temporary_port, 15)  # reloaded: the checks are running
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err.decode()
+    assert debian_tree.snapshot(etc) == before
+    assert server.pid() is not None
+    # Reloaded after the restore: the temporary listener is closed, the server's own port still serves.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", temporary_port), timeout=2).close()
+    assert debian_tree.wait_for_port(server.port, 2)
