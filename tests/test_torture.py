@@ -12,7 +12,9 @@ here beyond the coarse bounds that separate streaming from buffering.
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -161,3 +163,17 @@ def test_side_by_side_table_marks_each_cell() -> None:
     assert "pass 0.2 s" in row and "FAIL" in row
     assert "n/a" in next(line for line in table if line.startswith("tls-3k"))
     assert a.ok and not b.ok  # a skipped case does not fail a target
+
+
+def test_cli_json_and_exit_codes(system_httpd: Httpd, tmp_path: Path) -> None:
+    # What a user runs: one JSON object, exit 0 when the tested target passes, 1 when a case fails.
+    so = torture.build_module(tmp_path, _issue18_source())
+    argv = [sys.executable, "-m", "apachews", "torture", "--json", "--case", "no-upgrade-101"]
+    good = subprocess.run([*argv, "--target", "stock-http"], capture_output=True, text=True, timeout=120)
+    assert good.returncode == 0, good.stderr
+    data = json.loads(good.stdout)
+    assert data["ok"] and data["targets"][0]["checks"][0]["name"] == "no-upgrade-101"
+    bad = subprocess.run([*argv, "--target", "apachews", "--module", str(so)], capture_output=True, text=True)
+    assert bad.returncode == 1 and json.loads(bad.stdout)["ok"] is False
+    unknown = subprocess.run([*argv[:-1], "no-such-case", "--target", "stock-http"], capture_output=True, text=True)
+    assert unknown.returncode == 2 and "no-such-case" in json.loads(unknown.stdout)["error"]
