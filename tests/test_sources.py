@@ -187,27 +187,27 @@ def test_cache_dir_default_is_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 
 
 @pytest.mark.parametrize(
-    "text, algorithm",
+    "text, algorithm, names_the_file",
     [
-        ("{d}  httpd-2.2.31.tar.gz\n", "sha256"),
-        ("{d} *httpd-2.2.31.tar.gz\n", "sha256"),
-        ("SHA512 (httpd-2.2.31.tar.gz) = {d}\n", "sha512"),
-        ("MD5 (httpd-2.2.31.tar.gz) = {d}\n", "md5"),
-        ("{d}\n", "sha1"),
-        ("httpd-2.2.31.tar.gz: {D}\n", "sha1"),
+        ("{d}  httpd-2.2.31.tar.gz\n", "sha256", True),
+        ("{d} *httpd-2.2.31.tar.gz\n", "sha256", True),
+        ("SHA512 (httpd-2.2.31.tar.gz) = {d}\n", "sha512", True),
+        ("MD5 (httpd-2.2.31.tar.gz) = {d}\n", "md5", True),
+        ("{d}\n", "sha1", False),  # a bare hash names no file: it is taken for whichever file was asked
+        ("httpd-2.2.31.tar.gz: {D}\n", "sha1", True),
     ],
 )
-def test_parse_checksum_file_styles(text: str, algorithm: str):
+def test_parse_checksum_file_styles(text: str, algorithm: str, names_the_file: bool):
     import hashlib
 
     digest = hashlib.new(algorithm, b"x").hexdigest()
     grouped = " ".join(digest.upper()[i : i + 4] for i in range(0, len(digest), 4))
-    parsed = sources.parse_checksum_file(text.format(d=digest, D=grouped), "httpd-2.2.31.tar.gz", algorithm)
-    assert parsed == digest
-    assert sources.parse_checksum_file(text.format(d=digest, D=grouped), "other.tar.gz", algorithm) in (
-        None,
-        digest if text.startswith("{d}\n") else None,
-    )
+    content = text.format(d=digest, D=grouped)
+    assert sources.parse_checksum_file(content, "httpd-2.2.31.tar.gz", algorithm) == digest
+    other = sources.parse_checksum_file(content, "other.tar.gz", algorithm)
+    assert other == (None if names_the_file else digest)
+    truncated = text.format(d=digest[:-2], D=grouped[:-2])  # a digest of the wrong length is not one
+    assert sources.parse_checksum_file(truncated, "httpd-2.2.31.tar.gz", algorithm) is None
 
 
 # ---- other origins ---------------------------------------------------------------------------------------
@@ -264,10 +264,15 @@ def test_git_export_into_cache(apachews_cache: Path, httpd_git: Path):
     assert str(tree.version) == "2.4.1" and not tree.cache_hit
     assert tree.path.is_relative_to(apachews_cache / "trees") and tree.origin.endswith("@2.4.1")
     assert sources.provide("2.4.1", git=httpd_git).cache_hit
-    with pytest.raises(BadInput, match="has no tag 2.4.99"):
-        sources.provide("2.4.99", git=httpd_git)
     with pytest.raises(BadInput, match="needs --apache"):
         sources.provide(git=httpd_git)
+
+
+def test_git_without_the_tag(apachews_cache: Path, tmp_path: Path):
+    subprocess.run(["git", "init", "-q", str(tmp_path / "httpd")], check=True)
+    with pytest.raises(BadInput, match="has no tag 2.4.1"):
+        sources.provide("2.4.1", git=tmp_path / "httpd")
+    assert cached_files(apachews_cache) == []
 
 
 def test_from_pypi(apachews_cache: Path):
@@ -310,6 +315,19 @@ def test_fetch_command(apachews_cache: Path, httpd_mirror: HttpdMirror):
     assert failed.returncode == 1 and json.loads(failed.stdout)["ok"] is False
     bad = _fetch("--apache", "2.2.1", "--mirror", httpd_mirror.url("good"), cache=apachews_cache)
     assert bad.returncode == 2 and "never released" in bad.stderr
+
+
+def test_fetch_verbose_logs_what_it_does(apachews_cache: Path, httpd_mirror: HttpdMirror):
+    quiet = _fetch("--apache", "2.4.66", "--mirror", httpd_mirror.url("good"), cache=apachews_cache)
+    assert quiet.returncode == 0 and "INFO" not in quiet.stderr
+    env = {"APACHEWS_CACHE": str(apachews_cache), "PATH": "/usr/bin:/bin"}
+    argv = [sys.executable, "-m", "apachews", "-v", "fetch", "--apache", "2.4.66", "--mirror", httpd_mirror.url("good")]
+    verbose = subprocess.run(argv, capture_output=True, text=True, env=env)
+    assert verbose.returncode == 0, verbose.stderr
+    assert "INFO apachews.sources.cache: cache hit" in verbose.stderr
+    argv[3], argv[6] = "-vv", "2.4.65"  # not cached yet: downloads
+    debug = subprocess.run(argv, capture_output=True, text=True, env=env)
+    assert f"DEBUG apachews.sources.download: GET {httpd_mirror.url('good')}httpd-2.4.65" in debug.stderr
 
 
 def test_fetch_draws_a_progress_bar_on_a_terminal(apachews_cache: Path, httpd_mirror: HttpdMirror):
