@@ -1,0 +1,123 @@
+"""apachews.matrix: one row per version, failures isolated, results cached by the plan's key, versions in threads.
+
+The sources come from the loopback mirror (tests/fixtures/mirror.py): httpd-2.4.69 is the real release
+tarball, 2.4.66 / 2.4.65 are small derived trees (include/ only) and 2.4.64 has no checksum anywhere, so
+each fails at a known stage for a real reason. The full row (build, httpd -t, WebSocket suite) runs in
+Docker on the real 2.4.69.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from apachews import catalogue, matrix, resources, sources
+from apachews.cli import main
+from apachews.plan import BuildPlan
+from tests.fixtures.mirror import HttpdMirror
+from tests.fixtures.sources import TEST_HTTPD
+
+
+def _plans(spec: str, mirror: str, out: Path) -> list[BuildPlan]:
+    options = sources.SourceOptions(mirror=mirror)
+    return [BuildPlan(release, source=options, out_dir=out) for release in catalogue.load().expand(spec)]
+
+
+# ---- the cache key ---------------------------------------------------------------------------------------
+
+BASE = BuildPlan(catalogue.load().get("2.2.31"), source=sources.SourceOptions(mirror="http://127.0.0.1:9/"))
+CHANGES = {
+    "another release": {"release": catalogue.load().get("2.2.34")},
+    "other sources": {"source": sources.SourceOptions(mirror="http://127.0.0.1:9/other/")},
+    "backport": {"backport": True},
+    "local builder": {"builder": "local"},
+    "with httpd": {"with_httpd": True},
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_result_key_follows_every_input(change: str):
+    assert dataclasses.replace(BASE, **CHANGES[change]).cache_key("img") != BASE.cache_key("img")
+
+
+def test_keys_ignore_where_the_output_goes_and_follow_the_image():
+    assert dataclasses.replace(BASE, out_dir=Path("/elsewhere"), jobs=7).cache_key("img") == BASE.cache_key("img")
+    assert BASE.cache_key("another image") != BASE.cache_key("img")
+    # The build workspace is shared by plans that differ only in sources and module: rebuilds stay warm.
+    other = dataclasses.replace(BASE, **CHANGES["other sources"], backport=True)
+    assert other.cache_key("img", scope="workspace") == BASE.cache_key("img", scope="workspace")
+    assert BASE.cache_key("img", scope="workspace") != BASE.cache_key("img")
+
+
+def test_result_key_follows_the_series_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Editing a patch of the series changes the key of every release it serves (the patch files are read)."""
+    patches = tmp_path / "patches"
+    shutil.copytree(resources.patches_dir(), patches)
+    before = BASE.cache_key("img")
+    monkeypatch.setattr("apachews.patches.patches_dir", lambda: patches)  # a checkout with an edited series
+    assert BASE.cache_key("img") == before
+    glue = patches / "wstunnel-2.2" / "0002-build-glue-2.2.patch"
+    glue.write_text(glue.read_text() + "\n")
+    assert BASE.cache_key("img") != before
+
+
+# ---- failure isolation and threads, no Docker needed -----------------------------------------------------
+
+
+def test_failures_are_isolated_per_version_and_never_cached(
+    apachews_cache: Path, httpd_mirror: HttpdMirror, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")  # builds fail: no engine
+    seen: list[list[str]] = []
+    report = matrix.run(
+        _plans("2.4.64,2.4.65,2.4.66", httpd_mirror.url("good"), tmp_path / "dist"),
+        jobs=3,
+        on_change=lambda rows: seen.append([row.status for row in rows]),
+    )
+    rows = {row.version: row for row in report.rows}
+    assert list(rows) == ["2.4.64", "2.4.65", "2.4.66"] and not report.ok
+    assert rows["2.4.64"].failed_stage == "fetch" and "cannot verify" in rows["2.4.64"].error
+    for version in ("2.4.65", "2.4.66"):  # fetched and checked, then the build found no engine
+        assert rows[version].failed_stage == "build" and "no Docker engine" in rows[version].error
+        assert rows[version].patch == "stock module" and set(rows[version].stages) == {"fetch", "patch"}
+    assert seen[-1] == ["failed"] * 3 and len(seen) >= 3 * 2
+    assert not (apachews_cache / "matrix").exists()
+    assert "FAILED at fetch" in matrix.text_table(report.rows)
+
+
+def test_matrix_command_exit_code_and_json(apachews_cache: Path, httpd_mirror: HttpdMirror, tmp_path: Path):
+    args = ["matrix", "--apache", "2.4.64", "--mirror", httpd_mirror.url("good"), "-o", str(tmp_path), "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    payload = json.loads(result.stdout)
+    assert payload["ok"] is False and payload["versions"][0]["failed_stage"] == "fetch"
+    unknown = CliRunner().invoke(main, ["matrix", "--apache", "2.4.64,2.2.99", "--json"])
+    assert unknown.exit_code == 2 and json.loads(unknown.stdout)["error_type"] == "BadInput"
+
+
+# ---- a real row: build in Docker, httpd -t, the WebSocket suite; then the cache -------------------------
+
+
+def test_real_row_then_cached(base_image: str, apachews_cache: Path, httpd_mirror: HttpdMirror, tmp_path: Path):
+    plans = _plans(f"2.4.64,{TEST_HTTPD}", httpd_mirror.url("good"), tmp_path / "dist")
+    first = matrix.run(plans, jobs=2)
+    failed, built = first.rows
+    assert failed.failed_stage == "fetch" and built.ok and not built.cached, built.error
+    assert built.checks_total and built.checks_passed == built.checks_total
+    assert built.build_seconds and built.orphan_close_seconds is not None
+    assert (tmp_path / "dist" / f"httpd-{TEST_HTTPD}" / "build.json").is_file()
+    [kept] = (apachews_cache / "matrix").glob(f"{TEST_HTTPD}-*.json")
+
+    again = matrix.run(plans, jobs=2)
+    failed_again, cached = again.rows
+    assert failed_again.failed_stage == "fetch"  # failures are retried, never cached
+    assert cached.cached and cached.ok and cached.stages == built.stages
+    assert cached.checks_passed == built.checks_passed and again.seconds < first.seconds
+    assert [p.name for p in (apachews_cache / "matrix").iterdir()] == [kept.name]
+    # Anything that decides the result misses the cache (here: our module instead of the stock one).
+    assert not matrix.cache_file(dataclasses.replace(plans[1], backport=True, with_httpd=True)).exists()
