@@ -889,7 +889,7 @@ def rebase(
     with conflicts, the merged files with conflict markers go to OUT.conflicts/ and OUT is not written."""
     parsed = parse_patch(Path(patch))
     tree, out = Path(tree), Path(out)
-    overlay, results = _compute([parsed], tree, fuzz, False, None)
+    _, results = _compute([parsed], tree, fuzz, False, None)
     report = Report(tree, results)
     level = results[0].strip
     conflict_dir = Path(f"{out}.conflicts")
@@ -897,14 +897,18 @@ def rebase(
         shutil.rmtree(conflict_dir)  # a stale one from an earlier attempt would mislead
     conflicts: list[str] = []
     merged: list[str] = []
-    pieces = [parsed.preamble.encode("utf-8", errors="surrogateescape")]
+    originals: dict[str, list[bytes] | None] = {}
+    afters: dict[str, list[bytes] | None] = {}  # each file's content for the rebased patch, in patch order
     for file_patch, file_result in zip(parsed.files, results[0].files):
         relative = file_result.path
-        current = tree / relative
-        before = _split_lines(current.read_bytes()) if current.is_file() else None
-        if all(h.applies for h in file_result.hunks):
-            after = overlay[relative].lines
-        elif all(h.status == "already-applied" for h in file_result.hunks):
+        if relative not in originals:
+            current = tree / relative
+            originals[relative] = _split_lines(current.read_bytes()) if current.is_file() else None
+        before = afters.get(relative, originals[relative])
+        placed, lines = _patch_file(_FileState(before), file_patch, fuzz)
+        if all(h.applies for h in placed):
+            after = lines
+        elif all(h.status == "already-applied" for h in placed):
             after = before  # already in the tree: nothing left to carry for this file
         elif resolved is not None and (Path(resolved) / relative).is_file():
             data = (Path(resolved) / relative).read_bytes()
@@ -925,7 +929,9 @@ def rebase(
                 continue
             after = _split_lines(merge)
             merged.append(relative)
-        pieces.append(unified_diff(relative, before, after))
+        afters[relative] = after
+    pieces = [parsed.preamble.encode("utf-8", errors="surrogateescape")]
+    pieces += [unified_diff(relative, originals[relative], after) for relative, after in afters.items()]
     rebased = RebaseReport(out, report, conflicts, merged, conflict_dir if conflicts and base_tree else None)
     if conflicts and base_tree is None:
         raise JobFailed(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -145,18 +146,22 @@ def test_three_way_merge_when_hunks_fail(tmp_path: Path, httpd24_pristine: Path,
     assert applied.summary().startswith("clean") and "apachews merged line" in (httpd24_tree / TARGET).read_text()
 
 
-def test_three_way_conflict_is_reported_with_files(tmp_path: Path, httpd24_pristine: Path, httpd24_tree: Path) -> None:
+def test_rebase_with_a_conflict_writes_no_patch_until_resolved(
+    tmp_path: Path, httpd24_pristine: Path, httpd24_tree: Path
+) -> None:
+    glue = "modules/proxy/config.m4"
+    scratch = tmp_path / "scratch"
+    for side in ("a", "b"):
+        for relative in (TARGET, glue):
+            (scratch / side / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(httpd24_pristine / relative, scratch / side / relative)
     base_lines = (httpd24_pristine / TARGET).read_text().splitlines(keepends=True)
-    scratch = tmp_path / "edited"
-    shutil.copytree(httpd24_pristine / "modules", scratch / "modules")
     edited = list(base_lines)
     edited[399] = "/* patch rewrote this line */\n"
-    (scratch / TARGET).write_text("".join(edited))
-    diff = subprocess.run(
-        ["diff", "-u", "--label", f"a/{TARGET}", "--label", f"b/{TARGET}", httpd24_pristine / TARGET, scratch / TARGET],
-        capture_output=True,
-        text=True,
-    ).stdout
+    (scratch / "b" / TARGET).write_text("".join(edited))
+    with (scratch / "b" / glue).open("a") as config:
+        config.write("dnl apachews build glue\n")
+    diff = subprocess.run(["diff", "-ruN", "a", "b"], cwd=scratch, capture_output=True, text=True).stdout
     patch = tmp_path / "conflict.patch"
     patch.write_text(diff)
     target_lines = list(base_lines)
@@ -164,25 +169,36 @@ def test_three_way_conflict_is_reported_with_files(tmp_path: Path, httpd24_prist
         target_lines[index] = f"/* target rewrote {index} */\n"
     (httpd24_tree / TARGET).write_text("".join(target_lines))
     out = tmp_path / "out.patch"
-    result = CliRunner().invoke(
-        main,
-        [
-            "patch",
-            "rebase",
-            "--patch",
-            str(patch),
-            "--source-dir",
-            str(httpd24_tree),
-            "-o",
-            str(out),
-            "--base-source",
-            str(httpd24_pristine),
-            "--json",
-        ],
-    )
+    command = ["patch", "rebase", "--patch", str(patch), "--source", str(httpd24_tree), "-o", str(out)]
+    command += ["--base-source", str(httpd24_pristine)]
+    result = CliRunner().invoke(main, [*command, "--json"])
     assert result.exit_code == 1, result.output
-    assert json.loads(result.stdout)["conflicts"] == [TARGET]
-    assert "<<<<<<<" in (tmp_path / "out.patch.conflicts" / TARGET).read_text()
+    data = json.loads(result.stdout)
+    assert data["conflicts"] == [TARGET] and data["written"] is False
+    assert "--resolved" in data["next"]
+    assert not out.exists(), "a patch without the conflicting file (but with the build glue) must not be written"
+    conflict_file = tmp_path / "out.patch.conflicts" / TARGET
+    merged = conflict_file.read_text()
+    assert "<<<<<<<" in merged
+    # The user resolves: the target's lines, with the patch's change of line 400.
+    resolved = merged.split("<<<<<<< target\n")[0] + "".join(target_lines[395:399])
+    resolved += "/* patch rewrote this line */\n" + "".join(target_lines[400:405])
+    resolved += merged.split(">>>>>>> patch\n")[1]
+    conflict_file.write_text(resolved)
+    again = CliRunner().invoke(main, [*command, "--resolved", str(tmp_path / "out.patch.conflicts")])
+    assert again.exit_code == 0, again.output
+    assert (out.stat().st_mode & 0o777) == 0o666 & ~_umask()
+    rebased = out.read_text()
+    assert f"+++ b/{glue}" in rebased and f"+++ b/{TARGET}" in rebased
+    applied = patches.apply(patches.load_patches([out]), httpd24_tree)
+    assert applied.summary() == "clean (2 hunks)", applied.table()
+    assert "dnl apachews build glue" in (httpd24_tree / glue).read_text()
+
+
+def _umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
 
 
 BAD = {
@@ -199,7 +215,7 @@ def test_bad_input_is_refused_and_tree_untouched(kind: str, tmp_path: Path, http
     patch.write_text(BAD[kind])
     before = tree_hash(httpd24_tree)
     result = CliRunner().invoke(
-        main, ["patch", "apply", "--patch", str(patch), "--source-dir", str(httpd24_tree), "--json"]
+        main, ["patch", "apply", "--patch", str(patch), "--source", str(httpd24_tree), "--json"]
     )
     assert result.exit_code == 2, result.output
     assert json.loads(result.stdout)["ok"] is False
@@ -225,7 +241,7 @@ def test_series_and_cli(httpd24_tree: Path) -> None:
     assert catalogue.load().get("2.2.31").series == "wstunnel-2.2"
     assert catalogue.load().get("2.4.4").series == "wstunnel-2.4"
     assert catalogue.load().get("2.4.69").series is None
-    stock = runner.invoke(main, ["patch", "check", "--apache", "2.4.69", "--source-dir", str(httpd24_tree)])
+    stock = runner.invoke(main, ["patch", "check", "--apache", "2.4.69", "--source", str(httpd24_tree)])
     assert stock.exit_code == 2 and "stock" in stock.output
 
 
@@ -246,3 +262,155 @@ def test_patch_file_hashes_are_stable() -> None:
     assert all(len(hashlib.sha256(p.read_bytes()).hexdigest()) == 64 for p in series.patch_files)
     with pytest.raises(BadInput):
         patches.load_series("nope")
+
+
+def test_a_hunk_ending_at_the_end_of_file_stays_there(git_tree, tmp_path: Path) -> None:
+    """The issue's blog patch: code appended at the end of proxy_util.c, made on 2.2.24 (3 lines of context
+    before, none after), on 2.4.4. GNU patch anchors it at the end of the file, with fuzz; so do we."""
+    made_on = git_tree("2.2.24") / TARGET
+    tree = tmp_path / "2.4.4"
+    shutil.copytree(git_tree("2.4.4") / "modules", tree / "modules", symlinks=True)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    shutil.copy(made_on, tmp_path / "a" / "proxy_util.c")
+    (tmp_path / "b" / "proxy_util.c").write_bytes(made_on.read_bytes() + b"\nint apachews_appended;\n")
+    diff = subprocess.run(
+        ["diff", "-u", "--label", f"a/{TARGET}", "--label", f"b/{TARGET}", "a/proxy_util.c", "b/proxy_util.c"],
+        cwd=tmp_path,
+        capture_output=True,
+    ).stdout
+    patch = tmp_path / "append.patch"
+    patch.write_bytes(diff)
+    before = (tree / TARGET).read_bytes()
+    report = patches.apply(patches.load_patches([patch]), tree)
+    hunk = report.patches[0].files[0].hunks[0]
+    assert hunk.status == "fuzz" and hunk.fuzz >= 1, report.table()
+    assert (tree / TARGET).read_bytes() == before + b"\nint apachews_appended;\n"
+    assert hunk.line == len(before.splitlines()) - 3 + 1  # its 3 context lines are the file's last 3
+
+
+def test_crlf_files_stay_crlf_and_new_files_get_0644(tmp_path: Path, httpd24_tree: Path) -> None:
+    dsp = "modules/proxy/mod_proxy_balancer.dsp"
+    original = (httpd24_tree / dsp).read_bytes().replace(b"\r\n", b"\n")
+    crlf = original.replace(b"\n", b"\r\n")
+    (httpd24_tree / dsp).write_bytes(crlf)
+    lines = crlf.split(b"\r\n")
+    changed = b"\r\n".join(lines[:20] + [b"# apachews: an added line"] + lines[20:])
+    scratch = tmp_path / "scratch"
+    for side, data in (("a", crlf), ("b", changed)):
+        (scratch / side / "modules/proxy").mkdir(parents=True)
+        (scratch / side / dsp).write_bytes(data)
+    (scratch / "b/modules/proxy/apachews-new.txt").write_text("a file the patch creates\n")
+    diff = subprocess.run(["diff", "-ruN", "a", "b"], cwd=scratch, capture_output=True).stdout
+    patch = tmp_path / "crlf.patch"
+    patch.write_bytes(diff)
+    previous = os.umask(0o022)
+    try:
+        report = patches.apply(patches.load_patches([patch]), httpd24_tree)
+    finally:
+        os.umask(previous)
+    assert report.summary() == "clean (2 hunks)", report.table()
+    assert (httpd24_tree / dsp).read_bytes() == changed
+    assert b"\n" not in (httpd24_tree / dsp).read_bytes().replace(b"\r\n", b"")
+    assert ((httpd24_tree / "modules/proxy/apachews-new.txt").stat().st_mode & 0o777) == 0o644
+
+
+def _self_repeating_patch(tree: Path, out: Path) -> Path:
+    """A real diff whose added block ends with the lines its context starts with (like a new function
+    inserted before another): after it went in, its context is found again a few lines further on."""
+    lines = (tree / TARGET).read_text().splitlines(keepends=True)
+    at = distinctive(tree, TARGET, 300)
+    block = ["/* apachews: a repeated block */\n", *lines[at - 3 : at]]
+    scratch = out / "repeat"
+    for side, content in (("a", lines), ("b", lines[:at] + block + lines[at:])):
+        (scratch / side / TARGET).parent.mkdir(parents=True, exist_ok=True)
+        (scratch / side / TARGET).write_text("".join(content))
+    diff = subprocess.run(["diff", "-ruN", "a", "b"], cwd=scratch, capture_output=True, text=True).stdout
+    patch = out / "repeat.patch"
+    patch.write_text(diff)
+    return patch
+
+
+def test_applying_twice_says_already_applied_and_changes_nothing(tmp_path: Path, httpd24_tree: Path) -> None:
+    patch = _self_repeating_patch(httpd24_tree, tmp_path)
+    runner = CliRunner()
+    command = ["patch", "apply", "--patch", str(patch), "--source", str(httpd24_tree), "--json"]
+    first = runner.invoke(main, command)
+    assert first.exit_code == 0, first.output
+    once = tree_hash(httpd24_tree)
+    second = runner.invoke(main, command)
+    assert second.exit_code == 0, second.output
+    data = json.loads(second.stdout)
+    assert data["ok"] is True and data["status"] == "already-applied" and data["written"] == []
+    assert data["summary"].startswith("already applied")
+    assert [h["status"] for h in data["patches"][0]["files"][0]["hunks"]] == ["already-applied"]
+    assert tree_hash(httpd24_tree) == once
+    text = runner.invoke(main, command[:-1])
+    assert text.exit_code == 0 and "already applied" in text.output
+
+
+def test_a_partly_applied_patch_fails_and_changes_nothing(two_hunks: Path, httpd24_tree: Path, tmp_path: Path) -> None:
+    half = tmp_path / "half.patch"
+    text = two_hunks.read_text()
+    half.write_text(text[: text.rindex("\n@@ ") + 1])  # only the first hunk
+    assert patches.apply(patches.load_patches([half]), httpd24_tree).status == "applies"
+    before = tree_hash(httpd24_tree)
+    result = CliRunner().invoke(
+        main, ["patch", "apply", "--patch", str(two_hunks), "--source", str(httpd24_tree), "--json"]
+    )
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)
+    assert data["status"] == "fails" and data["summary"].startswith("partly applied: 1 of 2 hunks")
+    assert "--reverse" in data["hint"]
+    assert tree_hash(httpd24_tree) == before
+
+
+def test_report_text(two_hunks: Path, httpd24_tree: Path, tmp_path: Path) -> None:
+    insert_lines(httpd24_tree, TARGET, 10, 1)
+    table = patches.check(patches.load_patches([two_hunks]), httpd24_tree).table()
+    assert "hunk 1: offset +1 line, at line 199" in table and "offset offset" not in table
+    single = make_patch(httpd24_tree, tmp_path, {TARGET: [(50, "/* one */")]}, "one.patch")
+    assert patches.check(patches.load_patches([single]), httpd24_tree).summary() == "clean (1 hunk)"
+
+
+def test_the_tree_is_named_with_source(two_hunks: Path, httpd24_tree: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    checked = runner.invoke(main, ["patch", "check", "--patch", str(two_hunks), "--source", str(httpd24_tree)])
+    assert checked.exit_code == 0 and "clean (2 hunks)" in checked.output, checked.output
+    same = runner.invoke(
+        main,
+        ["patch", "check", "--patch", str(two_hunks), "--source", str(httpd24_tree), "--source-dir", str(httpd24_tree)],
+    )
+    assert same.exit_code == 0, same.output
+    other = tmp_path / "other"
+    other.mkdir()
+    both = runner.invoke(
+        main, ["patch", "check", "--patch", str(two_hunks), "--source", str(httpd24_tree), "--source-dir", str(other)]
+    )
+    assert both.exit_code == 2 and "different trees" in both.output
+    out = tmp_path / "rebased.patch"
+    rebased = runner.invoke(
+        main, ["patch", "rebase", "--patch", str(two_hunks), "--source", str(httpd24_tree), "-o", str(out)]
+    )
+    assert rebased.exit_code == 0 and out.is_file(), rebased.output
+    none = runner.invoke(main, ["patch", "check", "--patch", str(two_hunks)])
+    assert none.exit_code == 2 and "--source DIR" in none.output
+
+
+def test_apply_never_patches_the_source_cache(httpd_git: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("APACHEWS_CACHE", str(tmp_path / "cache"))
+    runner = CliRunner()
+    origin = ["--apache", "2.4.4", "--git", str(httpd_git)]
+    refused = runner.invoke(main, ["patch", "apply", *origin, "--json"])
+    assert refused.exit_code == 2, refused.output
+    assert "--into" in json.loads(refused.stdout)["hint"]
+    cached = next((tmp_path / "cache" / "trees").glob("git-*/httpd-2.4.4"))
+    pristine = tree_hash(cached)
+    into = tmp_path / "patched"
+    applied = runner.invoke(main, ["patch", "apply", *origin, "--into", str(into), "--json"])
+    assert applied.exit_code == 0, applied.output
+    assert json.loads(applied.stdout)["copy"] == str(into)
+    assert (into / "modules/proxy/mod_proxy_wstunnel.c").is_file()
+    assert tree_hash(cached) == pristine
+    again = runner.invoke(main, ["patch", "apply", *origin, "--source", str(cached), "--json"])
+    assert again.exit_code == 2  # naming the cache with --source does not get around it
