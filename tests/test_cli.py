@@ -10,6 +10,8 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import pytest
+
 import apachews
 from tests.fixtures.mirror import HttpdMirror
 
@@ -33,17 +35,35 @@ def test_version_and_python_m(tmp_path: Path):
     assert done.stdout.strip() == f"apachews, version {apachews.__version__}"
     helped = apachews_cli("--help", cwd=tmp_path)
     assert helped.returncode == 0
-    for name in ("versions", "fetch"):
-        assert name in helped.stdout
+    commands = {line.split()[0] for line in helped.stdout.split("Commands:")[1].splitlines() if line.strip()}
+    assert {"versions", "fetch", "build", "matrix", "patch", "config", "verify"} <= commands
 
 
-def test_json_success_shape_and_exit_0():
-    for args in (["versions", "--apache", "2.2.31", "--json"], ["--json", "versions", "--apache", "2.2.31"]):
-        done = apachews_cli(*args)
-        assert done.returncode == 0, done.stderr
-        data = json.loads(done.stdout)  # exactly one JSON object on stdout
-        assert data["ok"] is True and data["release"]["version"] == "2.2.31"
-        assert data["release"]["needs_backport"] is True
+@pytest.mark.parametrize(
+    "args", [["versions", "--apache", "2.2.31", "--json"], ["--json", "versions", "--apache", "2.2.31"]]
+)
+def test_json_success_shape_and_exit_0(args: list[str]):
+    done = apachews_cli(*args)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)  # exactly one JSON object on stdout
+    assert data["ok"] is True and data["release"]["version"] == "2.2.31"
+    assert data["release"]["needs_backport"] is True
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["versions", "--apache", "2.2.35", "--json"],
+        ["--json", "build", "--apache", "2.2.35"],  # --json before the command, --apache checked while parsing
+        ["fetch", "--json", "--apache", "2.2.35", "--from-pypi"],
+        ["matrix", "--apache", "2.2.31,2.2.35", "--json"],
+    ],
+)
+def test_unknown_version_is_parsed_once_at_the_edge(args: list[str]):
+    done = apachews_cli(*args)
+    assert done.returncode == 2, done.stderr
+    data = json.loads(done.stdout)
+    assert data["error_type"] == "BadInput" and "2.2.34" in data["close_matches"]
 
 
 def test_human_output_without_json():
