@@ -154,7 +154,8 @@ def build_in_docker(
         volumes={volume: {"bind": "/build", "mode": "rw"}},
         labels={"apachews": "build"},
     )
-    log: list[str] = []
+    log.info("build container %s (image %s, volume %s, no network)", container.short_id, image, volume)
+    lines: list[str] = []
     try:
         container.put_archive("/", _single_dir_archive("incoming"))
         container.put_archive("/incoming", archive)
@@ -162,11 +163,12 @@ def build_in_docker(
         container.start()
         for chunk in container.logs(stream=True, follow=True):
             for line in chunk.decode(errors="replace").splitlines():
-                log.append(line)
+                lines.append(line)
+                log.debug("build: %s", line)
                 if line.startswith(STEP_MARKER):
                     progress.step(f"build: {line[len(STEP_MARKER) :]}")
         status = container.wait()
-        text = "\n".join(log) + "\n"
+        text = "\n".join(lines) + "\n"
         if status.get("StatusCode") != 0:
             raise _fail(text, _keep_failed_log(text, key), "the Docker build")
         stream, _ = container.get_archive("/out")
@@ -192,6 +194,7 @@ def _single_dir_archive(name: str) -> bytes:
 def build_locally(archive: bytes, script: str, key: str, out: Path, progress: Progress) -> str:
     root = sources.cache_dir() / "local-builds" / key
     root.mkdir(parents=True, exist_ok=True)
+    log.info("local build in %s", root)
     with tempfile.TemporaryDirectory(prefix="apachews-in-") as incoming:
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(incoming, filter="tar")
@@ -207,12 +210,13 @@ def build_locally(archive: bytes, script: str, key: str, out: Path, progress: Pr
             ["bash", str(script_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
         )
         assert process.stdout is not None
-        log = []
+        lines = []
         for line in process.stdout:
-            log.append(line.rstrip("\n"))
+            lines.append(line.rstrip("\n"))
+            log.debug("build: %s", lines[-1])
             if line.startswith(STEP_MARKER):
                 progress.step(f"build: {line[len(STEP_MARKER) :].strip()}")
-        text = "\n".join(log) + "\n"
+        text = "\n".join(lines) + "\n"
         if process.wait() != 0:
             raise _fail(text, _keep_failed_log(text, key), "the local build")
     return text
