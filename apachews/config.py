@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from apachews import __version__, catalogue, distros
+from apachews import __version__, catalogue, distros, tunnelling
 from apachews.catalogue import Release
 from apachews.errors import BadInput
 from apachews.resources import template_environment, templates_dir
+from apachews.tunnelling import Tunnelling
 
-PREFER = ("wstunnel", "http-upgrade")
+PREFER = tuple(style.value for style in Tunnelling)
 _URL_CHARS = re.compile(r"[A-Za-z0-9._~:/\[\]-]+")
 _PATH_RE = re.compile(r"/[A-Za-z0-9._~/-]*")
 _HOST_RE = re.compile(
@@ -39,6 +40,8 @@ class Preset:
     backend: str
     routes: tuple[dict[str, str], ...]
     notes: tuple[str, ...]
+    backend_follows_path: bool = False
+    app: dict[str, tuple[str, ...]] = field(default_factory=dict)  # the app's own requests, for verify
 
 
 @dataclass
@@ -46,11 +49,14 @@ class Rendering:
     preset: str
     apache: str
     distro: str
-    tunnelling: str
+    tunnelling: Tunnelling
     files: dict[str, str]
     modules: list[str]
     notes: list[str] = field(default_factory=list)
     websocket_paths: list[str] = field(default_factory=list)  # where clients open WebSockets
+    path: str = "/"  # the --path the preset was rendered for
+    proxy_conf: str = ""  # the routes alone, without LoadModule lines (for inclusion in a <VirtualHost>)
+    backend_path: str = "/"  # the path the (first) backend serves under
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -58,7 +64,7 @@ class Rendering:
             "websocket_paths": self.websocket_paths,
             "apache": self.apache,
             "distro": self.distro,
-            "tunnelling": self.tunnelling,
+            "tunnelling": self.tunnelling.value,
             "modules": self.modules,
             "notes": self.notes,
             "files": self.files,
@@ -72,7 +78,16 @@ class Rendering:
 def _presets() -> dict[str, Preset]:
     data = json.loads((templates_dir() / "apache" / "presets.json").read_text())
     return {
-        name: Preset(name, p["description"], p["path"], p["backend"], tuple(p["routes"]), tuple(p["notes"]))
+        name: Preset(
+            name,
+            p["description"],
+            p["path"],
+            p["backend"],
+            tuple(p["routes"]),
+            tuple(p["notes"]),
+            p.get("backend_follows_path", False),
+            {kind: tuple(paths) for kind, paths in p.get("app", {}).items()},
+        )
         for name, p in data.items()
         if not name.startswith("_")
     }
@@ -80,6 +95,13 @@ def _presets() -> dict[str, Preset]:
 
 def list_presets() -> list[Preset]:
     return list(_presets().values())
+
+
+def get_preset(name: str) -> Preset:
+    presets = _presets()
+    if name not in presets:
+        raise BadInput(f"unknown preset {name!r}", hint="presets: " + ", ".join(presets))
+    return presets[name]
 
 
 # -- validation: every value is checked before it can reach a file ----------------------------------------
@@ -161,59 +183,114 @@ def join_path(base: str, suffix: str) -> str:
 
 
 # -- rendering ----------------------------------------------------------------------------------------------
-def tunnelling_mode(release: Release, prefer: str | None) -> str:
-    """ "upgrade" (mod_proxy_http, 2.4.47+) or "wstunnel" (stock or backported mod_proxy_wstunnel)."""
-    if prefer not in (None, *PREFER):
-        raise BadInput(f"--prefer {prefer!r} is not one of: {', '.join(PREFER)}")
-    if prefer == "http-upgrade" and not release.proxy_http_upgrade:
-        raise BadInput(
-            f"mod_proxy_http tunnels WebSockets only from 2.4.47 on, not in {release.version}",
-            hint="leave --prefer out: this release uses mod_proxy_wstunnel",
-        )
-    if release.proxy_http_upgrade and prefer != "wstunnel":
-        return "upgrade"
-    return "wstunnel"
+@dataclass
+class Route:
+    """One <Location> with its ProxyPass."""
+
+    path: str
+    target: str
+    comment: str
+    upgrade_option: bool = False  # mod_proxy_http: ProxyPass ... upgrade=websocket (2.4.47+)
+    upgrade_directive: bool = False  # apachews module: ProxyWebsocketUpgrade On
+
+    def to_template(self) -> dict[str, str]:
+        options = " upgrade=websocket" if self.upgrade_option else ""
+        return {
+            "path": self.path,
+            "target": self.target,
+            "reverse": self.target,
+            "options": options,
+            "comment": self.comment,
+            "upgrade_directive": self.upgrade_directive,
+        }
+
+
+def proxy_target(location: str, url: str) -> str:
+    """The ProxyPass URL for `location`, with a trailing slash exactly where the location has one: mod_proxy
+    swaps the one prefix for the other, so a mismatch turns /vnc/vnc.html into //vnc.html (or drops a /)."""
+    scheme, rest = url.split("://", 1)
+    netloc, slash, path = rest.partition("/")
+    path = "/" + path if slash else ""
+    if location.endswith("/"):
+        path = path if path.endswith("/") else path + "/"
+    else:
+        path = path.rstrip("/")
+    return f"{scheme}://{netloc}{path}"
+
+
+def _covering_route(spec: Preset, route: dict[str, str]) -> dict[str, str] | None:
+    """The preset's HTTP route whose ProxyPass already maps `route` (a WebSocket route) to the same place."""
+    for other in spec.routes:
+        if other["kind"] != "http" or not route["suffix"].startswith(other["suffix"]):
+            continue
+        if route["backend_path"] == other["backend_path"] + route["suffix"][len(other["suffix"]) :]:
+            return other
+    return None
 
 
 def render(
     preset: str,
     *,
-    apache: str,
+    apache: str | Release,
     distro: str = "generic",
     backends: Sequence[str] = (),
     path: str | None = None,
     allow: Sequence[str] = (),
     tls: bool = False,
-    prefer: str | None = None,
+    prefer: str | Tunnelling | None = None,
     sticky: bool = False,
 ) -> Rendering:
-    presets = _presets()
-    if preset not in presets:
-        raise BadInput(f"unknown preset {preset!r}", hint="presets: " + ", ".join(presets))
-    spec = presets[preset]
-    release = catalogue.load().get(apache)
+    spec = get_preset(preset)
+    release = apache if isinstance(apache, Release) else catalogue.load().get(apache)
     layout = distros.get(distro)
-    mode = tunnelling_mode(release, prefer)
+    style = tunnelling.choose(release, prefer)
     path = validate_path(path or spec.path)
-    checked = [validate_backend(b) for b in (backends or [spec.backend])]
+    checked = [validate_backend(b) for b in backends]
+    if not checked:
+        default = validate_backend(spec.backend)
+        # Apps that serve under their own prefix (Jupyter's base_url, GateOne's url_prefix) follow --path.
+        checked = [Backend(default.tls, default.netloc, path) if spec.backend_follows_path else default]
     allowed = [validate_allow(a) for a in allow]
     kinds = {route["kind"] for route in spec.routes}
     if len(checked) > 1 and "balancer" not in kinds:
         raise BadInput(f"preset {preset} takes one --backend; use the balancer preset for several")
+    if sticky and "balancer" not in kinds:
+        raise BadInput("--sticky is for the balancer preset", hint="leave --sticky out for this preset")
     if tls:
         checked = [Backend(True, b.netloc, b.path) for b in checked]
     uses_tls = any(b.tls for b in checked)
-    wstunnel = mode == "wstunnel"
+    upgrade = style is Tunnelling.HTTP_UPGRADE
+    # 2.4.47+: the stock mod_proxy_wstunnel hands upgrades to mod_proxy_http anyway, and a Location-based
+    # ProxyPass is matched before mod_rewrite (pre_translate_name): one path for both goes through upgrade=.
+    mixed_upgrade = upgrade or (style is Tunnelling.WSTUNNEL and release.proxy_http_upgrade)
+    if "mixed" in kinds and style is Tunnelling.WSTUNNEL and release.version < tunnelling.REWRITE_WS_SINCE:
+        raise BadInput(
+            f"preset {preset} needs HTTP and WebSocket on one path: the stock modules of Apache {release.version} "
+            f"cannot route that (mod_rewrite has no ws:// targets before {tunnelling.REWRITE_WS_SINCE})",
+            hint=f"use the apachews module: apachews build --apache {release.version} --backport, "
+            f"then apachews config {preset} --apache {release.version} --prefer apachews",
+        )
 
-    locations, rewrites, balancer = [], [], None
+    routes: list[Route] = []
+    rewrites, balancer = [], None
     backend = checked[0]
     for route in spec.routes:
         kind, where = route["kind"], join_path(path, route["suffix"])
-        if kind == "http" or (kind == "mixed" and not wstunnel):
-            target = backend.url("http", route["backend_path"])
-            options = " upgrade=websocket" if kind == "mixed" else ""
-            comment = "HTTP and WebSocket (mod_proxy_http upgrade)" if options else "HTTP"
-            locations.append(_location(where, target, options, comment))
+        http_target = proxy_target(where, backend.url("http", route["backend_path"]))
+        if kind == "http":
+            routes.append(Route(where, http_target, "HTTP"))
+        elif kind == "ws" and upgrade and _covering_route(spec, route) is not None:
+            # One worker per backend URL prefix (AH01146): the HTTP route carries the upgrade for this path.
+            covering = join_path(path, _covering_route(spec, route)["suffix"])  # type: ignore[index]
+            next(r for r in routes if r.path == covering).upgrade_option = True
+        elif kind == "ws" and upgrade:
+            routes.append(Route(where, http_target, "WebSocket (mod_proxy_http upgrade)", upgrade_option=True))
+        elif kind == "ws":
+            routes.append(Route(where, proxy_target(where, backend.url("ws", route["backend_path"])), "WebSocket"))
+        elif kind == "mixed" and mixed_upgrade:
+            routes.append(Route(where, http_target, "HTTP and WebSocket (mod_proxy_http upgrade)", upgrade_option=True))
+        elif kind == "mixed" and style is Tunnelling.APACHEWS:
+            routes.append(Route(where, http_target, "HTTP and WebSocket (apachews module)", upgrade_directive=True))
         elif kind == "mixed":
             rewrites.append(
                 {
@@ -222,11 +299,7 @@ def render(
                     "target": backend.url("ws").rstrip("/"),
                 }
             )
-            locations.append(_location(where, backend.url("http", route["backend_path"]), "", "HTTP (non-upgrade)"))
-        elif kind == "ws":
-            target = backend.url("ws" if wstunnel else "http", route["backend_path"])
-            options = "" if wstunnel else " upgrade=websocket"
-            locations.append(_location(where, target, options, "WebSocket"))
+            routes.append(Route(where, http_target, "HTTP (non-upgrade)"))
         elif kind == "balancer":
             name = f"apachews-{preset}"
             balancer = {
@@ -234,20 +307,26 @@ def render(
                 "sticky": sticky,
                 "cookie_path": path,
                 # mod_proxy_http's upgrade is a worker parameter: it goes on each member.
-                "member_options": "" if wstunnel else " upgrade=websocket",
+                "member_options": " upgrade=websocket" if upgrade else "",
                 "members": [
-                    {"url": b.url("ws" if wstunnel else "http"), "route": f"m{i}"} for i, b in enumerate(checked, 1)
+                    {"url": proxy_target(where, b.url("http" if upgrade else "ws")), "route": f"m{i}"}
+                    for i, b in enumerate(checked, 1)
                 ],
             }
-            locations.append(_location(where, f"balancer://{name}/", "", "WebSocket, load-balanced"))
-    # Later <Location> sections win when paths nest: the more specific (WebSocket) ones go last.
-    locations.sort(key=lambda location: len(location["path"]))
+            routes.append(
+                Route(where, f"balancer://{name}" + ("/" if where.endswith("/") else ""), "WebSocket, load-balanced")
+            )
+    # Which ProxyPass wins where paths nest: on 2.2 the first one in the file (one server-wide list), on 2.4
+    # the last <Location> merged. Either way the more specific (WebSocket) route must win.
+    routes.sort(key=lambda r: len(r.path), reverse=release.family == "2.2")
 
     modules = ["proxy", "proxy_http"]
-    if wstunnel and kinds & {"ws", "mixed", "balancer"}:
-        modules.append("proxy_wstunnel")
+    if style.module and kinds & {"ws", "mixed", "balancer"}:
+        modules.append(style.module)
     if rewrites:
         modules.append("rewrite")
+    if mixed_upgrade and not upgrade and "proxy_wstunnel" in modules and kinds == {"mixed"}:
+        modules.remove("proxy_wstunnel")
     if balancer:
         modules.append("proxy_balancer")
         if release.family != "2.2":
@@ -257,13 +336,6 @@ def render(
     if uses_tls:
         modules.append("ssl")
 
-    tunnelling = (
-        "mod_proxy_http upgrade=websocket"
-        if not wstunnel
-        else "backported mod_proxy_wstunnel (apachews build)"
-        if release.needs_backport
-        else "stock mod_proxy_wstunnel"
-    )
     proxy_conf = (
         template_environment("apache")
         .get_template("proxy.conf.j2")
@@ -271,38 +343,65 @@ def render(
             apachews_version=__version__,
             preset=preset,
             apache=str(release.version),
-            tunnelling=tunnelling,
+            tunnelling=style.description,
             preserve_host=preset == "code-server",
             tls=uses_tls,
             balancer=balancer,
             rewrites=rewrites,
-            locations=locations,
+            locations=[r.to_template() for r in routes],
             family=release.family,
             allow=allowed,
         )
     )
-    parts = distros.Parts(preset, release.family, release.needs_backport, tuple(modules), proxy_conf)
-    notes = list(spec.notes)
-    if release.needs_backport:
-        notes.insert(
-            0,
-            f"Apache {release.version} has no mod_proxy_wstunnel: build it with "
-            f"`apachews build --apache {release.version}` and install the .so first.",
+    parts = distros.Parts(
+        preset, release.family, style is Tunnelling.APACHEWS and release.needs_backport, tuple(modules), proxy_conf
+    )
+    websocket_paths = [join_path(path, r["suffix"]) for r in spec.routes if r["kind"] != "http"]
+    values = {
+        "path": path,
+        "backend_path": backend.path,
+        "ws_path": (websocket_paths[0] if websocket_paths else path).lstrip("/"),
+    }
+    notes = _style_notes(release, style, preset) + [note.format(**values) for note in spec.notes]
+    if rewrites:
+        notes.append(
+            "The RewriteRule routes WebSocket upgrades only inside the <VirtualHost> that serves this path: "
+            "Include the file there, not at server level (conf-enabled)."
         )
     return Rendering(
         preset=preset,
         apache=str(release.version),
         distro=layout.name,
-        tunnelling=tunnelling,
+        tunnelling=style,
         files=layout.files(parts),
         modules=modules,
         notes=notes + layout.notes(parts),
-        websocket_paths=[join_path(path, r["suffix"]) for r in spec.routes if r["kind"] != "http"],
+        websocket_paths=websocket_paths,
+        path=path,
+        proxy_conf=proxy_conf,
+        backend_path=backend.path,
     )
 
 
-def _location(path: str, target: str, options: str, comment: str) -> dict[str, str]:
-    return {"path": path, "target": target, "reverse": target, "options": options, "comment": comment}
+def _style_notes(release: Release, style: Tunnelling, preset: str) -> list[str]:
+    version = release.version
+    if style is Tunnelling.APACHEWS and release.needs_backport:
+        return [
+            f"Apache {version} has no mod_proxy_wstunnel: build it with `apachews build --apache {version}` "
+            "and install the .so first (apachews install does both)."
+        ]
+    if style is Tunnelling.APACHEWS:
+        return [
+            f"This config needs the apachews module in place of the stock mod_proxy_wstunnel: "
+            f"`apachews build --apache {version} --backport`, then install its .so."
+        ]
+    if tunnelling.has_cve_2019_17567(release):
+        return [
+            f"Apache {version}'s stock mod_proxy_wstunnel tunnels whatever the backend answers, even a refusal "
+            f"(CVE-2019-17567). Fix: Apache 2.4.47+, or the apachews module: `apachews build --apache {version} "
+            f"--backport` and `apachews config {preset} --apache {version} --prefer apachews`."
+        ]
+    return []
 
 
 # -- writing and checking -------------------------------------------------------------------------------------

@@ -1,7 +1,10 @@
 """The bundled WebSocket backend used by `verify` and `bench`: a `websockets` server on 127.0.0.1.
 
 Modes:
-- "echo": every message comes back with its type (text/binary) preserved.
+- "echo": every message comes back with its type (text/binary) preserved. It also answers plain HTTP requests
+  (200, like an application's pages), records every request line it receives (`requests`), and obeys two
+  commands: "apachews:whoami" (answers "port N": which balancer member took the session) and
+  "apachews:later:S:TEXT" (sends TEXT unprompted after S seconds: a backend that speaks after a silence).
 - "refuse-200" / "refuse-403": answers the upgrade with a plain HTTP response; no WebSocket opens.
 - "die": echoes, but aborts the TCP connection (no close frame) when it receives the text "die".
 """
@@ -9,12 +12,15 @@ Modes:
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 from apachews.errors import BadInput
 
@@ -39,15 +45,31 @@ def established_connections(port: int) -> int:
     return count
 
 
-class EchoServer:
-    """A WebSocket backend running in its own thread and event loop; use as a context manager."""
+@dataclass(frozen=True)
+class RequestLine:
+    """What the backend received: method and path, and whether it asked for a WebSocket upgrade."""
 
-    def __init__(self, mode: str = "echo") -> None:
+    path: str
+    upgrade: bool
+
+    def __str__(self) -> str:
+        return f"GET {self.path}" + (" (Upgrade: websocket)" if self.upgrade else " (plain HTTP)")
+
+
+class EchoServer:
+    """A WebSocket backend running in its own thread and event loop; use as a context manager.
+
+    `tls`: an ssl.SSLContext to serve wss:// (and https://) instead of ws://.
+    """
+
+    def __init__(self, mode: str = "echo", tls: ssl.SSLContext | None = None) -> None:
         if mode not in MODES:
             raise BadInput(f"unknown echo mode {mode!r}", hint="modes: " + ", ".join(MODES))
         self.mode = mode
+        self.tls = tls
         self.port = 0
         self.sessions = 0  # WebSocket connections that reached the handler
+        self.requests: list[RequestLine] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
@@ -56,7 +78,7 @@ class EchoServer:
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}/"
 
     def open_connections(self) -> int:
         return established_connections(self.port)
@@ -93,23 +115,33 @@ class EchoServer:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        process_request = self._refuse if self.mode.startswith("refuse") else None
         async with serve(
             self._handle,
             "127.0.0.1",
             0,
-            process_request=process_request,
+            process_request=self._process_request,
             max_size=MAX_MESSAGE,
             compression=None,
+            ssl=self.tls,
         ) as server:
             self.port = next(iter(server.sockets)).getsockname()[1]
             self._ready.set()
             await self._stop.wait()
 
-    def _refuse(self, connection: ServerConnection, request: object) -> object:
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        upgrade = "websocket" in request.headers.get("Upgrade", "").lower()
+        self.requests.append(RequestLine(request.path, upgrade))
         if self.mode == "refuse-403":
-            return connection.respond(HTTPStatus.FORBIDDEN, "upgrade refused by the backend\n")
-        return connection.respond(HTTPStatus.OK, "plain HTTP, no WebSocket here\n")
+            return self._answer(connection, HTTPStatus.FORBIDDEN, "upgrade refused by the backend\n")
+        if self.mode == "refuse-200" or not upgrade:
+            return self._answer(connection, HTTPStatus.OK, f"plain HTTP for {request.path}, no WebSocket here\n")
+        return None  # go on with the WebSocket handshake
+
+    @staticmethod
+    def _answer(connection: ServerConnection, status: HTTPStatus, text: str) -> Response:
+        response = connection.respond(status, text)
+        response.headers["Connection"] = "close"  # websockets closes after it: the proxy must not reuse it
+        return response
 
     async def _handle(self, websocket: ServerConnection) -> None:
         self.sessions += 1
@@ -118,6 +150,19 @@ class EchoServer:
                 if self.mode == "die" and message == "die":
                     websocket.transport.abort()
                     return
+                if isinstance(message, str) and message.startswith("apachews:"):
+                    await self._command(websocket, message)
+                    continue
                 await websocket.send(message)
         except ConnectionClosed:
             pass  # clients that reset are part of the test, not an error of the backend
+
+    async def _command(self, websocket: ServerConnection, message: str) -> None:
+        _, command, *rest = message.split(":", 3)
+        if command == "whoami":
+            await websocket.send(f"port {self.port}")
+        elif command == "later" and len(rest) == 2:
+            await asyncio.sleep(float(rest[0]))
+            await websocket.send(rest[1])
+        else:
+            await websocket.send(message)

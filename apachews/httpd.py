@@ -112,24 +112,134 @@ def wait_for_port(port: int, timeout: float, alive: callable = lambda: True) -> 
 
 @dataclass
 class SyntaxResult:
+    """What `httpd -t` said. A warning (AH01146 "Ignoring parameter ... because of worker sharing", say) is a
+    config that will not do what it says: `clean` is False then, though httpd accepts it."""
+
     ok: bool
     output: str
     error: str | None = None
     file: str | None = None
     line: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return self.ok and not self.warnings
 
     def to_dict(self) -> dict[str, object]:
         return {
             "ok": self.ok,
+            "clean": self.clean,
             "error": self.error,
             "file": self.file,
             "line": self.line,
+            "warnings": self.warnings,
             "output": self.output,
         }
 
 
+def parse_syntax_check(result: subprocess.CompletedProcess[str], strip_dir: str = "") -> SyntaxResult:
+    output = (result.stdout + result.stderr).strip()
+    warnings = [
+        line.replace(strip_dir, "") for line in output.splitlines() if line.strip() and line.strip() != "Syntax OK"
+    ]
+    if result.returncode == 0:
+        return SyntaxResult(True, output, warnings=warnings)
+    match = _SYNTAX_RE.search(output)
+    if not match:
+        return SyntaxResult(False, output, error=output.splitlines()[-1] if output else "httpd -t failed")
+    line, file, message = int(match.group(1)), match.group(2), match.group(3).strip().splitlines()
+    return SyntaxResult(
+        False,
+        output,
+        error=message[0] if message else "syntax error",
+        file=file.replace(strip_dir, ""),
+        line=line,
+    )
+
+
+class Server:
+    """A configured Apache, ready to run: the binary, its ServerRoot and main config file, the environment
+    its config expects (Debian's APACHE_* variables), and where it listens and logs. Runs in the foreground
+    in its own process group; `stop` ends the whole group."""
+
+    def __init__(
+        self,
+        httpd: Httpd,
+        server_root: Path,
+        conf: Path,
+        port: int,
+        error_log: Path,
+        env: Mapping[str, str] | None = None,
+        defines: Sequence[str] = (),
+        files_dir: Path | None = None,
+    ) -> None:
+        self.httpd = httpd
+        self.server_root = server_root
+        self.files_dir = files_dir or server_root  # file names in messages are shown relative to it
+        self.conf = conf
+        self.port = port
+        self.error_log = error_log
+        self.env = {**httpd.env, **(env or {})}
+        self.defines = tuple(defines)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def argv(self, *extra: str) -> list[str]:
+        defines = [arg for name in self.defines for arg in ("-D", name)]
+        return [str(self.httpd.binary), "-d", str(self.server_root), "-f", str(self.conf), *defines, *extra]
+
+    def syntax_check(self) -> SyntaxResult:
+        return parse_syntax_check(_run(self.argv("-t"), self.env), str(self.files_dir) + "/")
+
+    def start(self, timeout: float = 15) -> SyntaxResult:
+        checked = self.syntax_check()
+        if not checked.ok:
+            where = f" ({checked.file}, line {checked.line})" if checked.line else ""
+            raise JobFailed(f"Apache rejected the configuration{where}: {checked.error}")
+        self.process = subprocess.Popen(
+            self.argv("-DFOREGROUND"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **self.env},
+            start_new_session=True,
+        )
+        process = self.process
+        if not wait_for_port(self.port, timeout, alive=lambda: process.poll() is None):
+            tail = self.log_tail()
+            self.stop()
+            raise JobFailed(f"Apache did not start on 127.0.0.1:{self.port}", hint=f"error log:\n{tail}")
+        return checked
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        # Children of a dying parent can linger a moment; make sure the whole group is gone.
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.error_log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no error log)"
+
+
 class ServerRoot:
-    """A throwaway ServerRoot around `snippets` (file name -> text), removed on exit whatever happens."""
+    """A throwaway, bare ServerRoot around `snippets` (file name -> text), removed on exit whatever happens:
+    the lab layout (no distribution defaults, no mod_reqtimeout). distros.trees has the layouts users run."""
 
     def __init__(
         self,
@@ -149,7 +259,7 @@ class ServerRoot:
         self.log_level = log_level
         self.defines = tuple(defines)
         self.root: Path | None = None
-        self.process: subprocess.Popen[bytes] | None = None
+        self._server: Server | None = None
 
     # -- layout -------------------------------------------------------------------------------------
     @property
@@ -185,6 +295,7 @@ class ServerRoot:
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = None
+            self._server = None
 
     def _write(self) -> None:
         assert self.root is not None
@@ -243,68 +354,34 @@ class ServerRoot:
             lines += ["User nobody", f"Group {_nobody_group()}"]
         return "\n".join(lines) + "\n"
 
-    # -- running --------------------------------------------------------------------------------------
-    def _argv(self, *extra: str) -> list[str]:
-        assert self.root is not None
-        defines = [arg for name in self.defines for arg in ("-D", name)]
-        return [str(self.httpd.binary), "-d", str(self.root), "-f", str(self.conf), *defines, *extra]
+    # -- running: a Server over this root --------------------------------------------------------------------
+    @property
+    def server(self) -> Server:
+        assert self.root is not None, "use ServerRoot as a context manager"
+        if self._server is None:
+            self._server = Server(
+                self.httpd,
+                self.root,
+                self.conf,
+                self.port,
+                self.error_log,
+                defines=self.defines,
+                files_dir=self.root / "snippets",
+            )
+        return self._server
 
     def syntax_check(self) -> SyntaxResult:
-        result = _run(self._argv("-t"), self.httpd.env)
-        output = (result.stdout + result.stderr).strip()
-        if result.returncode == 0:
-            return SyntaxResult(True, output)
-        match = _SYNTAX_RE.search(output)
-        if not match:
-            return SyntaxResult(False, output, error=output.splitlines()[-1] if output else "httpd -t failed")
-        line, file, message = int(match.group(1)), match.group(2), match.group(3).strip().splitlines()
-        snippet_dir = str(self.root / "snippets") + "/" if self.root else ""
-        return SyntaxResult(
-            False,
-            output,
-            error=message[0] if message else "syntax error",
-            file=file.replace(snippet_dir, ""),
-            line=line,
-        )
+        return self.server.syntax_check()
 
-    def start(self, timeout: float = 15) -> None:
-        checked = self.syntax_check()
-        if not checked.ok:
-            where = f" ({checked.file}, line {checked.line})" if checked.line else ""
-            raise JobFailed(f"Apache rejected the configuration{where}: {checked.error}")
-        self.process = subprocess.Popen(
-            self._argv("-DFOREGROUND"),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, **self.httpd.env},
-            start_new_session=True,
-        )
-        if not wait_for_port(self.port, timeout, alive=lambda: self.process.poll() is None):
-            tail = self.log_tail()
-            self.stop()
-            raise JobFailed(f"Apache did not start on 127.0.0.1:{self.port}", hint=f"error log:\n{tail}")
+    def start(self, timeout: float = 15) -> SyntaxResult:
+        return self.server.start(timeout)
 
     def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        # Children of a dying parent can linger a moment; make sure the whole group is gone.
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        if self._server is not None:
+            self._server.stop()
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.error_log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no error log)"
+        return self.server.log_tail(lines)
 
 
 def _nobody_group() -> str:

@@ -1,7 +1,9 @@
 """`apachews verify`: a real Apache in front of the bundled echo backend, driven by a real client.
 
-One run: start the echo backends, render the proxy config for the Apache at hand (apachews.config), start
-that Apache in a throwaway ServerRoot (apachews.httpd), run the named checks, stop everything.
+One run: start the echo backends, render the preset's config for the Apache at hand (apachews.config), lay it
+out the way a user of that server does (distros.trees: Debian's own tree with its <VirtualHost> and
+mod_reqtimeout, or the release's own httpd.conf; "bare" is the lab ServerRoot), start that Apache, run the
+named checks, stop everything. `httpd -t` warnings are failures (check "config-clean").
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ import os
 import secrets
 import shutil
 import socket
+import ssl
 import struct
+import subprocess
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,11 +28,13 @@ from pathlib import Path
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from apachews import config, sources
-from apachews.echo import MAX_MESSAGE, EchoServer
-from apachews.errors import BadInput
-from apachews.httpd import Httpd, ServerRoot
+from apachews import catalogue, config, sources, tunnelling
+from apachews.distros import trees
+from apachews.echo import MAX_MESSAGE, EchoServer, RequestLine
+from apachews.errors import BadInput, JobFailed
+from apachews.httpd import Httpd, Server, ServerRoot, SyntaxResult, free_port
 from apachews.progress import Progress
+from apachews.tunnelling import Tunnelling
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, section 1.3
 RESET_CLIENTS = 100
@@ -37,6 +44,9 @@ CONCURRENT_CLIENTS = 50
 DIE_LIMIT_SECONDS = 1.0
 PLAIN_GET_TIMEOUT = 5.0
 CRASH_MARKERS = ("Segmentation fault", "exit signal", "AH00052")  # AH00052: child pid exit signal
+IDLE_BODY_TIMEOUT = 2  # RequestReadTimeout body=N while verifying (shipped: 10): the idle check outwaits it
+VERIFY_PREFIX = "/apachews-verify"  # verify's own routes, beside the preset's
+BALANCER_SESSIONS = 6
 
 
 @dataclass
@@ -46,15 +56,21 @@ class Check:
     figure: float | None = None
     unit: str = ""
     detail: str = ""
+    skipped: bool = False  # the server lacks what the check needs (mod_ssl): neither pass nor fail
 
     def to_dict(self) -> dict[str, object]:
         return {
             "name": self.name,
             "passed": self.passed,
+            "skipped": self.skipped,
             "figure": self.figure,
             "unit": self.unit,
             "detail": self.detail,
         }
+
+
+def skipped(name: str, why: str) -> Check:
+    return Check(name, True, None, "", f"skipped: {why}", skipped=True)
 
 
 @dataclass
@@ -65,6 +81,8 @@ class VerifyReport:
     tunnelling: str
     checks: list[Check] = field(default_factory=list)
     error_log: Path | None = None
+    preset: str = "generic"
+    layout: str = "bare"
 
     @property
     def ok(self) -> bool:
@@ -76,7 +94,10 @@ class VerifyReport:
             "httpd": self.httpd,
             "module": self.module,
             "tunnelling": self.tunnelling,
-            "passed": sum(check.passed for check in self.checks),
+            "preset": self.preset,
+            "layout": self.layout,
+            "passed": sum(check.passed and not check.skipped for check in self.checks),
+            "skipped": sum(check.skipped for check in self.checks),
             "total": len(self.checks),
             "checks": [check.to_dict() for check in self.checks],
             "error_log": str(self.error_log) if self.error_log else None,
@@ -86,9 +107,11 @@ class VerifyReport:
         rows = [f"{'check':<20} {'result':<6} {'figure':>12}  detail"]
         for check in self.checks:
             figure = f"{check.figure:.3f} {check.unit}" if check.figure is not None else ""
-            result = "pass" if check.passed else "FAIL"
+            result = "skip" if check.skipped else "pass" if check.passed else "FAIL"
             rows.append(f"{check.name:<20} {result:<6} {figure:>12}  {check.detail}")
-        rows.append(f"{sum(c.passed for c in self.checks)}/{len(self.checks)} checks passed")
+        ran = [c for c in self.checks if not c.skipped]
+        skips = len(self.checks) - len(ran)
+        rows.append(f"{sum(c.passed for c in ran)}/{len(ran)} checks passed" + (f", {skips} skipped" if skips else ""))
         return "\n".join(rows)
 
 
@@ -103,9 +126,25 @@ class Target:
     die: EchoServer
     error_log: Path
     ws_path: str = "/ws"  # the preset's (first) WebSocket path
+    rendering: config.Rendering | None = None
+    members: list[EchoServer] = field(default_factory=list)  # the app backends (balancer: several)
+    syntax: SyntaxResult | None = None  # what `httpd -t` said at start
+    idle_silence: float = IDLE_BODY_TIMEOUT + 1.0
+    tls_echo: EchoServer | None = None  # a wss:// backend (None: this Apache has no mod_ssl)
+    tls_port: int | None = None  # Apache's TLS front (None: no mod_ssl)
+    tls_ca: Path | None = None
+    die_path: str = "/ws-die"
+    refuse_paths: dict[int, str] = field(default_factory=lambda: {200: "/ws-refuse200", 403: "/ws-refuse403"})
 
     def ws(self, path: str | None = None) -> str:
         return f"ws://127.0.0.1:{self.apache_port}{path or self.ws_path}"
+
+    @property
+    def app_backends(self) -> list[EchoServer]:
+        return self.members or [self.echo]
+
+    def backend_connections(self) -> int:
+        return sum(backend.open_connections() for backend in self.app_backends)
 
 
 # -- raw-socket helpers (for what a library client hides: the accept value, resets) -----------------------
@@ -175,8 +214,8 @@ async def check_handshake(t: Target) -> Check:
     )
 
 
-async def _echo_once(t: Target, message: str | bytes) -> tuple[bool, float, str]:
-    async with await _client(t.ws()) as ws:
+async def _echo_once(t: Target, message: str | bytes, path: str | None = None) -> tuple[bool, float, str]:
+    async with await _client(t.ws(path)) as ws:
         start = time.monotonic()
         await ws.send(message)
         answer = await asyncio.wait_for(ws.recv(), 30)
@@ -238,7 +277,7 @@ async def check_concurrent(t: Target) -> Check:
 
 
 async def check_abrupt_disconnect(t: Target) -> Check:
-    baseline = await _wait_until(lambda: t.echo.open_connections() == 0, 5)
+    baseline = await _wait_until(lambda: t.backend_connections() == 0, 5)
     if baseline is None:
         return Check("abrupt-disconnect", False, None, "", "backend sockets still open before the test")
 
@@ -252,7 +291,7 @@ async def check_abrupt_disconnect(t: Target) -> Check:
         return sum(status == 101 for _, status in opened)
 
     upgraded = await asyncio.to_thread(open_and_reset)
-    drained = await _wait_until(lambda: t.echo.open_connections() == 0, 10)
+    drained = await _wait_until(lambda: t.backend_connections() == 0, 10)
     after = await asyncio.gather(
         *(_echo_once(t, "after reset") for _ in range(AFTER_RESET_HANDSHAKES)), return_exceptions=True
     )
@@ -263,7 +302,7 @@ async def check_abrupt_disconnect(t: Target) -> Check:
         and drained < RESET_LIMIT_SECONDS
         and good_after == AFTER_RESET_HANDSHAKES
     )
-    still_open = t.echo.open_connections()
+    still_open = t.backend_connections()
     drain = f"backend drained in {drained:.3f} s" if drained is not None else f"{still_open} still open after 10 s"
     return Check(
         "abrupt-disconnect",
@@ -275,10 +314,10 @@ async def check_abrupt_disconnect(t: Target) -> Check:
     )
 
 
-def _refuse_check(name: str, path: str, status: int, backend: Callable[[Target], EchoServer]):
+def _refuse_check(name: str, status: int, backend: Callable[[Target], EchoServer]):
     async def run(t: Target) -> Check:
         def exchange() -> tuple[int, bytes]:
-            sock, got, _, _ = _raw_handshake(t.apache_port, path)
+            sock, got, _, _ = _raw_handshake(t.apache_port, t.refuse_paths[status])
             try:
                 # Were a raw tunnel open, this frame-like junk would reach the backend as WebSocket data.
                 sock.sendall(b"\x81\x05hello")
@@ -303,7 +342,7 @@ def _refuse_check(name: str, path: str, status: int, backend: Callable[[Target],
 
 
 async def check_backend_dies(t: Target) -> Check:
-    async with await _client(t.ws("/ws-die")) as ws:
+    async with await _client(t.ws(t.die_path)) as ws:
         await ws.send("hello")
         await asyncio.wait_for(ws.recv(), 5)
         start = time.monotonic()
@@ -332,6 +371,155 @@ async def check_plain_get(t: Target) -> Check:
     return Check("plain-get", line.startswith("HTTP/"), time.monotonic() - start, "s", line or "empty answer")
 
 
+async def check_config_clean(t: Target) -> Check:
+    """`httpd -t` warnings (AH01146: a ProxyPass parameter dropped by worker sharing) are config that lies."""
+    if t.syntax is None:
+        return skipped("config-clean", "no httpd -t output for this server")
+    warnings = t.syntax.warnings
+    return Check(
+        "config-clean", not warnings, len(warnings), "warnings", "; ".join(warnings)[:400] or "httpd -t: Syntax OK"
+    )
+
+
+async def check_idle(t: Target) -> Check:
+    """Sessions that stay silent longer than mod_reqtimeout's body limit must live on, in both directions:
+    the client speaks first after the silence, or the backend does."""
+    silence = t.idle_silence
+
+    async def client_speaks() -> str:
+        async with await _client(t.ws()) as ws:
+            await ws.send("before the silence")
+            await asyncio.wait_for(ws.recv(), 10)
+            await asyncio.sleep(silence)
+            await ws.send("after the silence")
+            answer = await asyncio.wait_for(ws.recv(), 10)
+            return "" if answer == "after the silence" else f"client-first session got {answer!r}"
+
+    async def backend_speaks() -> str:
+        async with await _client(t.ws()) as ws:
+            await ws.send(f"apachews:later:{silence}:the backend after the silence")
+            answer = await asyncio.wait_for(ws.recv(), silence + 10)
+            if answer != "the backend after the silence":
+                return f"backend-first session got {answer!r}"
+            await ws.send("and the client")
+            answer = await asyncio.wait_for(ws.recv(), 10)
+            return "" if answer == "and the client" else f"backend-first session got {answer!r} back"
+
+    results = await asyncio.gather(client_speaks(), backend_speaks(), return_exceptions=True)
+    problems = [
+        f"{who}: {type(r).__name__}: {r}" if isinstance(r, BaseException) else r
+        for who, r in zip(("client first", "backend first"), results)
+        if r
+    ]
+    detail = "; ".join(problems) or f"both sessions alive after {silence:.1f} s of silence, both ways"
+    return Check("idle", not problems, silence, "s", detail)
+
+
+def backend_request_path(backend_path: str, rel: str) -> str:
+    """Where a request for <path><rel> must arrive at the backend, which serves under backend_path."""
+    return (backend_path.rstrip("/") + rel) if rel else backend_path
+
+
+def _http_get(port: int, path: str) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=PLAIN_GET_TIMEOUT) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        line = sock.recv(256).split(b"\r\n", 1)[0].decode("latin-1")
+    parts = line.split()
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+async def check_app_routes(t: Target) -> Check:
+    """The preset's own URL layout, answered by an app-shaped backend that records every request line: a
+    wrong path, a double slash or an upgrade that arrived as plain HTTP fails with the exact line."""
+    if t.rendering is None:
+        return skipped("app-routes", "no preset rendering")
+    preset = config.get_preset(t.rendering.preset)
+    path = t.rendering.path
+    problems: list[str] = []
+    ran = 0
+
+    def seen_since(marks: list[int]) -> list[str]:
+        return [str(line) for b, mark in zip(t.app_backends, marks) for line in b.requests[mark:]]
+
+    for kind in ("http", "ws"):
+        for rel in preset.app.get(kind, ()):
+            url_path = config.join_path(path, rel) or "/"
+            expected = echo_request(backend_request_path(t.rendering.backend_path, rel) or "/", kind == "ws")
+            marks = [len(b.requests) for b in t.app_backends]
+            try:
+                if kind == "http":
+                    status = await asyncio.to_thread(_http_get, t.apache_port, url_path)
+                    answered = status == 200
+                    what = f"HTTP {status}"
+                else:
+                    ok, _, what = await _echo_once(t, f"app {url_path}", url_path)
+                    answered = ok
+            except Exception as error:  # noqa: BLE001 - any failure is this route's failure
+                answered, what = False, f"{type(error).__name__}: {error}"
+            ran += 1
+            lines = seen_since(marks)
+            if not answered or lines != [expected]:
+                got = ", ".join(lines) or "nothing"
+                problems.append(
+                    f"{'WS' if kind == 'ws' else 'GET'} {url_path}: {what}; backend got {got}, expected {expected}"
+                )
+    if t.rendering.preset == "balancer" or len(t.app_backends) > 1:
+        problems += await _balancer_spread(t)
+    detail = "; ".join(problems)[:600] or f"{ran} app requests reached the backend as the app expects"
+    return Check("app-routes", not problems, ran, "requests", detail)
+
+
+def echo_request(path: str, upgrade: bool) -> str:
+    return str(RequestLine(path, upgrade))
+
+
+async def _balancer_spread(t: Target) -> list[str]:
+    """Sessions spread over the members, and each stays on the member it was opened on."""
+    members: list[set[str]] = []
+    for _ in range(BALANCER_SESSIONS):
+        async with await _client(t.ws()) as ws:
+            answers = set()
+            for _ in range(3):
+                await ws.send("apachews:whoami")
+                answers.add(await asyncio.wait_for(ws.recv(), 10))
+            members.append(answers)
+    problems = [f"a session moved between members: {sorted(m)}" for m in members if len(m) != 1]
+    used = set().union(*members)
+    if len(used) < 2:
+        problems.append(f"{BALANCER_SESSIONS} sessions all went to {sorted(used)}: no spread over the members")
+    return problems
+
+
+async def check_tls_backend(t: Target) -> Check:
+    """A wss:// backend through mod_ssl's proxy engine (SSLProxyEngine)."""
+    if t.tls_echo is None:
+        return skipped("tls-backend", "this Apache has no mod_ssl")
+    try:
+        ok, elapsed, detail = await _echo_once(t, "through a TLS backend", f"{VERIFY_PREFIX}/tls")
+    except Exception as error:  # noqa: BLE001 - the handshake itself failing is the finding
+        return Check("tls-backend", False, None, "", f"{type(error).__name__}: {error}")
+    return Check("tls-backend", ok and t.tls_echo.sessions > 0, elapsed * 1000, "ms", detail)
+
+
+async def check_tls_front(t: Target) -> Check:
+    """The client speaks wss:// to Apache (mod_ssl), as every real deployment does."""
+    if t.tls_port is None or t.tls_ca is None:
+        return skipped("tls-front", "this Apache has no mod_ssl")
+    context = ssl.create_default_context(cafile=str(t.tls_ca))
+    url = f"wss://127.0.0.1:{t.tls_port}{t.ws_path}"
+    message = os.urandom(12 * 1024)
+    try:
+        async with connect(url, ssl=context, max_size=MAX_MESSAGE, compression=None, open_timeout=10) as ws:
+            start = time.monotonic()
+            await ws.send(message)
+            answer = await asyncio.wait_for(ws.recv(), 10)
+            elapsed = time.monotonic() - start
+    except Exception as error:  # noqa: BLE001
+        return Check("tls-front", False, None, "", f"{type(error).__name__}: {error}")
+    same = answer == message
+    return Check("tls-front", same, elapsed * 1000, "ms", "12 KiB echoed over wss://" if same else "echo differs")
+
+
 async def check_error_log(t: Target) -> Check:
     text = t.error_log.read_text(errors="replace") if t.error_log.exists() else ""
     bad = [line for line in text.splitlines() if any(marker in line for marker in CRASH_MARKERS)]
@@ -339,6 +527,7 @@ async def check_error_log(t: Target) -> Check:
 
 
 CHECKS: dict[str, Callable[[Target], Awaitable[Check]]] = {
+    "config-clean": check_config_clean,
     "handshake": check_handshake,
     "echo-text": _echo_check("echo-text", "hello through Apache"),
     "echo-binary": _echo_check("echo-binary", bytes(range(256)) * 4),
@@ -349,10 +538,14 @@ CHECKS: dict[str, Callable[[Target], Awaitable[Check]]] = {
     "close-code": check_close_code,
     f"concurrent-{CONCURRENT_CLIENTS}": check_concurrent,
     "abrupt-disconnect": check_abrupt_disconnect,
-    "refuse-200": _refuse_check("refuse-200", "/ws-refuse200", 200, lambda t: t.refuse_200),
-    "refuse-403": _refuse_check("refuse-403", "/ws-refuse403", 403, lambda t: t.refuse_403),
+    "refuse-200": _refuse_check("refuse-200", 200, lambda t: t.refuse_200),
+    "refuse-403": _refuse_check("refuse-403", 403, lambda t: t.refuse_403),
     "backend-dies": check_backend_dies,
     "plain-get": check_plain_get,
+    "idle": check_idle,
+    "app-routes": check_app_routes,
+    "tls-backend": check_tls_backend,
+    "tls-front": check_tls_front,
     "error-log-clean": check_error_log,  # last: it reads what the others left in the log
 }
 
@@ -369,35 +562,84 @@ async def run_checks(target: Target, names: Sequence[str], progress: Progress) -
 
 
 # -- configuration -----------------------------------------------------------------------------------------
+def route_location(path: str, url: str, style: Tunnelling) -> str:
+    """A <Location> proxying WebSockets at `path` to the ws:// `url`, in `style`."""
+    if style is Tunnelling.HTTP_UPGRADE:
+        target, options = url.replace("ws", "http", 1), " upgrade=websocket"
+    else:
+        target, options = url, ""
+    return f'<Location "{path}">\n    ProxyPass "{config.proxy_target(path, target)}"{options}\n</Location>\n'
+
+
+def verify_routes(backends: dict[str, EchoServer], style: Tunnelling, tls_ca: Path | None = None) -> str:
+    """verify's own routes (misbehaving backends, a wss:// backend) under VERIFY_PREFIX, in `style`."""
+    lines = ["# apachews verify: routes to the misbehaving and the TLS backends"]
+    if "tls" in backends and tls_ca is not None:
+        lines += [
+            "<IfModule ssl_module>",
+            "    SSLProxyEngine on",
+            f'    SSLProxyCACertificateFile "{tls_ca}"',
+            "</IfModule>",
+        ]
+    for name in ("refuse-200", "refuse-403", "die", "tls"):
+        if name in backends:
+            lines.append(route_location(f"{VERIFY_PREFIX}/{name}", backends[name].url, style).rstrip("\n"))
+    return "\n".join(lines) + "\n"
+
+
 def proxy_snippets(
     apache: str, preset: str, backends: dict[str, EchoServer], prefer: str | None
 ) -> tuple[dict[str, str], str, str]:
-    """The rendered preset for /ws, plus the routes to the refuse/die backends in the same style."""
-    rendering = config.render(
-        preset, apache=apache, distro="generic", backends=[backends["echo"].url], path="/ws", prefer=prefer
+    """The rendered preset (generic layout) for the echo backend plus verify's routes, as ServerRoot snippets;
+    returns them, the tunnelling style and the preset's WebSocket path. (live-verify uses this too.)"""
+    release = catalogue.load().get(apache)
+    style = tunnelling.choose(release, prefer)
+    rendering = config.render(preset, apache=release, backends=[backends["echo"].url], path="/ws", prefer=style)
+    files = {"00-verify-routes.conf": verify_routes(backends, style), **rendering.files}
+    if release.family != "2.2":  # 2.4: the last <Location> merged wins, so verify's own go after the preset's
+        files = {**rendering.files, "zz-verify-routes.conf": files.pop("00-verify-routes.conf")}
+    return files, style.value, rendering.websocket_paths[0]
+
+
+def _preset_backends(preset: str, members: list[EchoServer]) -> list[str]:
+    """The preset's default backend URL(s), pointed at the bundled app backends on 127.0.0.1."""
+    spec = config.get_preset(preset)
+    default = config.validate_backend(spec.backend)
+    scheme = spec.backend.split("://", 1)[0]
+    path = spec.path if spec.backend_follows_path else default.path
+    count = len(members) if any(r["kind"] == "balancer" for r in spec.routes) else 1
+    return [f"{scheme}://127.0.0.1:{member.port}{path}" for member in members[:count]]
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (as a SAN, so it verifies), made at test time."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    result = subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    upgrade = "proxy_wstunnel" not in rendering.modules
-    lines = ["# apachews verify: routes to the misbehaving backends"]
-    for path, server in (
-        ("/ws-refuse200", backends["refuse-200"]),
-        ("/ws-refuse403", backends["refuse-403"]),
-        ("/ws-die", backends["die"]),
-    ):
-        if upgrade:
-            lines.append(f"ProxyPass {path} http://127.0.0.1:{server.port}/ upgrade=websocket")
-        else:
-            lines.append(f"ProxyPass {path} ws://127.0.0.1:{server.port}/")
-    files = dict(rendering.files)
-    # mod_proxy matches ProxyPass in order; /ws would swallow /ws-die, so these go first.
-    files = {"00-verify-routes.conf": "\n".join(lines) + "\n", **files}
-    tunnelling = "mod_proxy_http upgrade=websocket" if upgrade else "mod_proxy_wstunnel"
-    return files, tunnelling, rendering.websocket_paths[0]
-
-
-@contextlib.contextmanager
-def _backends() -> Iterator[dict[str, EchoServer]]:
-    with contextlib.ExitStack() as stack:
-        yield {mode: stack.enter_context(EchoServer(mode)) for mode in ("echo", "refuse-200", "refuse-403", "die")}
+    if result.returncode != 0:
+        raise JobFailed("openssl could not make a test certificate", hint=result.stderr[-1000:])
+    return cert, key
 
 
 def _keep_log(log: Path) -> Path | None:
@@ -415,8 +657,25 @@ class Proxy:
     """A running Apache in front of the echo backends."""
 
     target: Target
-    root: ServerRoot
+    server: Server
     tunnelling: str
+    layout: str
+
+    @property
+    def root(self) -> Server:  # the name bench and older callers use
+        return self.server
+
+
+Edit = Callable[[dict[str, str]], dict[str, str]]
+
+
+def resolve_style(httpd: Httpd, module: Path | None, prefer: str | Tunnelling | None) -> Tunnelling:
+    release = catalogue.load().get(str(httpd.version))
+    if module is not None:
+        return Tunnelling.APACHEWS  # a given mod_proxy_wstunnel.so must be the one tunnelling
+    if prefer is None and httpd.kind == "prefix" and release.stock_wstunnel and not release.needs_backport:
+        return tunnelling.default_for(release)
+    return tunnelling.choose(release, prefer)
 
 
 @contextlib.contextmanager
@@ -425,33 +684,96 @@ def running_proxy(
     *,
     preset: str = "generic",
     module: Path | None = None,
-    prefer: str | None = None,
+    prefer: str | Tunnelling | None = None,
+    layout: str | None = None,
+    edit: Edit | None = None,
     progress: Progress | None = None,
 ) -> Iterator[Proxy]:
-    """Start the echo backends and Apache in front of them; stop and remove everything on exit."""
+    """Start the backends and Apache in front of them, laid out as `layout`; stop and remove all on exit.
+
+    `edit` may change the files verify is about to install (file name -> text): the tests use it to show
+    that a check goes red on a config that is wrong in the way users' configs are."""
     progress = progress or Progress()
     if module is not None:
         module = Path(module).resolve()
         if not module.is_file():
             raise BadInput(f"no module at {module}")
-        prefer = prefer or "wstunnel"  # a given mod_proxy_wstunnel.so must be the one tunnelling
-    progress.step("starting the echo backends")
-    with _backends() as backends:
-        snippets, tunnelling, ws_path = proxy_snippets(str(httpd.version), preset, backends, prefer)
-        extra = {"proxy_wstunnel": module} if module else None
-        progress.step(f"starting Apache {httpd.version} ({httpd.binary})")
-        with ServerRoot(httpd, snippets, extra_modules=extra) as root:
-            root.start()
-            target = Target(
-                root.port,
-                backends["echo"],
-                backends["refuse-200"],
-                backends["refuse-403"],
-                backends["die"],
-                root.error_log,
-                ws_path,
+    layout = layout or trees.default_layout(httpd)
+    if layout not in trees.LAYOUTS:
+        raise BadInput(f"unknown layout {layout!r}", hint="layouts: " + ", ".join(trees.LAYOUTS))
+    style = resolve_style(httpd, module, prefer)
+    release = catalogue.load().get(str(httpd.version))
+    has_ssl = httpd.has_module("ssl")
+    progress.step("starting the backends")
+    with contextlib.ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="apachews-verify-")))
+        tls_ca = tls_key = None
+        tls_context = None
+        if has_ssl:
+            tls_ca, tls_key = make_certificate(scratch)
+            tls_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            tls_context.load_cert_chain(tls_ca, tls_key)
+        members = [stack.enter_context(EchoServer("echo")) for _ in range(2)]
+        backends = {mode: stack.enter_context(EchoServer(mode)) for mode in ("refuse-200", "refuse-403", "die")}
+        if tls_context is not None:
+            backends["tls"] = stack.enter_context(EchoServer("echo", tls=tls_context))
+        rendering = config.render(
+            preset,
+            apache=release,
+            distro=trees.rendering_distro(layout),
+            backends=_preset_backends(preset, members),
+            prefer=style,
+        )
+        routes = verify_routes(backends, style, tls_ca)
+        port = free_port()
+        tls_port = free_port() if has_ssl else None
+        progress.step(f"starting Apache {httpd.version} ({httpd.binary}), {layout} layout")
+        if layout == "bare":
+            files = {"00-verify-routes.conf": routes, **rendering.files}
+            if release.family != "2.2":
+                files = {**rendering.files, "zz-verify-routes.conf": routes}
+            files = edit(files) if edit else files
+            root = stack.enter_context(
+                ServerRoot(httpd, files, port=port, extra_modules={"proxy_wstunnel": module} if module else None)
             )
-            yield Proxy(target, root, tunnelling)
+            server = root.server
+            tls_port = None  # the lab layout has no TLS front
+        else:
+            if edit is not None:
+                rendering.files = edit(rendering.files)
+                rendering.proxy_conf = edit({"proxy": rendering.proxy_conf})["proxy"]
+                routes = edit({"routes": routes})["routes"]
+            additions = trees.Additions(
+                routes=routes,
+                body_timeout=IDLE_BODY_TIMEOUT,
+                tls_port=tls_port,
+                tls_cert=tls_ca,
+                tls_key=tls_key,
+                modules=["ssl"] if tls_port else [],
+            )
+            tree = scratch / "tree"
+            tree.mkdir()
+            server = trees.build(layout, tree, httpd, rendering, module, port, additions)
+        stack.callback(server.stop)
+        syntax = server.start()
+        target = Target(
+            port,
+            members[0],
+            backends["refuse-200"],
+            backends["refuse-403"],
+            backends["die"],
+            server.error_log,
+            rendering.websocket_paths[0],
+            rendering=rendering,
+            members=members[: len(_preset_backends(preset, members))],
+            syntax=syntax,
+            tls_echo=backends.get("tls"),
+            tls_port=tls_port,
+            tls_ca=tls_ca,
+            die_path=f"{VERIFY_PREFIX}/die",
+            refuse_paths={200: f"{VERIFY_PREFIX}/refuse-200", 403: f"{VERIFY_PREFIX}/refuse-403"},
+        )
+        yield Proxy(target, server, style.value, layout)
 
 
 def run(
@@ -460,7 +782,9 @@ def run(
     preset: str = "generic",
     module: Path | None = None,
     checks: Sequence[str] | None = None,
-    prefer: str | None = None,
+    prefer: str | Tunnelling | None = None,
+    layout: str | None = None,
+    edit: Edit | None = None,
     progress: Progress | None = None,
 ) -> VerifyReport:
     progress = progress or Progress()
@@ -468,10 +792,61 @@ def run(
     unknown = [name for name in names if name not in CHECKS]
     if unknown:
         raise BadInput(f"unknown check(s): {', '.join(unknown)}", hint="checks: " + ", ".join(CHECKS))
-    with running_proxy(httpd, preset=preset, module=module, prefer=prefer, progress=progress) as proxy:
-        report = VerifyReport(str(httpd.version), str(httpd.binary), str(module) if module else None, proxy.tunnelling)
+    with running_proxy(
+        httpd, preset=preset, module=module, prefer=prefer, layout=layout, edit=edit, progress=progress
+    ) as proxy:
+        report = VerifyReport(
+            str(httpd.version),
+            str(httpd.binary),
+            str(module) if module else None,
+            proxy.tunnelling,
+            preset=preset,
+            layout=proxy.layout,
+        )
         report.checks = asyncio.run(run_checks(proxy.target, names, progress))
-        proxy.root.stop()  # flush the error log before it is read and kept
+        proxy.server.stop()  # flush the error log before it is read and kept
         if not report.ok:
-            report.error_log = _keep_log(proxy.root.error_log)
+            report.error_log = _keep_log(proxy.server.error_log)
     return report
+
+
+def run_presets(
+    httpd: Httpd,
+    presets: Sequence[str],
+    *,
+    module: Path | None = None,
+    checks: Sequence[str] | None = None,
+    prefer: str | Tunnelling | None = None,
+    layout: str | None = None,
+    progress: Progress | None = None,
+) -> list[VerifyReport]:
+    """One report per preset; a preset the release cannot render is a failed report that says why."""
+    reports = []
+    for preset in presets:
+        try:
+            reports.append(
+                run(httpd, preset=preset, module=module, checks=checks, prefer=prefer, layout=layout, progress=progress)
+            )
+        except BadInput as error:
+            report = VerifyReport(
+                str(httpd.version),
+                str(httpd.binary),
+                str(module) if module else None,
+                "-",
+                preset=preset,
+                layout=layout or trees.default_layout(httpd),
+            )
+            report.checks = [Check("config", False, None, "", f"{error.message} ({error.hint})")]
+            reports.append(report)
+    return reports
+
+
+def summary(reports: Sequence[VerifyReport]) -> str:
+    """One line per preset: passed/total and the failing checks."""
+    rows = [f"{'preset':<12} {'layout':<7} {'tunnelling':<13} {'result':<7} failing"]
+    for r in reports:
+        ran = [c for c in r.checks if not c.skipped]
+        failing = ", ".join(c.name for c in ran if not c.passed) or "-"
+        result = f"{sum(c.passed for c in ran)}/{len(ran)}"
+        rows.append(f"{r.preset:<12} {r.layout:<7} {r.tunnelling:<13} {result:<7} {failing}")
+    return "\n".join(rows)

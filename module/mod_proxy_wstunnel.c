@@ -488,7 +488,7 @@ typedef struct {
 /* Move what is readable now from `from` to `to`, at most PWS_TURN_BYTES in one turn, then flush once.
  * APR_SUCCESS: this side may go on; APR_EOF: it finished sending; anything else: the tunnel is broken. */
 static apr_status_t proxy_wstunnel_pump(proxy_wstunnel_side *from, proxy_wstunnel_side *to,
-                                        apr_bucket_brigade *bb, apr_bucket_brigade *out)
+                                        apr_bucket_brigade *bb, apr_bucket_brigade *out, apr_pool_t *pool)
 {
     apr_off_t moved = 0;
     apr_status_t rv = APR_SUCCESS;
@@ -526,6 +526,14 @@ static apr_status_t proxy_wstunnel_pump(proxy_wstunnel_side *from, proxy_wstunne
         }
         from->empty_reads = 0;
         moved += length;
+        /* mod_ssl hands out transient buckets over a buffer it reuses on the next read: keep a copy. */
+        for (bucket = APR_BRIGADE_FIRST(bb); bucket != APR_BRIGADE_SENTINEL(bb); bucket = APR_BUCKET_NEXT(bucket)) {
+            rv = apr_bucket_setaside(bucket, pool);
+            if (rv != APR_SUCCESS && !APR_STATUS_IS_ENOTIMPL(rv)) {
+                return rv;
+            }
+        }
+        rv = APR_SUCCESS;
         APR_BRIGADE_CONCAT(out, bb);
     }
     if (moved >= PWS_TURN_BYTES) {
@@ -610,7 +618,7 @@ static int proxy_wstunnel_tunnel(request_rec *r, proxy_conn_rec *backend, apr_in
             if (from->read_done || !(ready[i] || from->pending)) {
                 continue;
             }
-            pumped = proxy_wstunnel_pump(from, to, bb, out);
+            pumped = proxy_wstunnel_pump(from, to, bb, out, r->pool);
             if (APR_STATUS_IS_EOF(pumped)) {
                 /* Half-close: pass the FIN on, keep the other direction open for what it still sends. */
                 from->read_done = 1;

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 
-from apachews import build, httpd, verify
+from apachews import build, config, httpd, verify
 from apachews.cli import main
 from apachews.cli._common import Result, Session, command, source_options
+from apachews.distros import trees
 from apachews.errors import BadInput
 from apachews.sources import SourceOptions
 
@@ -36,8 +37,14 @@ def resolve_httpd(binary: Path | None, dist: Path | None) -> tuple[httpd.Httpd, 
 @click.option("--httpd", "binary", type=click.Path(path_type=Path), help="Apache binary (default: system's).")
 @click.option("--dist", type=click.Path(path_type=Path), help="A dir made by `apachews build --with-httpd`.")
 @click.option("--module", type=click.Path(path_type=Path), help="Load this mod_proxy_wstunnel.so instead.")
-@click.option("--preset", default="generic", show_default=True, help="Config preset under test.")
-@click.option("--prefer", type=click.Choice(["wstunnel", "http-upgrade"]), help="Tunnelling style (2.4.47+).")
+@click.option("--preset", default="generic", show_default=True, help="Config preset under test, or 'all'.")
+@click.option("--prefer", type=click.Choice(config.PREFER), help="Tunnelling style (default: the release's).")
+@click.option(
+    "--layout",
+    type=click.Choice(trees.LAYOUTS),
+    help="How the config is installed: debian (Debian's own tree), plain (the build's own httpd.conf, config in a "
+    "<VirtualHost>), bare (a lab ServerRoot). Default: the layout of the Apache under test.",
+)
 @click.option("--check", "checks", multiple=True, help="Run only this check (repeatable).")
 @click.option("--apache", "version", metavar="V", help="Build (or reuse from -o) this release, then verify it.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("dist"), show_default=True)
@@ -49,6 +56,7 @@ def verify_command(
     module: Path | None,
     preset: str,
     prefer: str | None,
+    layout: str | None,
     checks: tuple[str, ...],
     version: str | None,
     output: Path,
@@ -64,15 +72,26 @@ def verify_command(
                 version, source=sources, with_httpd=True, out_dir=output, progress=session.progress()
             ).dist
     server, built_module = resolve_httpd(binary, dist)
-    report = verify.run(
+    presets = [p.name for p in config.list_presets()] if preset == "all" else [config.get_preset(preset).name]
+    reports = verify.run_presets(
         server,
-        preset=preset,
+        presets,
         module=module or built_module,
         checks=checks or None,
         prefer=prefer,
+        layout=layout,
         progress=session.progress(),
     )
-    text = f"Apache {report.apache} ({report.httpd}), tunnelling via {report.tunnelling}\n{report.table()}"
-    if report.error_log:
-        text += f"\nApache error log: {report.error_log}"
-    return Result(data=report.to_dict(), text=text, ok=report.ok)
+    texts = []
+    for report in reports:
+        texts.append(
+            f"Apache {report.apache} ({report.httpd}), preset {report.preset}, {report.layout} layout, "
+            f"tunnelling via {report.tunnelling}\n{report.table()}"
+        )
+        if report.error_log:
+            texts.append(f"Apache error log: {report.error_log}")
+    ok = all(report.ok for report in reports)
+    if len(reports) == 1:
+        return Result(data=reports[0].to_dict(), text="\n".join(texts), ok=ok)
+    texts.append(verify.summary(reports))
+    return Result(data={"reports": [r.to_dict() for r in reports]}, text="\n\n".join(texts), ok=ok)

@@ -1,0 +1,194 @@
+"""Throwaway server trees in the layouts users run, for verify.
+
+A lab ServerRoot (httpd.ServerRoot, layout "bare") proves little: users run a distribution's tree, with its
+<VirtualHost>, its mod_reqtimeout and its way of enabling modules. Each layout here builds such a tree in a
+temp dir, installs a rendering the way a user of that layout would, adds what verify needs (its extra routes,
+a TLS <VirtualHost>, lowered timeouts) and returns an httpd.Server to run it:
+
+- "debian": a copy of Debian's /etc/apache2 (apache2.conf, ports.conf, mods-enabled, conf-enabled, the stock
+  000-default <VirtualHost>, mod_reqtimeout as shipped), the rendering placed and enabled like a2enmod and
+  a2enconf (distros.place);
+- "plain": the release's own default conf/httpd.conf from its install prefix, with mod_reqtimeout loaded
+  where the release has it, and the rendering inside a <VirtualHost>.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from apachews import distros
+from apachews.catalogue import Version
+from apachews.config import Rendering
+from apachews.errors import BadInput
+from apachews.httpd import Httpd, Server
+
+DEBIAN_TREE = Path("/etc/apache2")
+LAYOUTS = ("debian", "plain", "bare")
+REQTIMEOUT_SINCE = Version(2, 2, 15)
+# What Debian's reqtimeout.conf and httpd's own docs ship; verify lowers `body` so a test need not wait 10 s.
+SHIPPED_REQUEST_READ_TIMEOUT = "header=20-40,minrate=500 body=10,minrate=500"
+
+
+@dataclass
+class Additions:
+    """What verify adds to the server under test, besides the rendering."""
+
+    routes: str = ""  # <Location>s of verify's own backends: placed with the rendering, ordered per family
+    server: str = ""  # server-level lines (lowered timeouts, SSLProxy settings)
+    body_timeout: int | None = None  # RequestReadTimeout body=N for the test (None: as shipped)
+    tls_port: int | None = None  # a TLS <VirtualHost> (mod_ssl) on this port, serving the same routes
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    modules: list[str] = field(default_factory=list)  # more modules to enable (ssl)
+
+
+def default_layout(httpd: Httpd) -> str:
+    """The layout of the Apache at hand: Debian's own for Debian's apache2, the release's for a build."""
+    if httpd.kind == "prefix":
+        return "plain"
+    if httpd.binary.name == "apache2" and DEBIAN_TREE.is_dir():
+        return "debian"
+    return "bare"
+
+
+def rendering_distro(layout: str) -> str:
+    """The `apachews config --distro` a layout's user would render with."""
+    return "debian" if layout == "debian" else "generic"
+
+
+def build(
+    layout: str, root: Path, httpd: Httpd, rendering: Rendering, module: Path | None, port: int, additions: Additions
+) -> Server:
+    """Lay out `rendering` in the temp dir `root` (empty, removed by the caller) and return its Server."""
+    if layout == "debian":
+        return _debian(root, httpd, rendering, module, port, additions)
+    if layout == "plain":
+        return _plain(root, httpd, rendering, module, port, additions)
+    raise BadInput(f"unknown layout {layout!r}", hint="layouts: " + ", ".join(LAYOUTS))
+
+
+def _request_read_timeout(additions: Additions) -> str:
+    body = additions.body_timeout
+    return SHIPPED_REQUEST_READ_TIMEOUT if body is None else f"header=20-40,minrate=500 body={body},minrate=500"
+
+
+def _tls_vhost(additions: Additions, includes: str) -> str:
+    if additions.tls_port is None:
+        return ""
+    return (
+        f"Listen 127.0.0.1:{additions.tls_port}\n"
+        f"<VirtualHost 127.0.0.1:{additions.tls_port}>\n"
+        "    ServerName 127.0.0.1\n"
+        "    SSLEngine on\n"
+        f'    SSLCertificateFile "{additions.tls_cert}"\n'
+        f'    SSLCertificateKeyFile "{additions.tls_key}"\n'
+        f"{includes}"
+        "</VirtualHost>\n"
+    )
+
+
+# -- Debian -------------------------------------------------------------------------------------------------------
+DEBIAN_ENV = ("APACHE_RUN_DIR", "APACHE_LOCK_DIR", "APACHE_LOG_DIR")
+
+
+def _debian(
+    root: Path, httpd: Httpd, rendering: Rendering, module: Path | None, port: int, additions: Additions
+) -> Server:
+    if not DEBIAN_TREE.is_dir():
+        raise BadInput(f"no Debian apache2 tree at {DEBIAN_TREE}", hint="apt-get install apache2, or --layout plain")
+    if rendering.distro != "debian":
+        raise BadInput(f"the debian layout needs a rendering for --distro debian, not {rendering.distro}")
+    conf = root / "etc"
+    shutil.copytree(DEBIAN_TREE, conf, symlinks=True)
+    for sub in ("run", "lock", "log", "modules"):
+        (root / sub).mkdir()
+    tls_listen = f"Listen 127.0.0.1:{additions.tls_port}\n" if additions.tls_port else ""
+    (conf / "ports.conf").write_text(f"Listen 127.0.0.1:{port}\n{tls_listen}")
+    # The stock site listens on *:80; the copy serves it, unchanged otherwise, on the test's port.
+    for site in (conf / "sites-available").glob("*.conf"):
+        site.write_text(site.read_text().replace("<VirtualHost *:80>", f"<VirtualHost *:{port}>"))
+    with (conf / "apache2.conf").open("a") as main:
+        main.write("ServerName 127.0.0.1\n")
+    distros.place(rendering, conf, module_so=module, modules_dir=root / "modules")
+    enable = distros.get("debian")
+    for name in additions.modules:
+        for action in enable._enable_modules(conf, [name], {}):  # what a2enmod NAME would link
+            if action.kind == "link" and not os.path.lexists(action.path):
+                os.symlink(str(action.target), action.path)
+    tls = _tls_vhost(additions, "").replace(f"Listen 127.0.0.1:{additions.tls_port}\n", "")
+    extra = (
+        "# apachews verify: its own routes, lowered timeouts and TLS front\n"
+        f"RequestReadTimeout {_request_read_timeout(additions)}\n"
+        f"{additions.server}{additions.routes}{tls}"
+    )
+    # conf-enabled is read in name order: after apachews-<preset>.conf, so these <Location>s merge last.
+    (conf / "conf-available" / "zz-apachews-verify.conf").write_text(extra)
+    (conf / "conf-enabled" / "zz-apachews-verify.conf").symlink_to("../conf-available/zz-apachews-verify.conf")
+    env = {
+        "APACHE_CONFDIR": str(conf),
+        "APACHE_RUN_USER": "www-data",
+        "APACHE_RUN_GROUP": "www-data",
+        "APACHE_PID_FILE": str(root / "run" / "apache2.pid"),
+        **{name: str(root / name.split("_")[1].lower()) for name in DEBIAN_ENV},
+        "LANG": "C",
+    }
+    return Server(httpd, conf, conf / "apache2.conf", port, root / "log" / "error.log", env=env, files_dir=conf)
+
+
+# -- the release's own httpd.conf -------------------------------------------------------------------------------
+def _plain(
+    root: Path, httpd: Httpd, rendering: Rendering, module: Path | None, port: int, additions: Additions
+) -> Server:
+    own = httpd.modules_dir.parent / "conf" / "httpd.conf"
+    if httpd.kind != "prefix" or not own.is_file():
+        raise BadInput(
+            f"{httpd.binary} has no install prefix with its own conf/httpd.conf",
+            hint="--layout plain is for a build (--dist); use --layout debian or bare here",
+        )
+    for sub in ("conf", "logs", "run"):
+        (root / sub).mkdir()
+    (root / "modules").symlink_to(httpd.modules_dir)
+    text = own.read_text(errors="replace")
+    text = re.sub(r"^\s*ServerRoot\s.*$", f'ServerRoot "{root}"', text, flags=re.MULTILINE)
+    text = re.sub(r"^\s*Listen\s.*$", f"Listen 127.0.0.1:{port}", text, flags=re.MULTILINE)
+    if os.geteuid() != 0:
+        text = re.sub(r"^\s*(User|Group)\s.*$", "", text, flags=re.MULTILINE)
+    if module is not None:  # the module under test, not whatever the build's httpd.conf loads
+        text = re.sub(r"^(\s*LoadModule\s+proxy_wstunnel_module\s)", r"# \1", text, flags=re.MULTILINE)
+    loads = []
+    if httpd.version >= REQTIMEOUT_SINCE and (httpd.modules_dir / "mod_reqtimeout.so").exists():
+        loads.append("reqtimeout")
+    loads += [m for m in rendering.modules + additions.modules if m not in loads]
+    lines = ["", "# apachews verify: the modules the rendering needs, then the rendering inside a <VirtualHost>"]
+    for name in loads:
+        path = module if (name == "proxy_wstunnel" and module is not None) else f"modules/mod_{name}.so"
+        lines += [f"<IfModule !mod_{name}.c>", f'    LoadModule {name}_module "{path}"', "</IfModule>"]
+    lines += [
+        "ServerName 127.0.0.1",
+        "<IfModule reqtimeout_module>",
+        f"    RequestReadTimeout {_request_read_timeout(additions)}",
+        "</IfModule>",
+    ]
+    if httpd.version.family == "2.2":
+        lines.append(f"NameVirtualHost 127.0.0.1:{port}")
+    (root / "conf" / "apachews-preset.conf").write_text(rendering.proxy_conf)
+    (root / "conf" / "apachews-verify.conf").write_text(additions.routes)
+    # Which ProxyPass wins where paths nest: 2.2 takes the first in the file, 2.4 the last <Location> merged.
+    # verify's own routes are the more specific ones.
+    order = ["verify", "preset"] if httpd.version.family == "2.2" else ["preset", "verify"]
+    includes = "".join(f'    Include "{root}/conf/apachews-{name}.conf"\n' for name in order)
+    lines += [
+        additions.server.rstrip("\n"),
+        f"<VirtualHost 127.0.0.1:{port}>",
+        "    ServerName 127.0.0.1",
+        includes.rstrip("\n"),
+        "</VirtualHost>",
+        _tls_vhost(additions, includes),
+    ]
+    conf = root / "conf" / "httpd.conf"
+    conf.write_text(text + "\n".join(lines) + "\n")
+    return Server(httpd, root, conf, port, root / "logs" / "error_log", files_dir=root)

@@ -1,0 +1,65 @@
+"""How an Apache release tunnels WebSockets: the one vocabulary config, verify and the catalogue share."""
+
+from __future__ import annotations
+
+import enum
+
+from apachews.catalogue import Release, Version
+from apachews.errors import BadInput
+
+# mod_rewrite knows ws:// and wss:// targets from 2.4.7: rewrite-based routing is only rendered from there on.
+REWRITE_WS_SINCE = Version(2, 4, 7)
+# 2.4.6-2.4.46's stock mod_proxy_wstunnel tunnels whatever the backend answers (CVE-2019-17567).
+CVE_2019_17567 = (Version(2, 4, 6), Version(2, 4, 46))
+
+
+class Tunnelling(str, enum.Enum):
+    APACHEWS = "apachews"  # the apachews mod_proxy_wstunnel (built by `apachews build`)
+    WSTUNNEL = "wstunnel"  # the stock mod_proxy_wstunnel (2.4.5+)
+    HTTP_UPGRADE = "http-upgrade"  # mod_proxy_http's upgrade=websocket (2.4.47+)
+
+    @property
+    def description(self) -> str:
+        return {
+            Tunnelling.APACHEWS: "apachews mod_proxy_wstunnel",
+            Tunnelling.WSTUNNEL: "stock mod_proxy_wstunnel",
+            Tunnelling.HTTP_UPGRADE: "mod_proxy_http upgrade=websocket",
+        }[self]
+
+    @property
+    def module(self) -> str | None:
+        """The module that tunnels, besides mod_proxy and mod_proxy_http."""
+        return None if self is Tunnelling.HTTP_UPGRADE else "proxy_wstunnel"
+
+
+def default_for(release: Release) -> Tunnelling:
+    if release.proxy_http_upgrade:
+        return Tunnelling.HTTP_UPGRADE
+    return Tunnelling.WSTUNNEL if release.stock_wstunnel else Tunnelling.APACHEWS
+
+
+def choose(release: Release, prefer: str | Tunnelling | None) -> Tunnelling:
+    """The style for `release`: its default, or `prefer` where the release can do it."""
+    if prefer is None:
+        return default_for(release)
+    try:
+        style = Tunnelling(prefer)
+    except ValueError:
+        names = ", ".join(t.value for t in Tunnelling)
+        raise BadInput(f"--prefer {prefer!r} is not one of: {names}") from None
+    if style is Tunnelling.HTTP_UPGRADE and not release.proxy_http_upgrade:
+        raise BadInput(
+            f"mod_proxy_http tunnels WebSockets only from 2.4.47 on, not in {release.version}",
+            hint="leave --prefer out, or --prefer apachews for the apachews module",
+        )
+    if style is Tunnelling.WSTUNNEL and not release.stock_wstunnel:
+        raise BadInput(
+            f"Apache {release.version} has no stock mod_proxy_wstunnel",
+            hint=f"leave --prefer out: the apachews module (apachews build --apache {release.version}) tunnels here",
+        )
+    return style
+
+
+def has_cve_2019_17567(release: Release) -> bool:
+    low, high = CVE_2019_17567
+    return release.stock_wstunnel and low <= release.version <= high
