@@ -145,6 +145,15 @@ def build_in_docker(
     archive: bytes, script: str, key: str, image: str, out: Path, progress: Progress
 ) -> tuple[str, str]:
     """Run the recipe in a container; artifacts land in `out`. Returns (log text, volume name)."""
+    try:
+        return _run_container(archive, script, key, image, out, progress)
+    except DockerException as error:
+        raise JobFailed(
+            f"the Docker engine failed the build: {error}", hint="check the engine (docker info) and try again"
+        ) from error
+
+
+def _run_container(archive: bytes, script: str, key: str, image: str, out: Path, progress: Progress) -> tuple[str, str]:
     engine = images.client()
     volume = f"apachews-build-{key}"
     container = engine.containers.create(

@@ -161,15 +161,18 @@ def bootstrap(
                 tar.add(entry, arcname=entry.name)
         progress.step(f"importing as {tag}")
         repository, _, version = tag.partition(":")
-        engine.api.import_image_from_file(
-            str(archive),
-            repository=repository,
-            tag=version or "latest",
-            changes=[
-                "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                'CMD ["/bin/bash"]',
-            ],
-        )
+        try:
+            engine.api.import_image_from_file(
+                str(archive),
+                repository=repository,
+                tag=version or "latest",
+                changes=[
+                    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    'CMD ["/bin/bash"]',
+                ],
+            )
+        except DockerException as error:
+            raise JobFailed(f"the Docker engine refused to import {tag}: {error}") from error
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return ImageInfo(tag, engine.images.get(tag).id, True, time.monotonic() - started)

@@ -18,7 +18,10 @@ log = logging.getLogger(__name__)
 
 def _git(git_dir: Path, *args: str, text: bool = False) -> subprocess.CompletedProcess:
     log.debug("git --git-dir=%s %s", git_dir, " ".join(args))
-    return subprocess.run(["git", f"--git-dir={git_dir}", *args], capture_output=True, text=text)
+    try:
+        return subprocess.run(["git", f"--git-dir={git_dir}", *args], capture_output=True, text=text)
+    except FileNotFoundError as error:
+        raise BadInput("--git needs git on this machine", hint="apt-get install git") from error
 
 
 def from_git(repo: Path, release: Release | None, progress: Progress) -> SourceTree:

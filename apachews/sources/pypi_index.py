@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,12 +69,17 @@ def pypi_bundle(sdist_version: str, cache_dir: Path, progress: Progress | None =
         log.info("cache hit: %s", bundle_dir)
     else:
         sdist = _download_sdist(sdist_version, cache_dir, progress)
-        with atomic_dir(bundle_dir) as staging, tarfile.open(sdist) as archive:
-            for member in archive.getmembers():
-                base = os.path.basename(member.name)
-                if member.isfile() and base.startswith(("httpd-", "apr-")) and ".tar." in base:
-                    with archive.extractfile(member) as src, open(staging / base, "wb") as dst:  # type: ignore[union-attr]
-                        shutil.copyfileobj(src, dst)
+        try:
+            with atomic_dir(bundle_dir) as staging, tarfile.open(sdist) as archive:
+                for member in archive.getmembers():
+                    base = os.path.basename(member.name)
+                    if member.isfile() and base.startswith(("httpd-", "apr-")) and ".tar." in base:
+                        with archive.extractfile(member) as src, open(staging / base, "wb") as dst:  # type: ignore[union-attr]
+                            shutil.copyfileobj(src, dst)
+        except (tarfile.TarError, EOFError, zlib.error) as error:
+            raise JobFailed(
+                f"{sdist} is not a readable sdist: {error}", hint=f"remove {sdist} and try again"
+            ) from error
         found = {p.name: p for p in bundle_dir.glob("*.tar.*")}
 
     def pick(prefix: str) -> Path:
