@@ -348,6 +348,7 @@ class _FilePlacer:
         self.in_offset = 0  # offset of the last hunk found, in input lines
         self.out_offset = 0  # lines added minus removed by the hunks applied so far
         self.frozen = 0  # input lines 1..frozen are already copied or deleted
+        self.forward = self.already = 0  # hunks of this file applied, and found already applied
 
     def _match(self, pattern: list[bytes], base: int, prefix_fuzz: int, suffix_fuzz: int) -> bool:
         start = base + prefix_fuzz  # 1-based input line of the first compared pattern line
@@ -453,9 +454,11 @@ class _FilePlacer:
         return self.output
 
     def place(self, hunk: Hunk) -> HunkResult:
-        """Find and apply one hunk: fuzz 0 everywhere, then fuzz 1 everywhere, ... At each fuzz, when the
-        hunk's reverse fits and the hunk does not, or fits only farther away, it is already applied (after
-        a patch went in, an added block often ends with the very lines its context starts with)."""
+        """Find and apply one hunk: fuzz 0 everywhere, then fuzz 1 everywhere, ... At each fuzz, a hunk
+        whose reverse fits, when the hunk does not, is already applied. When both fit (after a patch went
+        in, an added block often ends with the very lines its context starts with), the file's earlier
+        hunks decide: all already applied, so is this one; any applied, this one applies; none (the first
+        hunk), the nearer place wins."""
         context = max(hunk.prefix_context, hunk.suffix_context)
         for fuzz in range(min(self.max_fuzz, context) + 1):
             guess = self.in_offset
@@ -464,18 +467,27 @@ class _FilePlacer:
             if self.detect_applied:
                 self.in_offset = guess
                 undone = self.locate(hunk.reversed(), fuzz)
-                if undone and (not where or abs(self.in_offset - guess) < abs(found_offset - guess)):
+                if undone and (
+                    not where or self._prefer_reverse(abs(self.in_offset - guess), abs(found_offset - guess))
+                ):
+                    self.already += 1
                     return HunkResult(hunk.index, "already-applied", self.in_offset, fuzz, undone + self.out_offset)
                 self.in_offset = found_offset
             if where:
                 line = where + self.out_offset
                 if not self.apply(hunk, where):  # GNU patch keeps the offset it found here
                     return HunkResult(hunk.index, "failed", line=line, detail="misordered hunks")
+                self.forward += 1
                 offset = self.in_offset
                 status = "fuzz" if fuzz else "offset" if offset else "clean"
                 return HunkResult(hunk.index, status, offset, fuzz, line)
         line = hunk.first + self.out_offset  # what GNU patch prints: the header line, shifted by the hunks applied
         return HunkResult(hunk.index, "failed", line=line, detail=self._why(hunk, hunk.first + self.in_offset))
+
+    def _prefer_reverse(self, reverse_distance: int, forward_distance: int) -> bool:
+        if self.forward or self.already:
+            return not self.forward
+        return reverse_distance < forward_distance
 
     def _why(self, hunk: Hunk, expected: int) -> str:
         near = self.input[max(expected - 3, 0) : expected + 2]
@@ -561,7 +573,8 @@ class Report:
     def summary(self) -> str:
         hunks = self._hunks()
         if self.status == "already-applied":
-            return f"already applied ({_hunks_phrase(len(hunks))}, nothing changed)"
+            done = "not in the tree (nothing to take out" if self.reverse else "already applied (nothing to do"
+            return f"{done}, {_hunks_phrase(len(hunks))})"
         failed = sum(h.status == "failed" for h in hunks)
         if failed:
             return f"{failed} of {_hunks_phrase(len(hunks))} FAIL"

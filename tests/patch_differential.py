@@ -446,10 +446,14 @@ def _justify(comparisons: list[HunkComparison], results: list[patches.HunkResult
         if gnu.reversed_patch and result.index > 1:
             comparison.justified = "GNU -N judges the whole file from hunk 1; apachews judges each hunk"
         elif result.status == "already-applied" and theirs and theirs.verdict == "succeeded":
-            comparison.justified = (
-                f"already in the tree (its reverse fits at fuzz {result.fuzz}, offset {result.offset:+d}); "
-                "GNU -N finds the hunk again farther away or at more fuzz"
+            how = (
+                f"at fuzz {result.fuzz}, the hunk only at fuzz {theirs.fuzz}"
+                if result.fuzz < theirs.fuzz
+                else f"at the same fuzz {result.fuzz}, and the file's earlier hunks are already applied too"
+                if result.index > 1
+                else f"at the same fuzz {result.fuzz}, nearer than the hunk"
             )
+            comparison.justified = f"already in the tree: its reverse fits {how}; GNU -N would apply it a second time"
         elif earlier:
             comparison.justified = "follows a hunk judged differently (by design) in the same file"
         earlier = earlier or bool(comparison.justified)
