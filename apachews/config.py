@@ -27,6 +27,9 @@ from apachews.tunnelling import Tunnelling
 PREFER = tuple(style.value for style in Tunnelling)
 _URL_CHARS = re.compile(r"[A-Za-z0-9._~:/\[\]-]+")
 _PATH_RE = re.compile(r"/[A-Za-z0-9._~/-]*")
+_NETLOC_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]+)?")
+# Words mod_authz_host reads as something other than a host: "Allow from all" lets everyone in on 2.2.
+_ALLOW_RESERVED = ("all", "env", "none", "local", "granted", "denied")
 _HOST_RE = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
@@ -122,9 +125,17 @@ def validate_backend(value: str, option: str = "--backend") -> Backend:
             f"{option} {value!r} has characters that are not allowed in a backend URL",
             hint="use scheme://host:port/path with letters, digits and . _ ~ : / - only",
         )
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError as error:  # e.g. "ws://[zz]/": brackets around something that is no IPv6 address
+        raise BadInput(f"{option} {value!r} is not a valid URL: {error}") from None
     if parts.scheme not in ("ws", "wss", "http", "https"):
         raise BadInput(f"{option} {value!r}: the scheme must be ws, wss, http or https")
+    if not _NETLOC_RE.fullmatch(parts.netloc):
+        raise BadInput(
+            f"{option} {value!r}: {parts.netloc!r} is not host[:port]",
+            hint="e.g. ws://127.0.0.1:8080/ or ws://[::1]:8080/",
+        )
     try:
         port = parts.port
     except ValueError:
@@ -167,6 +178,11 @@ class Allowed:
 
 
 def validate_allow(value: str) -> Allowed:
+    if (value or "").lower() in _ALLOW_RESERVED or (value or "").lower().startswith("env="):
+        raise BadInput(
+            f"--allow {value!r} is a keyword to Apache, not a client",
+            hint="leave --allow out to let every client in; give IP addresses, CIDR ranges or host names",
+        )
     try:
         return Allowed(str(ipaddress.ip_network(value, strict=False)), True)
     except ValueError:

@@ -25,7 +25,12 @@ def _newest_24() -> str:
 @click.option("--path", metavar="PATH", help="URL path on this server (default: the preset's).")
 @click.option("--allow", multiple=True, metavar="HOST|CIDR", help="Only these clients (repeatable).")
 @click.option("--tls", is_flag=True, help="The backend speaks TLS (wss://, SSLProxyEngine on).")
-@click.option("--prefer", type=click.Choice(config.PREFER), help="2.4.47+: tunnel with mod_proxy_wstunnel.")
+@click.option(
+    "--prefer",
+    type=click.Choice(config.PREFER),
+    help="Tunnelling style: apachews (the apachews module), wstunnel (stock, 2.4.5+), http-upgrade (2.4.47+). "
+    "Default: the release's own.",
+)
 @click.option("--sticky", is_flag=True, help="balancer: keep a client on one member (ROUTEID cookie).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the files into this directory.")
 @click.option("--force", is_flag=True, help="With -o: replace existing files.")
@@ -58,9 +63,10 @@ def config_command(
         )
     if not preset:
         raise BadInput("which preset?", hint="apachews config --list shows them; e.g. apachews config gateone")
+    assumed = None if apache else _newest_24()
     rendering = config.render(
         preset,
-        apache=apache or _newest_24(),
+        apache=apache or assumed,
         distro=distro,
         backends=backends,
         path=path,
@@ -69,6 +75,8 @@ def config_command(
         prefer=prefer,
         sticky=sticky,
     )
+    if assumed:
+        rendering.notes.insert(0, f"rendered for Apache {assumed} (no --apache given): pass --apache V for yours")
     data = rendering.to_dict()
     if run_check:
         result = config.check(rendering, binary)
@@ -76,6 +84,13 @@ def config_command(
         if not result.ok:
             where = f"{result.file}, line {result.line}: " if result.line else ""
             raise JobFailed(f"httpd -t rejected the config: {where}{result.error}", check=result.to_dict())
+        if result.warnings:
+            # httpd accepts it, but will not do what it says (AH01146: a ProxyPass parameter dropped).
+            raise JobFailed(
+                "httpd -t accepted the config with warnings: " + "; ".join(result.warnings),
+                hint="a warning here means a directive is ignored; report it if the rendering is apachews' own",
+                check=result.to_dict(),
+            )
     text = rendering.text() + "\n".join(f"# note: {note}" for note in rendering.notes)
     if output is not None:
         written = config.write(rendering, output, force=force)
