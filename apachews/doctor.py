@@ -292,7 +292,39 @@ def inspect_apxs(path: str, server_version: str, server_mmn: str | None) -> Apxs
 
 
 # -- the report ---------------------------------------------------------------------------------------------
-def examine(apachectl: str | Path | None = None, apxs: str | None = None) -> Report:
+def locate_config(
+    control: Path, version: str, defines: dict[str, str], config_file: str | Path | None = None
+) -> tuple[Path, Path, dict[str, str], list[str]]:
+    """(ServerRoot, main config file, DUMP_RUN_CFG, config files in reading order) of the server.
+
+    2.4 tells us (DUMP_RUN_CFG, DUMP_INCLUDES). 2.2 does not: the compiled-in HTTPD_ROOT and
+    SERVER_CONFIG_FILE (or config_file, for an apachectl that passes -f), then the file's own ServerRoot."""
+    run_cfg: dict[str, str] = {}
+    includes: list[str] = []
+    if Version.parse(version) >= Version(2, 4, 0):
+        run_cfg = parse_run_cfg(run_control(control, "-t", "-D", "DUMP_RUN_CFG").stdout)
+        includes = parse_includes(run_control(control, "-t", "-D", "DUMP_INCLUDES").stdout)
+    server_root = Path(run_cfg.get("ServerRoot") or defines.get("HTTPD_ROOT", "/etc/httpd"))
+    if includes:
+        main_file = Path(includes[0])  # "(*)": the main config file, as the server resolved it
+    else:
+        name = str(config_file or defines.get("SERVER_CONFIG_FILE", "conf/httpd.conf"))
+        main_file = Path(name) if name.startswith("/") else server_root / name
+        declared = scan_directives([str(main_file)], ["ServerRoot"], {})["ServerRoot"]
+        if declared:
+            server_root = Path(declared[0].strip('"'))
+        includes = follow_includes(main_file, server_root)
+    if not main_file.is_file():
+        raise BadInput(
+            f"cannot find the server's main config file (looked at {main_file})",
+            hint="pass --config FILE when its apachectl starts it with -f FILE",
+        )
+    return server_root, main_file, run_cfg, includes
+
+
+def examine(
+    apachectl: str | Path | None = None, apxs: str | None = None, config_file: str | Path | None = None
+) -> Report:
     """Read the server behind `apachectl` (or this machine's) and say what it needs."""
     control = find_control(apachectl)
     v = run_control(control, "-V")
@@ -300,18 +332,7 @@ def examine(apachectl: str | Path | None = None, apxs: str | None = None) -> Rep
     version = str(info["version"])
     defines: dict[str, str] = info["defines"]  # type: ignore[assignment]
     loaded = parse_m(run_control(control, "-M").stdout)
-    run_cfg: dict[str, str] = {}
-    includes: list[str] = []
-    if Version.parse(version) >= Version(2, 4, 0):
-        run_cfg = parse_run_cfg(run_control(control, "-t", "-D", "DUMP_RUN_CFG").stdout)
-        includes = parse_includes(run_control(control, "-t", "-D", "DUMP_INCLUDES").stdout)
-    server_root = Path(run_cfg.get("ServerRoot") or defines.get("HTTPD_ROOT", "/etc/httpd"))
-    config_name = defines.get("SERVER_CONFIG_FILE", "conf/httpd.conf")
-    config_file = Path(config_name) if config_name.startswith("/") else server_root / config_name
-    if includes and not includes[0].startswith(str(server_root)) and includes[0].endswith(config_file.name):
-        config_file = Path(includes[0])
-    if not includes:
-        includes = follow_includes(config_file, server_root)
+    server_root, config_file, run_cfg, includes = locate_config(control, version, defines, config_file)
     distro, conf_root = detect_distro(server_root, config_file)
 
     directives = scan_directives(
@@ -478,7 +499,7 @@ class Defaults:
         return f"for the server at {self.source}: Apache {self.apache}, {self.distro} layout, {self.mpm} MPM"
 
 
-def server_defaults(apachectl: str | Path | None = None) -> Defaults:
+def server_defaults(apachectl: str | Path | None = None, config_file: str | Path | None = None) -> Defaults:
     """The running server's version, layout and MPM; without a server, the assumed newest 2.4."""
     try:
         control = find_control(apachectl)
@@ -489,11 +510,11 @@ def server_defaults(apachectl: str | Path | None = None) -> Defaults:
             raise
         return Defaults(assumed_version(), "generic", "event", "assumed")
     defines: dict[str, str] = info["defines"]  # type: ignore[assignment]
-    server_root = Path(defines.get("HTTPD_ROOT", "/etc/httpd"))
-    if Version.parse(str(info["version"])) >= Version(2, 4, 0):
-        run_cfg = parse_run_cfg(run_control(control, "-t", "-D", "DUMP_RUN_CFG").stdout)
-        server_root = Path(run_cfg.get("ServerRoot") or server_root)
-    config_name = defines.get("SERVER_CONFIG_FILE", "conf/httpd.conf")
-    config_file = Path(config_name) if config_name.startswith("/") else server_root / config_name
-    distro, _ = detect_distro(server_root, config_file)
+    try:
+        server_root, main_file, _, _ = locate_config(control, str(info["version"]), defines, config_file)
+        distro, _ = detect_distro(server_root, main_file)
+    except BadInput:
+        if apachectl is not None or config_file is not None:
+            raise
+        distro = "generic"  # the version and MPM are still this server's
     return Defaults(str(info["version"]), distro, str(info["mpm"]), str(control))

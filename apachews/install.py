@@ -30,6 +30,12 @@ DEFAULT_STATE = Path("/var/lib/apachews")
 RELOAD_TIMEOUT = 20.0
 
 
+def module_style() -> str:
+    """--prefer value that routes WebSockets through a loaded mod_proxy_wstunnel (ours or stock): "apachews"
+    where config knows that style (it also covers releases without a stock module), else "wstunnel"."""
+    return "apachews" if "apachews" in config.PREFER else "wstunnel"
+
+
 def state_dir(explicit: Path | None = None) -> Path:
     """Where install manifests live (outside the server's tree, so uninstall leaves the tree as it was)."""
     return Path(explicit or os.environ.get(STATE_ENV) or DEFAULT_STATE)
@@ -168,6 +174,7 @@ def install(
     preset: str,
     *,
     apachectl: str | Path | None = None,
+    config_file: Path | None = None,
     module: Path | None = None,
     modules_dir: Path | None = None,
     backends: Sequence[str] = (),
@@ -180,9 +187,9 @@ def install(
 ) -> InstallResult:
     progress = progress or Progress()
     progress.step("reading the server (doctor)")
-    report = doctor.examine(apachectl)
+    report = doctor.examine(apachectl, config_file=config_file)
     if module is not None:
-        prefer = prefer or "wstunnel"  # a given module must be the one tunnelling
+        prefer = prefer or module_style()  # a given module must be the one tunnelling
     rendering = config.render(
         preset,
         apache=report.version,
@@ -192,15 +199,13 @@ def install(
         allow=allow,
         prefer=prefer,
     )
-    if report.distro == "generic":
-        raise BadInput(
-            f"cannot tell how {report.config_file} includes extra config (no Debian, RHEL or Gentoo layout)",
-            hint=f"apachews config {preset} --apache {report.version} -o DIR, then Include it yourself",
-        )
     conf_root = Path(report.conf_root)
     modules_dir = Path(modules_dir) if modules_dir else Path(report.modules_dir) if report.modules_dir else None
     layout = distros.get(report.distro)
-    actions, notes = layout.plan(rendering, conf_root, module_so=module, modules_dir=modules_dir)
+    # generic layout: an Include line at the end of the main config file enables the files.
+    actions, notes = layout.plan(
+        rendering, conf_root, module_so=module, modules_dir=modules_dir, main_config=Path(report.config_file)
+    )
     result = InstallResult(
         preset,
         report.control,
@@ -298,13 +303,14 @@ def uninstall(
     preset: str | None = None,
     *,
     apachectl: str | Path | None = None,
+    config_file: Path | None = None,
     states: Path | None = None,
     dry_run: bool = False,
     force: bool = False,
     progress: Progress | None = None,
 ) -> UninstallResult:
     progress = progress or Progress()
-    report = doctor.examine(apachectl)
+    report = doctor.examine(apachectl, config_file=config_file)
     here = [m for m in installed(states) if m["placement"]["conf_root"] == report.conf_root]
     chosen = [m for m in here if preset is None or m["preset"] == preset]
     if not chosen:
@@ -314,7 +320,7 @@ def uninstall(
         raise BadInput("several presets are installed here", hint="name one: " + ", ".join(m["preset"] for m in chosen))
     entry = chosen[0]
     placement = distros.Placement.from_dict(entry["placement"])
-    removed = [str(p) for p in placement.paths]
+    removed = [str(p) for p in placement.paths] + [f"the Include lines at the end of {p}" for p in placement.appended]
     restored = [c["path"] for c in placement.changes if c["kind"] == "unlink"]
     result = UninstallResult(entry["preset"], removed, restored, False, dry_run)
     if dry_run:
@@ -367,6 +373,8 @@ def _restore(saved: list[tuple[dict[str, Any], bytes | str | None]]) -> None:
                 path.unlink()
         elif isinstance(content, str) and not os.path.lexists(path):
             os.symlink(content, path)
+        elif change["kind"] == "append" and isinstance(content, bytes):
+            path.write_bytes(content)  # the main config as it was, our Include lines included
         elif isinstance(content, bytes) and not os.path.lexists(path):
             path.write_bytes(content)
             path.chmod(0o644)

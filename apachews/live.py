@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from apachews import config, distros, doctor, echo, verify
+from apachews import config, distros, doctor, echo, httpd, verify
 from apachews.distros.placement import apply as apply_plan
 from apachews.echo import EchoServer
 from apachews.errors import BadInput, JobFailed
 from apachews.httpd import free_port, wait_for_port
-from apachews.install import Control, no_interrupts
+from apachews.install import Control, module_style, no_interrupts
 from apachews.progress import Progress
 
 _GUARDED_LOAD = re.compile(r"<IfModule !mod_(\w+)\.c>\n\s*LoadModule [^\n]*\n</IfModule>\n")
@@ -30,8 +31,10 @@ _CONF_NAME = {  # where the temporary vhost goes in each layout (2.2 Debian: con
     "debian": "conf-available/apachews-live-verify.conf",
     "rhel": "conf.d/apachews-live-verify.conf",
     "gentoo": "modules.d/75_apachews_live_verify.conf",
+    "generic": "apachews-live-verify.conf",  # Include line appended to the main config
 }
 ERROR_LOG_CHECK = "error-log-clean"
+IDLE_LIMIT = 50  # seconds of silence at most in the idle check (each check has 60 s)
 
 
 def live_rendering(
@@ -40,7 +43,7 @@ def live_rendering(
     """A rendering holding one temporary vhost on 127.0.0.1:port with verify's routes; modules the server
     has not loaded yet stay in `modules` (Debian enables them) or as guarded LoadModule lines outside it."""
     snippets, tunnelling, ws_path = verify.proxy_snippets(report.version, "generic", backends, prefer)
-    routes = snippets.pop("00-verify-routes.conf")
+    routes = snippets.pop(next(name for name in snippets if "verify-routes" in name))
     (generic,) = snippets.values()
     guarded = {match.group(1): match.group(0) for match in _GUARDED_LOAD.finditer(generic)}
     needed = [name for name in guarded if f"{name}_module" not in report.loaded_modules]
@@ -56,11 +59,6 @@ def live_rendering(
         f"# apachews live-verify: temporary, removed when the run ends\n"
         f"Listen 127.0.0.1:{port}\n<VirtualHost 127.0.0.1:{port}>\n    ServerName 127.0.0.1\n{body}</VirtualHost>\n"
     )
-    if report.distro not in _CONF_NAME:
-        raise BadInput(
-            f"cannot place a temporary route in a {report.distro} layout ({report.config_file})",
-            hint="live-verify knows the Debian, RHEL and Gentoo layouts",
-        )
     name = _CONF_NAME[report.distro]
     if report.distro == "debian" and report.version.startswith("2.2."):
         name = "conf.d/apachews-live-verify.conf"
@@ -84,6 +82,7 @@ def _log_offset(path: Path | None) -> int:
 def live_verify(
     apachectl: str | Path | None = None,
     *,
+    config_file: Path | None = None,
     checks: Sequence[str] | None = None,
     prefer: str | None = None,
     progress: Progress | None = None,
@@ -94,37 +93,38 @@ def live_verify(
     unknown = [name for name in names if name not in verify.CHECKS]
     if unknown:
         raise BadInput(f"unknown check(s): {', '.join(unknown)}", hint="checks: " + ", ".join(verify.CHECKS))
-    report = doctor.examine(apachectl)
+    report = doctor.examine(apachectl, config_file=config_file)
     control = Control.of(report)
     if control.pid() is None:
         raise BadInput(f"the server behind {report.control} is not running", hint=f"{report.control} start")
     if "proxy_wstunnel_module" in report.loaded_modules and prefer is None:
-        prefer = "wstunnel"  # test the tunnelling module the server loads (stock, or ours after install)
-    ok, output = control.config_test()
+        prefer = module_style()  # test the tunnelling module the server loads (stock, or ours after install)
+    ok, before = control.config_test()
     if not ok:
-        raise BadInput("the server's config fails apachectl -t before any change", hint=output[-2000:])
+        raise BadInput("the server's config fails apachectl -t before any change", hint=before[-2000:])
     port = free_port()
     progress.step("starting the echo backends")
     with contextlib.ExitStack() as stack:
         backends = {mode: stack.enter_context(EchoServer(mode)) for mode in echo.MODES}
         rendering, tunnelling, ws_path = live_rendering(report, backends, port, prefer)
         layout = distros.get(report.distro)
-        actions, _ = layout.plan(rendering, Path(report.conf_root))
+        actions, _ = layout.plan(rendering, Path(report.conf_root), main_config=Path(report.config_file))
         offset = _log_offset(control.error_log)
         progress.step(f"adding a temporary vhost on 127.0.0.1:{port}")
         placement = apply_plan(Path(report.conf_root), actions)
         reloaded = False
         try:
-            ok, output = control.config_test()
+            ok, after = control.config_test()
             if not ok:
-                raise JobFailed("apachectl -t rejected the temporary route", hint=output[-2000:])
+                raise JobFailed("apachectl -t rejected the temporary route", hint=after[-2000:])
             progress.step("graceful reload")
             reloaded = True
             control.graceful()
             if not wait_for_port(port, 10):
                 raise JobFailed(f"the reloaded server does not listen on 127.0.0.1:{port}")
             result = verify.VerifyReport(report.version, report.control, None, tunnelling)
-            result.checks = asyncio.run(_run(report, control, backends, port, ws_path, names, offset, progress))
+            extras = _target_extras(report, before, after)
+            result.checks = asyncio.run(_run(control, backends, port, ws_path, names, offset, extras, progress))
         finally:
             with no_interrupts():
                 distros.unplace(placement, force=True)
@@ -134,14 +134,47 @@ def live_verify(
     return result
 
 
+def _warnings(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.strip() and line.strip() != "Syntax OK"]
+
+
+def request_body_timeout(settings: Sequence[str]) -> int | None:
+    """The longest body= limit of mod_reqtimeout's RequestReadTimeout lines (the last one that sets it)."""
+    limit = None
+    for value in settings:
+        match = re.search(r"body=(\d+)(?:-(\d+))?", value, re.IGNORECASE)
+        if match:
+            limit = int(match.group(2) or match.group(1))
+    return limit
+
+
+def _target_extras(report: doctor.Report, before: str, after: str) -> dict[str, object]:
+    """What verify's Target can also take, for this live server: where verify's routes are, `httpd -t`'s
+    warnings that the temporary route added (the server's own, older ones are not ours to judge), and an
+    idle silence longer than this server's mod_reqtimeout body limit."""
+    fields = {f.name for f in dataclasses.fields(verify.Target)}
+    extras: dict[str, object] = {}
+    prefix = getattr(verify, "VERIFY_PREFIX", None)
+    if prefix and "die_path" in fields:
+        extras["die_path"] = f"{prefix}/die"
+        extras["refuse_paths"] = {200: f"{prefix}/refuse-200", 403: f"{prefix}/refuse-403"}
+    if "syntax" in fields and hasattr(httpd, "SyntaxResult"):
+        added = [line for line in _warnings(after) if line not in _warnings(before)]
+        extras["syntax"] = httpd.SyntaxResult(True, after, warnings=added)
+    body = request_body_timeout(report.reqtimeout) if "reqtimeout_module" in report.loaded_modules else None
+    if "idle_silence" in fields and body is not None:
+        extras["idle_silence"] = float(min(body + 1, IDLE_LIMIT))
+    return extras
+
+
 async def _run(
-    report: doctor.Report,
     control: Control,
     backends: dict[str, EchoServer],
     port: int,
     ws_path: str,
     names: list[str],
     offset: int,
+    extras: dict[str, object],
     progress: Progress,
 ) -> list[verify.Check]:
     with tempfile.TemporaryDirectory(prefix="apachews-live-") as scratch:
@@ -149,7 +182,14 @@ async def _run(
         excerpt = Path(scratch) / "error_log"
         excerpt.write_bytes(b"")
         target = verify.Target(
-            port, backends["echo"], backends["refuse-200"], backends["refuse-403"], backends["die"], excerpt, ws_path
+            port,
+            backends["echo"],
+            backends["refuse-200"],
+            backends["refuse-403"],
+            backends["die"],
+            excerpt,
+            ws_path,
+            **extras,  # type: ignore[arg-type]
         )
         results = await verify.run_checks(target, [n for n in names if n != ERROR_LOG_CHECK], progress)
         if ERROR_LOG_CHECK in names:

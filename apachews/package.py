@@ -26,6 +26,7 @@ from pathlib import Path
 from apachews import __version__, config, doctor
 from apachews.distros.placement import MODULE_FILE, MODULE_NAME
 from apachews.errors import BadInput, JobFailed
+from apachews.install import module_style
 
 PACKAGE = "libapache2-mod-proxy-wstunnel-apachews"
 DEBIAN_MODULES = Path("/usr/lib/apache2/modules")
@@ -151,7 +152,7 @@ def build_deb(
     conf_text = None
     if preset:
         rendering = config.render(
-            preset, apache=headers, distro="debian", backends=backends, path=path, allow=allow, prefer="wstunnel"
+            preset, apache=headers, distro="debian", backends=backends, path=path, allow=allow, prefer=module_style()
         )
         modules = rendering.modules
         (conf_name,) = [name for name in rendering.files if name.startswith("conf-available/")]

@@ -48,7 +48,7 @@ def fake_module(tmp_path: Path) -> Path:
 
 def test_debian_placement_enables_like_a2enmod_and_unplace_restores(tree, fake_module) -> None:
     before = debian_tree.snapshot(tree.conf_root)
-    rendering = config.render("jupyter", apache="2.4.71", distro="debian", prefer="wstunnel")
+    rendering = config.render("jupyter", apache="2.4.71", distro="debian", prefer=install.module_style())
     placed = distros.place(rendering, tree.conf_root, module_so=fake_module, modules_dir=tree.modules_dir)
     etc = tree.conf_root
     assert os.readlink(etc / "mods-enabled/proxy.load") == "../mods-available/proxy.load"
@@ -74,7 +74,7 @@ def test_stock_wstunnel_is_disabled_while_ours_is_installed_and_back_after(tree,
     (etc / "mods-enabled/proxy.load").symlink_to("../mods-available/proxy.load")
     (etc / "mods-enabled/proxy_wstunnel.load").symlink_to("../mods-available/proxy_wstunnel.load")
     before = debian_tree.snapshot(etc)
-    rendering = config.render("generic", apache="2.4.71", distro="debian", prefer="wstunnel")
+    rendering = config.render("generic", apache="2.4.71", distro="debian", prefer=install.module_style())
     placed = distros.place(rendering, etc, module_so=fake_module, modules_dir=tree.modules_dir)
     assert not os.path.lexists(etc / "mods-enabled/proxy_wstunnel.load")
     # proxy.load was enabled already: not ours, so not recorded and not removed later.
@@ -91,7 +91,7 @@ def test_a_failing_step_rolls_back_every_earlier_one(tree, fake_module) -> None:
     (etc / "conf-enabled").rmdir()
     (etc / "conf-enabled").write_text("not a directory\n")
     before = debian_tree.snapshot(etc)
-    rendering = config.render("gateone", apache="2.4.71", distro="debian", prefer="wstunnel")
+    rendering = config.render("gateone", apache="2.4.71", distro="debian", prefer=install.module_style())
     with pytest.raises(OSError):
         distros.place(rendering, etc, module_so=fake_module, modules_dir=tree.modules_dir / "new" / "dir")
     assert debian_tree.snapshot(etc) == before
@@ -181,7 +181,8 @@ def test_doctor_install_live_verify_uninstall(server, apxs_module, tmp_path) -> 
         installed_tree = debian_tree.snapshot(etc)
         report = live.live_verify(server.ctl)
         assert report.ok, report.table()
-        assert report.tunnelling == "mod_proxy_wstunnel" and len(report.checks) == len(verify.CHECKS)
+        # Through mod_proxy_wstunnel (the one loaded: ours), not mod_proxy_http's upgrade.
+        assert "upgrade" not in report.tunnelling and len(report.checks) == len(verify.CHECKS)
         assert debian_tree.snapshot(etc) == installed_tree  # the temporary route is gone again
         assert asyncio.run(_echo_through(server.port, "/gateone/ws")) == "through the installed route"
 

@@ -13,6 +13,12 @@ from apachews.cli._common import Result, Session, command
 _APACHECTL = click.option(
     "--apachectl", metavar="PATH", help="The server's apachectl / apache2ctl / httpd (default: found here)."
 )
+_CONFIG = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The server's main config file, when its apachectl starts it with -f (2.2 cannot tell us).",
+)
 _STATE = click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -23,6 +29,7 @@ _STATE = click.option(
 @command(main, "install")
 @click.argument("preset")
 @_APACHECTL
+@_CONFIG
 @click.option("--module", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="apachews .so to install.")
 @click.option("--modules-dir", type=click.Path(file_okay=False, path_type=Path), help="Put the module here.")
 @click.option("--backend", "backends", multiple=True, metavar="URL", help="Backend URL (repeatable for balancer).")
@@ -35,6 +42,7 @@ def install_command(
     session: Session,
     preset: str,
     apachectl: str | None,
+    config_file: Path | None,
     module: Path | None,
     modules_dir: Path | None,
     backends: tuple[str, ...],
@@ -48,6 +56,7 @@ def install_command(
     result = install.install(
         preset,
         apachectl=apachectl,
+        config_file=config_file,
         module=module,
         modules_dir=modules_dir,
         backends=backends,
@@ -64,6 +73,7 @@ def install_command(
 @command(main, "uninstall")
 @click.argument("preset", required=False)
 @_APACHECTL
+@_CONFIG
 @_STATE
 @click.option("--dry-run", is_flag=True, help="Say what would be removed; change nothing.")
 @click.option("--force", is_flag=True, help="Remove installed files even if edited since.")
@@ -71,25 +81,37 @@ def uninstall_command(
     session: Session,
     preset: str | None,
     apachectl: str | None,
+    config_file: Path | None,
     state_dir: Path | None,
     dry_run: bool,
     force: bool,
 ) -> Result:
     """Remove exactly what `apachews install` added (from its manifest); apachectl -t, graceful reload."""
     result = install.uninstall(
-        preset, apachectl=apachectl, states=state_dir, dry_run=dry_run, force=force, progress=session.progress()
+        preset,
+        apachectl=apachectl,
+        config_file=config_file,
+        states=state_dir,
+        dry_run=dry_run,
+        force=force,
+        progress=session.progress(),
     )
     return Result(data=result.to_dict(), text=result.text())
 
 
 @command(main, "live-verify")
 @_APACHECTL
+@_CONFIG
 @click.option("--prefer", type=click.Choice(config.PREFER), help="Tunnelling style of the temporary route.")
 @click.option("--check", "checks", multiple=True, help="Run only this check (repeatable).")
-def live_verify_command(session: Session, apachectl: str | None, prefer: str | None, checks: tuple[str, ...]) -> Result:
+def live_verify_command(
+    session: Session, apachectl: str | None, config_file: Path | None, prefer: str | None, checks: tuple[str, ...]
+) -> Result:
     """Run the WebSocket suite through the running server via a temporary loopback route, then remove it."""
     from apachews import live
 
-    report = live.live_verify(apachectl, checks=checks or None, prefer=prefer, progress=session.progress())
+    report = live.live_verify(
+        apachectl, config_file=config_file, checks=checks or None, prefer=prefer, progress=session.progress()
+    )
     text = f"Apache {report.apache} ({report.httpd}), live, tunnelling via {report.tunnelling}\n{report.table()}"
     return Result(data=report.to_dict(), text=text, ok=report.ok)

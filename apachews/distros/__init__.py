@@ -43,6 +43,7 @@ class Layout:
 
     name = "generic"
     modules_path = "modules"
+    included_dirs = False  # True where the stock main config already includes the directories we write to
 
     def files(self, parts: Parts) -> dict[str, str]:
         return {f"apachews-{parts.preset}.conf": parts.module_lines(self.modules_path) + "\n" + parts.proxy_conf}
@@ -61,12 +62,21 @@ class Layout:
         conf_root: Path,
         module_so: Path | None = None,
         modules_dir: Path | None = None,
+        main_config: Path | None = None,
     ) -> tuple[list[Action], list[str]]:
-        """The file operations that install `rendering` under conf_root, and what is left for the admin."""
+        """The file operations that install `rendering` under conf_root, and what is left for the admin.
+
+        main_config: the server's main config file, for layouts that have no directory it already includes
+        (generic): an Include line is appended to it. Without it the files are only written."""
         modules_dir = Path(modules_dir) if modules_dir else self.default_modules_dir(conf_root)
         actions, installed = placement.module_actions(rendering, module_so, modules_dir)
-        actions += placement.write_actions(conf_root, placement.checked_files(rendering), installed)
-        return actions, self.placement_notes(rendering, conf_root)
+        files = placement.checked_files(rendering)
+        actions += placement.write_actions(conf_root, files, installed)
+        if main_config is None or self.included_dirs:
+            return actions, self.placement_notes(rendering, conf_root)
+        includes = "".join(f'Include "{conf_root / name}"\n' for name in files)
+        text = f"\n# apachews {rendering.preset} (remove with: apachews uninstall {rendering.preset})\n{includes}"
+        return [*actions, Action("append", Path(main_config), text=text, why="enable")], []
 
     def placement_notes(self, rendering: Rendering, conf_root: Path) -> list[str]:
         names = ", ".join(str(conf_root / name) for name in rendering.files)

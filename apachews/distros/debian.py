@@ -51,6 +51,7 @@ class Debian(Layout):
         conf_root: Path,
         module_so: Path | None = None,
         modules_dir: Path | None = None,
+        main_config: Path | None = None,  # Debian includes its *-enabled dirs: nothing to add
     ) -> tuple[list[Action], list[str]]:
         modules_dir = Path(modules_dir) if modules_dir else self.default_modules_dir(conf_root)
         actions, installed = placement.module_actions(rendering, module_so, modules_dir)

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 class Gentoo(Layout):
     name = "gentoo"
+    included_dirs = True
 
     def files(self, parts: Parts) -> dict[str, str]:
         body = parts.module_lines(self.modules_path) + "\n" + parts.proxy_conf

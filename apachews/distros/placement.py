@@ -37,7 +37,8 @@ _LOAD_WSTUNNEL = re.compile(r"^(\s*LoadModule\s+proxy_wstunnel_module\s+)\S+", r
 @dataclass(frozen=True)
 class Action:
     """One file operation. kind: "write" (text), "copy" (source file), "link" (symlink to target),
-    "unlink" (remove an existing symlink to target; undone by re-creating it)."""
+    "unlink" (remove an existing symlink to target; undone by re-creating it), "append" (text at the end of
+    an existing file, the server's main config: undone by taking exactly that text off again)."""
 
     kind: str
     path: Path
@@ -54,6 +55,9 @@ class Action:
             what = f"copy {self.source} -> {self.path}"
         elif self.kind == "link":
             what = f"link {self.path} -> {self.target}"
+        elif self.kind == "append":
+            assert self.text is not None
+            what = f"append to {self.path}: {' / '.join(self.text.strip().splitlines())}"
         else:
             what = f"unlink {self.path} (-> {self.target})"
         return f"{what}{f'  # {self.why}' if self.why else ''}"
@@ -70,8 +74,13 @@ class Placement:
 
     @property
     def paths(self) -> list[Path]:
-        """Every file and link `place` created (not the links it removed)."""
-        return [Path(c["path"]) for c in self.changes if c["kind"] != "unlink"]
+        """Every file and link `place` created (not the links it removed, nor files it appended to)."""
+        return [Path(c["path"]) for c in self.changes if c["kind"] not in ("unlink", "append")]
+
+    @property
+    def appended(self) -> list[Path]:
+        """Existing files `place` added lines to (the main config, for the generic layout)."""
+        return [Path(c["path"]) for c in self.changes if c["kind"] == "append"]
 
     def __iter__(self) -> Iterator[Path]:
         return iter(self.paths)
@@ -141,13 +150,14 @@ def write_actions(conf_root: Path, files: dict[str, str], module_path: Path | No
 # -- applying a plan ----------------------------------------------------------------------------------------
 def check_plan(actions: Sequence[Action]) -> None:
     """Refuse before touching anything: no step may replace an existing file, every removed link must be there."""
-    clashes = [str(a.path) for a in actions if a.kind != "unlink" and os.path.lexists(a.path)]
+    clashes = [str(a.path) for a in actions if a.kind not in ("unlink", "append") and os.path.lexists(a.path)]
     if clashes:
         raise BadInput(
             f"would overwrite {', '.join(clashes)}",
             hint="an earlier install? remove it with `apachews uninstall`, or move these files away",
         )
     missing = [str(a.path) for a in actions if a.kind == "unlink" and not a.path.is_symlink()]
+    missing += [str(a.path) for a in actions if a.kind == "append" and not a.path.is_file()]
     if missing:
         raise BadInput(f"expected symlink(s) {', '.join(missing)} are gone")
 
@@ -171,6 +181,19 @@ def _do(action: Action) -> dict[str, Any]:
         elif action.kind == "link":
             assert action.target is not None
             os.symlink(action.target, staged)
+        elif action.kind == "append":
+            assert action.text is not None
+            before = path.read_bytes()
+            staged.write_bytes(before + action.text.encode())
+            shutil.copymode(path, staged)
+            os.replace(staged, path)
+            return {
+                "kind": "append",
+                "path": str(path),
+                "text": action.text,
+                "sha256_before": hashlib.sha256(before).hexdigest(),
+                "sha256": _sha256(path),
+            }
         if action.kind == "unlink":
             target = os.readlink(path)
             path.unlink()
@@ -188,11 +211,25 @@ def _do(action: Action) -> dict[str, Any]:
     return change
 
 
+def strip_appended(path: Path, text: str) -> bool:
+    """Take `text` off the end of path (atomically, mode kept); False if it does not end with it."""
+    data, tail = path.read_bytes(), text.encode()
+    if not data.endswith(tail):
+        return False
+    staged = _stage_beside(path)
+    staged.write_bytes(data[: len(data) - len(tail)])
+    shutil.copymode(path, staged)
+    os.replace(staged, path)
+    return True
+
+
 def _undo(change: dict[str, Any]) -> None:
     path = Path(change["path"])
     if change["kind"] == "unlink":
         if not os.path.lexists(path):
             os.symlink(change["target"], path)
+    elif change["kind"] == "append":
+        strip_appended(path, change["text"])
     elif os.path.lexists(path):
         path.unlink()
 
@@ -237,16 +274,21 @@ def place(
     conf_root: Path,
     module_so: Path | None = None,
     modules_dir: Path | None = None,
+    main_config: Path | None = None,
 ) -> Placement:
     """Install `rendering` into the tree at conf_root the way its distribution does, atomically.
 
     module_so: an apachews mod_proxy_wstunnel.so to install (as MODULE_FILE in modules_dir, default: the
-    distribution's modules directory) and load instead of the stock module. Returns what was changed.
+    distribution's modules directory) and load instead of the stock module. main_config: for the generic
+    layout, the main config file that gets an Include line (else the files are only written). Returns what
+    was changed.
     """
     from apachews import distros
 
     layout = distros.get(rendering.distro)
-    actions, notes = layout.plan(rendering, Path(conf_root), module_so=module_so, modules_dir=modules_dir)
+    actions, notes = layout.plan(
+        rendering, Path(conf_root), module_so=module_so, modules_dir=modules_dir, main_config=main_config
+    )
     return apply(Path(conf_root), actions, notes)
 
 
@@ -259,6 +301,8 @@ def unplace(placement: Placement, force: bool = False) -> list[Path]:
         if change["kind"] == "link":
             if path.is_symlink() and os.readlink(path) != change["target"]:
                 edited.append(str(path))
+        elif change["kind"] == "append" and not path.read_bytes().endswith(change["text"].encode()):
+            raise BadInput(f"{path} no longer ends with the lines install added", hint="remove them by hand")
         elif change["kind"] != "unlink" and path.is_file() and _sha256(path) != change["sha256"]:
             edited.append(str(path))
         elif change["kind"] == "unlink" and os.path.lexists(path):
@@ -276,6 +320,10 @@ def unplace(placement: Placement, force: bool = False) -> list[Path]:
                     os.symlink(change["target"], path)
                     saved.append((change, None))
                 continue
+            if change["kind"] == "append":
+                saved.append((change, path.read_bytes()))
+                strip_appended(path, change["text"])
+                continue
             if path.is_symlink():
                 saved.append((change, os.readlink(path)))
                 path.unlink()
@@ -289,6 +337,8 @@ def unplace(placement: Placement, force: bool = False) -> list[Path]:
             path = Path(change["path"])
             if change["kind"] == "unlink":
                 path.unlink(missing_ok=True)
+            elif change["kind"] == "append" and isinstance(content, bytes):
+                path.write_bytes(content)
             elif isinstance(content, str):
                 os.symlink(content, path)
             elif isinstance(content, bytes):

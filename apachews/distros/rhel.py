@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 class Rhel(Layout):
     name = "rhel"
+    included_dirs = True
 
     def files(self, parts: Parts) -> dict[str, str]:
         conf = f"conf.d/apachews-{parts.preset}.conf"
