@@ -317,7 +317,7 @@ class HunkResult:
     def describe(self) -> str:
         """One phrase, like GNU patch's: "fuzz 2, offset +22 lines, at line 140"."""
         if self.status == "failed":
-            return f"FAILED at line {self.line}" + (f" ({self.detail.splitlines()[0]})" if self.detail else "")
+            return f"FAILED at line {self.line}" + (f" ({self.detail.split(';')[0]})" if self.detail else "")
         if self.status == "already-applied":
             return f"already applied (at line {self.line})" if self.line else "already applied"
         words = [f"fuzz {self.fuzz}"] if self.fuzz else []
@@ -490,6 +490,7 @@ class _FilePlacer:
         return reverse_distance < forward_distance
 
     def _why(self, hunk: Hunk, expected: int) -> str:
+        expected = max(1, min(expected, len(self.input)))
         near = self.input[max(expected - 3, 0) : expected + 2]
         detail = "context not found"
         old = hunk.old
@@ -619,8 +620,8 @@ class Report:
             for file in patch.files:
                 for hunk in file.hunks:
                     rows.append(f"  {file.path}  hunk {hunk.index}: {hunk.describe()}")
-                    if hunk.status == "failed" and "\n" in hunk.detail:
-                        rows += [f"      {line}" for line in hunk.detail.splitlines()[1:]]
+                    if hunk.status == "failed" and "; " in hunk.detail:
+                        rows += [f"      {line}" for line in hunk.detail.split("; ", 1)[1].splitlines()]
         rows.append(f"=> {self.summary()}")
         if self.hint():
             rows.append(f"hint: {self.hint()}")
