@@ -669,6 +669,10 @@ class Proxy:
 Edit = Callable[[dict[str, str]], dict[str, str]]
 
 
+class CannotRender(BadInput):
+    """This release cannot serve the preset in this tunnelling style (config says why and what to do)."""
+
+
 def resolve_style(httpd: Httpd, module: Path | None, prefer: str | Tunnelling | None) -> Tunnelling:
     release = catalogue.load().get(str(httpd.version))
     if module is not None:
@@ -717,13 +721,16 @@ def running_proxy(
         backends = {mode: stack.enter_context(EchoServer(mode)) for mode in ("refuse-200", "refuse-403", "die")}
         if tls_context is not None:
             backends["tls"] = stack.enter_context(EchoServer("echo", tls=tls_context))
-        rendering = config.render(
-            preset,
-            apache=release,
-            distro=trees.rendering_distro(layout),
-            backends=_preset_backends(preset, members),
-            prefer=style,
-        )
+        try:
+            rendering = config.render(
+                preset,
+                apache=release,
+                distro=trees.rendering_distro(layout),
+                backends=_preset_backends(preset, members),
+                prefer=style,
+            )
+        except BadInput as error:
+            raise CannotRender(error.message, hint=error.hint) from None
         routes = verify_routes(backends, style, tls_ca)
         port = free_port()
         tls_port = free_port() if has_ssl else None
@@ -776,6 +783,14 @@ def running_proxy(
         yield Proxy(target, server, style.value, layout)
 
 
+def check_names(checks: Sequence[str] | None) -> list[str]:
+    names = list(checks or CHECKS)
+    unknown = [name for name in names if name not in CHECKS]
+    if unknown:
+        raise BadInput(f"unknown check(s): {', '.join(unknown)}", hint="checks: " + ", ".join(CHECKS))
+    return names
+
+
 def run(
     httpd: Httpd,
     *,
@@ -788,10 +803,7 @@ def run(
     progress: Progress | None = None,
 ) -> VerifyReport:
     progress = progress or Progress()
-    names = list(checks or CHECKS)
-    unknown = [name for name in names if name not in CHECKS]
-    if unknown:
-        raise BadInput(f"unknown check(s): {', '.join(unknown)}", hint="checks: " + ", ".join(CHECKS))
+    names = check_names(checks)
     with running_proxy(
         httpd, preset=preset, module=module, prefer=prefer, layout=layout, edit=edit, progress=progress
     ) as proxy:
@@ -821,13 +833,14 @@ def run_presets(
     progress: Progress | None = None,
 ) -> list[VerifyReport]:
     """One report per preset; a preset the release cannot render is a failed report that says why."""
+    check_names(checks)
     reports = []
     for preset in presets:
         try:
             reports.append(
                 run(httpd, preset=preset, module=module, checks=checks, prefer=prefer, layout=layout, progress=progress)
             )
-        except BadInput as error:
+        except CannotRender as error:
             report = VerifyReport(
                 str(httpd.version),
                 str(httpd.binary),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ from click.testing import CliRunner
 
 from apachews import echo, verify
 from apachews.cli import main
-from apachews.httpd import Httpd
+from apachews.distros import trees
+from apachews.httpd import Httpd, free_port
 
 
 def _apache_children() -> set[int]:
@@ -22,7 +24,7 @@ def _apache_children() -> set[int]:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"apachews-root-" in cmdline:
+            if b"apachews-root-" in cmdline or b"apachews-verify-" in cmdline:
                 mine.add(int(entry.name))
     return mine
 
@@ -37,25 +39,78 @@ def test_full_suite_is_green_on_the_system_apache(system_httpd: Httpd) -> None:
 
 
 def test_stock_wstunnel_style_is_green_too(system_httpd: Httpd) -> None:
-    report = verify.run(system_httpd, prefer="wstunnel", checks=["handshake", "echo-binary", "refuse-403"])
+    report = verify.run(system_httpd, prefer="wstunnel", checks=["handshake", "echo-binary", "refuse-403", "idle"])
     assert report.ok, report.table()
-    assert report.tunnelling == "mod_proxy_wstunnel"
+    assert report.tunnelling == "wstunnel"
 
 
-def test_checks_go_red_when_ws_points_at_a_refusing_backend(
-    system_httpd: Httpd, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real = verify.proxy_snippets
+def test_the_system_apache_is_verified_in_its_own_layout(system_httpd: Httpd) -> None:
+    if trees.default_layout(system_httpd) != "debian":
+        pytest.skip("the system Apache is not Debian's apache2")
+    with verify.running_proxy(system_httpd, preset="gateone") as proxy:
+        conf_root = proxy.server.server_root
+        assert (conf_root / "sites-enabled" / "000-default.conf").is_symlink()  # the stock <VirtualHost>
+        assert (conf_root / "mods-enabled" / "reqtimeout.load").is_symlink()  # mod_reqtimeout as shipped
+        assert (conf_root / "conf-enabled" / "apachews-gateone.conf").is_symlink()  # like a2enconf
 
-    def misrouted(apache, preset, backends, prefer):
-        return real(apache, preset, {**backends, "echo": backends["refuse-403"]}, prefer)
 
-    monkeypatch.setattr(verify, "proxy_snippets", misrouted)
-    report = verify.run(system_httpd, checks=["handshake", "echo-text", "error-log-clean"])
+def _edit_routes(old: str, new: str):
+    def edit(files: dict[str, str]) -> dict[str, str]:
+        return {name: text.replace(old, new) for name, text in files.items()}
+
+    return edit
+
+
+def test_checks_go_red_when_the_route_points_at_a_dead_backend(system_httpd: Httpd) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    report = verify.run(
+        system_httpd,
+        checks=["handshake", "echo-text", "error-log-clean"],
+        edit=lambda files: {n: re.sub(r"127\.0\.0\.1:\d+\"", f'{dead}"', t) for n, t in files.items()},
+    )
     results = {check.name: check.passed for check in report.checks}
     assert results == {"handshake": False, "echo-text": False, "error-log-clean": True}
     assert not report.ok and report.error_log is not None and report.error_log.exists()
     assert not _apache_children()
+
+
+def test_app_routes_goes_red_on_a_double_slash(system_httpd: Httpd) -> None:
+    # What apachews rendered before: <Location "/vnc"> with ProxyPass "http://host:port/" (//vnc.html).
+    good = verify.run(system_httpd, preset="novnc", checks=["app-routes"])
+    assert good.ok, good.table()
+    report = verify.run(
+        system_httpd, preset="novnc", checks=["app-routes"], edit=lambda files: _slash_after_port(files)
+    )
+    assert not report.ok
+    assert "backend got GET //vnc.html" in report.checks[0].detail
+
+
+def _slash_after_port(files: dict[str, str]) -> dict[str, str]:
+    return {name: re.sub(r'(ProxyPass(?:Reverse)? "http://127\.0\.0\.1:\d+)"', r'\1/"', t) for name, t in files.items()}
+
+
+def test_config_clean_goes_red_on_a_worker_sharing_warning(system_httpd: Httpd) -> None:
+    def share(files: dict[str, str]) -> dict[str, str]:
+        out = dict(files)
+        for name, text in files.items():
+            match = re.search(r'ProxyPass "(http://127\.0\.0\.1:\d+)/?"', text)
+            if match:  # a second route into the same worker, with a parameter it cannot have
+                out[name] = (
+                    text
+                    + f'<Location "/shared">\n    ProxyPass "{match.group(1)}/shared" upgrade=websocket\n</Location>\n'
+                )
+        return out
+
+    report = verify.run(system_httpd, preset="gateone", checks=["config-clean"], edit=share)
+    assert not report.ok and "AH01146" in report.checks[0].detail
+
+
+def test_tls_backend_goes_red_without_sslproxyengine(system_httpd: Httpd) -> None:
+    if not system_httpd.has_module("ssl"):
+        pytest.skip("no mod_ssl in the system Apache")
+    report = verify.run(system_httpd, checks=["tls-backend"], edit=_edit_routes("SSLProxyEngine on", ""))
+    assert not report.ok, report.table()
+    assert verify.run(system_httpd, checks=["tls-backend", "tls-front"]).ok
 
 
 def test_abrupt_disconnect_goes_red_when_backend_sockets_linger(
@@ -85,8 +140,9 @@ def test_cli_json_and_exit_codes(system_httpd: Httpd) -> None:
     assert missing.exit_code == 2
 
 
-def test_nothing_left_behind(system_httpd: Httpd) -> None:
+@pytest.mark.parametrize("layout", ["bare", "debian"])
+def test_nothing_left_behind(system_httpd: Httpd, layout: str) -> None:
     before = set(os.listdir("/tmp"))
-    verify.run(system_httpd, checks=["echo-text"])
-    assert not [name for name in set(os.listdir("/tmp")) - before if name.startswith("apachews-root-")]
+    verify.run(system_httpd, checks=["echo-text"], layout=layout)
+    assert not [n for n in set(os.listdir("/tmp")) - before if n.startswith(("apachews-root-", "apachews-verify-"))]
     assert not _apache_children()
