@@ -64,18 +64,25 @@ class ApxsBuild:
     output: str
 
 
-def build_with_apxs(out_dir: Path, apxs: str = "apxs", extra_cflags: Sequence[str] = ()) -> ApxsBuild:
-    """Compile the module against an installed httpd's headers (apache2-dev / httpd-devel) with -Wall."""
+def build_with_apxs(
+    out_dir: Path, apxs: str = "apxs", extra_cflags: Sequence[str] = (), source: str | None = None
+) -> ApxsBuild:
+    """Compile the module against an installed httpd's headers (apache2-dev / httpd-devel) with -Wall.
+
+    `source`: C text to build instead of module/mod_proxy_wstunnel.c (the tests build earlier revisions)."""
     if shutil.which(apxs) is None:
         raise BadInput(f"{apxs} not found", hint="apt-get install apache2-dev (or yum install httpd-devel)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="apachews-apxs-") as scratch:
-        source = Path(scratch) / SOURCE_NAME
-        shutil.copy(source_path(), source)
+        source_file = Path(scratch) / SOURCE_NAME
+        if source is None:
+            shutil.copy(source_path(), source_file)
+        else:
+            source_file.write_text(source)
         flags = [f"-Wc,{flag}" for flag in ("-Wall", *extra_cflags)]
         result = subprocess.run(
-            [apxs, "-c", *flags, str(source)], cwd=scratch, capture_output=True, text=True, check=False
+            [apxs, "-c", *flags, str(source_file)], cwd=scratch, capture_output=True, text=True, check=False
         )
         output = result.stdout + result.stderr
         if result.returncode != 0:

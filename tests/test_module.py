@@ -15,6 +15,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from apachews import config, module, verify
+from apachews.distros import trees
 from apachews.echo import EchoServer
 from apachews.httpd import Httpd, ServerRoot
 
@@ -74,25 +75,71 @@ def test_creation_patch_follows_the_source() -> None:
     assert module.creation_patch(module.source_text() + "/* edited */\n") != module.creation_patch()
 
 
+# The module as it was before it removed mod_reqtimeout's filter (this repository's own history).
+BEFORE_REQTIMEOUT_FIX = "c0d4121"
+
+
+@pytest.fixture(scope="module")
+def built_before_fix(tmp_path_factory: pytest.TempPathFactory) -> module.ApxsBuild:
+    repo = Path(__file__).resolve().parent.parent
+    old = subprocess.run(
+        ["git", "-C", str(repo), "show", f"{BEFORE_REQTIMEOUT_FIX}:module/{module.SOURCE_NAME}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if old.returncode != 0:
+        pytest.skip(f"no git history with {BEFORE_REQTIMEOUT_FIX} here: {old.stderr.strip()}")
+    return module.build_with_apxs(tmp_path_factory.mktemp("apxs-old"), source=old.stdout)
+
+
 def test_full_suite_with_our_module_in_apache_24(built: module.ApxsBuild, system_httpd: Httpd) -> None:
     report = verify.run(system_httpd, module=built.so)
-    assert report.tunnelling == "mod_proxy_wstunnel"
+    assert report.tunnelling == "apachews"
     assert report.ok, report.table()
     reset = next(check for check in report.checks if check.name == "abrupt-disconnect")
     assert reset.figure is not None and reset.figure < 1.0
 
 
+def test_idle_sessions_outlive_mod_reqtimeout_in_debians_layout(
+    built: module.ApxsBuild, built_before_fix: module.ApxsBuild, system_httpd: Httpd
+) -> None:
+    # Debian enables mod_reqtimeout (body=10, lowered to 2 s by verify): the module before the fix let it
+    # end every tunnel whose client spoke after a silence (AH01382).
+    fixed = verify.run(system_httpd, module=built.so, layout="debian", checks=["idle"])
+    assert fixed.ok, fixed.table()
+    before = verify.run(system_httpd, module=built_before_fix.so, layout="debian", checks=["idle"])
+    assert not before.ok and "client first" in before.checks[0].detail, before.table()
+
+
 @pytest.mark.parametrize("preset", [p.name for p in config.list_presets()])
 def test_every_preset_tunnels_through_our_module(built: module.ApxsBuild, system_httpd: Httpd, preset: str) -> None:
-    # balancer: our module as the member scheme of mod_proxy_balancer; mixed/jupyter: via mod_rewrite [P].
-    checks = ["handshake", "echo-binary", "refuse-403", "abrupt-disconnect", "error-log-clean"]
+    # In Debian's own layout: balancer with our module as the member scheme; mixed, jupyter and code-server on
+    # one http:// route with ProxyWebsocketUpgrade.
+    checks = ["config-clean", "handshake", "echo-binary", "refuse-403", "abrupt-disconnect", "idle", "app-routes"]
+    checks += ["tls-front", "error-log-clean"]
     report = verify.run(system_httpd, preset=preset, module=built.so, checks=checks)
     assert report.ok, report.table()
+    assert report.layout == trees.default_layout(system_httpd)
+
+
+def test_upstream_style_idle_timeout_syntax_is_accepted(built: module.ApxsBuild, system_httpd: Httpd) -> None:
+    snippet = (
+        "LoadModule proxy_module modules/mod_proxy.so\n"
+        "ProxyWebsocketIdleTimeout 300\n"
+        '<Location "/ws">\n    ProxyPass "ws://127.0.0.1:1/"\n    ProxyWebsocketIdleTimeout 500ms\n</Location>\n'
+    )
+    with ServerRoot(system_httpd, {"idle.conf": snippet}, extra_modules={"proxy_wstunnel": built.so}) as root:
+        assert root.syntax_check().clean
+    bad = snippet.replace("500ms", "5x")  # httpd's own parser takes "soon" for 0 s, as upstream does
+    with ServerRoot(system_httpd, {"idle.conf": bad}, extra_modules={"proxy_wstunnel": built.so}) as root:
+        result = root.syntax_check()
+    assert not result.ok and "ProxyWebsocketIdleTimeout" in (result.error or "")
 
 
 def test_idle_timeout_closes_a_quiet_tunnel(built: module.ApxsBuild, system_httpd: Httpd) -> None:
     rendering = config.render(
-        "generic", apache=str(system_httpd.version), backends=["ws://127.0.0.1:1/"], prefer="wstunnel"
+        "generic", apache=str(system_httpd.version), backends=["ws://127.0.0.1:1/"], prefer="apachews"
     )
 
     async def idle_then_read(url: str) -> float:
