@@ -130,9 +130,10 @@ def _key_header() -> str:
 class Stream:
     """A socket with a read buffer: HTTP heads and WebSocket frames, whatever the TCP pieces."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, client: bool = True) -> None:
         self.sock = sock
         self.buf = b""
+        self.client = client  # a client answers the backend's pings (websockets pings every 20 s)
 
     def _recv(self) -> bytes:
         return self.sock.recv(65536)
@@ -169,6 +170,14 @@ class Stream:
         return status, headers, lines[0]
 
     def read_frame(self) -> tuple[int, bytes]:
+        while True:
+            opcode, payload = self._read_one_frame()
+            if not self.client or opcode not in (0x9, 0xA):
+                return opcode, payload
+            if opcode == 0x9:
+                self.send(ws_frame(payload, 0xA))
+
+    def _read_one_frame(self) -> tuple[int, bytes]:
         first, second = self.read_exact(2)
         size = second & 0x7F
         if size == 126:
@@ -373,7 +382,7 @@ class RawBackend:
         sock.settimeout(30)
         with self._lock:
             self._open.add(sock)
-        stream = Stream(sock)
+        stream = Stream(sock, client=False)
         try:
             _, headers, line = stream.read_head()
             self.requests.append(line)
@@ -612,7 +621,7 @@ def _certificate(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def _listeners(httpd: Httpd, tls: tuple[Path, Path] | None, tls_port: int, rq_port: int | None) -> str:
+def _listeners(tls: tuple[Path, Path] | None, tls_port: int, rq_port: int | None) -> str:
     lines = []
     if tls:
         lines += [
@@ -677,7 +686,7 @@ def running_target(spec: TargetSpec, settings: Settings, progress: Progress) -> 
         snippets = {
             "00-torture-routes.conf": _routes(spec, ports),
             **rendering.files,
-            "99-torture-listeners.conf": _listeners(spec.httpd, tls, tls_port, rq_port),
+            "99-torture-listeners.conf": _listeners(tls, tls_port, rq_port),
         }
         extra = {"proxy_wstunnel": spec.module} if spec.module else None
         progress.step(f"starting Apache {spec.httpd.version} for {spec.label}")

@@ -37,7 +37,8 @@ def main() -> None:
     args = parser.parse_args()
     server = httpd.locate()
     settings = torture.Settings.heavy() if args.heavy else torture.Settings()
-    cases = args.case or [*torture.DEFAULT_CASES[:-1], "soak", "error-log-clean"]
+    # The soak first: its RSS baseline is then a fresh server's, not what the endless refusal left behind.
+    cases = args.case or ["soak", *torture.DEFAULT_CASES]
     print(f"Apache {server.version} ({server.binary}); {os.cpu_count()} CPUs; settings {vars(settings)}")
     with tempfile.TemporaryDirectory() as scratch:
         so = os.environ.get("APACHEWS_BENCH_MODULE") or torture.build_module(Path(scratch))

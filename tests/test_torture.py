@@ -86,9 +86,10 @@ def test_defect_2_endless_refusal_bounded(target: torture.Context) -> None:
     _case(target, "slow-reader-forever")
 
 
-# Defect 3 (starvation under a flood) is a latency figure: benchmarks/torture_bench.py prints it per target
-# (flood-starvation row). As a test it would be a timed assertion, and on this 2-core machine the issue-18
-# module's worst delay (0.6 s over 3 s) sits too close to stock's (0.26-0.35 s) for a bound to separate them.
+# Defect 3 (starvation under a flood) has no test: it is a latency figure, printed per target by
+# benchmarks/torture_bench.py (flood-starvation row). Measured here, the issue-18 module's worst delay over a
+# 10 s flood was 0.8 to 2.8 s from run to run (stock: 0.2 to 0.35 s); over 3 s, 0.6 s. No bound separates
+# them reliably on a shared 2-core machine, and a timed assertion that flakes proves nothing.
 
 
 def test_defect_4_half_close(target: torture.Context) -> None:

@@ -40,7 +40,8 @@ def torture_command(
     """Run the torture cases (issue 18) against each target and print one table, case x target."""
     server = httpd.locate(binary=binary)
     kinds = kinds or (("stock-http", "stock-ws", "apachews") if server.version >= Version(2, 4, 47) else ("apachews",))
-    names = list(cases) or torture.DEFAULT_CASES[:-1] + (["soak"] if soak else []) + ["error-log-clean"]
+    # The soak first: its RSS baseline is then a fresh server's, not what the endless refusal left behind.
+    names = list(cases) or (["soak"] if soak else []) + torture.DEFAULT_CASES
     settings = torture.Settings.heavy() if heavy else torture.Settings()
     with tempfile.TemporaryDirectory(prefix="apachews-torture-") as scratch:
         so = module or (torture.build_module(Path(scratch)) if "apachews" in kinds else None)
