@@ -149,11 +149,15 @@ def _plain(
             f"{httpd.binary} has no install prefix with its own conf/httpd.conf",
             hint="--layout plain is for a build (--dist); use --layout debian or bare here",
         )
-    for sub in ("conf", "logs", "run"):
+    # The release's conf/ as installed (mime.types, extra/), its modules, and fresh logs and htdocs.
+    shutil.copytree(own.parent, root / "conf", symlinks=True)
+    for sub in ("logs", "run", "htdocs"):
         (root / sub).mkdir()
     (root / "modules").symlink_to(httpd.modules_dir)
     text = own.read_text(errors="replace")
     text = re.sub(r"^\s*ServerRoot\s.*$", f'ServerRoot "{root}"', text, flags=re.MULTILINE)
+    # The build was installed elsewhere than its prefix: the document root moves into the tree.
+    text = re.sub(r"^\s*DocumentRoot\s.*$", f'DocumentRoot "{root}/htdocs"', text, flags=re.MULTILINE)
     text = re.sub(r"^\s*Listen\s.*$", f"Listen 127.0.0.1:{port}", text, flags=re.MULTILINE)
     if os.geteuid() != 0:
         text = re.sub(r"^\s*(User|Group)\s.*$", "", text, flags=re.MULTILINE)
