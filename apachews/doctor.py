@@ -331,7 +331,8 @@ def examine(
     info = parse_v(v.stdout + v.stderr)
     version = str(info["version"])
     defines: dict[str, str] = info["defines"]  # type: ignore[assignment]
-    loaded = parse_m(run_control(control, "-M").stdout)
+    modules = run_control(control, "-M")
+    loaded = parse_m(modules.stdout)
     server_root, config_file, run_cfg, includes = locate_config(control, version, defines, config_file)
     distro, conf_root = detect_distro(server_root, config_file)
 
@@ -386,6 +387,9 @@ def examine(
     if apxs_path:
         report.apxs = inspect_apxs(apxs_path, version, report.mmn)
     _advise(report)
+    if not loaded:  # -M parses the whole config: a broken one tells us nothing about modules
+        said = (modules.stderr or modules.stdout).strip().splitlines()
+        report.warnings.insert(0, f"`{control} -M` failed ({said[-1] if said else 'no output'}): fix the config first")
     return report
 
 

@@ -158,6 +158,20 @@ class InstallResult:
         return "\n".join(lines)
 
 
+def loaded_from(config_files: Sequence[str], module: str) -> str | None:
+    """file:line of the first active `LoadModule <module>` in the server's config files."""
+    for name in config_files:
+        try:
+            lines = Path(name).read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for number, line in enumerate(lines, 1):
+            words = line.split()
+            if len(words) >= 2 and words[0].lower() == "loadmodule" and words[1] == module:
+                return f"{name}:{number}"
+    return None
+
+
 def manifest_path(states: Path, conf_root: str, preset: str) -> Path:
     tag = hashlib.sha256(conf_root.encode()).hexdigest()[:12]
     return states / f"install-{preset}-{tag}.json"
@@ -199,6 +213,15 @@ def install(
         allow=allow,
         prefer=prefer,
     )
+    if module is not None and report.distro in ("generic", "gentoo"):
+        # Their main config loads modules before any file we add: a mod_proxy_wstunnel it loads would win.
+        loaded_by = loaded_from(report.config_files, "proxy_wstunnel_module")
+        if loaded_by:
+            raise BadInput(
+                f"{loaded_by} already loads a mod_proxy_wstunnel, which would be used instead of {module}",
+                hint="comment out that LoadModule line (install then loads the given module), "
+                "or leave out --module to keep the loaded one",
+            )
     conf_root = Path(report.conf_root)
     modules_dir = Path(modules_dir) if modules_dir else Path(report.modules_dir) if report.modules_dir else None
     layout = distros.get(report.distro)

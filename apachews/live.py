@@ -34,6 +34,7 @@ _CONF_NAME = {  # where the temporary vhost goes in each layout (2.2 Debian: con
     "generic": "apachews-live-verify.conf",  # Include line appended to the main config
 }
 ERROR_LOG_CHECK = "error-log-clean"
+LIVE_PATH = "/apachews-live/ws"
 IDLE_LIMIT = 50  # seconds of silence at most in the idle check (each check has 60 s)
 
 
@@ -42,9 +43,16 @@ def live_rendering(
 ) -> tuple[config.Rendering, str, str]:
     """A rendering holding one temporary vhost on 127.0.0.1:port with verify's routes; modules the server
     has not loaded yet stay in `modules` (Debian enables them) or as guarded LoadModule lines outside it."""
-    snippets, tunnelling, ws_path = verify.proxy_snippets(report.version, "generic", backends, prefer)
+    snippets, tunnelling, _ = verify.proxy_snippets(report.version, "generic", backends, prefer)
     routes = snippets.pop(next(name for name in snippets if "verify-routes" in name))
-    (generic,) = snippets.values()
+    # The echo route at a path of its own: on 2.2, mod_proxy tries the main server's ProxyPass rules before a
+    # vhost's, so a preset installed at /ws (verify's usual path) would take the requests.
+    preset = config.render(
+        "generic", apache=report.version, distro="generic", backends=[backends["echo"].url], path=LIVE_PATH,
+        prefer=prefer,
+    )  # fmt: skip
+    (generic,) = preset.files.values()
+    ws_path = preset.websocket_paths[0]
     guarded = {match.group(1): match.group(0) for match in _GUARDED_LOAD.finditer(generic)}
     needed = [name for name in guarded if f"{name}_module" not in report.loaded_modules]
     proxy_conf = _GUARDED_LOAD.sub("", generic)

@@ -225,3 +225,151 @@ def build_deb(
             raise JobFailed("dpkg-deb could not build the package", hint=(result.stdout + result.stderr)[-2000:])
         staged.replace(target)
     return DebPackage(target, PACKAGE, version, depends, sorted(files))
+
+
+# -- rpm (RHEL, CentOS, Fedora) -------------------------------------------------------------------------------
+RPM_NAME = "mod_proxy_wstunnel_apachews"
+RPM_MODULES = "/usr/lib64/httpd/modules"
+# "00-apachews-..." sorts before RHEL's own 00-proxy.conf: our module is the proxy_wstunnel_module that loads.
+RPM_LOAD_CONF = "/etc/httpd/conf.modules.d/00-apachews-proxy_wstunnel.conf"
+_RPM_RELOAD = (
+    'pid=/var/run/httpd/httpd.pid; if [ -s "$pid" ] && kill -0 "$(cat "$pid")" 2>/dev/null; then '
+    "/usr/sbin/apachectl -t >/dev/null 2>&1 && /usr/sbin/apachectl graceful >/dev/null 2>&1 || :; fi"
+)
+_SPEC = """Name: {name}
+Version: {version}
+Release: 1
+Summary: WebSocket tunnelling for Apache httpd (apachews mod_proxy_wstunnel)
+License: Apache-2.0
+Requires: httpd-mmn = {mmn}
+AutoReqProv: no
+
+%description
+The apachews mod_proxy_wstunnel built with apxs against Apache {headers} headers (module ABI {mmn}),
+loaded from {load_conf}{preset_note}.
+
+%install
+mkdir -p %{{buildroot}}
+cp -a {payload}/. %{{buildroot}}/
+
+%files
+%attr(0755,root,root) {modules}/{module_file}
+%config(noreplace) {load_conf}
+{conf_line}
+%post
+{reload}
+
+%postun
+if [ "$1" = 0 ]; then {reload}; fi
+"""
+
+
+@dataclass
+class RpmPackage:
+    path: Path
+    package: str
+    version: str
+    requires: str
+    files: list[str]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "rpm": str(self.path),
+            "package": self.package,
+            "version": self.version,
+            "requires": self.requires,
+            "files": self.files,
+        }
+
+    def text(self) -> str:
+        return "\n".join(
+            [
+                f"Built {self.path} ({self.package} {self.version}, Requires: {self.requires})",
+                *(f"  {name}" for name in self.files),
+                f"Install: rpm -i {self.path.name} (or yum localinstall)    Remove: rpm -e {self.package}",
+            ]
+        )
+
+
+def build_rpm(
+    module_so: Path,
+    out_dir: Path,
+    *,
+    preset: str | None = None,
+    backends: Sequence[str] = (),
+    path: str | None = None,
+    allow: Sequence[str] = (),
+    apxs: str | None = None,
+) -> RpmPackage:
+    """Build an .rpm with rpmbuild for the RHEL layout. The module should come from that server's own apxs
+    (httpd-devel): the package carries whatever .so it is given, for the ABI apxs' headers name."""
+    module_so = Path(module_so)
+    if not module_so.is_file():
+        raise BadInput(f"no module at {module_so}", hint="apachews build --apxs $(which apxs)")
+    if shutil.which("rpmbuild") is None:
+        raise BadInput("rpmbuild not found", hint="apt-get install rpm (Debian) or dnf install rpm-build")
+    mmn, headers = _mmn_major(apxs)
+    release = headers
+    modules = ["proxy", "proxy_wstunnel"]
+    conf: tuple[str, str] | None = None
+    if preset:
+        rendering = config.render(
+            preset, apache=release, distro="rhel", backends=backends, path=path, allow=allow, prefer=module_style()
+        )
+        modules = rendering.modules
+        (name,) = [n for n in rendering.files if n.startswith("conf.d/")]
+        conf = (f"/etc/httpd/{name}", rendering.files[name])
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="apachews-rpm-") as scratch:
+        top, payload = Path(scratch) / "top", Path(scratch) / "payload"
+        files = {
+            f"{RPM_MODULES}/{MODULE_FILE}": module_so.read_bytes(),
+            RPM_LOAD_CONF: load_file(modules, Path(RPM_MODULES)).replace(PACKAGE, RPM_NAME).encode(),
+        }
+        if conf:
+            files[conf[0]] = conf[1].encode()
+        for name, data in files.items():
+            (payload / name.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            (payload / name.lstrip("/")).write_bytes(data)
+        spec = Path(scratch) / f"{RPM_NAME}.spec"
+        spec.write_text(
+            _SPEC.format(
+                name=RPM_NAME,
+                version=__version__,
+                mmn=mmn,
+                headers=headers,
+                load_conf=RPM_LOAD_CONF,
+                preset_note=f" with the {preset} preset in {conf[0]}" if conf else "",
+                payload=payload,
+                modules=RPM_MODULES,
+                module_file=MODULE_FILE,
+                conf_line=f"%config(noreplace) {conf[0]}\n" if conf else "",
+                reload=_RPM_RELOAD,
+            )
+        )
+        result = subprocess.run(
+            [
+                "rpmbuild",
+                "-bb",
+                "--define",
+                f"_topdir {top}",
+                "--define",
+                "debug_package %{nil}",
+                # no strip or other post-processing: the module ships byte for byte as built, as in the .deb
+                "--define",
+                "__os_install_post %{nil}",
+                str(spec),
+            ],  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        built = sorted((top / "RPMS").glob("*/*.rpm")) if result.returncode == 0 else []
+        if not built:
+            raise JobFailed("rpmbuild could not build the package", hint=(result.stdout + result.stderr)[-2000:])
+        target = out_dir / built[0].name
+        staged = out_dir / f".{target.name}.tmp"
+        shutil.copyfile(built[0], staged)
+        staged.replace(target)
+    return RpmPackage(target, RPM_NAME, f"{__version__}-1", f"httpd-mmn = {mmn}", sorted(files))

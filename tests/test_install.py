@@ -23,11 +23,13 @@ import pytest
 from click.testing import CliRunner
 from websockets.asyncio.client import connect
 
-from apachews import config, distros, doctor, install, live, serverbuild, verify
+from apachews import build, catalogue, config, distros, doctor, install, live, serverbuild, verify
 from apachews.cli import main
 from apachews.distros import placement
 from apachews.echo import EchoServer
 from apachews.errors import BadInput
+from apachews.plan import BuildPlan
+from apachews.sources import SourceOptions
 from tests import debian_tree
 
 pytestmark = pytest.mark.skipif(debian_tree.available() is not None, reason=str(debian_tree.available()))
@@ -246,3 +248,71 @@ def test_live_verify_restores_the_config_on_ctrl_c(server) -> None:
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", temporary_port), timeout=2).close()
     assert debian_tree.wait_for_port(server.port, 2)
+
+
+# -- a vanilla 2.2 server (the generic layout, no DUMP_RUN_CFG): built from the release tag -----------------
+@pytest.fixture(scope="module")
+def httpd22(base_image: str, httpd_git: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An Apache 2.2.31 install (`apachews build --with-httpd`), with our backport module beside it."""
+    out = tmp_path_factory.mktemp("dist22")
+    plan = BuildPlan(catalogue.load().get("2.2.31"), source=SourceOptions(git=httpd_git), with_httpd=True, out_dir=out)
+    return build.build(plan).dist
+
+
+BUILT_PREFIX = "/opt/apachews/httpd"  # where `apachews build` installs httpd in its container
+
+
+def _vanilla_server(dist: Path, root: Path) -> tuple[Path, Path, int]:
+    """A copy of the built install run from root: its own httpd.conf on a free port, an apachectl wrapper that
+    passes -d (2.2's -V shows only the compiled-in root, so doctor gets the config file with --config)."""
+    prefix = root / "httpd"
+    shutil.copytree(dist / "httpd", prefix, symlinks=True)
+    conf = prefix / "conf" / "httpd.conf"
+    port = debian_tree.free_port()
+    for extra in (prefix / "conf" / "extra").glob("*.conf"):  # the install's own paths, where it now is
+        extra.write_text(extra.read_text().replace(BUILT_PREFIX, str(prefix)))
+    text = conf.read_text().replace(BUILT_PREFIX, str(prefix))
+    text = re.sub(r"(?m)^Listen .*$", f"Listen 127.0.0.1:{port}", text)
+    text = text.replace("#Include conf/extra/httpd-mpm.conf", "Include conf/extra/httpd-mpm.conf")
+    if os.geteuid() == 0:
+        text = re.sub(r"(?m)^User .*$", "User nobody", text)
+        text = re.sub(r"(?m)^Group .*$", "Group nogroup", text)
+    conf.write_text(text + "ServerName 127.0.0.1\n")
+    ctl = root / "apachectl"
+    ctl.write_text(f'#!/bin/sh\nLD_LIBRARY_PATH="{prefix}/lib" exec "{prefix}/bin/httpd" -d "{prefix}" "$@"\n')
+    ctl.chmod(0o755)
+    return ctl, conf, port
+
+
+def test_vanilla_22_doctor_install_live_verify_uninstall(httpd22: Path, tmp_path: Path) -> None:
+    ctl, conf, port = _vanilla_server(httpd22, tmp_path)
+    prefix = conf.parent.parent
+    trees = (prefix / "conf", prefix / "modules")
+    before = {tree: debian_tree.snapshot(tree) for tree in trees}
+    report = doctor.examine(ctl, config_file=conf)
+    assert (report.version, report.distro, report.mpm) == ("2.2.31", "generic", "prefork")
+    assert report.server_root == str(prefix) and report.modules_dir == str(prefix / "modules")
+    assert report.max_workers == 150 and report.max_workers_source == "MaxClients 150"  # extra/httpd-mpm.conf
+    assert report.needs.startswith("the apachews mod_proxy_wstunnel (Apache 2.2.31 has none)")
+    subprocess.run([str(ctl), "-k", "start"], check=True, capture_output=True)
+    try:
+        assert debian_tree.wait_for_port(port, 15)
+        states = tmp_path / "state"
+        module = httpd22 / "modules" / "mod_proxy_wstunnel.so"
+        # The built install loads its own mod_proxy_wstunnel first: install says so rather than be ignored...
+        with pytest.raises(BadInput, match="already loads a mod_proxy_wstunnel"):
+            install.install("generic", apachectl=ctl, config_file=conf, module=module, states=states)
+        # ...and the admin comments it out, as the hint says.
+        load = "LoadModule proxy_wstunnel_module modules/mod_proxy_wstunnel.so"
+        conf.write_text(conf.read_text().replace(load, f"#{load}"))
+        before[prefix / "conf"] = debian_tree.snapshot(prefix / "conf")
+        done = install.install("generic", apachectl=ctl, config_file=conf, module=module, states=states)
+        assert done.reloaded and conf.read_text().endswith(f'Include "{prefix / "conf" / "apachews-generic.conf"}"\n')
+        pid = int((prefix / "logs" / "httpd.pid").read_text())
+        assert str(prefix / "modules" / placement.MODULE_FILE) in _mapped(pid)
+        report = live.live_verify(ctl, config_file=conf)
+        assert report.ok, report.table()
+        install.uninstall(apachectl=ctl, config_file=conf, states=states)
+        assert {tree: debian_tree.snapshot(tree) for tree in trees} == before
+    finally:
+        subprocess.run([str(ctl), "-k", "stop"], capture_output=True)

@@ -100,3 +100,37 @@ def test_deb_installs_loads_and_removes_cleanly(tmp_path, built_module, system_g
 
 def _arch() -> str:
     return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("rpmbuild") is None, reason="no rpmbuild (apt-get install rpm)")
+def test_rpm_carries_the_module_and_its_config_and_erases_cleanly(tmp_path, built_module) -> None:
+    """No RHEL server here: the rpm is checked for what it carries and requires, then installed into and
+    erased from a throwaway root with rpm itself (scripts off: they would reload a RHEL httpd)."""
+    result = CliRunner().invoke(
+        main, ["--json", "package", "--rpm", "--module", str(built_module), "--preset", "gateone", "-o", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    rpm = next(tmp_path.glob("*.rpm"))
+    listed = subprocess.run(["rpm", "-qpl", str(rpm)], capture_output=True, text=True, check=True).stdout.split()
+    assert listed == [
+        "/etc/httpd/conf.d/apachews-gateone.conf",
+        package.RPM_LOAD_CONF,
+        f"{package.RPM_MODULES}/mod_proxy_wstunnel_apachews.so",
+    ]
+    requires = subprocess.run(["rpm", "-qpR", str(rpm)], capture_output=True, text=True, check=True).stdout
+    mmn = package._mmn_major(None)[0]
+    assert f"httpd-mmn = {mmn}" in requires
+    root = tmp_path / "root"
+    root.mkdir()
+    rpm_root = ["rpm", "--root", str(root), "--dbpath", "/rpmdb"]
+    subprocess.run([*rpm_root, "--initdb"], check=True, capture_output=True)
+    before = debian_tree.snapshot(root)
+    subprocess.run([*rpm_root, "-i", "--nodeps", "--noscripts", str(rpm)], check=True, capture_output=True)
+    installed = root / package.RPM_MODULES.lstrip("/") / "mod_proxy_wstunnel_apachews.so"
+    assert installed.read_bytes() == built_module.read_bytes()
+    load = (root / package.RPM_LOAD_CONF.lstrip("/")).read_text()
+    assert f"LoadModule proxy_wstunnel_module {package.RPM_MODULES}/mod_proxy_wstunnel_apachews.so" in load
+    subprocess.run([*rpm_root, "-e", "--noscripts", package.RPM_NAME], check=True, capture_output=True)
+    # Every file it brought is gone (the directories belong to httpd's own package on a real RHEL).
+    left = {k for k, v in debian_tree.snapshot(root).items() if not k.startswith("rpmdb") and v[0] != "dir"}
+    assert left == {k for k, v in before.items() if not k.startswith("rpmdb") and v[0] != "dir"} == set()

@@ -14,6 +14,7 @@ from apachews.errors import BadInput
 
 @command(main, "package")
 @click.option("--deb", is_flag=True, help="Build a Debian package with dpkg-deb.")
+@click.option("--rpm", is_flag=True, help="Build an RPM for the RHEL layout with rpmbuild.")
 @click.option(
     "--module",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -29,6 +30,7 @@ from apachews.errors import BadInput
 def package_command(
     session: Session,
     deb: bool,
+    rpm: bool,
     module: Path,
     preset: str | None,
     backends: tuple[str, ...],
@@ -38,7 +40,8 @@ def package_command(
     output: Path,
 ) -> Result:
     """Package the module (and a preset's config) so dpkg installs, enables and removes it cleanly."""
-    if not deb:
-        raise BadInput("which package format?", hint="--deb (dpkg-deb); rpm is not supported yet")
-    built = package.build_deb(module, output, preset=preset, backends=backends, path=path, allow=allow, apxs=apxs)
+    if deb == rpm:
+        raise BadInput("which package format?", hint="give one of --deb (dpkg-deb) or --rpm (rpmbuild)")
+    build = package.build_deb if deb else package.build_rpm
+    built = build(module, output, preset=preset, backends=backends, path=path, allow=allow, apxs=apxs)
     return Result(data=built.to_dict(), text=built.text())
