@@ -8,6 +8,7 @@ own /etc/apache2 is never written.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -250,6 +251,28 @@ def test_live_verify_restores_the_config_on_ctrl_c(server) -> None:
     assert debian_tree.wait_for_port(server.port, 2)
 
 
+def test_uninstall_that_would_break_the_config_puts_everything_back(server, tmp_path) -> None:
+    etc = server.conf_root
+    states = tmp_path / "state"
+    install.install("generic", apachectl=server.ctl, states=states)
+    # Since the install, the admin added a route of their own that needs the mod_proxy it enabled.
+    (etc / "conf-enabled" / "zz-admin.conf").write_text('ProxyPass "/admin-app" "http://127.0.0.1:9/"\n')
+    installed = debian_tree.snapshot(etc)
+    manifests = sorted(states.iterdir())
+    result = CliRunner().invoke(main, ["uninstall", "--apachectl", str(server.ctl), "--state-dir", str(states)])
+    assert result.exit_code == 1 and "apachectl -t fails without the apachews files" in result.output
+    assert debian_tree.snapshot(etc) == installed and sorted(states.iterdir()) == manifests
+
+
+def test_build_with_the_servers_apxs(tmp_path) -> None:
+    if shutil.which("apxs") is None:
+        pytest.skip("no apxs (apt-get install apache2-dev)")
+    built = serverbuild.build_for_server(out_dir=tmp_path / "dist")
+    info = json.loads((built.dist / "build.json").read_text())
+    assert info["builder"] == "apxs" and info["mmn_major"] == doctor.inspect_apxs(info["apxs"], "", None).mmn_major
+    assert built.module == built.dist / "modules" / "mod_proxy_wstunnel.so" and built.module.stat().st_size > 0
+
+
 # -- a vanilla 2.2 server (the generic layout, no DUMP_RUN_CFG): built from the release tag -----------------
 @pytest.fixture(scope="module")
 def httpd22(base_image: str, httpd_git: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -294,6 +317,10 @@ def test_vanilla_22_doctor_install_live_verify_uninstall(httpd22: Path, tmp_path
     assert report.server_root == str(prefix) and report.modules_dir == str(prefix / "modules")
     assert report.max_workers == 150 and report.max_workers_source == "MaxClients 150"  # extra/httpd-mpm.conf
     assert report.needs.startswith("the apachews mod_proxy_wstunnel (Apache 2.2.31 has none)")
+    # This machine's apxs has 2.4 headers: a module built with them would not load into this 2.2 server.
+    with pytest.raises(BadInput, match="would not load"):
+        serverbuild.build_for_server(out_dir=tmp_path / "apxs-dist", apachectl=str(ctl))
+    assert not (tmp_path / "apxs-dist").exists()
     subprocess.run([str(ctl), "-k", "start"], check=True, capture_output=True)
     try:
         assert debian_tree.wait_for_port(port, 15)
