@@ -4,18 +4,24 @@ A distribution's httpd is not the vanilla release of the same number (RHEL's 2.2
 backports inside mod_proxy), so a module meant for it is best compiled against its own development package
 (apache2-dev, httpd-devel, apache2-prefork-dev) rather than vanilla sources. The result goes where the other
 builds go: dist/apxs-<headers version>/modules/mod_proxy_wstunnel.so with a build.json beside it.
+
+On the host (`build_for_server`), or in a Docker image that has the dev package (`build_in_image`, no
+network: the source goes in and the module comes out as archives), for servers whose headers this host lacks.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import re
+import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from apachews import doctor, module
-from apachews.errors import BadInput
+from apachews.errors import BadInput, JobFailed
 from apachews.progress import Progress
 
 
@@ -100,3 +106,129 @@ def build_for_server(
     staged.write_text(json.dumps(info_out, indent=2) + "\n")
     staged.replace(dist / "build.json")
     return ServerBuild(dist, built.so, info_out)
+
+
+def _header_values(text: str) -> tuple[str | None, int | None]:
+    """(version, MMN major) from the text of ap_release.h + ap_mmn.h."""
+
+    def define(name: str) -> str | None:
+        match = re.search(rf"#define\s+{name}\s+(\d+)", text)
+        return match.group(1) if match else None
+
+    parts = [define(f"AP_SERVER_{n}_NUMBER") for n in ("MAJORVERSION", "MINORVERSION", "PATCHLEVEL")]
+    major = define("MODULE_MAGIC_NUMBER_MAJOR")
+    return (".".join(parts) if all(parts) else None), (int(major) if major else None)  # type: ignore[arg-type]
+
+
+_IMAGE_SCRIPT = """set -e
+cd /tmp/apachews
+{apxs} -c -Wc,-Wall mod_proxy_wstunnel.c > apxs.log 2>&1 || {{ cat apxs.log; exit 3; }}
+cat apxs.log
+include=$({apxs} -q INCLUDEDIR)
+cat "$include/ap_release.h" "$include/ap_mmn.h" > headers.txt
+cp .libs/mod_proxy_wstunnel.so out.so
+"""
+
+
+def build_in_image(
+    image: str,
+    apxs: str = "apxs",
+    out_dir: Path = Path("dist"),
+    apachectl: str | None = None,
+    progress: Progress | None = None,
+) -> ServerBuild:
+    """Compile with the apxs inside `image` (an image with the server's dev package: httpd-devel on a CentOS
+    image, apache2-dev on Debian's), networking off. Refuses headers of another ABI than a given server's."""
+    from apachews import images
+
+    progress = progress or Progress()
+    if not re.fullmatch(r"[A-Za-z0-9._/-]+", apxs):
+        raise BadInput(f"--apxs {apxs!r}: a path inside the image, letters, digits and . _ / - only")
+    engine = images.client()
+    if not images.image_exists(engine, image):
+        raise BadInput(f"no image {image} on this Docker engine", hint="build or load one that has apxs")
+    progress.step(f"apxs -c in {image}")
+    started = time.monotonic()
+    container = engine.containers.create(
+        image, ["sh", "-c", _IMAGE_SCRIPT.format(apxs=apxs)], network_disabled=True, user="0"
+    )
+    try:
+        container.put_archive("/tmp", _source_tar())
+        container.start()
+        status = container.wait(timeout=600)
+        output = container.logs().decode(errors="replace")
+        if status.get("StatusCode") != 0:
+            raise JobFailed(f"apxs could not compile mod_proxy_wstunnel in {image}", hint=output[-4000:])
+        so = _fetch(container, "/tmp/apachews/out.so")
+        headers_text = _fetch(container, "/tmp/apachews/headers.txt").decode(errors="replace")
+    finally:
+        container.remove(force=True)
+    version, mmn = _header_values(headers_text)
+    if version is None:
+        raise JobFailed(f"cannot read the header version of {apxs} in {image}")
+    warnings = [line for line in output.splitlines() if "warning:" in line]
+    server_note = _check_server(apachectl, version, mmn, warnings)
+    dist = Path(out_dir) / f"apxs-{version}"
+    (dist / "modules").mkdir(parents=True, exist_ok=True)
+    staged = dist / "modules" / ".mod_proxy_wstunnel.so.tmp"
+    staged.write_bytes(so)
+    staged.replace(dist / "modules" / "mod_proxy_wstunnel.so")
+    info = {
+        "kind": "apachews",
+        "builder": "apxs-image",
+        "image": image,
+        "apxs": apxs,
+        "headers": version,
+        "include_dir": None,
+        "mmn_major": mmn,
+        "server": server_note,
+        "seconds": round(time.monotonic() - started, 1),
+        "warnings": warnings,
+    }
+    staged = dist / ".build.json.tmp"
+    staged.write_text(json.dumps(info, indent=2) + "\n")
+    staged.replace(dist / "build.json")
+    return ServerBuild(dist, dist / "modules" / "mod_proxy_wstunnel.so", info)
+
+
+def _source_tar() -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        folder = tarfile.TarInfo("apachews")
+        folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(folder)
+        data = module.source_path().read_bytes()
+        info = tarfile.TarInfo(f"apachews/{module.SOURCE_NAME}")
+        info.size, info.mode = len(data), 0o644
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _fetch(container: object, path: str) -> bytes:
+    stream, _ = container.get_archive(path)  # type: ignore[attr-defined]
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        member = tar.next()
+        extracted = tar.extractfile(member) if member else None
+        if extracted is None:
+            raise JobFailed(f"{path} is not a file in the container")
+        return extracted.read()
+
+
+def _check_server(apachectl: str | None, version: str, mmn: int | None, warnings: list[str]) -> str | None:
+    """Compare headers with the server behind apachectl: refuse another module ABI. An image usually builds
+    for another machine's server, so without apachectl there is nothing to compare with."""
+    if apachectl is None:
+        warnings.append("not compared with a server (pass --apachectl to check the module ABI)")
+        return None
+    control = doctor.find_control(apachectl)
+    answer = doctor.run_control(control, "-V")
+    info = doctor.parse_v(answer.stdout + answer.stderr)
+    server_mmn = str(info["mmn"] or "")
+    server_major = int(server_mmn.split(":")[0]) if server_mmn.split(":")[0].isdigit() else None
+    if mmn is not None and server_major is not None and mmn != server_major:
+        raise BadInput(
+            f"the image's headers are Apache {version} (MMN {mmn}) but the server is {info['version']} "
+            f"(MMN {server_mmn}): the module would not load",
+            hint="use an image with the server's own dev package",
+        )
+    return f"Apache {info['version']} ({control}): headers {version}, MMN {mmn}"

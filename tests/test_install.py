@@ -8,6 +8,7 @@ own /etc/apache2 is never written.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +26,7 @@ import pytest
 from click.testing import CliRunner
 from websockets.asyncio.client import connect
 
-from apachews import build, catalogue, config, distros, doctor, install, live, serverbuild, verify
+from apachews import build, catalogue, config, distros, doctor, images, install, live, serverbuild, verify
 from apachews.cli import main
 from apachews.distros import placement
 from apachews.echo import EchoServer
@@ -341,5 +343,48 @@ def test_vanilla_22_doctor_install_live_verify_uninstall(httpd22: Path, tmp_path
         assert report.ok, report.table()
         install.uninstall(apachectl=ctl, config_file=conf, states=states)
         assert {tree: debian_tree.snapshot(tree) for tree in trees} == before
+    finally:
+        subprocess.run([str(ctl), "-k", "stop"], capture_output=True)
+
+
+def _image_with(engine, base: str, install: Path, tag: str) -> None:
+    """An image = base + an httpd install at the prefix it was built for: its apxs and headers work there,
+    like a distribution image with its dev package installed. Built from a local context, no network."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        dockerfile = f"FROM {base}\nCOPY httpd {BUILT_PREFIX}\n".encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+        for part in ("bin", "build", "include", "lib", "modules"):
+            tar.add(install / part, arcname=f"httpd/{part}")
+    buffer.seek(0)
+    engine.images.build(fileobj=buffer, custom_context=True, tag=tag, network_mode="none", rm=True)
+
+
+def test_build_in_an_image_with_the_servers_headers(httpd22: Path, base_image: str, tmp_path: Path) -> None:
+    engine = images.client()
+    tag = f"apachews/test-apxs22:{os.getpid()}"
+    _image_with(engine, base_image, httpd22 / "httpd", tag)
+    try:
+        ctl, conf, port = _vanilla_server(httpd22, tmp_path)
+        built = serverbuild.build_in_image(
+            tag, apxs=f"{BUILT_PREFIX}/bin/apxs", out_dir=tmp_path / "dist", apachectl=str(ctl)
+        )
+    finally:
+        engine.images.remove(tag, force=True)
+    assert built.info["headers"] == "2.2.31" and built.info["mmn_major"] == 20051115
+    assert built.module == tmp_path / "dist" / "apxs-2.2.31" / "modules" / "mod_proxy_wstunnel.so"
+    # It loads into that 2.2 server: install runs its apachectl -t (which loads every module) and reloads.
+    load = "LoadModule proxy_wstunnel_module modules/mod_proxy_wstunnel.so"
+    conf.write_text(conf.read_text().replace(load, f"#{load}"))
+    subprocess.run([str(ctl), "-k", "start"], check=True, capture_output=True)
+    try:
+        assert debian_tree.wait_for_port(port, 15)
+        states = tmp_path / "state"
+        install.install("generic", apachectl=ctl, config_file=conf, module=built.module, states=states)
+        pid = int((conf.parent.parent / "logs" / "httpd.pid").read_text())
+        assert str(conf.parent.parent / "modules" / placement.MODULE_FILE) in _mapped(pid)
+        install.uninstall(apachectl=ctl, config_file=conf, states=states)
     finally:
         subprocess.run([str(ctl), "-k", "stop"], capture_output=True)
