@@ -232,3 +232,10 @@ def _check_server(apachectl: str | None, version: str, mmn: int | None, warnings
             hint="use an image with the server's own dev package",
         )
     return f"Apache {info['version']} ({control}): headers {version}, MMN {mmn}"
+
+
+def build_with(apxs: str, base_image: str | None, out_dir: Path, progress: Progress | None = None) -> ServerBuild:
+    """`apachews build --apxs PATH [--base-image IMAGE]`: on the host, or in the image when one is named."""
+    if base_image:
+        return build_in_image(base_image, apxs=apxs, out_dir=out_dir, progress=progress)
+    return build_for_server(apxs, out_dir=out_dir, progress=progress)
