@@ -54,6 +54,13 @@ def test_the_system_apache_is_verified_in_its_own_layout(system_httpd: Httpd) ->
         assert (conf_root / "conf-enabled" / "apachews-gateone.conf").is_symlink()  # like a2enconf
 
 
+@pytest.mark.parametrize("layout", ["rhel", "gentoo", "bare"])
+def test_other_layouts_carry_websockets_idle_sessions_included(system_httpd: Httpd, layout: str) -> None:
+    checks = ["config-clean", "handshake", "idle", "app-routes", "refuse-403", "backend-dies", "error-log-clean"]
+    report = verify.run(system_httpd, preset="jupyter", layout=layout, checks=checks)
+    assert report.ok and report.layout == layout, report.table()
+
+
 def _edit_routes(old: str, new: str):
     def edit(files: dict[str, str]) -> dict[str, str]:
         return {name: text.replace(old, new) for name, text in files.items()}

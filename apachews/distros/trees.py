@@ -9,7 +9,13 @@ a TLS <VirtualHost>, lowered timeouts) and returns an httpd.Server to run it:
   000-default <VirtualHost>, mod_reqtimeout as shipped), the rendering placed and enabled like a2enmod and
   a2enconf (distros.place);
 - "plain": the release's own default conf/httpd.conf from its install prefix, with mod_reqtimeout loaded
-  where the release has it, and the rendering inside a <VirtualHost>.
+  where the release has it, and the rendering inside a <VirtualHost>;
+- "rhel" and "gentoo": the skeleton of those distributions' trees (RHEL: httpd.conf including
+  conf.modules.d/*.conf and conf.d/*.conf, mod_reqtimeout among the base modules; CentOS 6 for 2.2: modules
+  in httpd.conf, conf.d/; Gentoo: modules.d/*.conf behind <IfDefine>, vhosts.d/ with the default
+  <VirtualHost>), written here from what those distributions ship (their packages are not at hand: the
+  skeleton keeps what decides where a rendering goes and what is enabled, not every default), with the
+  rendering placed by distros.place as `apachews install` would.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from apachews.errors import BadInput
 from apachews.httpd import Httpd, Server
 
 DEBIAN_TREE = Path("/etc/apache2")
-LAYOUTS = ("debian", "plain", "bare")
+LAYOUTS = ("debian", "rhel", "gentoo", "plain", "bare")
 REQTIMEOUT_SINCE = Version(2, 2, 15)
 # What Debian's reqtimeout.conf and httpd's own docs ship; verify lowers `body` so a test need not wait 10 s.
 SHIPPED_REQUEST_READ_TIMEOUT = "header=20-40,minrate=500 body=10,minrate=500"
@@ -57,7 +63,7 @@ def default_layout(httpd: Httpd) -> str:
 
 def rendering_distro(layout: str) -> str:
     """The `apachews config --distro` a layout's user would render with."""
-    return "debian" if layout == "debian" else "generic"
+    return layout if layout in ("debian", "rhel", "gentoo") else "generic"
 
 
 def build(
@@ -68,6 +74,8 @@ def build(
         return _debian(root, httpd, rendering, module, port, additions)
     if layout == "plain":
         return _plain(root, httpd, rendering, module, port, additions)
+    if layout in ("rhel", "gentoo"):
+        return _skeleton(layout, root, httpd, rendering, module, port, additions)
     raise BadInput(f"unknown layout {layout!r}", hint="layouts: " + ", ".join(LAYOUTS))
 
 
@@ -196,3 +204,92 @@ def _plain(
     conf = root / "conf" / "httpd.conf"
     conf.write_text(text + "\n".join(lines) + "\n")
     return Server(httpd, root, conf, port, root / "logs" / "error_log", files_dir=root)
+
+
+# -- RHEL and Gentoo skeletons ------------------------------------------------------------------------------------
+# What every layout loads before a rendering (RHEL's 00-base.conf, Gentoo's httpd.conf): the MPM where it is a
+# module, access control, MIME types, and mod_reqtimeout (RHEL 8 and Gentoo load it; its built-in defaults
+# apply, body=20 on 2.4, which verify lowers like Debian's).
+_BASE_MODULES_24 = ("mpm_event", "unixd", "authz_core", "authz_host", "mime", "log_config", "reqtimeout")
+_BASE_MODULES_22 = ("authz_host", "mime", "log_config", "reqtimeout")
+# Both distributions load the proxy modules themselves (RHEL: 00-proxy.conf, CentOS 6 and Gentoo: httpd.conf,
+# Gentoo behind <IfDefine PROXY>); a rendering's guarded LoadModule lines then find them loaded.
+_PROXY_MODULES_24 = ("proxy", "proxy_http", "proxy_balancer", "slotmem_shm", "lbmethod_byrequests", "rewrite")
+_PROXY_MODULES_22 = ("proxy", "proxy_http", "proxy_balancer", "rewrite")
+
+
+def _load_lines(httpd: Httpd, names: tuple[str, ...], define: str | None = None) -> str:
+    compiled = httpd.compiled_in()
+    lines = []
+    for name in names:
+        if name in compiled or not (httpd.modules_dir / f"mod_{name}.so").exists():
+            continue
+        load = f"LoadModule {name}_module modules/mod_{name}.so"
+        lines.append(f"<IfDefine {define}>\n    {load}\n</IfDefine>" if define else load)
+    return "\n".join(lines) + "\n"
+
+
+def _skeleton(
+    layout: str, root: Path, httpd: Httpd, rendering: Rendering, module: Path | None, port: int, additions: Additions
+) -> Server:
+    if rendering.distro != layout:
+        raise BadInput(f"the {layout} layout needs a rendering for --distro {layout}, not {rendering.distro}")
+    is_22 = httpd.version.family == "2.2"
+    for sub in ("logs", "run", "html", "apachews-modules"):
+        (root / sub).mkdir()
+    (root / "modules").symlink_to(httpd.modules_dir)
+    base = _BASE_MODULES_22 if is_22 else _BASE_MODULES_24
+    proxy = _PROXY_MODULES_22 if is_22 else _PROXY_MODULES_24
+    # Which ProxyPass wins where paths nest: 2.2 the first read, 2.4 the last <Location> merged; verify's own
+    # routes are the more specific ones.
+    verify_first = is_22
+    access = "Order deny,allow\n    Deny from all" if is_22 else "Require all denied"
+    user = "User nobody\nGroup nogroup\n" if os.geteuid() == 0 else ""
+    lock = f'LockFile "{root}/run/accept.lock"\n' if is_22 else f'DefaultRuntimeDir "{root}/run"\n'
+    common = (
+        f'ServerRoot "{root}"\nListen 127.0.0.1:{port}\n{user}{lock}PidFile "{root}/run/httpd.pid"\n'
+        f'ServerName 127.0.0.1\nErrorLog "{root}/logs/error_log"\nLogLevel warn\n'
+        "<IfModule mime_module>\n    TypesConfig /dev/null\n</IfModule>\n"
+        f"<Directory />\n    AllowOverride none\n    {access}\n</Directory>\n"
+        f'DocumentRoot "{root}/html"\n'
+    )
+    verify_conf = (
+        "# apachews verify: its own routes, lowered timeouts and TLS front\n"
+        f"<IfModule reqtimeout_module>\n    RequestReadTimeout {_request_read_timeout(additions)}\n</IfModule>\n"
+        f"{additions.server}{additions.routes}{_tls_vhost(additions, '')}"
+    )
+    extra_loads = _load_lines(httpd, tuple(additions.modules))
+    if layout == "rhel":
+        conf = root / "conf" / "httpd.conf"
+        (root / "conf.d").mkdir()
+        conf.parent.mkdir()
+        if is_22:  # CentOS 6: the modules are loaded in httpd.conf itself, the rest comes from conf.d/
+            head = _load_lines(httpd, base + proxy) + extra_loads
+            include = "Include conf.d/*.conf\n"
+        else:
+            (root / "conf.modules.d").mkdir()
+            (root / "conf.modules.d" / "00-base.conf").write_text(_load_lines(httpd, base) + extra_loads)
+            (root / "conf.modules.d" / "00-proxy.conf").write_text(_load_lines(httpd, proxy))
+            head = "Include conf.modules.d/*.conf\n"
+            include = "IncludeOptional conf.d/*.conf\n"
+        conf.write_text(common.replace("ServerName", head + "ServerName", 1) + include)
+        name = "00-apachews-verify.conf" if verify_first else "zz-apachews-verify.conf"
+        (root / "conf.d" / name).write_text(verify_conf)
+    else:  # gentoo: modules behind <IfDefine>, the default site in vhosts.d
+        conf = root / "httpd.conf"
+        for sub in ("modules.d", "vhosts.d"):
+            (root / sub).mkdir()
+        head = _load_lines(httpd, base) + _load_lines(httpd, proxy, define="PROXY") + extra_loads
+        conf.write_text(
+            common.replace("ServerName", head + "ServerName", 1)
+            + f'Include "{root}/modules.d/*.conf"\nInclude "{root}/vhosts.d/*.conf"\n'
+        )
+        (root / "vhosts.d" / "00_default_vhost.conf").write_text(
+            f'<VirtualHost *:{port}>\n    ServerName 127.0.0.1\n    DocumentRoot "{root}/html"\n</VirtualHost>\n'
+        )
+        name = "00_apachews_verify.conf" if verify_first else "99_apachews_verify.conf"
+        (root / "modules.d" / name).write_text(verify_conf)
+    distros.place(rendering, root, module_so=module, modules_dir=root / "apachews-modules")
+    # Gentoo's init script starts Apache with -D PROXY (APACHE2_OPTS) for proxy configs.
+    defines = ("PROXY",) if layout == "gentoo" else ()
+    return Server(httpd, root, conf, port, root / "logs" / "error_log", defines=defines, files_dir=root)
