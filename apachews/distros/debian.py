@@ -38,7 +38,9 @@ class Debian(Layout):
         notes = [f"run: a2enmod {' '.join(parts.modules)}"]
         if parts.family != "2.2":
             notes.append(f"run: a2enconf apachews-{parts.preset}")
-        notes.append("then: apache2ctl -t && systemctl reload apache2 (or service apache2 reload)")
+        # Debian 7 / Ubuntu 12.04 (2.2) have SysV init or upstart; Debian 8+ and Ubuntu 16.04+ systemd.
+        reload = "service apache2 reload" if parts.family == "2.2" else "systemctl reload apache2"
+        notes.append(f"then: apache2ctl -t && {reload}")
         return notes
 
     # -- placement: like a2enmod / a2enconf, as symlinks ------------------------------------------------------

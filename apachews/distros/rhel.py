@@ -20,10 +20,13 @@ class Rhel(Layout):
         modules = parts.module_lines(self.modules_path)
         if parts.family == "2.2":  # CentOS 5/6 have no conf.modules.d: modules go with the config
             return {conf: modules + "\n" + parts.proxy_conf}
-        return {"conf.modules.d/00-apachews-proxy.conf": modules, conf: parts.proxy_conf}
+        # After RHEL's own 00-proxy.conf (which loads mod_proxy and friends), so the guards find them loaded.
+        return {"conf.modules.d/10-apachews-proxy.conf": modules, conf: parts.proxy_conf}
 
     def notes(self, parts: Parts) -> list[str]:
-        return ["copy the files under /etc/httpd/, then: apachectl -t && systemctl reload httpd"]
+        # CentOS 5/6 (2.2) have SysV init; RHEL/CentOS 7+ (2.4) systemd.
+        reload = "service httpd reload" if parts.family == "2.2" else "systemctl reload httpd"
+        return [f"copy the files under /etc/httpd/ (or: apachews install), then: apachectl -t && {reload}"]
 
     # -- placement: the main config includes conf.modules.d/*.conf and conf.d/*.conf; nothing to enable ----
     def default_modules_dir(self, conf_root: Path) -> Path:
