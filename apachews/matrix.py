@@ -8,6 +8,7 @@ redoes what changed. Failures are never cached.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import threading
@@ -17,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from apachews import __version__, build, config, httpd, images, patches, sources, verify
+from apachews import __version__, build, config, httpd, images, patches, resources, sources, verify
 from apachews.errors import ApachewsError, BadInput, JobFailed
 from apachews.fsutil import write_atomic
 from apachews.plan import BuildPlan
@@ -41,6 +42,8 @@ class Row:
     error: str | None = None
     stages: dict[str, float] = field(default_factory=dict)
     cached: bool = False
+    presets: dict[str, str] = field(default_factory=dict)  # preset -> "18/18", or the failing checks
+    layout: str = ""
 
     @property
     def ok(self) -> bool:
@@ -60,6 +63,8 @@ class Row:
             "error": self.error,
             "stage_seconds": self.stages,
             "cached": self.cached,
+            "presets": self.presets,
+            "layout": self.layout,
         }
 
 
@@ -85,35 +90,44 @@ class MatrixReport:
 HEADERS = ("version", "result", "patch", "build s", "verify", "orphan close s")
 
 
-def _cells(row: Row) -> tuple[str, ...]:
+def _headers(rows: Sequence[Row]) -> tuple[str, ...]:
+    """The fixed columns, then one per preset verified (in the order of the first row that has them)."""
+    presets = next((list(row.presets) for row in rows if row.presets), [])
+    return (*HEADERS[:4], *presets, *HEADERS[4:]) if presets else HEADERS
+
+
+def _cells(row: Row, headers: Sequence[str]) -> tuple[str, ...]:
     verify_cell = f"{row.checks_passed}/{row.checks_total}" if row.checks_total else "-"
     result = row.status if row.ok or row.status.startswith(("pending", "running")) else f"FAILED at {row.failed_stage}"
-    return (
-        row.version,
-        result + (" (cached)" if row.cached else ""),
-        row.patch or "-",
-        f"{row.build_seconds:.0f}" if row.build_seconds is not None else "-",
-        verify_cell,
-        f"{row.orphan_close_seconds:.3f}" if row.orphan_close_seconds is not None else "-",
-    )
+    fixed = {
+        "version": row.version,
+        "result": result + (" (cached)" if row.cached else ""),
+        "patch": row.patch or "-",
+        "build s": f"{row.build_seconds:.0f}" if row.build_seconds is not None else "-",
+        "verify": verify_cell,
+        "orphan close s": f"{row.orphan_close_seconds:.3f}" if row.orphan_close_seconds is not None else "-",
+    }
+    return tuple(fixed[name] if name in fixed else row.presets.get(name, "-") for name in headers)
 
 
 def text_table(rows: Sequence[Row]) -> str:
-    cells = [HEADERS, *(_cells(row) for row in rows)]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(HEADERS))]
+    headers = _headers(rows)
+    cells = [headers, *(_cells(row, headers) for row in rows)]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(headers))]
     lines = ["  ".join(value.ljust(width) for value, width in zip(line, widths)).rstrip() for line in cells]
     errors = [f"{row.version}: {row.error}" for row in rows if row.error]
     return "\n".join(lines + ([""] + errors if errors else []))
 
 
 def markdown_table(report: MatrixReport) -> str:
+    headers = _headers(report.rows)
     lines = [
-        f"apachews {__version__} matrix, {time.strftime('%Y-%m-%d')}, {report.machine}",
+        f"apachews {__version__} matrix, {time.strftime('%Y-%m-%d')}, {report.machine}, {report.seconds:.0f} s",
         "",
-        "| " + " | ".join(HEADERS) + " |",
-        "|" + "---|" * len(HEADERS),
+        "| " + " | ".join(headers) + " |",
+        "|" + "---|" * len(headers),
     ]
-    lines += ["| " + " | ".join(_cells(row)) + " |" for row in report.rows]
+    lines += ["| " + " | ".join(_cells(row, headers)) + " |" for row in report.rows]
     return "\n".join(lines)
 
 
@@ -135,20 +149,44 @@ def _image_identity(plan: BuildPlan) -> str:
         return f"unavailable:{plan.base_image}"
 
 
-def cache_file(plan: BuildPlan) -> Path:
-    return sources.cache_dir() / "matrix" / f"{plan.version}-{plan.cache_key(_image_identity(plan))}.json"
+def _verify_identity(presets: Sequence[str]) -> str:
+    """What a verify result also depends on besides the build: the presets and their templates."""
+    digest = hashlib.sha256("\0".join(presets).encode())
+    for path in sorted((resources.templates_dir() / "apache").iterdir()):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
-_CACHED_FIELDS = ("patch", "build_seconds", "checks_passed", "checks_total", "orphan_close_seconds")
+def cache_file(plan: BuildPlan, presets: Sequence[str] = ("generic",)) -> Path:
+    key = f"{plan.cache_key(_image_identity(plan))}-{_verify_identity(presets)}"
+    return sources.cache_dir() / "matrix" / f"{plan.version}-{key}.json"
 
 
-def run_version(plan: BuildPlan, row: Row, *, on_change: Callable[[], None], progress: Progress) -> None:
+_CACHED_FIELDS = (
+    "patch",
+    "build_seconds",
+    "checks_passed",
+    "checks_total",
+    "orphan_close_seconds",
+    "presets",
+    "layout",
+)
+
+
+def run_version(
+    plan: BuildPlan,
+    row: Row,
+    *,
+    on_change: Callable[[], None],
+    progress: Progress,
+    presets: Sequence[str] = ("generic",),
+) -> None:
     """Fill `row` for one version. Never raises: a failure is recorded in the row (the others go on)."""
-    cache = cache_file(plan)
+    cache = cache_file(plan, presets)
     if cache.exists():
         cached = json.loads(cache.read_text())
         for name in _CACHED_FIELDS:
-            setattr(row, name, cached[name])
+            setattr(row, name, cached.get(name, getattr(row, name)))
         row.stages = cached["stage_seconds"]
         row.status, row.cached = "ok", True
         log.info("Apache %s: cached result %s", plan.version, cache)
@@ -162,7 +200,7 @@ def run_version(plan: BuildPlan, row: Row, *, on_change: Callable[[], None], pro
         on_change()
 
     try:
-        _stages(plan, row, stage, progress)
+        _stages(plan, row, stage, progress, presets)
     except ApachewsError as error:
         log.info("Apache %s failed at %s: %s", plan.version, row.failed_stage, error.message)
         row.status, row.error = "failed", error.message
@@ -175,11 +213,13 @@ def run_version(plan: BuildPlan, row: Row, *, on_change: Callable[[], None], pro
         return
     row.status, row.failed_stage = "ok", None
     # Keyed again now that the build made its images: the key a later run will compute.
-    write_atomic(cache_file(plan), json.dumps(row.to_dict(), indent=2))
+    write_atomic(cache_file(plan, presets), json.dumps(row.to_dict(), indent=2))
     on_change()
 
 
-def _stages(plan: BuildPlan, row: Row, stage: Callable[[str], None], progress: Progress) -> None:
+def _stages(
+    plan: BuildPlan, row: Row, stage: Callable[[str], None], progress: Progress, presets: Sequence[str]
+) -> None:
     started = time.monotonic()
     stage("fetch")
     tree = plan.source.provide(plan.release, progress)
@@ -206,14 +246,8 @@ def _stages(plan: BuildPlan, row: Row, stage: Callable[[str], None], progress: P
     stage("config")
     server = httpd.locate(prefix=built.dist / "httpd")
     module = built.module if built.info["backport"] else None
-    rendering = config.render(
-        "generic",
-        apache=plan.version,
-        distro="generic",
-        backends=["ws://127.0.0.1:9/"],
-        path="/ws",
-        prefer="wstunnel" if module else None,
-    )
+    style = verify.resolve_style(server, module, None)
+    rendering = config.render("generic", apache=plan.release, backends=["ws://127.0.0.1:9/"], path="/ws", prefer=style)
     extra = {"proxy_wstunnel": module} if module else None
     with httpd.ServerRoot(server, rendering.files, extra_modules=extra) as root:
         syntax = root.syntax_check()
@@ -223,15 +257,34 @@ def _stages(plan: BuildPlan, row: Row, stage: Callable[[str], None], progress: P
 
     started = time.monotonic()
     stage("verify")
-    report = verify.run(server, module=module, progress=progress)
-    row.checks_passed = sum(check.passed for check in report.checks)
-    row.checks_total = len(report.checks)
-    orphan = next((c for c in report.checks if c.name == "abrupt-disconnect"), None)
-    row.orphan_close_seconds = orphan.figure if orphan else None
+    reports = verify.run_presets(server, presets, module=module, progress=progress)
+    row.layout = reports[0].layout
+    checks = [check for report in reports for check in report.checks if not check.skipped]
+    row.checks_passed = sum(check.passed for check in checks)
+    row.checks_total = len(checks)
+    for report in reports:
+        ran = [c for c in report.checks if not c.skipped]
+        failing = [c.name for c in ran if not c.passed]
+        row.presets[report.preset] = f"{len(ran) - len(failing)}/{len(ran)}" + (
+            f" ({', '.join(failing)})" if failing else ""
+        )
+    orphans = [c.figure for c in checks if c.name == "abrupt-disconnect" and c.figure is not None]
+    row.orphan_close_seconds = max(orphans) if orphans else None
     row.stages["verify"] = round(time.monotonic() - started, 1)
-    if not report.ok:
-        failed = ", ".join(check.name for check in report.checks if not check.passed)
-        raise JobFailed(f"verify: failed checks: {failed} (error log {report.error_log})")
+    if not all(report.ok for report in reports):
+        failed = sorted({f"{r.preset}: {c.name}" for r in reports for c in r.checks if not c.passed})
+        logs = ", ".join(str(r.error_log) for r in reports if r.error_log)
+        raise JobFailed(f"verify: failed checks: {'; '.join(failed)} (error logs: {logs or '-'})")
+
+
+ALL_PRESETS = "all"
+
+
+def preset_names(spec: str) -> list[str]:
+    """`all` (the default: the presets are what users run) or a comma-separated list."""
+    if spec == ALL_PRESETS:
+        return [preset.name for preset in config.list_presets()]
+    return [config.get_preset(name.strip()).name for name in spec.split(",") if name.strip()]
 
 
 # -- the matrix -------------------------------------------------------------------------------------------------
@@ -241,8 +294,9 @@ def run(
     jobs: int = 1,
     progress: Progress | None = None,
     on_change: Callable[[Sequence[Row]], None] | None = None,
+    presets: Sequence[str] = ("generic",),
 ) -> MatrixReport:
-    """Run every plan, `jobs` versions at a time; one row per plan, in order."""
+    """Run every plan, `jobs` versions at a time, verifying `presets` on each; one row per plan, in order."""
     progress = progress or Progress()
     if not plans:
         raise BadInput("the matrix names no Apache release")
@@ -261,7 +315,14 @@ def run(
     # Each version builds in its own workspace (and a lock guards each), so versions can run side by side.
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [
-            pool.submit(run_version, plan, row, on_change=changed, progress=progress if jobs == 1 else Progress())
+            pool.submit(
+                run_version,
+                plan,
+                row,
+                on_change=changed,
+                progress=progress if jobs == 1 else Progress(),
+                presets=presets,
+            )
             for plan, row in zip(plans, rows)
         ]
         for future in futures:

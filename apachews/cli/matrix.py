@@ -37,16 +37,24 @@ def _live_table(stream=sys.stderr):
 @plan_options
 @click.option("--jobs", "-j", default=1, show_default=True, help="Versions processed at once.")
 @click.option("--markdown", is_flag=True, help="Print the final table as Markdown (for CI job summaries).")
+@click.option(
+    "--preset",
+    "presets",
+    default=matrix.ALL_PRESETS,
+    show_default=True,
+    help="Presets verified on each version: all, or a comma-separated list (one table column each).",
+)
 def matrix_command(
     session: Session,
     releases: tuple[Release, ...],
     plan_for: Callable[..., BuildPlan],
     jobs: int,
     markdown: bool,
+    presets: str,
 ) -> Result:
     """For each version: fetch, patch check, build, config check, verify; then one table."""
     live = None if session.json or not sys.stderr.isatty() else _live_table()
     plans = [plan_for(release, with_httpd=True) for release in releases]
-    report = matrix.run(plans, jobs=jobs, on_change=live)
+    report = matrix.run(plans, jobs=jobs, on_change=live, presets=matrix.preset_names(presets))
     text = matrix.markdown_table(report) if markdown else matrix.text_table(report.rows)
     return Result(data=report.to_dict(), text=text, ok=report.ok)
