@@ -179,7 +179,9 @@ def _run_container(archive: bytes, script: str, key: str, image: str, out: Path,
         status = container.wait()
         text = "\n".join(lines) + "\n"
         if status.get("StatusCode") != 0:
-            raise _fail(text, _keep_failed_log(text, key), "the Docker build")
+            failure = _fail(text, _keep_failed_log(text, key), "the Docker build")
+            failure.details["container"] = container.name  # removed below; named so a caller can check
+            raise failure
         stream, _ = container.get_archive("/out")
         blob = b"".join(stream)
         with tarfile.open(fileobj=io.BytesIO(blob)) as tar:

@@ -81,9 +81,9 @@ def test_failures_are_isolated_per_version_and_never_cached(
     )
     rows = {row.version: row for row in report.rows}
     assert list(rows) == ["2.4.64", "2.4.65", "2.4.66"] and not report.ok
-    assert rows["2.4.64"].failed_stage == "fetch" and "cannot verify" in rows["2.4.64"].error
+    assert rows["2.4.64"].failed_stage == "fetch" and rows["2.4.64"].error.startswith("cannot verify")
     for version in ("2.4.65", "2.4.66"):  # fetched and checked, then the build found no engine
-        assert rows[version].failed_stage == "build" and "no Docker engine" in rows[version].error
+        assert rows[version].failed_stage == "build" and rows[version].error.startswith("no Docker engine")
         assert rows[version].patch == "stock module" and set(rows[version].stages) == {"fetch", "patch"}
     assert seen[-1] == ["failed"] * 3 and len(seen) >= 3 * 2
     assert not (apachews_cache / "matrix").exists()
