@@ -53,6 +53,11 @@ def main() -> int:
     compared = int(figures["files_bytes_compared"])  # type: ignore[arg-type]
     print(f"  files with the same resulting bytes: {figures['files_same_bytes']}/{compared} "
           f"= {percent(figures['files_same_bytes'], compared)}")  # type: ignore[arg-type]  # fmt: skip
+    rebased = int(figures["rebased"])  # type: ignore[arg-type]
+    print(f"rebase: patches rebased onto the tree that GNU patch then applies at zero offset and fuzz, with the "
+          f"same bytes: {figures['rebased_exact']}/{rebased} = {percent(figures['rebased_exact'], rebased)}")  # type: ignore[arg-type]  # fmt: skip
+    for text in figures["rebase_failures"]:  # type: ignore[union-attr]
+        print(f"  {text}")
     print("behaviour vs `patch -N` (already-applied detection):")
     print(f"  hunks agreeing: {figures['behaviour_agree']}/{hunks} = {percent(figures['behaviour_agree'], hunks)}; "
           f"differing by design: {figures['behaviour_justified']}; "
@@ -66,7 +71,8 @@ def main() -> int:
         print(text)
     if args.json:
         args.json.write_text(json.dumps({**figures, "seconds": round(seconds, 1)}, indent=2))
-    return 0 if figures["behaviour_unjustified"] == 0 and figures["placement_agree"] == hunks else 1
+    exact = figures["placement_agree"] == hunks and figures["rebased_exact"] == rebased
+    return 0 if exact and figures["behaviour_unjustified"] == 0 else 1
 
 
 if __name__ == "__main__":

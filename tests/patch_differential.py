@@ -116,6 +116,7 @@ class Outcome:
     behaviour: list[HunkComparison] = field(default_factory=list)
     bytes_compared: bool = False
     same_bytes: bool = True
+    rebase: str | None = None  # None: not tried; "": the rebased patch is exact under GNU patch; else why not
     note: str = ""
 
     @property
@@ -376,6 +377,7 @@ class GnuRun:
 def run_gnu(case: Case, scratch: Path, mode: str) -> GnuRun:
     """GNU patch with `mode` ("-N" or "-f"): the verdicts of --dry-run, then the bytes of a real run (the
     two must report the same hunks)."""
+    scratch.mkdir(parents=True, exist_ok=True)
     patch_file = scratch / "case.patch"
     patch_file.write_bytes(case.patch)
     environment = {**os.environ, "LC_ALL": "C", "QUOTING_STYLE": "literal"}
@@ -459,6 +461,20 @@ def _justify(comparisons: list[HunkComparison], results: list[patches.HunkResult
         earlier = earlier or bool(comparison.justified)
 
 
+def _check_rebase(case: Case, scratch: Path, tree: Path, forward: GnuRun) -> str:
+    """Rebase the case's patch onto the tree, then hand the result to GNU patch: every hunk must land at
+    its header line with no fuzz, and the file must come out as the original patch left it."""
+    rebased = scratch / "rebased.patch"
+    patches.rebase(scratch / "case.patch", tree, rebased)
+    check = run_gnu(Case(case.name, case.kind, rebased.read_bytes(), case.path, case.content), scratch / "rebase", "-f")
+    moved = [n for n, h in check.hunks.items() if h.verdict != "succeeded" or h.fuzz or h.offset]
+    if moved:
+        return f"GNU patch moves or fails hunks {moved} of the rebased patch: {check.transcript[-300:]}"
+    if check.data != forward.data:
+        return "the rebased patch gives other bytes than the original"
+    return ""
+
+
 def compare(case: Case) -> Outcome:
     """Run both tools on one case and compare them hunk by hunk, then the bytes."""
     outcome = Outcome(case)
@@ -487,6 +503,7 @@ def compare(case: Case) -> Outcome:
             and forward.hunks
             and all(h.verdict == "succeeded" for h in forward.hunks.values())
         ):
+            outcome.rebase = _check_rebase(case, scratch, ours_root, forward)
             applied = patches.apply([parsed], ours_root)
             target = ours_root / case.path
             on_disk = target.read_bytes() if target.exists() else None
@@ -520,6 +537,8 @@ def agreement(outcomes: list[Outcome]) -> dict[str, object]:
         "placement_same_fuzz": sum(h.same_fuzz for h in placement),
         "files_bytes_compared": len(compared),
         "files_same_bytes": sum(o.same_bytes for o in compared),
+        "rebased": sum(o.rebase is not None for o in outcomes),
+        "rebased_exact": sum(o.rebase == "" for o in outcomes),
         "behaviour_agree": sum(h.agrees for h in behaviour),
         "behaviour_justified": sum(bool(h.justified) for h in behaviour if not h.agrees),
         "behaviour_unjustified": sum(not h.justified for h in behaviour if not h.agrees),
@@ -527,4 +546,5 @@ def agreement(outcomes: list[Outcome]) -> dict[str, object]:
             k: {"hunks": n, "placement_agree": p, "behaviour_agree": b} for k, (n, p, b) in sorted(kinds.items())
         },
         "disagreements": [o.explain() for o in outcomes if not (o.placement_agrees and o.behaviour_agrees)],
+        "rebase_failures": [f"{o.case.name}: {o.rebase}" for o in outcomes if o.rebase],
     }

@@ -57,3 +57,10 @@ def test_placement_matches_gnu_patch(case: differential.Case) -> None:
 def test_behaviour_matches_gnu_patch_or_differs_by_design(case: differential.Case) -> None:
     outcome = _compared(case)
     assert not outcome.unjustified, outcome.explain()
+
+
+def test_a_rebased_patch_is_exact_for_gnu_patch(case: differential.Case) -> None:
+    outcome = _compared(case)
+    if outcome.rebase is None:
+        pytest.skip("some hunk does not apply here: nothing to rebase without a base tree")
+    assert outcome.rebase == "", outcome.rebase
