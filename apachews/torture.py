@@ -1355,6 +1355,7 @@ def run_cases(ctx: Context, names: Sequence[str], progress: Progress) -> list[Ca
                 backend.stop.set()  # endless backends of this case stop pushing
         crashes = _crash_lines(ctx, log_from) if name != "error-log-clean" else []
         if crashes:  # name the case during which a child died: error-log-clean alone cannot tell
+            results[-1].passed = False
             results[-1].detail += f"; CRASH during this case: {crashes[0][:100]}"
     return results
 

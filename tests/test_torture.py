@@ -1,8 +1,7 @@
 """Issue 18, one test per defect, each run through a real Apache (Debian's apache2) against three targets:
 
 - "stock": mod_proxy_http `upgrade=websocket`, which behaves correctly on every case here: the test passes;
-- "apachews": our module as it is in module/ now: the test asserts the correct behaviour (it fails until
-  the module is fixed);
+- "apachews": our module as it is in module/ now: the test asserts the correct behaviour;
 - "issue18": our module as issue 18 found it (commit ISSUE18_COMMIT), built from git: the case must catch
   the defect there, so every test is shown able to fail, in every run.
 
