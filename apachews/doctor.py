@@ -47,7 +47,7 @@ class Apxs:
 class Report:
     control: str
     version: str
-    vendor: str | None  # "Debian", "Red Hat", ... from "Apache/2.4.6 (Red Hat)"; None: vanilla build
+    vendor: str | None  # "Debian", "CentOS", ... from "Apache/2.4.6 (CentOS)", or the owning package's name
     built: str | None
     mmn: str | None
     mpm: str
@@ -71,6 +71,7 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     next_commands: list[str] = field(default_factory=list)
     config_files: list[str] = field(default_factory=list)
+    package: str | None = None  # the distribution package that installed it, with its version
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -80,7 +81,7 @@ class Report:
             f"Apache {self.version}"
             + (f" ({self.vendor} build)" if self.vendor else " (vanilla build)")
             + f", MPM {self.mpm}, MMN {self.mmn or '?'}",
-            f"  control     {self.control}",
+            f"  control     {self.control}" + (f" (package {self.package})" if self.package else ""),
             f"  layout      {self.distro}: config {self.conf_root}, modules {self.modules_dir or '?'}",
             f"  proxy       {', '.join(self.proxy_modules) or 'no proxy module loaded'}",
             "  reqtimeout  " + ("; ".join(self.reqtimeout) if self.reqtimeout else "mod_reqtimeout loaded, defaults")
@@ -372,7 +373,10 @@ def examine(
         proxy_modules=sorted(m.removesuffix("_module") for m in loaded if m.startswith("proxy")),
         reqtimeout=directives["RequestReadTimeout"],
         config_files=includes,
+        package=owning_package(control),
     )
+    if report.vendor is None and report.package:  # CentOS 6 says "(Unix)", yet its httpd is a vendor build
+        report.vendor = report.package.split()[0]
     if report.error_log is None and directives["ErrorLog"]:  # 2.2: no DUMP_RUN_CFG
         log = directives["ErrorLog"][0].strip('"')
         report.error_log = None if log.startswith(("|", "syslog")) else str(_under(server_root, log))
@@ -391,6 +395,29 @@ def examine(
         said = (modules.stderr or modules.stdout).strip().splitlines()
         report.warnings.insert(0, f"`{control} -M` failed ({said[-1] if said else 'no output'}): fix the config first")
     return report
+
+
+def owning_package(path: Path) -> str | None:
+    """ "name version" of the dpkg or rpm package that installed path, or None (built from source, or a
+    wrapper of ours). A distribution's httpd is not the vanilla release of its number: this says whose it is."""
+    if shutil.which("dpkg-query"):
+        found = subprocess.run(["dpkg", "-S", str(path)], capture_output=True, text=True, check=False)
+        name = found.stdout.split(":", 1)[0].strip() if found.returncode == 0 else ""
+        if name and " " not in name and "," not in name:
+            version = subprocess.run(
+                ["dpkg-query", "-W", "-f", "${Version}", name], capture_output=True, text=True, check=False
+            ).stdout.strip()
+            return f"{name} {version}".strip()
+    if shutil.which("rpm"):
+        found = subprocess.run(
+            ["rpm", "-qf", "--qf", "%{NAME} %{VERSION}-%{RELEASE}", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if found.returncode == 0 and found.stdout.strip():
+            return found.stdout.strip()
+    return None
 
 
 def _under(server_root: Path, name: str) -> Path:

@@ -106,3 +106,13 @@ def test_not_an_apache(tmp_path: Path) -> None:
         doctor.examine("/bin/true")
     result = CliRunner().invoke(main, ["doctor", "--apachectl", str(tmp_path / "nothing")])
     assert result.exit_code == 2 and "no " in result.output
+
+
+def test_whose_build_it_is(tree) -> None:
+    # This machine's apache2ctl belongs to Debian's apache2 package; our wrapper of the copy to no package.
+    version = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Version}", "apache2"], capture_output=True, text=True, check=True
+    ).stdout
+    assert doctor.owning_package(debian_tree.SYSTEM_CTL) == f"apache2 {version}"
+    assert doctor.owning_package(tree.ctl) is None
+    assert doctor.examine(debian_tree.SYSTEM_CTL).package == f"apache2 {version}"  # reads, changes nothing
