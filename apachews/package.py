@@ -36,7 +36,13 @@ _COMMON = """set -e
 # Plain symlinks, as a2enmod / a2enconf make them, but without a2enmod's state markers in /var/lib/apache2:
 # removal then leaves every apache2 directory exactly as it was before the install.
 ENABLED=/etc/apache2/mods-enabled
-running() {{ [ -f /run/apache2/apache2.pid ] && kill -0 "$(cat /run/apache2/apache2.pid)" 2>/dev/null; }}
+# 2.4 (Debian 8+) keeps its pid in /run/apache2/, 2.2 (Debian 7, Ubuntu 12.04) in /var/run/apache2.pid.
+running() {{
+    for pid in /run/apache2/apache2.pid /var/run/apache2.pid; do
+        [ -f "$pid" ] && kill -0 "$(cat "$pid")" 2>/dev/null && return 0
+    done
+    return 1
+}}
 unlink_if() {{ if [ "$(readlink "$1" 2>/dev/null)" = "$2" ]; then rm -f "$1"; fi; }}
 disable() {{
 {disconf}    unlink_if $ENABLED/{module}.load ../mods-available/{module}.load
@@ -155,7 +161,8 @@ def build_deb(
             preset, apache=headers, distro="debian", backends=backends, path=path, allow=allow, prefer=module_style()
         )
         modules = rendering.modules
-        (conf_name,) = [name for name in rendering.files if name.startswith("conf-available/")]
+        # 2.4: conf-available/ (enabled by a conf-enabled link); 2.2: conf.d/, which apache2.conf includes.
+        (conf_name,) = [name for name in rendering.files if name.startswith(("conf-available/", "conf.d/"))]
         conf_text = rendering.files[conf_name]
     version = f"{__version__}-1"
     depends = f"apache2-api-{mmn}"
@@ -174,7 +181,7 @@ def build_deb(
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             (root / name).write_bytes(data)
             (root / name).chmod(0o644)
-        conf = Path(conf_name).stem if conf_name else None
+        conf = Path(conf_name).stem if conf_name and conf_name.startswith("conf-available/") else None
         common = _COMMON.format(
             module=MODULE_NAME,
             marker=MARKER,
