@@ -22,7 +22,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from apachews.errors import BadInput
+from apachews.errors import BadInput, JobFailed
 
 MODES = ("echo", "refuse-200", "refuse-403", "die")
 MAX_MESSAGE = 16 * 2**20
@@ -97,7 +97,7 @@ class EchoServer:
         if self._error is not None:
             raise self._error
         if not self.port:
-            raise RuntimeError("the echo backend did not start")
+            raise JobFailed("the bundled echo backend did not start on 127.0.0.1 within 10 s")
 
     def stop(self) -> None:
         if self._loop is not None and self._stop is not None and self._thread is not None:

@@ -8,7 +8,6 @@ redoes what changed. Failures are never cached.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import threading
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from apachews import __version__, build, config, httpd, images, patches, resources, sources, verify
 from apachews.errors import ApachewsError, BadInput, JobFailed
-from apachews.fsutil import write_atomic
+from apachews.fsutil import fingerprint, write_atomic
 from apachews.plan import BuildPlan
 from apachews.progress import Progress
 
@@ -151,10 +150,8 @@ def _image_identity(plan: BuildPlan) -> str:
 
 def _verify_identity(presets: Sequence[str]) -> str:
     """What a verify result also depends on besides the build: the presets and their templates."""
-    digest = hashlib.sha256("\0".join(presets).encode())
-    for path in sorted((resources.templates_dir() / "apache").iterdir()):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    templates = sorted((resources.templates_dir() / "apache").iterdir())
+    return fingerprint([list(presets), *(path.read_text() for path in templates)])
 
 
 def cache_file(plan: BuildPlan, presets: Sequence[str] = ("generic",)) -> Path:

@@ -18,7 +18,12 @@ def data_dir(name: str) -> Path:
     for candidate in (_PACKAGE_DIR / "_data" / name, _PACKAGE_DIR.parent / name):
         if candidate.is_dir():
             return candidate
-    raise FileNotFoundError(f"bundled data directory {name!r} is missing from the apachews installation")
+    from apachews.errors import JobFailed
+
+    raise JobFailed(
+        f"bundled data directory {name!r} is missing from the apachews installation",
+        hint="reinstall apachews (pip install --force-reinstall apachews), or run it from a full checkout",
+    )
 
 
 def templates_dir() -> Path:

@@ -8,8 +8,9 @@ from pathlib import Path
 import click
 
 from apachews import build, config, httpd, verify
+from apachews.catalogue import Release
 from apachews.cli import main
-from apachews.cli._common import Result, Session, command, source_options
+from apachews.cli._common import RELEASE, Result, Session, command, source_options
 from apachews.distros import trees
 from apachews.errors import BadInput
 from apachews.sources import SourceOptions
@@ -46,7 +47,9 @@ def resolve_httpd(binary: Path | None, dist: Path | None) -> tuple[httpd.Httpd, 
     "<VirtualHost>), bare (a lab ServerRoot). Default: the layout of the Apache under test.",
 )
 @click.option("--check", "checks", multiple=True, help="Run only this check (repeatable).")
-@click.option("--apache", "version", metavar="V", help="Build (or reuse from -o) this release, then verify it.")
+@click.option(
+    "--apache", "release", type=RELEASE, metavar="V", help="Build (or reuse from -o) this release, then verify it."
+)
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("dist"), show_default=True)
 @source_options
 def verify_command(
@@ -58,18 +61,19 @@ def verify_command(
     prefer: str | None,
     layout: str | None,
     checks: tuple[str, ...],
-    version: str | None,
+    release: Release | None,
     output: Path,
     sources: SourceOptions,
 ) -> Result:
     """Start a real Apache in front of the bundled echo backend and run the WebSocket suite."""
-    if version:
+    if release is not None:
+        version = str(release.version)
         if binary or dist:
             raise BadInput("--apache builds its own httpd: leave out --httpd and --dist")
         dist = output / f"httpd-{version}"
         if not (dist / "httpd" / "bin" / "httpd").exists():
             dist = build.build(
-                version, source=sources, with_httpd=True, out_dir=output, progress=session.progress()
+                release, source=sources, with_httpd=True, out_dir=output, progress=session.progress()
             ).dist
     server, built_module = resolve_httpd(binary, dist)
     presets = [p.name for p in config.list_presets()] if preset == "all" else [config.get_preset(preset).name]
