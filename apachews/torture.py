@@ -713,7 +713,7 @@ def _status_case(name: str, backend: str, want: Callable[[int, dict[str, str], s
     def run(ctx: Context) -> CaseResult:
         started = time.monotonic()
         try:
-            stream, status, headers, key = open_ws(ctx.port, ctx.path(backend), timeout=10)
+            stream, status, headers, key = open_ws(ctx.port, ctx.path(backend), timeout=5)
         except (OSError, ConnectionError) as error:
             return CaseResult(name, False, None, "", f"no answer: {error}")
         elapsed = time.monotonic() - started
@@ -1171,6 +1171,7 @@ def _smuggle_case(name: str, framing: str, body: bytes):
                         break
                     first_at = first_at or time.monotonic() - started
                     answer += chunk
+                    sock.settimeout(1)  # a pipelined second answer comes right behind the first
         finally:
             sock.close()
         statuses = re.findall(rb"HTTP/1\.[01] (\d{3})", answer)
