@@ -68,18 +68,13 @@ class Settings:
         return cls(big_body=100 * MIB, resets=1000, soak_clients=200, soak_seconds=60.0, flood_seconds=10.0)
 
 
-@dataclass
 class CaseResult(Check):
-    """A case's outcome: `verify.Check` plus "skipped" (the target lacks what the case needs)."""
-
-    skipped: bool = False
-
-    def to_dict(self) -> dict[str, object]:
-        return {**super().to_dict(), "skipped": self.skipped}
+    """A case's outcome: a `verify.Check` (pass/fail, figure, detail; `skipped` when the target lacks what
+    the case needs, e.g. mod_ssl)."""
 
 
 def skipped(name: str, why: str) -> CaseResult:
-    return CaseResult(name, False, None, "", why, skipped=True)
+    return CaseResult(name, True, None, "", f"skipped: {why}", skipped=True)
 
 
 @dataclass
@@ -90,7 +85,7 @@ class TargetReport(VerifyReport):
 
     @property
     def ok(self) -> bool:
-        ran = [check for check in self.checks if not getattr(check, "skipped", False)]
+        ran = [check for check in self.checks if not check.skipped]
         return bool(ran) and all(check.passed for check in ran)
 
     def to_dict(self) -> dict[str, object]:
@@ -1422,7 +1417,7 @@ def side_by_side(reports: Sequence[TargetReport]) -> str:
 
 
 def _cell(check: Check) -> str:
-    if getattr(check, "skipped", False):
+    if check.skipped:
         return "n/a"
     result = "pass" if check.passed else "FAIL"
     if check.figure is None:
