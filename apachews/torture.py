@@ -1399,6 +1399,11 @@ def module_target(httpd: Httpd, so: Path, label: str | None = None) -> TargetSpe
 
 def side_by_side(reports: Sequence[TargetReport]) -> str:
     """Rows: cases; columns: targets; cells: pass/FAIL/n/a with the figure."""
+    seen: dict[str, int] = {}
+    for report in reports:  # two builds of one release would share a label: number the later ones
+        seen[report.label] = seen.get(report.label, 0) + 1
+        if seen[report.label] > 1:
+            report.label = f"{report.label} #{seen[report.label]}"
     names: list[str] = []
     for report in reports:
         names += [check.name for check in report.checks if check.name not in names]
@@ -1484,7 +1489,7 @@ def targets(httpd: Httpd, kinds: Sequence[str], module_so: Path | None, dist: Pa
     return specs
 
 
-def dist_target(dist: Path) -> TargetSpec:
+def dist_target(dist: Path, label: str | None = None) -> TargetSpec:
     """A dir made by `apachews build --with-httpd`: its httpd with the module it built."""
     dist = Path(dist)
     binary = dist / "httpd" / "bin" / "httpd"
@@ -1497,7 +1502,7 @@ def dist_target(dist: Path) -> TargetSpec:
     shown = subprocess.run([str(server.binary), "-V"], capture_output=True, text=True, env={**os.environ, **server.env})
     found = re.search(r"Server MPM:\s*(\w+)", shown.stdout)
     mpm = found.group(1).lower() if found else "?"
-    return TargetSpec(f"apachews {server.version} {mpm}", server, "wstunnel", module=so)
+    return TargetSpec(label or f"apachews {server.version} {mpm}", server, "wstunnel", module=so)
 
 
 def run(

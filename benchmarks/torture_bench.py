@@ -30,7 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--heavy", action="store_true")
     parser.add_argument("--issue18", action="store_true", help=f"add the module at {ISSUE18_COMMIT}")
-    parser.add_argument("--dist", type=Path, action="append", default=[])
+    parser.add_argument("--dist", action="append", default=[], help="DIR or LABEL=DIR (repeatable)")
     parser.add_argument("--case", action="append", default=[])
     parser.add_argument("--targets", default="stock-http,stock-ws,apachews")
     parser.add_argument("--json", type=Path, help="also write every result here")
@@ -52,7 +52,9 @@ def main() -> None:
             ).stdout
             old = torture.build_module(Path(scratch), source)
             specs.append(torture.module_target(server, old, f"apachews {server.version} @{ISSUE18_COMMIT}"))
-        specs += [torture.dist_target(dist) for dist in args.dist]
+        for dist in args.dist:
+            label, _, path = dist.rpartition("=")
+            specs.append(torture.dist_target(Path(path), label or None))
         reports = []
         for spec in specs:
             started = time.monotonic()
