@@ -32,6 +32,10 @@ DEFAULT_SUITE = "bookworm"
 BASE_REPOSITORY = "apachews/base"
 BUILDER_REPOSITORY = "apachews/builder"
 DEFAULT_BASE_IMAGE = f"{BASE_REPOSITORY}:{DEFAULT_SUITE}"
+# Everything apachews makes in the engine carries the label `apachews=<base|builder|build>`, so that
+# `apachews cache list|prune` finds it (volumes made before the labels: by their name prefix).
+LABEL = "apachews"
+BUILD_VOLUME_PREFIX = "apachews-build-"
 # What httpd 2.2 and 2.4 need to buildconf, configure and compile (apr and apr-util come as sources).
 BUILD_PACKAGES = (
     "build-essential",
@@ -82,6 +86,15 @@ def image_exists(engine: docker.DockerClient, tag: str) -> bool:
         return True
     except ImageNotFound:
         return False
+
+
+def build_volume(engine: docker.DockerClient, name: str, labels: dict[str, str]) -> str:
+    """Create the named build volume with its labels (what it builds), unless it exists already."""
+    try:
+        engine.volumes.get(name)
+    except docker.errors.NotFound:
+        engine.volumes.create(name, labels={LABEL: "build", **labels})
+    return name
 
 
 def single_file_tar(name: str, data: bytes, mode: int = 0o644) -> bytes:
@@ -169,6 +182,7 @@ def bootstrap(
                 changes=[
                     "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                     'CMD ["/bin/bash"]',
+                    f"LABEL {LABEL}=base",
                 ],
             )
         except DockerException as error:
@@ -250,7 +264,9 @@ def builder_image(base_image: str, progress: Progress | None = None) -> ImageInf
     context = io.BytesIO(single_file_tar("Dockerfile", dockerfile.encode()))
     try:
         # Host networking only matters for a pulled base that lacks packages; ours needs none.
-        image, _ = engine.images.build(fileobj=context, custom_context=True, tag=tag, rm=True, network_mode="host")
+        image, _ = engine.images.build(
+            fileobj=context, custom_context=True, tag=tag, rm=True, network_mode="host", labels={LABEL: "builder"}
+        )
     except DockerException as error:
         raise JobFailed(f"building the builder image from {base_image} failed: {error}") from error
     log.info("built builder image %s from %s", tag, base_image)

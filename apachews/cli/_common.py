@@ -1,15 +1,22 @@
-"""What every command shares: --json, error handling, exit codes, progress.
+"""What every command shares: global options, the one error path, exit codes, progress.
 
 A command function returns a `Result` (data for --json, text for humans) or raises an `ApachewsError`.
-Exit codes: 0 success, 1 the job failed, 2 bad usage or bad input.
+Every failure, usage errors included, leaves through `ApachewsGroup.main`: with --json one JSON object
+(`ok`, `error`, `error_type`, `hint`) on stdout, else `error:` / `hint:` lines on stderr; never a traceback
+unless --debug. Exit codes: 0 success, 1 the job failed, 2 bad usage or bad input, 130/143 interrupted.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
+import os
+import re
+import signal
 import sys
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -18,8 +25,8 @@ import click
 
 from apachews import catalogue
 from apachews.catalogue import Release
-from apachews.errors import ApachewsError
-from apachews.plan import BUILDERS, BuildPlan
+from apachews.errors import ApachewsError, BadInput, JobFailed
+from apachews.plan import BUILDERS, MPMS, BuildPlan
 from apachews.progress import Progress, for_terminal
 from apachews.sources import SourceOptions
 
@@ -33,72 +40,177 @@ class Result:
 
 @dataclass
 class Session:
-    """Options of the top-level group, reachable from every command."""
+    """The global options (given before or after the sub-command), reachable from every command."""
 
     json: bool = False
     verbose: int = 0
+    quiet: bool = False
+    debug: bool = False
 
     def progress(self) -> Progress:
-        return for_terminal(self.json)
+        return for_terminal(self.json, verbose=self.verbose, quiet=self.quiet)
 
 
 def _session() -> Session:
     ctx = click.get_current_context()
     obj = ctx.find_root().obj
-    return obj if isinstance(obj, Session) else Session()
+    if not isinstance(obj, Session):
+        obj = ctx.find_root().obj = Session()
+    return obj
 
 
 def _print_json(payload: dict[str, Any]) -> None:
     click.echo(json.dumps(payload, indent=2, sort_keys=False, default=str))
 
 
-def _report(error: ApachewsError, json_mode: bool) -> None:
+def _global_flag(args: list[str], *names: str) -> bool:
+    """Whether a global flag was given anywhere on the line (before a `--`): errors raised while parsing
+    must honour --json / --debug even when the parser never reached them."""
+    words = args[: args.index("--")] if "--" in args else args
+    return any(word in names for word in words)
+
+
+def report(error: ApachewsError, json_mode: bool) -> None:
+    """The one way a failure is shown."""
     if json_mode:
-        _print_json({"ok": False, **error.to_dict()})
+        payload: dict[str, Any] = {"ok": False, **error.to_dict()}
+        payload.setdefault("hint", None)  # always present, so a script can read it without a check
+        _print_json(payload)
     else:
         click.echo(f"error: {error.message}", err=True)
         if error.hint:
             click.echo(f"hint: {error.hint}", err=True)
 
 
-class _Command(click.Command):
-    """A command whose parameters may raise ApachewsError while parsing (`--apache` naming no release):
-    reported like an error of the command itself (--json aware, exit code of the error)."""
+class UsageError(BadInput):
+    """Click's own usage errors (missing option, unknown option, bad value), carried on the one error path."""
 
-    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any):
-        given = list(args)
+
+class Interrupted(JobFailed):
+    """Ctrl-C or SIGTERM: the work stopped, what it made was cleaned up."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every cleanup path for an interrupt (containers, scratch dirs) runs."""
+
+
+def _usage_error(error: click.ClickException) -> ApachewsError:
+    ctx = getattr(error, "ctx", None)
+    where = ctx.command_path if ctx is not None else "apachews"
+    made = UsageError(error.format_message(), hint=f"see `{where} --help`")
+    made.exit_code = error.exit_code if isinstance(error, click.UsageError) else 2
+    return made
+
+
+class ApachewsGroup(click.Group):
+    """The top-level group: runs the command line and turns every way out of it into one report."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:  # fmt: skip
+        if not standalone_mode:  # a caller that wants click's exceptions as they are
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        json_mode, debug = _global_flag(argv, "--json"), _global_flag(argv, "--debug")
+        previous = _on_sigterm()
+        code = 0
         try:
-            return super().make_context(info_name, args, parent=parent, **extra)
+            returned = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+            code = returned if isinstance(returned, int) else 0
+        except click.exceptions.Exit as done:
+            code = done.exit_code
+        except click.ClickException as error:
+            code = _fail(_usage_error(error), json_mode, debug)
         except ApachewsError as error:
-            root = parent.find_root().obj if parent else None
-            _report(error, bool(getattr(root, "json", False)) or "--json" in given)
-            sys.exit(error.exit_code)
+            code = _fail(error, json_mode, debug)
+        except (KeyboardInterrupt, click.Abort) as stop:
+            terminated = isinstance(stop, Terminated)
+            message = "terminated (SIGTERM)" if terminated else "interrupted (Ctrl-C)"
+            _fail(Interrupted(message, hint="nothing half-made was kept; run the command again"), json_mode, debug)
+            code = 143 if terminated else 130
+        except OSError as error:
+            if error.errno != errno.EPIPE:  # a reader that went away (`| head`) is no failure of ours
+                code = _fail(_unexpected(error), json_mode, debug)
+            else:
+                _silence_stdout()
+                code = 1
+        except Exception as error:  # noqa: BLE001 - the promise: no traceback without --debug
+            code = _fail(_unexpected(error), json_mode, debug)
+        finally:
+            _restore_sigterm(previous)
+        sys.exit(code)
+
+
+def _unexpected(error: BaseException) -> ApachewsError:
+    from docker.errors import DockerException
+
+    if isinstance(error, DockerException):
+        return JobFailed(f"the Docker engine failed: {error}", hint="check the engine (docker info) and try again")
+    return JobFailed(
+        f"internal error: {type(error).__name__}: {error}",
+        hint="run again with --debug for the traceback, and report it with that traceback",
+    )
+
+
+def _fail(error: ApachewsError, json_mode: bool, debug: bool) -> int:
+    if debug:
+        traceback.print_exc(file=sys.stderr)
+    report(error, json_mode)
+    return error.exit_code
+
+
+def _silence_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def _on_sigterm() -> Any:
+    def terminate(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    try:
+        return signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread (an embedding program): leave signals alone
+        return None
+
+
+def _restore_sigterm(previous: Any) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def global_options(fn: Callable) -> Callable:
+    """-v/-q/--json/--debug: accepted on the group and on every command, so before or after the sub-command."""
+    fn = click.option("--debug", is_flag=True, help="Show the traceback of an error (for bug reports).")(fn)
+    fn = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout (every command).")(fn)
+    fn = click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")(fn)
+    return click.option(
+        "-v", "--verbose", count=True, help="Line-based progress and log messages on stderr (-vv for debug)."
+    )(fn)
+
+
+def merge_globals(session: Session, verbose: int, quiet: bool, as_json: bool, debug: bool) -> None:
+    session.verbose += verbose
+    session.quiet = session.quiet or quiet
+    session.json = session.json or as_json
+    session.debug = session.debug or debug
+    if session.quiet and session.verbose:
+        raise BadInput("-q and -v contradict each other", hint="give one of them")
+    configure_logging(session.verbose)
 
 
 def command(group: click.Group, name: str | None = None, **settings: Any) -> Callable:
-    """Register `fn` as a subcommand of `group` with --json and uniform error handling.
+    """Register `fn` as a subcommand of `group` with the global options and the one error path.
 
     The wrapped function receives `session` (a Session) plus its click parameters.
     """
 
     def decorate(fn: Callable[..., Result]) -> click.Command:
-        @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+        @global_options
         @functools.wraps(fn)
-        def run(as_json: bool, **params: Any) -> None:
+        def run(verbose: int, quiet: bool, as_json: bool, debug: bool, **params: Any) -> None:
             session = _session()
-            if as_json:
-                session.json = True
-            try:
-                result = fn(session=session, **params)
-            except ApachewsError as error:
-                _report(error, session.json)
-                sys.exit(error.exit_code)
-            except KeyboardInterrupt:
-                if session.json:
-                    _print_json({"ok": False, "error": "interrupted"})
-                else:
-                    click.echo("interrupted", err=True)
-                sys.exit(130)
+            merge_globals(session, verbose, quiet, as_json, debug)
+            result = fn(session=session, **params)
             if session.json:
                 _print_json({"ok": result.ok, **result.data})
             elif result.text:
@@ -106,7 +218,7 @@ def command(group: click.Group, name: str | None = None, **settings: Any) -> Cal
             if not result.ok:
                 sys.exit(1)
 
-        return group.command(name, cls=_Command, **settings)(run)
+        return group.command(name, **settings)(run)
 
     return decorate
 
@@ -119,6 +231,12 @@ class ReleaseType(click.ParamType):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Release:
         return value if isinstance(value, Release) else catalogue.load().get(str(value))
 
+    def shell_complete(self, ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+        from click.shell_completion import CompletionItem
+
+        versions = [str(r.version) for r in catalogue.load().all(None) if r.released is not False]
+        return [CompletionItem(v) for v in versions if v.startswith(incomplete)]
+
 
 class ReleaseListType(click.ParamType):
     """`--apache 2.2.31,2.4.1-2.4.4,all-2.2`: the released versions it names, in order."""
@@ -129,13 +247,38 @@ class ReleaseListType(click.ParamType):
         return value if isinstance(value, tuple) else tuple(catalogue.load().expand(str(value)))
 
 
+# Docker's reference grammar (distribution/reference): [host[:port]/]path[:tag][@digest], path lowercase.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)?"
+_IMAGE_REFERENCE = re.compile(
+    rf"{_HOST}{_COMPONENT}(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?(?:@sha256:[0-9a-f]{{64}})?"
+)
+
+
+class ImageType(click.ParamType):
+    """`--base-image`: a Docker image reference, checked here so a typo is bad input (exit 2), not an engine error."""
+
+    name = "image"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        if not _IMAGE_REFERENCE.fullmatch(text):
+            raise BadInput(
+                f"--base-image {text!r} is not a Docker image reference",
+                hint="give a name like apachews/base:bookworm or centos:7 (lowercase; `docker image ls` lists "
+                "the images you have; `apachews image bootstrap --suite S` makes apachews/base:S)",
+            )
+        return text
+
+
 RELEASE = ReleaseType()
 RELEASES = ReleaseListType()
+IMAGE = ImageType()
 
 
 def configure_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
 
 
 _EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -145,7 +288,12 @@ _EXISTING_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 def source_options(fn: Callable) -> Callable:
     """The options that say where Apache sources come from; the command gets `sources: SourceOptions`."""
 
-    @click.option("--mirror", metavar="URL", help="A mirror laid out like the Apache archive's dist/httpd/.")
+    @click.option(
+        "--mirror",
+        metavar="URL|DIR",
+        help="An Apache mirror laid out like the archive's dist/httpd/: http(s)://, file:// or a local directory "
+        "(default: $APACHEWS_MIRROR, else archive.apache.org).",
+    )
     @click.option("--tarball", type=_EXISTING_FILE, help="Use this httpd-*.tar.gz / .tar.bz2 file.")
     @click.option("--source", type=_EXISTING_DIR, help="Use this unpacked tree or git checkout as is.")
     @click.option("--git", "git_repo", type=_EXISTING_DIR, help="Export tag V from this apache/httpd clone.")
@@ -176,18 +324,43 @@ def plan_options(fn: Callable) -> Callable:
     which makes the frozen BuildPlan the stage modules take."""
 
     @source_options
-    @click.option("--base-image", metavar="IMAGE", help="Build in this image (default: apachews/base:bookworm).")
+    @click.option(
+        "--base-image", type=IMAGE, metavar="IMAGE", help="Build in this image (default: apachews/base:bookworm)."
+    )
     @click.option("--backport", is_flag=True, help="On 2.4.6+, use the apachews module instead of the stock one.")
-    @click.option("--builder", type=click.Choice(BUILDERS), default="docker", show_default=True)
-    @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("dist"), show_default=True)
+    @click.option(
+        "--builder",
+        type=click.Choice(BUILDERS),
+        default="docker",
+        show_default=True,
+        help="docker: in --base-image, networking off; local: this host's gcc and make.",
+    )
+    @click.option(
+        "-o",
+        "--output",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("dist"),
+        show_default=True,
+        help="Directory that receives httpd-V/ (the module, build.json, the log).",
+    )
+    @click.option("--mpm", type=click.Choice(MPMS), help="MPM (default: 2.2 prefork, 2.4 event).")
     @functools.wraps(fn)
     def wrapper(
-        sources: SourceOptions, base_image: str | None, backport: bool, builder: str, output: Path, **params: Any
+        sources: SourceOptions,
+        base_image: str | None,
+        backport: bool,
+        builder: str,
+        output: Path,
+        mpm: str | None,
+        **params: Any,
     ) -> Any:
+        if base_image and builder == "local":
+            raise BadInput("--base-image applies to the docker builder only", hint="leave out --builder local")
+
         def plan_for(release: Release, **more: Any) -> BuildPlan:
             return BuildPlan(
                 release, source=sources, base_image=base_image or "", backport=backport, builder=builder,
-                out_dir=output, **more,
+                out_dir=output, mpm=mpm or "", **more,
             )  # fmt: skip
 
         return fn(plan_for=plan_for, **params)
