@@ -1,11 +1,16 @@
-"""Origin "mirror": release tarballs from a directory laid out like https://archive.apache.org/dist/httpd/."""
+"""Origin "mirror": release tarballs from a directory laid out like https://archive.apache.org/dist/httpd/,
+over http(s), or local: a file:// URL or a plain directory (a copy of the archive, no HTTP server needed)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
+import urllib.error
 import urllib.parse
+import urllib.request
+from pathlib import Path
 
 from apachews.catalogue import Release
 from apachews.errors import BadInput, JobFailed
@@ -21,14 +26,41 @@ log = logging.getLogger(__name__)
 DEFAULT_MIRROR = "https://archive.apache.org/dist/httpd/"
 
 
+OTHER_SOURCES_HINT = (
+    "without the network, take the sources from elsewhere: --tarball FILE (a downloaded httpd-V.tar.gz), "
+    "--git DIR (an apache/httpd clone), --from-pypi (PyPI's mod-wsgi-httpd, for the 2.4 releases it carries), "
+    "or --mirror DIR / APACHEWS_MIRROR=DIR (a local copy of the archive's dist/httpd/, or a file:// URL)"
+)
+
+
 def mirror_url(mirror: str | None = None) -> str:
-    url = mirror or os.environ.get("APACHEWS_MIRROR") or DEFAULT_MIRROR
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+    """The mirror as a URL ending in /: http(s)://, file://, or a local directory (made a file:// URL)."""
+    given = mirror or os.environ.get("APACHEWS_MIRROR") or DEFAULT_MIRROR
+    scheme = urllib.parse.urlsplit(given).scheme
+    if scheme in ("http", "https", "file"):
+        url = given
+    elif os.path.isdir(given):
+        url = Path(given).resolve().as_uri()
+    else:
         raise BadInput(
-            f"mirror {url!r} is not an http(s) URL",
-            hint="give the URL of a directory laid out like https://archive.apache.org/dist/httpd/",
+            f"mirror {given!r} is neither an http(s):// or file:// URL nor a directory",
+            hint="give the URL or the local copy of a directory laid out like https://archive.apache.org/dist/httpd/",
         )
     return url if url.endswith("/") else url + "/"
+
+
+def _local_path(url: str) -> Path | None:
+    """The file a file:// URL names (None for http)."""
+    parts = urllib.parse.urlsplit(url)
+    return Path(urllib.request.url2pathname(parts.path)) if parts.scheme == "file" else None
+
+
+def _open(url: str):
+    """open_url, with a missing local file meaning 404 (urllib reports it as an unreachable URL)."""
+    local = _local_path(url)
+    if local is not None and not local.is_file():
+        raise NotFound(url)
+    return open_url(url)
 
 
 def mirror_checksum(url: str, filename: str) -> Checksum | None:
@@ -36,7 +68,7 @@ def mirror_checksum(url: str, filename: str) -> Checksum | None:
     for algorithm in checksums.ALGORITHMS:
         sum_url = f"{url}.{algorithm}"
         try:
-            with open_url(sum_url) as response:
+            with _open(sum_url) as response:
                 text = response.read(1 << 16).decode("utf-8", "replace")
         except NotFound:
             continue
@@ -88,6 +120,8 @@ def from_mirror(release: Release | None, mirror: str | None, insecure: bool, pro
         for name in release.tarballs:
             url = base + name
             try:
+                if (local := _local_path(url)) is not None and not local.is_file():
+                    raise NotFound(url)
                 with verified_download(url, downloads, _expected(release, name, url, insecure, progress), progress) as (
                     partial,
                     checksum,
@@ -101,10 +135,20 @@ def from_mirror(release: Release | None, mirror: str | None, insecure: bool, pro
             except NotFound:
                 log.info("%s: 404 Not Found", url)
                 tried.append(url)
+    except JobFailed as error:
+        if _unreachable(error):  # offline, or a mirror that does not answer: name the other origins
+            error.hint = f"check the mirror URL (--mirror / $APACHEWS_MIRROR); {OTHER_SOURCES_HINT}"
+        raise
     finally:
         remove_empty(downloads, downloads.parent)
     raise JobFailed(
         f"Apache {release.version} is not on the mirror: {' and '.join(tried)} answered 404 Not Found",
-        hint="check the mirror URL (--mirror / $APACHEWS_MIRROR) or download the tarball and use --tarball",
+        hint=f"check the mirror URL (--mirror / $APACHEWS_MIRROR); {OTHER_SOURCES_HINT}",
         urls=tried,
     )
+
+
+def _unreachable(error: JobFailed) -> bool:
+    """The download path's "cannot reach" (a socket or DNS error), as opposed to an HTTP status or a checksum."""
+    cause = error.__cause__
+    return isinstance(cause, (OSError, http.client.HTTPException)) and not isinstance(cause, urllib.error.HTTPError)
