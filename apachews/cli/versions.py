@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+import textwrap
+
 import click
 
 from apachews import catalogue
 from apachews.catalogue import Release
 from apachews.cli import main
-from apachews.cli._common import RELEASE, Result, command
+from apachews.cli._common import RELEASE, Result, Session, command
+from apachews.errors import BadInput
 
 
 def _yes(flag: bool | None) -> str:
@@ -18,13 +24,14 @@ def explain(release: Release) -> str:
     lines = [
         f"Apache httpd {release.version} ({release.family} family)",
         f"  released:                {_yes(release.released)}",
-        f"  release tarballs:        {', '.join(release.tarballs)}",
+        "  release tarballs:        "
+        + (", ".join(release.tarballs) if release.released is not False else "none (never released)"),
         f"  stock mod_proxy_wstunnel: {_yes(release.stock_wstunnel)}",
         f"  mod_proxy_http upgrade:  {_yes(release.proxy_http_upgrade)}",
         f"  WebSockets via:          {release.tunnelling}",
         f"  apachews patch series:   {release.series or 'none'}",
     ]
-    for name, info in release.checksums.items():
+    for name, info in release.checksums.items() if release.released is not False else ():
         lines.append(f"  sha256 {name}: {info['sha256']}")
         lines.append(f"    ({info['source']})")
     lines.append("")
@@ -66,22 +73,55 @@ def which_version_table(releases: list[Release]) -> str:
     return "\n".join(lines)
 
 
+def release_table(releases: list[Release], width: int | None) -> str:
+    """One row per release; the "WebSockets via" column wraps (never cuts) to fit `width` columns."""
+    rows = [[str(r.version), _yes(r.released), r.tunnelling, r.series or "-"] for r in releases]
+    header = ["version", "released", "WebSockets via", "series"]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    if width:  # give the wrapping column what the others leave, but never less than its longest word
+        longest_word = max(len(word) for row in rows for word in row[2].split()) if rows else 0
+        widths[2] = max(longest_word, min(widths[2], width - widths[0] - widths[1] - widths[3] - 6))
+    lines = []
+    for row in [header, *rows]:
+        pieces = textwrap.wrap(row[2], widths[2]) or [""]
+        for n, piece in enumerate(pieces):
+            cells = [row[0], row[1], piece, row[3]] if n == 0 else ["", "", piece, ""]
+            lines.append(
+                f"{cells[0]:<{widths[0]}}  {cells[1]:<{widths[1]}}  {cells[2]:<{widths[2]}}  {cells[3]}".rstrip()
+            )
+    return "\n".join(lines)
+
+
+def _terminal_width() -> int | None:
+    """The width to fit: the terminal's (or $COLUMNS); None when writing to a pipe or file (no wrapping)."""
+    if os.environ.get("COLUMNS", "").isdigit():
+        return int(os.environ["COLUMNS"])
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+
+
 @command(main, "versions")
 @click.option("--apache", "release", type=RELEASE, metavar="V", help="Explain what this Apache release needs.")
 @click.option("--family", type=click.Choice(["2.2", "2.4"]), help="Only this family.")
 @click.option("--all", "include_unreleased", is_flag=True, help="Include versions that were never released.")
-@click.option("--markdown", is_flag=True, help="A 'which version do I need' table in Markdown.")
+@click.option("--markdown", is_flag=True, help="A 'which version do I need' table in Markdown (not with --apache).")
 def versions_command(
-    session, release: Release | None, family: str | None, include_unreleased: bool, markdown: bool
+    session: Session, release: Release | None, family: str | None, include_unreleased: bool, markdown: bool
 ) -> Result:
     """List Apache releases, or explain what one release needs (--apache V)."""
     releases = catalogue.load()
     if release:
+        given = [
+            name
+            for name, value in (("--family", family), ("--all", include_unreleased), ("--markdown", markdown))
+            if value
+        ]
+        if given:
+            raise BadInput(
+                f"{', '.join(given)} lists releases; --apache explains one",
+                hint=f"apachews versions --apache {release.version}, or apachews versions {' '.join(given)}",
+            )
         return Result(data={"release": release.to_dict()}, text=explain(release))
     chosen = [r for r in releases.all(family) if include_unreleased or r.released is not False]
     if markdown:
         return Result(data={"releases": [r.to_dict() for r in chosen]}, text=which_version_table(chosen))
-    rows = [f"{'version':<9} {'released':<9} {'wstunnel':<22} series"]
-    for r in chosen:
-        rows.append(f"{str(r.version):<9} {_yes(r.released):<9} {r.tunnelling[:22]:<22} {r.series or '-'}")
-    return Result(data={"releases": [r.to_dict() for r in chosen]}, text="\n".join(rows))
+    return Result(data={"releases": [r.to_dict() for r in chosen]}, text=release_table(chosen, _terminal_width()))
