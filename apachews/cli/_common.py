@@ -357,7 +357,8 @@ def plan_options(fn: Callable) -> Callable:
         if base_image and builder == "local":
             raise BadInput("--base-image applies to the docker builder only", hint="leave out --builder local")
 
-        def plan_for(release: Release, **more: Any) -> BuildPlan:
+        def plan_for(release: Release | None, **more: Any) -> BuildPlan:
+            release = release or release_of(sources)
             return BuildPlan(
                 release, source=sources, base_image=base_image or "", backport=backport, builder=builder,
                 out_dir=output, mpm=mpm or "", **more,
@@ -366,3 +367,14 @@ def plan_options(fn: Callable) -> Callable:
         return fn(plan_for=plan_for, **params)
 
     return wrapper
+
+
+def release_of(sources: SourceOptions) -> Release:
+    """The release a --source tree or --tarball holds, read from it (as `apachews fetch` does) when no
+    --apache was given; the other origins need the version to find the sources."""
+    if not (sources.source or sources.tarball):
+        raise BadInput(
+            "which Apache release? give --apache V",
+            hint="e.g. --apache 2.2.31; with --source DIR or --tarball FILE the version is read from the sources",
+        )
+    return catalogue.load().get(str(sources.provide(None).version))

@@ -34,7 +34,9 @@ def _newest_24() -> str:
 @click.option("--sticky", is_flag=True, help="balancer: keep a client on one member (ROUTEID cookie).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the files into this directory.")
 @click.option("--force", is_flag=True, help="With -o: replace existing files.")
-@click.option("--check", "run_check", is_flag=True, help="Validate with a real `httpd -t` first.")
+@click.option(
+    "--check", "run_check", is_flag=True, help="Validate with a real `httpd -t` first (a flag here; in verify a name)."
+)
 @click.option("--httpd", "binary", type=click.Path(path_type=Path), help="The httpd for --check.")
 def config_command(
     session: Session,
@@ -63,6 +65,11 @@ def config_command(
         )
     if not preset:
         raise BadInput("which preset?", hint="apachews config --list shows them; e.g. apachews config gateone")
+    # Options that do nothing without another are refused rather than silently ignored.
+    if force and output is None:
+        raise BadInput("--force applies to -o DIR only", hint="add -o DIR, or leave out --force")
+    if binary and not run_check:
+        raise BadInput("--httpd is the httpd of --check", hint="add --check, or leave out --httpd")
     assumed = None if apache else _newest_24()
     rendering = config.render(
         preset,

@@ -6,7 +6,8 @@ import click
 
 from apachews import images
 from apachews.cli import main
-from apachews.cli._common import Result, Session, command
+from apachews.cli._common import IMAGE, Result, Session, command
+from apachews.errors import BadInput
 
 
 @main.group("image")
@@ -16,11 +17,20 @@ def image_group() -> None:
 
 @command(image_group, "bootstrap")
 @click.option("--suite", default=images.DEFAULT_SUITE, show_default=True, help="Debian suite to debootstrap.")
-@click.option("--mirror", metavar="URL", help="Debian mirror (default: the one this host's apt uses).")
-@click.option("--tag", help="Image tag (default: apachews/base:<suite>).")
+@click.option("--debian-mirror", metavar="URL", help="Debian mirror (default: the one this host's apt uses).")
+@click.option("--mirror", "apache_mirror", hidden=True, help="Refused: --mirror is an Apache mirror elsewhere.")
+@click.option("--tag", type=IMAGE, help="Image tag (default: apachews/base:<suite>).")
 @click.option("--force", is_flag=True, help="Rebuild even if the image exists.")
-def bootstrap_command(session: Session, suite: str, mirror: str | None, tag: str | None, force: bool) -> Result:
+def bootstrap_command(
+    session: Session, suite: str, debian_mirror: str | None, apache_mirror: str | None, tag: str | None, force: bool
+) -> Result:
     """Make a build base image with debootstrap and import it into Docker."""
+    if apache_mirror:  # --mirror means an Apache mirror in every other command: no second meaning here
+        raise BadInput(
+            "image bootstrap takes a Debian mirror as --debian-mirror",
+            hint=f"apachews image bootstrap --debian-mirror {apache_mirror}",
+        )
+    mirror = debian_mirror
     info = images.bootstrap(suite, mirror=mirror, tag=tag, force=force, progress=session.progress())
     verb = "created" if info.created else "already present (use --force to rebuild)"
     return Result(data=info.to_dict(), text=f"{info.tag} {verb}: {info.id[:19]}")

@@ -35,7 +35,8 @@ def _live_table(stream=sys.stderr):
     "--apache", "releases", type=RELEASES, required=True, help="Versions: 2.2.31,2.4.69 or 2.2.20-2.2.34 or all-2.2."
 )
 @plan_options
-@click.option("--jobs", "-j", default=1, show_default=True, help="Versions processed at once.")
+@click.option("--jobs", "-j", default=2, show_default=True, help="Parallel make jobs of each build (as in `build`).")
+@click.option("--parallel", default=1, show_default=True, help="Versions processed at once.")
 @click.option("--markdown", is_flag=True, help="Print the final table as Markdown (for CI job summaries).")
 @click.option(
     "--preset",
@@ -49,12 +50,13 @@ def matrix_command(
     releases: tuple[Release, ...],
     plan_for: Callable[..., BuildPlan],
     jobs: int,
+    parallel: int,
     markdown: bool,
     presets: str,
 ) -> Result:
     """For each version: fetch, patch check, build, config check, verify; then one table."""
     live = None if session.json or not sys.stderr.isatty() else _live_table()
-    plans = [plan_for(release, with_httpd=True) for release in releases]
-    report = matrix.run(plans, jobs=jobs, on_change=live, presets=matrix.preset_names(presets))
+    plans = [plan_for(release, with_httpd=True, jobs=jobs) for release in releases]
+    report = matrix.run(plans, jobs=parallel, on_change=live, presets=matrix.preset_names(presets))
     text = matrix.markdown_table(report) if markdown else matrix.text_table(report.rows)
     return Result(data=report.to_dict(), text=text, ok=report.ok)

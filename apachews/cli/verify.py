@@ -46,11 +46,24 @@ def resolve_httpd(binary: Path | None, dist: Path | None) -> tuple[httpd.Httpd, 
     help="How the config is installed: debian (Debian's own tree), plain (the build's own httpd.conf, config in a "
     "<VirtualHost>), bare (a lab ServerRoot). Default: the layout of the Apache under test.",
 )
-@click.option("--check", "checks", multiple=True, help="Run only this check (repeatable).")
+@click.option(
+    "--check",
+    "checks",
+    multiple=True,
+    metavar="NAME",
+    help="Run only this check (repeatable; `config --check` is a flag).",
+)
 @click.option(
     "--apache", "release", type=RELEASE, metavar="V", help="Build (or reuse from -o) this release, then verify it."
 )
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("dist"), show_default=True)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("dist"),
+    show_default=True,
+    help="With --apache: where the build goes (reused when it holds httpd-V with its httpd).",
+)
 @source_options
 def verify_command(
     session: Session,
