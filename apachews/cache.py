@@ -160,7 +160,8 @@ def file_entries(root: Path | None = None) -> list[Entry]:
     entries: list[Entry] = []
     if not root.is_dir():
         return entries
-    for top in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "locks"):
+    # A linked top directory (a shared download dir) is not ours to empty: left out.
+    for top in sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and p.name != "locks"):
         for item in sorted(top.iterdir()):
             size, newest = _tree_size(item)
             entries.append(Entry("download", str(item.relative_to(root)), size, newest))

@@ -87,7 +87,7 @@ class LineProgress(Progress):
 
     def step(self, message: str) -> None:
         self._line(f"[{self._elapsed()}] {message}")
-        self._last_detail = time.monotonic()
+        self._last_detail = 0.0  # a step's first detail is shown at once, then one every DETAIL_EVERY
 
     def note(self, message: str) -> None:
         self._line(f"note: {message}")

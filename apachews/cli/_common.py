@@ -123,7 +123,7 @@ class ApachewsGroup(click.Group):
         except ApachewsError as error:
             code = _fail(error, json_mode, debug)
         except (KeyboardInterrupt, click.Abort) as stop:
-            terminated = isinstance(stop, Terminated)
+            terminated = isinstance(stop, Terminated) or isinstance(stop.__cause__, Terminated)  # click: Abort
             message = "terminated (SIGTERM)" if terminated else "interrupted (Ctrl-C)"
             _fail(Interrupted(message, hint="nothing half-made was kept; run the command again"), json_mode, debug)
             code = 143 if terminated else 130
@@ -262,7 +262,10 @@ class ImageType(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         text = str(value)
-        if not _IMAGE_REFERENCE.fullmatch(text):
+        first = text.split("/", 1)[0] if "/" in text else ""
+        # Like Docker: a first part is a registry host only with a dot, a port or as localhost, else a path.
+        host_ok = not first or re.fullmatch(_COMPONENT, first) or "." in first or ":" in first or first == "localhost"
+        if not (_IMAGE_REFERENCE.fullmatch(text) and host_ok):
             raise BadInput(
                 f"--base-image {text!r} is not a Docker image reference",
                 hint="give a name like apachews/base:bookworm or centos:7 (lowercase; `docker image ls` lists "
