@@ -20,7 +20,13 @@ def _newest_24() -> str:
 @click.argument("preset", required=False)
 @click.option("--list", "list_only", is_flag=True, help="List the presets.")
 @click.option("--apache", metavar="V", help="Apache release the config is for (default: newest 2.4).")
-@click.option("--distro", type=click.Choice(distros.NAMES), default="generic", show_default=True)
+@click.option(
+    "--distro",
+    type=click.Choice(distros.NAMES),
+    default="generic",
+    show_default=True,
+    help="Whose layout: module paths, file names, the reload command.",
+)
 @click.option("--backend", "backends", multiple=True, metavar="URL", help="Backend URL (repeatable for balancer).")
 @click.option("--path", metavar="PATH", help="URL path on this server (default: the preset's).")
 @click.option("--allow", multiple=True, metavar="HOST|CIDR", help="Only these clients (repeatable).")

@@ -158,11 +158,17 @@ def apply_command(session, sources, version, patch_files, source_dir, into, fuzz
 @click.option("--patch", "patch_file", required=True, type=_PATCH_FILE, help="The patch to refresh.")
 @click.option("--apache", "version", metavar="V", help="Rebase onto this release (fetched with the origin options).")
 @click.option("--source-dir", type=_DIR, hidden=True, help="Old spelling of --source.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the rebased patch here.",
+)
 @click.option("--base-source", type=_DIR, help="The tree the patch was made for (enables the 3-way merge).")
 @click.option("--base-apache", metavar="V", help="The release the patch was made for (fetched).")
 @click.option("--resolved", type=_DIR, help="Files you resolved from an earlier OUTPUT.conflicts/ directory.")
-@click.option("--fuzz", default=patches.DEFAULT_FUZZ, show_default=True)
+@click.option("--fuzz", default=patches.DEFAULT_FUZZ, show_default=True, help="Context lines that may differ.")
 @source_options
 def rebase_command(
     session, sources, patch_file, version, source_dir, output, base_source, base_apache, resolved, fuzz
