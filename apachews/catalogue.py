@@ -7,6 +7,7 @@ release lives in patches/index.json next to the series themselves.
 from __future__ import annotations
 
 import difflib
+import enum
 import functools
 import json
 import re
@@ -46,6 +47,30 @@ class Version:
         return (self.major, self.minor, self.patch) < (other.major, other.minor, other.patch)
 
 
+class Tunnelling(str, enum.Enum):
+    """How WebSockets are tunnelled: the one vocabulary of the catalogue, config, verify and matrix."""
+
+    APACHEWS = "apachews"  # the apachews mod_proxy_wstunnel (built by `apachews build`)
+    WSTUNNEL = "wstunnel"  # the stock mod_proxy_wstunnel (2.4.5+)
+    HTTP_UPGRADE = "http-upgrade"  # mod_proxy_http's upgrade=websocket (2.4.47+)
+
+    @property
+    def description(self) -> str:
+        return {
+            Tunnelling.APACHEWS: "apachews mod_proxy_wstunnel",
+            Tunnelling.WSTUNNEL: "stock mod_proxy_wstunnel",
+            Tunnelling.HTTP_UPGRADE: "mod_proxy_http upgrade=websocket",
+        }[self]
+
+    @property
+    def module(self) -> str | None:
+        """The module that tunnels, besides mod_proxy and mod_proxy_http."""
+        return None if self is Tunnelling.HTTP_UPGRADE else "proxy_wstunnel"
+
+    def __str__(self) -> str:  # what people read; JSON and --prefer use .value
+        return self.description
+
+
 @dataclass(frozen=True)
 class Release:
     version: Version
@@ -55,6 +80,7 @@ class Release:
     proxy_http_upgrade: bool
     series: str | None
     checksums: dict[str, dict[str, str]] = field(default_factory=dict, hash=False)
+    stock_wstunnel_usable: bool = False  # 2.4.10+: the stock module works under load (see releases.json)
 
     @property
     def family(self) -> str:
@@ -65,13 +91,12 @@ class Release:
         return not self.stock_wstunnel
 
     @property
-    def tunnelling(self) -> str:
-        """How this release should tunnel WebSockets by default."""
+    def tunnelling(self) -> Tunnelling:
+        """How this release should tunnel WebSockets by default: the apachews module where there is no stock
+        module or it is broken (2.4.6-2.4.9), else the stock way."""
         if self.proxy_http_upgrade:
-            return "mod_proxy_http upgrade=websocket"
-        if self.stock_wstunnel:
-            return "stock mod_proxy_wstunnel"
-        return "backported mod_proxy_wstunnel (apachews)"
+            return Tunnelling.HTTP_UPGRADE
+        return Tunnelling.WSTUNNEL if self.stock_wstunnel_usable else Tunnelling.APACHEWS
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,7 +107,8 @@ class Release:
             "stock_wstunnel": self.stock_wstunnel,
             "proxy_http_upgrade": self.proxy_http_upgrade,
             "needs_backport": self.needs_backport,
-            "tunnelling": self.tunnelling,
+            "tunnelling": self.tunnelling.value,
+            "stock_wstunnel_usable": self.stock_wstunnel_usable,
             "series": self.series,
             "checksums": self.checksums,
         }
@@ -101,6 +127,7 @@ class Catalogue:
         features = data["features"]
         stock_since = Version.parse(features["stock_wstunnel_since"])
         upgrade_since = Version.parse(features["proxy_http_upgrade_since"])
+        usable_since = Version.parse(features["stock_wstunnel_usable_since"])
         series = series_index.get("series", {})
         self.apr_checksums: dict[str, dict[str, str]] = data.get("apr_checksums", {})
         self.pypi_sdists: dict[str, str] = data.get("pypi_sdists", {})
@@ -121,6 +148,7 @@ class Catalogue:
                     proxy_http_upgrade=version >= upgrade_since,
                     series=serving[0] if serving else None,
                     checksums=data["checksums"].get(str(version), {}),
+                    stock_wstunnel_usable=version >= usable_since,
                 )
 
     def all(self, family: str | None = None) -> list[Release]:

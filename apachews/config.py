@@ -406,6 +406,13 @@ def _style_notes(release: Release, style: Tunnelling, preset: str) -> list[str]:
             f"Apache {version} has no mod_proxy_wstunnel: build it with `apachews build --apache {version}` "
             "and install the .so first (apachews install does both)."
         ]
+    if style is Tunnelling.APACHEWS and not release.stock_wstunnel_usable:
+        return [
+            f"Apache {version}'s stock mod_proxy_wstunnel reuses backend connections across handshakes and "
+            f"busy-loops on client errors (fixed in 2.4.10), and tunnels refusals (CVE-2019-17567): this config "
+            f"uses the apachews module in its place: `apachews build --apache {version} --backport`, then "
+            "install its .so (apachews install does both)."
+        ]
     if style is Tunnelling.APACHEWS:
         return [
             f"This config needs the apachews module in place of the stock mod_proxy_wstunnel: "

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import enum
-
-from apachews.catalogue import Release, Version
+from apachews.catalogue import Release, Tunnelling, Version
 from apachews.errors import BadInput
 
 # mod_rewrite knows ws:// and wss:// targets from 2.4.7: rewrite-based routing is only rendered from there on.
@@ -13,29 +11,11 @@ REWRITE_WS_SINCE = Version(2, 4, 7)
 CVE_2019_17567 = (Version(2, 4, 6), Version(2, 4, 46))
 
 
-class Tunnelling(str, enum.Enum):
-    APACHEWS = "apachews"  # the apachews mod_proxy_wstunnel (built by `apachews build`)
-    WSTUNNEL = "wstunnel"  # the stock mod_proxy_wstunnel (2.4.5+)
-    HTTP_UPGRADE = "http-upgrade"  # mod_proxy_http's upgrade=websocket (2.4.47+)
-
-    @property
-    def description(self) -> str:
-        return {
-            Tunnelling.APACHEWS: "apachews mod_proxy_wstunnel",
-            Tunnelling.WSTUNNEL: "stock mod_proxy_wstunnel",
-            Tunnelling.HTTP_UPGRADE: "mod_proxy_http upgrade=websocket",
-        }[self]
-
-    @property
-    def module(self) -> str | None:
-        """The module that tunnels, besides mod_proxy and mod_proxy_http."""
-        return None if self is Tunnelling.HTTP_UPGRADE else "proxy_wstunnel"
+__all__ = ["Tunnelling", "choose", "default_for", "has_cve_2019_17567"]
 
 
 def default_for(release: Release) -> Tunnelling:
-    if release.proxy_http_upgrade:
-        return Tunnelling.HTTP_UPGRADE
-    return Tunnelling.WSTUNNEL if release.stock_wstunnel else Tunnelling.APACHEWS
+    return release.tunnelling
 
 
 def choose(release: Release, prefer: str | Tunnelling | None) -> Tunnelling:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from apachews import catalogue, patches
-from apachews.catalogue import Version
+from apachews.catalogue import Tunnelling, Version
 from apachews.errors import BadInput
 from apachews.resources import package_data, patches_dir
 
@@ -41,8 +41,10 @@ def test_first_stock_wstunnel_release_is_2_4_6(releases):
     assert str(first_released.version) == "2.4.6"
     assert releases.get("2.4.5").stock_wstunnel and releases.get("2.4.5").released is False
     assert releases.get("2.4.5").series is None  # the stock module is in: no series serves it
-    assert releases.get("2.4.4").tunnelling == "backported mod_proxy_wstunnel (apachews)"
-    assert releases.get("2.4.6").tunnelling == "stock mod_proxy_wstunnel"
+    assert releases.get("2.4.4").tunnelling is Tunnelling.APACHEWS
+    # 2.4.6-2.4.9's stock module pools backend connections across handshakes (fixed in 2.4.10).
+    assert releases.get("2.4.6").tunnelling is Tunnelling.APACHEWS and releases.get("2.4.6").stock_wstunnel
+    assert releases.get("2.4.10").tunnelling is Tunnelling.WSTUNNEL
 
 
 def test_proxy_http_upgrade_from_2_4_47_first_released_in_2_4_48(releases):
@@ -50,7 +52,7 @@ def test_proxy_http_upgrade_from_2_4_47_first_released_in_2_4_48(releases):
     assert releases.get("2.4.47").proxy_http_upgrade and releases.get("2.4.47").released is False
     first_released = next(r for r in releases.all("2.4") if r.proxy_http_upgrade and r.released)
     assert str(first_released.version) == "2.4.48"
-    assert releases.get("2.4.48").tunnelling == "mod_proxy_http upgrade=websocket"
+    assert releases.get("2.4.48").tunnelling is Tunnelling.HTTP_UPGRADE
 
 
 def test_not_released_lists(releases):
@@ -204,5 +206,6 @@ def test_which_version_table_groups_releases() -> None:
 
     result = CliRunner().invoke(main, ["versions", "--markdown"])
     assert result.exit_code == 0
-    assert "| 2.2.0 to 2.2.34 | backported mod_proxy_wstunnel (apachews) | wstunnel-2.2 |" in result.output
-    assert "| 2.4.6 to 2.4.46 | stock mod_proxy_wstunnel | - |" in result.output
+    assert "| 2.2.0 to 2.2.34 | apachews mod_proxy_wstunnel | wstunnel-2.2 |" in result.output
+    assert "| 2.4.6 to 2.4.9 | apachews mod_proxy_wstunnel | - |" in result.output
+    assert "| 2.4.10 to 2.4.46 | stock mod_proxy_wstunnel | - |" in result.output
