@@ -104,10 +104,10 @@ def test_one_path_apps_on_old_releases_use_the_apachews_module() -> None:
         text = rendering.files["apachews-jupyter.conf"]
         assert "ProxyWebsocketUpgrade On" in text and "RewriteRule" not in text
     with pytest.raises(BadInput) as refused:
-        _render("jupyter", "2.4.6", "generic")
+        _render("jupyter", "2.4.6", "generic", prefer="wstunnel")  # stock 2.4.6: no ws:// in mod_rewrite
     assert "--prefer apachews" in (refused.value.hint or "")
-    apachews = _render("jupyter", "2.4.6", "generic", prefer="apachews")
-    assert "ProxyWebsocketUpgrade On" in apachews.files["apachews-jupyter.conf"]
+    default = _render("jupyter", "2.4.6", "generic")  # 2.4.6-2.4.9: the apachews module by default
+    assert "ProxyWebsocketUpgrade On" in default.files["apachews-jupyter.conf"]
     rewrite = _render("jupyter", "2.4.46", "generic")
     assert "RewriteRule" in rewrite.files["apachews-jupyter.conf"]
     assert any("<VirtualHost>" in note for note in rewrite.notes)
