@@ -674,12 +674,17 @@ class CannotRender(BadInput):
 
 
 def resolve_style(httpd: Httpd, module: Path | None, prefer: str | Tunnelling | None) -> Tunnelling:
+    """The style under test: the apachews module when one is given, else what was asked for, else the
+    release's own, where the httpd can do it (no module given: a stock module is what it has)."""
     release = catalogue.load().get(str(httpd.version))
     if module is not None:
         return Tunnelling.APACHEWS  # a given mod_proxy_wstunnel.so must be the one tunnelling
-    if prefer is None and httpd.kind == "prefix" and release.stock_wstunnel and not release.needs_backport:
-        return tunnelling.default_for(release)
-    return tunnelling.choose(release, prefer)
+    if prefer is not None:
+        return tunnelling.choose(release, prefer)
+    style = tunnelling.default_for(release)
+    if style is Tunnelling.APACHEWS and release.stock_wstunnel:
+        return Tunnelling.WSTUNNEL
+    return style
 
 
 @contextlib.contextmanager
