@@ -161,16 +161,3 @@ def test_installed_wheel_finds_its_data(tmp_path: Path):
         assert sorted(str(p.relative_to(installed)) for p in installed.rglob("*") if p.is_file()) == shipped
         checked += 1
     assert checked, "neither templates/ nor patches/ holds a file"
-
-
-def test_progress_only_on_a_terminal():
-    from apachews.progress import Progress, TerminalProgress, for_terminal
-
-    class Tty:
-        def isatty(self) -> bool:
-            return True
-
-    assert isinstance(for_terminal(False, Tty()), TerminalProgress)  # type: ignore[arg-type]
-    assert type(for_terminal(True, Tty())) is Progress  # type: ignore[arg-type]
-    with open(os.devnull, "w") as pipe:
-        assert type(for_terminal(False, pipe)) is Progress
