@@ -41,6 +41,28 @@ def source_text() -> str:
     return source_path().read_text()
 
 
+# The module before the fixes of issues 12 and 18 (this repository's history): tests and the torture benchmark
+# build it to show that their checks catch what it got wrong.
+BEFORE_FIXES = "c0d4121"
+
+
+def source_at(revision: str) -> str:
+    """The C source as it was at `revision` of this checkout's git history."""
+    checkout = Path(__file__).resolve().parent.parent
+    shown = subprocess.run(
+        ["git", "-C", str(checkout), "show", f"{revision}:module/{SOURCE_NAME}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if shown.returncode != 0:
+        raise BadInput(
+            f"no module source at {revision} here: {shown.stderr.strip() or 'not a git checkout'}",
+            hint="run from a git checkout of apachews with its history",
+        )
+    return shown.stdout
+
+
 def creation_patch(text: str | None = None) -> str:
     """The patch that adds the module to an httpd tree (what patches/common/0001 must contain)."""
     lines = (source_text() if text is None else text).splitlines()

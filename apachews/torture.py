@@ -40,7 +40,15 @@ from apachews.echo import EchoServer
 from apachews.errors import BadInput, JobFailed
 from apachews.httpd import Httpd, ServerRoot, free_port, locate
 from apachews.progress import Progress
-from apachews.verify import CRASH_MARKERS, Check, VerifyReport, _raw_handshake, _reset, expected_accept
+from apachews.verify import (
+    CRASH_MARKERS,
+    Check,
+    VerifyReport,
+    _raw_handshake,
+    _reset,
+    expected_accept,
+    make_certificate,
+)
 
 MIB = 2**20
 RSS_BOUND = 32 * MIB  # growth of the children's summed RSS a streaming proxy stays under
@@ -602,20 +610,6 @@ def _routes(spec: TargetSpec, ports: dict[str, int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _certificate(directory: Path) -> tuple[Path, Path]:
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    result = subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"]
-        + ["-keyout", str(key), "-out", str(cert)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise JobFailed("openssl could not make a test certificate", hint=result.stderr[-2000:])
-    return cert, key
-
-
 def _listeners(tls: tuple[Path, Path] | None, tls_port: int, rq_port: int | None) -> str:
     lines = []
     if tls:
@@ -669,7 +663,7 @@ def running_target(spec: TargetSpec, settings: Settings, progress: Progress) -> 
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="apachews-torture-")))
         has_ssl = spec.httpd.has_module("ssl")
         has_rq = spec.httpd.has_module("reqtimeout")
-        tls = _certificate(scratch) if has_ssl else None
+        tls = make_certificate(scratch) if has_ssl else None
         tls_port, rq_port = free_port(), free_port() if has_rq else None
         prefer = "wstunnel" if spec.style == "wstunnel" else "http-upgrade"
         if spec.httpd.version < Version(2, 4, 47):

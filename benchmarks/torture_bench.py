@@ -14,16 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from apachews import httpd, torture
+from apachews import httpd, module, torture
 from apachews.progress import Progress
 
-ISSUE18_COMMIT = "c0d4121"
-REPO = Path(__file__).resolve().parent.parent
+ISSUE18_COMMIT = module.BEFORE_FIXES
 
 
 def main() -> None:
@@ -44,13 +42,7 @@ def main() -> None:
         so = os.environ.get("APACHEWS_BENCH_MODULE") or torture.build_module(Path(scratch))
         specs = torture.targets(server, args.targets.split(","), Path(so))
         if args.issue18:
-            source = subprocess.run(
-                ["git", "-C", str(REPO), "show", f"{ISSUE18_COMMIT}:module/mod_proxy_wstunnel.c"],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-            old = torture.build_module(Path(scratch), source)
+            old = torture.build_module(Path(scratch), module.source_at(ISSUE18_COMMIT))
             specs.append(torture.module_target(server, old, f"apachews {server.version} @{ISSUE18_COMMIT}"))
         for dist in args.dist:
             label, _, path = dist.rpartition("=")

@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from apachews import config, module, verify
 from apachews.distros import trees
 from apachews.echo import EchoServer
+from apachews.errors import BadInput
 from apachews.httpd import Httpd, ServerRoot
 
 # What mod_proxy 2.2.x exports (PROXY_DECLARE in modules/proxy/mod_proxy.h, same in 2.2.15 to 2.2.34)
@@ -75,22 +76,14 @@ def test_creation_patch_follows_the_source() -> None:
     assert module.creation_patch(module.source_text() + "/* edited */\n") != module.creation_patch()
 
 
-# The module as it was before it removed mod_reqtimeout's filter (this repository's own history).
-BEFORE_REQTIMEOUT_FIX = "c0d4121"
-
-
 @pytest.fixture(scope="module")
 def built_before_fix(tmp_path_factory: pytest.TempPathFactory) -> module.ApxsBuild:
-    repo = Path(__file__).resolve().parent.parent
-    old = subprocess.run(
-        ["git", "-C", str(repo), "show", f"{BEFORE_REQTIMEOUT_FIX}:module/{module.SOURCE_NAME}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if old.returncode != 0:
-        pytest.skip(f"no git history with {BEFORE_REQTIMEOUT_FIX} here: {old.stderr.strip()}")
-    return module.build_with_apxs(tmp_path_factory.mktemp("apxs-old"), source=old.stdout)
+    """The module before it removed mod_reqtimeout's filter (this repository's own history)."""
+    try:
+        source = module.source_at(module.BEFORE_FIXES)
+    except BadInput as error:
+        pytest.skip(error.message)
+    return module.build_with_apxs(tmp_path_factory.mktemp("apxs-old"), source=source)
 
 
 def test_full_suite_with_our_module_in_apache_24(built: module.ApxsBuild, system_httpd: Httpd) -> None:

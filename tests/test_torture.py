@@ -19,26 +19,21 @@ from pathlib import Path
 
 import pytest
 
-from apachews import torture
+from apachews import module, torture
 from apachews.catalogue import Version
+from apachews.errors import BadInput
 from apachews.httpd import Httpd
 from apachews.progress import Progress
 
-ISSUE18_COMMIT = "c0d4121"  # module/mod_proxy_wstunnel.c when issue 18 was filed
-REPO = Path(__file__).resolve().parent.parent
+ISSUE18_COMMIT = module.BEFORE_FIXES  # module/mod_proxy_wstunnel.c when issue 18 was filed
 TARGETS = ["stock", "apachews", "issue18"]
 
 
 def _issue18_source() -> str:
-    shown = subprocess.run(
-        ["git", "-C", str(REPO), "show", f"{ISSUE18_COMMIT}:module/mod_proxy_wstunnel.c"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if shown.returncode != 0:
-        pytest.skip(f"no git history with {ISSUE18_COMMIT} here: {shown.stderr.strip()}")
-    return shown.stdout
+    try:
+        return module.source_at(ISSUE18_COMMIT)
+    except BadInput as error:
+        pytest.skip(error.message)
 
 
 @pytest.fixture(scope="module", params=TARGETS)
