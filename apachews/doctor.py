@@ -455,12 +455,16 @@ def _workers(report: Report, directives: dict[str, list[str]]) -> None:
 def _advise(report: Report) -> None:
     ctl = f" --apachectl {report.control}"
     version = Version.parse(report.version)
+    has_none = version < Version(2, 4, 5)
     try:
         release = catalogue.load().get(report.version)
-        report.tunnelling = release.tunnelling
-        needs_module = release.needs_backport
+        style = release.tunnelling
+        report.tunnelling = str(style)  # the description ("mod_proxy_http upgrade=websocket", ...)
+        has_none = release.needs_backport
+        # The catalogue's default style: the apachews module where there is no stock one, or it is unusable.
+        needs_module = has_none or getattr(style, "value", None) == "apachews"
     except BadInput:  # a version newer than the catalogue: what the newest knows holds
-        needs_module = version < Version(2, 4, 6)
+        needs_module = has_none
         report.tunnelling = "mod_proxy_http upgrade=websocket" if not needs_module else "apachews module"
     apxs_ok = report.apxs is not None and report.apxs.matches
     build = (
@@ -476,7 +480,9 @@ def _advise(report: Report) -> None:
     )
     if needs_module:
         report.needs = (
-            f"the apachews mod_proxy_wstunnel (Apache {report.version} has none), built against this server's "
+            f"the apachews mod_proxy_wstunnel (Apache {report.version} "
+            + ("has none" if has_none else "has one that fails under load")
+            + "), built against this server's "
             + ("headers with its apxs" if apxs_ok else "version")
         )
         if report.vendor:
