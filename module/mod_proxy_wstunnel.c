@@ -61,6 +61,7 @@ module AP_MODULE_DECLARE_DATA proxy_wstunnel_module;
 #define PWS_MAX_INTERIM 16              /* 1xx answers skipped before the final one */
 #define PWS_MAX_UPGRADE_BODY (64 * 1024) /* a request body sent along with an upgrade */
 #define PWS_TURN_BYTES (64 * 1024)       /* bytes one direction may move before the other gets its turn */
+#define PWS_RELAY_BYTES (64 * 1024)      /* a refused upgrade's body is passed on in pieces of at most this */
 #define PWS_EMPTY_READS_AS_EOF 3         /* 2.2: readable, yet successful reads bring nothing */
 
 typedef struct {
@@ -376,7 +377,7 @@ static int proxy_wstunnel_relay_plain_response(request_rec *r, proxy_conn_rec *b
     apr_bucket_brigade *out = apr_brigade_create(r->pool, r->connection->bucket_alloc);
     apr_off_t remaining = -1; /* -1: until the backend closes */
     int chunked = encoding && proxy_wstunnel_has_token(encoding, "chunked");
-    char buffer[AP_IOBUFSIZE];
+    char *buffer = apr_palloc(r->pool, PWS_RELAY_BYTES);
     const apr_array_header_t *elts = apr_table_elts(headers);
     const apr_table_entry_t *entry = (const apr_table_entry_t *)elts->elts;
     int i;
@@ -417,23 +418,43 @@ static int proxy_wstunnel_relay_plain_response(request_rec *r, proxy_conn_rec *b
             break;
         }
         while (want != 0) {
-            apr_off_t read_size = (want < 0 || want > (apr_off_t)sizeof(buffer)) ? (apr_off_t)sizeof(buffer) : want;
-            apr_size_t got = sizeof(buffer);
-            apr_brigade_cleanup(bb);
-            if (ap_get_brigade(backend->connection->input_filters, bb, AP_MODE_READBYTES, APR_BLOCK_READ,
-                               read_size) != APR_SUCCESS
-                || APR_BRIGADE_EMPTY(bb) || apr_brigade_flatten(bb, buffer, &got) != APR_SUCCESS || got == 0) {
-                break;
+            /* Fill up to PWS_RELAY_BYTES (what is there now, after one blocking read), then pass it on at
+             * once: memory stays one buffer deep, and big bodies do not cost one pass per 8 KiB. */
+            apr_size_t filled = 0;
+            apr_read_type_e block = APR_BLOCK_READ;
+            int ended = 0;
+            while (filled < PWS_RELAY_BYTES && want != 0) {
+                apr_off_t room = (apr_off_t)(PWS_RELAY_BYTES - filled);
+                apr_size_t got = (apr_size_t)room;
+                apr_status_t rv;
+                apr_brigade_cleanup(bb);
+                rv = ap_get_brigade(backend->connection->input_filters, bb, AP_MODE_READBYTES, block,
+                                    (want < 0 || want > room) ? room : want);
+                if (block == APR_NONBLOCK_READ
+                    && (APR_STATUS_IS_EAGAIN(rv) || (rv == APR_SUCCESS && APR_BRIGADE_EMPTY(bb)))) {
+                    break; /* nothing more right now: pass on what there is */
+                }
+                if (rv != APR_SUCCESS || APR_BRIGADE_EMPTY(bb) || apr_brigade_flatten(bb, buffer + filled, &got)
+                    || got == 0) {
+                    ended = 1;
+                    break;
+                }
+                filled += got;
+                if (want > 0) {
+                    want -= (apr_off_t)got;
+                }
+                block = APR_NONBLOCK_READ;
             }
-            /* Copied into the client's allocator and passed on at once: memory stays one buffer deep. */
-            apr_brigade_write(out, NULL, NULL, buffer, got);
-            if (ap_pass_brigade(r->output_filters, out) != APR_SUCCESS || r->connection->aborted) {
+            if (filled > 0) {
+                apr_brigade_write(out, NULL, NULL, buffer, filled); /* copied into the client's allocator */
+                if (ap_pass_brigade(r->output_filters, out) != APR_SUCCESS || r->connection->aborted) {
+                    apr_brigade_cleanup(out);
+                    return OK; /* the client went away: nothing more to say */
+                }
                 apr_brigade_cleanup(out);
-                return OK; /* the client went away: nothing more to say */
             }
-            apr_brigade_cleanup(out);
-            if (want > 0) {
-                want -= (apr_off_t)got;
+            if (ended) {
+                break;
             }
         }
         if (!chunked) {
