@@ -10,10 +10,12 @@ The recipe is one shell script (templates/build/build.sh.j2) run by either build
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import tarfile
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 STEP_MARKER = "==> apachews step: "
 MODULE_FILE = Path("modules/proxy/mod_proxy_wstunnel.c")
 DEFAULT_BASE_IMAGE = images.DEFAULT_BASE_IMAGE
+CCACHE_VOLUME = "apachews-ccache"  # one compiler cache for every build (used when the image has ccache)
 NOOP_BUILDCONF = "#!/bin/sh\n# apachews: this apr release tarball already has configure and build-outputs.mk\nexit 0\n"
 
 
@@ -59,6 +62,7 @@ def render_script(recipe: toolchain.Recipe, jobs: int, with_httpd: bool) -> str:
             cflags=" ".join(recipe.cflags),
             configure_args=recipe.configure_args,
             jobs=jobs,
+            make_args=[shlex.quote(f"{name}={value}") for name, value in recipe.make_vars],
             with_httpd=with_httpd,
             prefix=toolchain.PREFIX,
         )
@@ -116,6 +120,36 @@ def _input_archive(tree: Path, recipe: toolchain.Recipe) -> bytes:
     return buffer.getvalue()
 
 
+def _content_digest(archive: bytes) -> str:
+    """A digest of what the archive holds (names, modes, link targets, bytes), not of when it was written:
+    the copy and the patches give the tree fresh mtimes on every build."""
+    digest = hashlib.sha256()
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        for member in tar:
+            digest.update(f"{member.name}\0{member.type!r}\0{member.mode:o}\0{member.linkname}\0".encode())
+            if member.isfile():
+                extracted = tar.extractfile(member)
+                assert extracted is not None
+                digest.update(hashlib.sha256(extracted.read()).digest())
+    return digest.hexdigest()
+
+
+def _up_to_date(dist: Path, input_digest: str) -> dict[str, object] | None:
+    """The build.json of `dist` when it was built from exactly these inputs and its files are intact."""
+    try:
+        info = json.loads((dist / "build.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or info.get("input_digest") != input_digest:
+        return None
+    artifacts = info.get("artifacts") or {}
+    for relative, digest in artifacts.items():
+        path = dist / relative
+        if not path.is_file() or sha256_file(path) != digest:
+            return None
+    return info
+
+
 # -- builders -------------------------------------------------------------------------------------------------
 class BuildFailed(JobFailed):
     pass
@@ -142,25 +176,34 @@ def _keep_failed_log(text: str, key: str) -> Path:
 
 
 def build_in_docker(
-    archive: bytes, script: str, key: str, image: str, out: Path, progress: Progress
+    archive: bytes,
+    script: str,
+    key: str,
+    image: str,
+    out: Path,
+    progress: Progress,
+    labels: dict[str, str] | None = None,
 ) -> tuple[str, str]:
     """Run the recipe in a container; artifacts land in `out`. Returns (log text, volume name)."""
     try:
-        return _run_container(archive, script, key, image, out, progress)
+        return _run_container(archive, script, key, image, out, progress, labels or {})
     except DockerException as error:
         raise JobFailed(
             f"the Docker engine failed the build: {error}", hint="check the engine (docker info) and try again"
         ) from error
 
 
-def _run_container(archive: bytes, script: str, key: str, image: str, out: Path, progress: Progress) -> tuple[str, str]:
+def _run_container(
+    archive: bytes, script: str, key: str, image: str, out: Path, progress: Progress, labels: dict[str, str]
+) -> tuple[str, str]:
     engine = images.client()
-    volume = f"apachews-build-{key}"
+    # Labelled, so `apachews cache list|prune` can say what each volume builds.
+    volume = images.build_volume(engine, f"{images.BUILD_VOLUME_PREFIX}{key}", {"apachews.image": image, **labels})
     container = engine.containers.create(
         image,
         command=["bash", "/incoming/.apachews-build.sh"],
         network_mode="none",
-        volumes={volume: {"bind": "/build", "mode": "rw"}},
+        volumes={volume: {"bind": "/build", "mode": "rw"}, CCACHE_VOLUME: {"bind": "/ccache", "mode": "rw"}},
         labels={"apachews": "build"},
     )
     log.info("build container %s (image %s, volume %s, no network)", container.short_id, image, volume)
@@ -176,6 +219,8 @@ def _run_container(archive: bytes, script: str, key: str, image: str, out: Path,
                 log.debug("build: %s", line)
                 if line.startswith(STEP_MARKER):
                     progress.step(f"build: {line[len(STEP_MARKER) :]}")
+                else:
+                    progress.output(line)  # the current make step, on the progress line
         status = container.wait()
         text = "\n".join(lines) + "\n"
         if status.get("StatusCode") != 0:
@@ -216,7 +261,9 @@ def build_locally(archive: bytes, script: str, key: str, out: Path, progress: Pr
             "APACHEWS_IN": incoming,
             "APACHEWS_ROOT": str(root),
             "APACHEWS_OUT": str(out / "out"),
+            "APACHEWS_CCACHE": str(sources.cache_dir() / "ccache"),
         }
+        (sources.cache_dir() / "ccache").mkdir(parents=True, exist_ok=True)
         process = subprocess.Popen(
             ["bash", str(script_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
         )
@@ -227,6 +274,8 @@ def build_locally(archive: bytes, script: str, key: str, out: Path, progress: Pr
             log.debug("build: %s", lines[-1])
             if line.startswith(STEP_MARKER):
                 progress.step(f"build: {line[len(STEP_MARKER) :].strip()}")
+            else:
+                progress.output(line)
         text = "\n".join(lines) + "\n"
         if process.wait() != 0:
             raise _fail(text, _keep_failed_log(text, key), "the local build")
@@ -253,10 +302,14 @@ def _builder_image(plan: BuildPlan, progress: Progress) -> images.ImageInfo | No
 
 
 # -- the pipeline -----------------------------------------------------------------------------------------------
-def build(plan: BuildPlan | Release | str, *, progress: Progress | None = None, **fields: Any) -> BuildResult:
+def build(
+    plan: BuildPlan | Release | str, *, progress: Progress | None = None, rebuild: bool = False, **fields: Any
+) -> BuildResult:
     """Build what `plan` says into plan.dist (replaced as a whole, or left untouched on failure).
 
-    Callers that hold a release or a version string may pass it with the plan's fields as keywords.
+    A plan.dist built from the same inputs (sources after patching, recipe, image) with its files intact
+    is kept as it is, without starting a builder, unless `rebuild`. Callers that hold a release or a
+    version string may pass it with the plan's fields as keywords.
     """
     if not isinstance(plan, BuildPlan):
         plan = BuildPlan(plan, **fields)  # type: ignore[arg-type]
@@ -275,12 +328,21 @@ def build(plan: BuildPlan | Release | str, *, progress: Progress | None = None, 
         archive = _input_archive(patched, recipe)
         script = render_script(recipe, plan.jobs, plan.with_httpd)
         key = plan.cache_key(image_info.tag if image_info else "local", scope="workspace")
+        image_identity = [image_info.tag, image_info.id] if image_info else "local"
+        identity = [_content_digest(archive), script, image_identity, plan.kind]
+        input_digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        kept = None if rebuild else _up_to_date(plan.dist, input_digest)
+        if kept is not None:
+            progress.note(f"{plan.dist} is up to date (same sources, recipe and image): not rebuilt")
+            log.info("%s up to date (input digest %s)", plan.dist, input_digest[:12])
+            return BuildResult(plan.dist, plan.dist / "modules" / "mod_proxy_wstunnel.so", {**kept, "reused": True})
         artifacts = stage / "artifacts"
         artifacts.mkdir()
         # One build at a time per workspace: two builds sharing a cache volume would corrupt it.
         with file_lock(sources.cache_dir() / "locks" / f"build-{key}.lock"):
             if image_info is not None:
-                log_text, _ = build_in_docker(archive, script, key, image_info.tag, artifacts, progress)
+                labels = {"apachews.version": str(plan.version), "apachews.key": key}
+                log_text, _ = build_in_docker(archive, script, key, image_info.tag, artifacts, progress, labels)
             else:
                 log_text = build_locally(archive, script, key, artifacts, progress)
         dist = stage / "dist"
@@ -302,7 +364,9 @@ def build(plan: BuildPlan | Release | str, *, progress: Progress | None = None, 
             "image": image_info.to_dict() if image_info else None,
             "compiler": compiler,
             "recipe": recipe.to_dict(),
+            "mpm": plan.mpm,
             "with_httpd": plan.with_httpd,
+            "input_digest": input_digest,
             "artifacts": {str(p.relative_to(dist)): sha256_file(p) for p in files},
             "seconds": round(time.monotonic() - started, 1),
         }

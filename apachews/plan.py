@@ -21,6 +21,7 @@ from apachews.images import DEFAULT_BASE_IMAGE
 from apachews.sources import SourceOptions
 
 BUILDERS = ("docker", "local")
+MPMS = ("prefork", "worker", "event")  # which a release takes: build-flags.json
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class BuildPlan:
     with_httpd: bool = False  # keep the whole httpd install (what `verify --dist` runs)
     jobs: int = 2  # parallel make jobs
     out_dir: Path = Path("dist")
+    mpm: str = ""  # the MPM compiled in; "" is the release's default (build-flags.json), set in __post_init__
 
     def __post_init__(self) -> None:
         # Callers that still hold a version string (cli/verify.py) get it looked up here, once.
@@ -43,6 +45,8 @@ class BuildPlan:
             raise BadInput(f"unknown builder {self.builder!r}", hint="use --builder docker or --builder local")
         if not 1 <= self.jobs <= 64:
             raise BadInput("--jobs must be between 1 and 64")
+        # Resolved (and checked against the release) here, so every stage and cache key sees the real MPM.
+        object.__setattr__(self, "mpm", toolchain.recipe(self.release.version, self.mpm or None).mpm)
 
     @property
     def version(self) -> str:
@@ -55,7 +59,7 @@ class BuildPlan:
 
     @property
     def recipe(self) -> toolchain.Recipe:
-        return toolchain.recipe(self.release.version)
+        return toolchain.recipe(self.release.version, self.mpm)
 
     @property
     def kind(self) -> str:
@@ -85,19 +89,20 @@ class BuildPlan:
 
         "result": everything (apachews, sources, patches or module source, image, builder, flags): the same
         key means the same build, so a matrix row can be reused. "workspace": only what decides the
-        configured tree a builder keeps between builds (release, image, compiler recipe, install or not);
+        configured tree a builder keeps between builds (release, image, compiler recipe with its MPM);
         the sources and our module are left out on purpose, so that changing them recompiles only what
-        changed instead of starting from a cold tree.
+        changed instead of starting from a cold tree, and so is with_httpd, which only adds `make install`.
         """
         parts: dict[str, object] = {
             "apache": self.version,
             "image": image,
             "recipe": self.recipe.to_dict(),
-            "with_httpd": self.with_httpd,
+            "mpm": self.mpm,
         }
         if scope == "result":
             parts |= {
                 "apachews": __version__,
+                "with_httpd": self.with_httpd,
                 "sources": self.source.identity(),
                 "inputs": [entry["sha256"] for entry in self.module_inputs()],
                 "builder": self.builder,
@@ -113,6 +118,7 @@ class BuildPlan:
             "builder": self.builder,
             "backport": self.backport,
             "with_httpd": self.with_httpd,
+            "mpm": self.mpm,
             "jobs": self.jobs,
             "out_dir": str(self.out_dir),
         }

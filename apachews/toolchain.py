@@ -20,6 +20,8 @@ class Recipe:
     configure_args: tuple[str, ...]
     apr: str  # "old" or "current"
     why: str
+    mpm: str = ""  # the MPM compiled in (--with-mpm)
+    make_vars: tuple[tuple[str, str], ...] = ()  # given on make's command line (the quirks of old releases)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -27,6 +29,8 @@ class Recipe:
             "configure_args": list(self.configure_args),
             "apr": self.apr,
             "why": self.why,
+            "mpm": self.mpm,
+            "make_vars": dict(self.make_vars),
         }
 
 
@@ -35,15 +39,34 @@ def _flags() -> dict:
     return json.loads(package_data("build-flags.json").read_text())
 
 
-def recipe(version: Version) -> Recipe:
-    data = _flags()
-    for rule in data["rules"]:
+def mpms(version: Version) -> tuple[str, ...]:
+    """The MPMs apachews builds this release with, its default first."""
+    return tuple(_rule(version)["mpms"])
+
+
+def _rule(version: Version) -> dict:
+    for rule in _flags()["rules"]:
         if in_ranges(version, rule["applies_to"]):
-            return Recipe(
-                version=version,
-                cflags=tuple(rule["cflags"]),
-                configure_args=(f"--prefix={PREFIX}", *data["common_configure"], *rule["configure"]),
-                apr=rule["apr"],
-                why=rule["why"],
-            )
+            return rule
     raise BadInput(f"apachews does not know how to build Apache {version}")
+
+
+def recipe(version: Version, mpm: str | None = None) -> Recipe:
+    """The recipe for `version` with `mpm` (None: the release's default MPM)."""
+    data, rule = _flags(), _rule(version)
+    mpm = mpm or rule["mpms"][0]
+    if mpm not in rule["mpms"]:
+        raise BadInput(
+            f"apachews does not build Apache {version} with the {mpm} MPM",
+            hint=f"use --mpm {' or --mpm '.join(rule['mpms'])}",
+        )
+    quirks = [quirk for quirk in data.get("quirks", []) if in_ranges(version, quirk["applies_to"])]
+    return Recipe(
+        version=version,
+        cflags=tuple(rule["cflags"]),
+        configure_args=(f"--prefix={PREFIX}", *data["common_configure"], *rule["configure"], f"--with-mpm={mpm}"),
+        apr=rule["apr"],
+        why="; ".join([rule["why"], *(quirk["why"] for quirk in quirks)]),
+        mpm=mpm,
+        make_vars=tuple((name, value) for quirk in quirks for name, value in quirk["make_vars"].items()),
+    )

@@ -6,14 +6,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from apachews import build, catalogue, httpd, images, sources
+from apachews import build, catalogue, httpd, images, sources, toolchain
 from apachews.cli import main
-from apachews.errors import JobFailed
+from apachews.errors import BadInput, JobFailed
 from apachews.plan import BuildPlan
 from tests.fixtures.sources import TEST_HTTPD
 
@@ -155,3 +156,106 @@ def test_local_builder_uses_the_host_toolchain(release, tmp_path: Path, system_h
     snippet = {"m.conf": "LoadModule proxy_module modules/mod_proxy.so\n"}
     with httpd.ServerRoot(system_httpd, snippet, extra_modules={"proxy_wstunnel": result.module}) as root:
         assert root.syntax_check().ok
+
+
+# ---- early 2.2 quirks, MPMs, cache keys, unchanged builds -----------------------------------------------------
+def _configure_in(httpd_git: Path, tag: str) -> str:
+    git_dir = httpd_git / ".git" if (httpd_git / ".git").exists() else httpd_git
+    argv = ["git", f"--git-dir={git_dir}", "show", f"{tag}:configure.in"]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+
+def test_shlibtool_quirk_covers_exactly_the_releases_that_need_it(httpd_git: Path) -> None:
+    """Each 2.2 release whose configure.in links DSOs with libtool 1.4/1.5 only (else a shlibtool made by
+    libtool 1.3's ltconfig) gets SH_LIBTOOL=$(LIBTOOL) from the data; the others get nothing."""
+    for release in catalogue.load().expand("all-2.2"):
+        text = _configure_in(httpd_git, str(release.version))
+        needs = "*1.[[45]]*)" in text and "[[2-9]].[[0-9]]" not in text
+        make_vars = dict(toolchain.recipe(release.version).make_vars)
+        assert (make_vars == {"SH_LIBTOOL": "$(LIBTOOL)"}) == needs, release.version
+
+
+def test_make_vars_reach_make_and_make_install() -> None:
+    script = build.render_script(BuildPlan("2.2.3").recipe, 2, True)
+    assert "make -j2 'SH_LIBTOOL=$(LIBTOOL)'" in script
+    assert "make install DESTDIR=\"$ROOT/install\" 'SH_LIBTOOL=$(LIBTOOL)'" in script
+    assert "SH_LIBTOOL" not in build.render_script(BuildPlan("2.2.11").recipe, 2, True)
+
+
+@pytest.mark.parametrize(
+    "version, mpm, expected",
+    [
+        ("2.2.31", "", "prefork"),
+        ("2.2.31", "worker", "worker"),
+        ("2.4.4", "", "event"),
+        ("2.4.4", "prefork", "prefork"),
+    ],
+)
+def test_mpm_default_and_choice(version: str, mpm: str, expected: str) -> None:
+    plan = BuildPlan(version, mpm=mpm)
+    assert plan.mpm == expected
+    assert plan.recipe.configure_args[-1] == f"--with-mpm={expected}"
+    assert plan.to_dict()["mpm"] == expected
+
+
+def test_mpm_is_part_of_both_cache_keys_with_httpd_only_of_the_result() -> None:
+    prefork, worker = BuildPlan("2.2.31"), BuildPlan("2.2.31", mpm="worker")
+    for scope in ("result", "workspace"):
+        assert prefork.cache_key("img", scope) != worker.cache_key("img", scope)  # type: ignore[arg-type]
+    # `make install` is the only difference: one configured tree serves both.
+    installed = BuildPlan("2.2.31", with_httpd=True)
+    assert installed.cache_key("img", "workspace") == prefork.cache_key("img", "workspace")
+    assert installed.cache_key("img") != prefork.cache_key("img")
+
+
+def test_unknown_mpm_for_the_release_is_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(BadInput, match="event MPM"):
+        BuildPlan("2.2.31", mpm="event")
+    result = CliRunner().invoke(main, ["build", "--apache", "2.2.31", "--mpm", "event", "--json", "-o", str(tmp_path)])
+    assert result.exit_code == 2
+    payload = json.loads(result.stdout)
+    assert "--mpm prefork or --mpm worker" in payload["hint"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_up_to_date_needs_the_same_inputs_and_intact_files(tmp_path: Path) -> None:
+    dist = tmp_path / "httpd-2.2.31"
+    (dist / "modules").mkdir(parents=True)
+    so = dist / "modules" / "mod_proxy_wstunnel.so"
+    so.write_bytes(b"module")
+    info = {"input_digest": "abc", "artifacts": {"modules/mod_proxy_wstunnel.so": sources.sha256_file(so)}}
+    (dist / "build.json").write_text(json.dumps(info))
+    assert build._up_to_date(dist, "abc") == info
+    assert build._up_to_date(dist, "abd") is None
+    so.write_bytes(b"changed by hand")
+    assert build._up_to_date(dist, "abc") is None
+    so.unlink()
+    assert build._up_to_date(dist, "abc") is None
+
+
+def test_unchanged_build_is_not_rebuilt(stock_dist: build.BuildResult, release) -> None:
+    before = (stock_dist.dist / "build.json").read_text()
+    plan = BuildPlan(release, source=FROM_PYPI, with_httpd=True, out_dir=stock_dist.dist.parent)
+    again = build.build(plan)
+    assert again.info.get("reused") is True
+    assert (stock_dist.dist / "build.json").read_text() == before
+
+
+def _server_mpm(dist: Path) -> str:
+    binary = dist / "httpd" / "bin" / "httpd"
+    env = {"LD_LIBRARY_PATH": str(dist / "httpd" / "lib")}
+    output = subprocess.run([str(binary), "-V"], capture_output=True, text=True, env=env, check=True).stdout
+    return next(line.split(":", 1)[1].strip() for line in output.splitlines() if line.startswith("Server MPM"))
+
+
+@pytest.mark.parametrize("version, mpm", [("2.2.3", ""), ("2.2.31", "worker")])
+def test_git_release_builds_and_tunnels(base_image: str, httpd_git: Path, tmp_path: Path, version: str, mpm: str):
+    """2.2.3 (RHEL/CentOS 5) needs the shlibtool quirk; 2.2.31 with the worker MPM. Both from git tags."""
+    from apachews import verify
+
+    plan = BuildPlan(version, source=sources.SourceOptions(git=httpd_git), with_httpd=True, mpm=mpm, out_dir=tmp_path)
+    result = build.build(plan)
+    info = json.loads((result.dist / "build.json").read_text())
+    assert info["mpm"] == plan.mpm and _server_mpm(result.dist).lower() == plan.mpm
+    report = verify.run(httpd.locate(prefix=result.dist / "httpd"), module=result.module, checks=["handshake"])
+    assert report.ok, report.table()

@@ -15,11 +15,12 @@ from apachews.plan import BuildPlan
 
 def install_instructions(result: build.BuildResult) -> str:
     version = result.info["apache"]
+    done = "Kept (up to date, not rebuilt)" if result.info.get("reused") else "Built"
     return "\n".join(
         [
-            f"Built {result.module}",
-            f"  ({result.info['kind']} module, {result.info['builder']} builder, {result.info['seconds']} s;"
-            f" details in {result.dist / 'build.json'})",
+            f"{done} {result.module}",
+            f"  ({result.info['kind']} module, {result.info.get('mpm') or '?'} MPM, {result.info['builder']} builder,"
+            f" {result.info['seconds']} s; details in {result.dist / 'build.json'})",
             "",
             "Install it on the server that runs Apache " + str(version) + ":",
             "  cp mod_proxy_wstunnel.so into the server's modules directory",
@@ -32,13 +33,26 @@ def install_instructions(result: build.BuildResult) -> str:
 
 
 @command(main, "build")
-@click.option("--apache", "release", type=RELEASE, metavar="V", required=True, help="The Apache release, e.g. 2.2.31.")
+@click.option(
+    "--apache",
+    "release",
+    type=RELEASE,
+    metavar="V",
+    help="The Apache release, e.g. 2.2.31 (default: read from --source/--tarball).",
+)
 @plan_options
 @click.option("--with-httpd", is_flag=True, help="Also keep the whole httpd install (for `apachews verify`).")
 @click.option("--jobs", "-j", default=2, show_default=True, help="Parallel make jobs.")
+@click.option("--rebuild", is_flag=True, help="Build even when the output is up to date.")
 def build_command(
-    session: Session, release: Release, plan_for: Callable[..., BuildPlan], with_httpd: bool, jobs: int
+    session: Session,
+    release: Release | None,
+    plan_for: Callable[..., BuildPlan],
+    with_httpd: bool,
+    jobs: int,
+    rebuild: bool,
 ) -> Result:
     """Build mod_proxy_wstunnel.so for one Apache release, in an image matching the target server."""
-    result = build.build(plan_for(release, with_httpd=with_httpd, jobs=jobs), progress=session.progress())
+    plan = plan_for(release, with_httpd=with_httpd, jobs=jobs)
+    result = build.build(plan, progress=session.progress(), rebuild=rebuild)
     return Result(data=result.to_dict(), text=install_instructions(result))
