@@ -43,6 +43,7 @@ class Row:
     cached: bool = False
     presets: dict[str, str] = field(default_factory=dict)  # preset -> "18/18", or the failing checks
     layout: str = ""
+    mpm: str = ""  # the MPM the plan builds (a matrix may hold one release with several)
 
     @property
     def ok(self) -> bool:
@@ -51,6 +52,7 @@ class Row:
     def to_dict(self) -> dict[str, object]:
         return {
             "version": self.version,
+            "mpm": self.mpm,
             "ok": self.ok,
             "status": self.status,
             "patch": self.patch,
@@ -86,13 +88,13 @@ class MatrixReport:
         }
 
 
-HEADERS = ("version", "result", "patch", "build s", "verify", "orphan close s")
+HEADERS = ("version", "mpm", "result", "patch", "build s", "verify", "orphan close s")
 
 
 def _headers(rows: Sequence[Row]) -> tuple[str, ...]:
     """The fixed columns, then one per preset verified (in the order of the first row that has them)."""
     presets = next((list(row.presets) for row in rows if row.presets), [])
-    return (*HEADERS[:4], *presets, *HEADERS[4:]) if presets else HEADERS
+    return (*HEADERS[:5], *presets, *HEADERS[5:]) if presets else HEADERS
 
 
 def _cells(row: Row, headers: Sequence[str]) -> tuple[str, ...]:
@@ -100,6 +102,7 @@ def _cells(row: Row, headers: Sequence[str]) -> tuple[str, ...]:
     result = row.status if row.ok or row.status.startswith(("pending", "running")) else f"FAILED at {row.failed_stage}"
     fixed = {
         "version": row.version,
+        "mpm": row.mpm or "-",
         "result": result + (" (cached)" if row.cached else ""),
         "patch": row.patch or "-",
         "build s": f"{row.build_seconds:.0f}" if row.build_seconds is not None else "-",
@@ -300,7 +303,7 @@ def run(
     if not 1 <= jobs <= 8:
         raise BadInput("--jobs must be between 1 and 8")
     plans = [dataclasses.replace(plan, with_httpd=True) for plan in plans]  # verify runs the built httpd
-    rows = [Row(plan.version) for plan in plans]
+    rows = [Row(plan.version, mpm=plan.mpm) for plan in plans]
     lock = threading.Lock()
 
     def changed() -> None:
