@@ -80,8 +80,7 @@ def _docker_time(text: str | None) -> float | None:
 
 def _build_lock(volume: str) -> Path:
     """The lock `apachews.build` holds while a build uses this volume."""
-    key = volume.removeprefix(images.BUILD_VOLUME_PREFIX)
-    return sources.cache_dir() / "locks" / f"build-{key}.lock"
+    return images.workspace_lock_path(volume.removeprefix(images.BUILD_VOLUME_PREFIX))
 
 
 @contextlib.contextmanager

@@ -7,14 +7,18 @@ the base image's family (templates/docker/) and builds it once per rendered text
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import logging
+import os
 import re
 import shutil
 import subprocess
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +99,40 @@ def build_volume(engine: docker.DockerClient, name: str, labels: dict[str, str])
     except docker.errors.NotFound:
         engine.volumes.create(name, labels={LABEL: "build", **labels})
     return name
+
+
+def lock_dir() -> Path:
+    """Where build workspace locks live: one directory for the whole host (not per $APACHEWS_CACHE), since
+    the Docker engine and its volumes are shared by every user and cache of this host."""
+    path = Path(os.environ.get("APACHEWS_LOCK_DIR") or Path(tempfile.gettempdir()) / "apachews-locks")
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            path.chmod(0o1777)  # any user of the engine may lock; only the owner may remove a lock file
+    return path
+
+
+def workspace_lock_path(key: str) -> Path:
+    return lock_dir() / f"build-{key}.lock"
+
+
+@contextlib.contextmanager
+def workspace_lock(key: str, progress: Progress | None = None) -> Iterator[None]:
+    """Hold the lock of build workspace `key` (a volume, or a local build tree): one build at a time in it.
+    Says so when another build holds it, rather than waiting in silence."""
+    path = workspace_lock_path(key)
+    with open(path, "a") as handle:
+        with contextlib.suppress(OSError):
+            os.chmod(path, 0o666)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            (progress or Progress()).step("waiting for another build of the same release and image to finish")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def single_file_tar(name: str, data: bytes, mode: int = 0o644) -> bytes:

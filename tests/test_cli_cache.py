@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from apachews import images
-from apachews.fsutil import file_lock
 
 # A release nobody builds in this repository's tests or matrix, so pruning by it touches only our volumes.
 UNUSED_RELEASE = "2.2.0"
@@ -100,9 +99,7 @@ def test_build_volumes_listed_with_labels_and_sizes(docker_engine, test_volumes,
 
 def test_prune_spares_a_volume_whose_build_is_running(docker_engine, test_volumes, tmp_path: Path):
     labelled, _ = test_volumes
-    lock = tmp_path / "locks" / f"build-{labelled.removeprefix(images.BUILD_VOLUME_PREFIX)}.lock"
-    lock.parent.mkdir(parents=True)
-    with file_lock(lock):  # what apachews.build holds while a build uses the volume
+    with images.workspace_lock(labelled.removeprefix(images.BUILD_VOLUME_PREFIX)):  # what a running build holds
         held = run("prune", "--kind", "volume", "--apache", UNUSED_RELEASE, cache=tmp_path)
         kept = entries(held, "kept")
         assert labelled in kept and "lock" in kept[labelled]["in_use"]
