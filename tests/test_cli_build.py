@@ -38,5 +38,6 @@ def test_two_builds_of_one_release_at_once(base_image: str, httpd24_tarball: Pat
         assert (tmp_path / name / f"httpd-{TEST_HTTPD}" / "httpd" / "bin" / "httpd").is_file()  # make install ran
         assert json.loads((Path(data["dist"]) / "build.json").read_text())["apache"] == TEST_HTTPD
     stderr = outputs["a"][1] + outputs["b"][1]
+    assert "waiting for another build of the same release and image" in stderr  # the lock handed it over
     assert "] build: make" in stderr and "\r" not in stderr
     assert "   make" in stderr, stderr[-3000:]  # the current make step, not a minute of silence
