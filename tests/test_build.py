@@ -180,6 +180,10 @@ def test_make_vars_reach_make_and_make_install() -> None:
     assert "make -j2 'SH_LIBTOOL=$(LIBTOOL)'" in script
     assert "make install DESTDIR=\"$ROOT/install\" 'SH_LIBTOOL=$(LIBTOOL)'" in script
     assert "SH_LIBTOOL" not in build.render_script(BuildPlan("2.2.11").recipe, 2, True)
+    # Without the httpd install, only the module is made (its link needs the same variables).
+    module_only = build.render_script(BuildPlan("2.2.3").recipe, 2, False)
+    assert "make -C modules/proxy mod_proxy_wstunnel.la 'SH_LIBTOOL=$(LIBTOOL)'" in module_only
+    assert "make -j2" not in module_only
 
 
 @pytest.mark.parametrize(
