@@ -18,7 +18,8 @@ def test_two_builds_of_one_release_at_once(base_image: str, httpd24_tarball: Pat
     env = {**os.environ, "APACHEWS_CACHE": str(tmp_path / "cache")}  # one cache: one lock directory
     processes = {}
     for name in ("a", "b"):
-        args = ["build", "--apache", TEST_HTTPD, "--tarball", str(httpd24_tarball), "--with-httpd"]
+        # --mpm worker: a workspace of their own, so other test runs building 2.4.69 on this engine do not wait
+        args = ["build", "--apache", TEST_HTTPD, "--tarball", str(httpd24_tarball), "--with-httpd", "--mpm", "worker"]
         processes[name] = subprocess.Popen(
             [sys.executable, "-m", "apachews", *args, "-o", str(tmp_path / name), "--json", "-v"],
             stdout=subprocess.PIPE,
