@@ -83,6 +83,9 @@ def test_global_options_on_every_command():
         (["build", "--apache", "2.4.69", "--builder", "local", "--base-image", "centos:7"], "docker builder only"),
         (["build", "--from-pypi"], "which Apache release? give --apache V"),
         (["cache", "list", "--kind", "nonsense"], "Invalid value for '--kind'"),
+        (["fetch", "--apache", "2.4.69", "--from-pypi", "--insecure-no-checksum"], "mirror downloads only"),
+        (["cache"], "cache: which command? list, prune"),
+        ([], ": which command? bench, build, cache"),
     ],
 )
 def test_options_that_do_not_apply_are_refused(args: list[str], says: str):

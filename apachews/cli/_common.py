@@ -97,7 +97,11 @@ class Terminated(KeyboardInterrupt):
 def _usage_error(error: click.ClickException) -> ApachewsError:
     ctx = getattr(error, "ctx", None)
     where = ctx.command_path if ctx is not None else "apachews"
-    made = UsageError(error.format_message(), hint=f"see `{where} --help`")
+    message = error.format_message()
+    if isinstance(ctx, click.Context) and isinstance(ctx.command, click.Group) and message.startswith("Usage:"):
+        # a group without its sub-command (click puts the whole help in the message): name the commands
+        message = f"{where}: which command? " + ", ".join(sorted(ctx.command.list_commands(ctx)))
+    made = UsageError(message, hint=f"see `{where} --help`")
     made.exit_code = error.exit_code if isinstance(error, click.UsageError) else 2
     return made
 
@@ -316,6 +320,11 @@ def source_options(fn: Callable) -> Callable:
         insecure_no_checksum: bool,
         **params: Any,
     ) -> Any:
+        if insecure_no_checksum and (tarball or source or git_repo or from_pypi):
+            raise BadInput(
+                "--insecure-no-checksum applies to mirror downloads only",
+                hint="leave it out: --tarball, --source, --git and --from-pypi are not checked against a mirror's sums",
+            )
         options = SourceOptions(tarball, source, git_repo, from_pypi, mirror, insecure_no_checksum)
         return fn(sources=options, **params)
 
