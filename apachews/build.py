@@ -30,7 +30,7 @@ from docker.errors import DockerException
 from apachews import __version__, images, module, patches, sources, toolchain
 from apachews.catalogue import Release
 from apachews.errors import BadInput, JobFailed
-from apachews.fsutil import file_lock, move_into_place, scratch_dir, sha256_file, write_atomic
+from apachews.fsutil import move_into_place, scratch_dir, sha256_file, write_atomic
 from apachews.plan import BuildPlan
 from apachews.progress import Progress
 from apachews.resources import template_environment
@@ -339,7 +339,7 @@ def build(
         artifacts = stage / "artifacts"
         artifacts.mkdir()
         # One build at a time per workspace: two builds sharing a cache volume would corrupt it.
-        with file_lock(sources.cache_dir() / "locks" / f"build-{key}.lock"):
+        with images.workspace_lock(key, progress):  # host-wide: the engine's volumes are shared by every cache
             if image_info is not None:
                 labels = {"apachews.version": str(plan.version), "apachews.key": key}
                 log_text, _ = build_in_docker(archive, script, key, image_info.tag, artifacts, progress, labels)
