@@ -135,3 +135,14 @@ def test_which_progress():
     assert type(for_terminal(False, Tty(), quiet=True)) is Progress
     assert type(for_terminal(True, Tty())) is Progress
     assert type(for_terminal(True, io.StringIO(), verbose=1)) is LineProgress
+
+
+def test_terminal_shows_the_make_step_on_one_status_line():
+    stream = io.StringIO()
+    progress = TerminalProgress(stream)
+    progress.step("build: make")
+    progress.output(BUILD_LINES[1])
+    assert stream.getvalue().endswith("make: compiling mod_proxy.c") and "\r\x1b[K" in stream.getvalue()
+    progress.step("build: collect")  # the status line is cleared, the step gets a line of its own
+    assert "make: compiling mod_proxy.c\r\x1b[K[" in stream.getvalue()
+    assert stream.getvalue().endswith("] build: collect\n")
