@@ -47,6 +47,10 @@ CRASH_MARKERS = ("Segmentation fault", "exit signal", "AH00052")  # AH00052: chi
 IDLE_BODY_TIMEOUT = 2  # RequestReadTimeout body=N while verifying (shipped: 10): the idle check outwaits it
 VERIFY_PREFIX = "/apachews-verify"  # verify's own routes, beside the preset's
 BALANCER_SESSIONS = 6
+# A preset's RewriteRule at "/" (stock 2.4.7-2.4.46) would proxy verify's own routes to the app: read first.
+KEEP_REWRITES_OFF = (
+    f'<IfModule rewrite_module>\n    RewriteEngine On\n    RewriteRule "^{VERIFY_PREFIX}/" "-" [L]\n</IfModule>\n'
+)
 
 
 @dataclass
@@ -757,6 +761,7 @@ def running_proxy(
                 routes = edit({"routes": routes})["routes"]
             additions = trees.Additions(
                 routes=routes,
+                first=KEEP_REWRITES_OFF,
                 body_timeout=IDLE_BODY_TIMEOUT,
                 tls_port=tls_port,
                 tls_cert=tls_ca,

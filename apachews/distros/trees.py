@@ -44,6 +44,7 @@ class Additions:
     """What verify adds to the server under test, besides the rendering."""
 
     routes: str = ""  # <Location>s of verify's own backends: placed with the rendering, ordered per family
+    first: str = ""  # read before the rendering (a RewriteRule that keeps a preset's rules off verify's routes)
     server: str = ""  # server-level lines (lowered timeouts, SSLProxy settings)
     body_timeout: int | None = None  # RequestReadTimeout body=N for the test (None: as shipped)
     tls_port: int | None = None  # a TLS <VirtualHost> (mod_ssl) on this port, serving the same routes
@@ -133,6 +134,10 @@ def _debian(
         f"RequestReadTimeout {_request_read_timeout(additions)}\n"
         f"{additions.server}{additions.routes}{tls}"
     )
+    (conf / "conf-available" / "00-apachews-verify-first.conf").write_text(additions.first)
+    (conf / "conf-enabled" / "00-apachews-verify-first.conf").symlink_to(
+        "../conf-available/00-apachews-verify-first.conf"
+    )
     # conf-enabled is read in name order: after apachews-<preset>.conf, so these <Location>s merge last.
     (conf / "conf-available" / "zz-apachews-verify.conf").write_text(extra)
     (conf / "conf-enabled" / "zz-apachews-verify.conf").symlink_to("../conf-available/zz-apachews-verify.conf")
@@ -189,9 +194,10 @@ def _plain(
         lines.append(f"NameVirtualHost 127.0.0.1:{port}")
     (root / "conf" / "apachews-preset.conf").write_text(rendering.proxy_conf)
     (root / "conf" / "apachews-verify.conf").write_text(additions.routes)
+    (root / "conf" / "apachews-first.conf").write_text(additions.first)
     # Which ProxyPass wins where paths nest: 2.2 takes the first in the file, 2.4 the last <Location> merged.
     # verify's own routes are the more specific ones.
-    order = ["verify", "preset"] if httpd.version.family == "2.2" else ["preset", "verify"]
+    order = ["first", "verify", "preset"] if httpd.version.family == "2.2" else ["first", "preset", "verify"]
     includes = "".join(f'    Include "{root}/conf/apachews-{name}.conf"\n' for name in order)
     lines += [
         additions.server.rstrip("\n"),
@@ -275,6 +281,7 @@ def _skeleton(
         conf.write_text(common.replace("ServerName", head + "ServerName", 1) + include)
         name = "00-apachews-verify.conf" if verify_first else "zz-apachews-verify.conf"
         (root / "conf.d" / name).write_text(verify_conf)
+        (root / "conf.d" / "00-apachews-verify-first.conf").write_text(additions.first)
     else:  # gentoo: modules behind <IfDefine>, the default site in vhosts.d
         conf = root / "httpd.conf"
         for sub in ("modules.d", "vhosts.d"):
@@ -289,6 +296,7 @@ def _skeleton(
         )
         name = "00_apachews_verify.conf" if verify_first else "99_apachews_verify.conf"
         (root / "modules.d" / name).write_text(verify_conf)
+        (root / "modules.d" / "00_apachews_verify_first.conf").write_text(additions.first)
     distros.place(rendering, root, module_so=module, modules_dir=root / "apachews-modules")
     # Gentoo's init script starts Apache with -D PROXY (APACHE2_OPTS) for proxy configs.
     defines = ("PROXY",) if layout == "gentoo" else ()
