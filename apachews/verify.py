@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -677,6 +678,23 @@ class CannotRender(BadInput):
     """This release cannot serve the preset in this tunnelling style (config says why and what to do)."""
 
 
+def check_module_fits(module: Path, httpd: Httpd) -> None:
+    """A module built by apachews says which release it was built for (build.json beside it or its
+    modules/ dir): refuse another family here, instead of httpd's raw "undefined symbol" later."""
+    for candidate in (module.parent / "build.json", module.parent.parent / "build.json"):
+        if candidate.is_file():
+            try:
+                built_for = catalogue.Version.parse(str(json.loads(candidate.read_text()).get("apache", "")))
+            except (ValueError, BadInput):
+                return
+            if built_for.family != httpd.version.family:
+                raise BadInput(
+                    f"{module} was built for Apache {built_for} ({candidate}); {httpd.binary} is {httpd.version}",
+                    hint=f"build it for this server: apachews build --apache {httpd.version} (or --apxs)",
+                )
+            return
+
+
 def resolve_style(httpd: Httpd, module: Path | None, prefer: str | Tunnelling | None) -> Tunnelling:
     """The style under test: the apachews module when one is given, else what was asked for, else the
     release's own, where the httpd can do it (no module given: a stock module is what it has)."""
@@ -711,6 +729,7 @@ def running_proxy(
         module = Path(module).resolve()
         if not module.is_file():
             raise BadInput(f"no module at {module}")
+        check_module_fits(module, httpd)
     layout = layout or trees.default_layout(httpd)
     if layout not in trees.LAYOUTS:
         raise BadInput(f"unknown layout {layout!r}", hint="layouts: " + ", ".join(trees.LAYOUTS))

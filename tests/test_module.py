@@ -153,3 +153,16 @@ def test_idle_timeout_closes_a_quiet_tunnel(built: module.ApxsBuild, system_http
             root.start()
             waited = asyncio.run(idle_then_read(f"ws://127.0.0.1:{root.port}/ws"))
     assert 0.8 <= waited < 3.0
+
+
+def test_a_module_built_for_another_family_is_refused_before_apache_starts(
+    built: module.ApxsBuild, system_httpd: Httpd, tmp_path: Path
+) -> None:
+    # What `apachews build` leaves beside a 2.2 module; httpd itself would only say "undefined symbol".
+    dist = tmp_path / "httpd-2.2.31"
+    (dist / "modules").mkdir(parents=True)
+    so = dist / "modules" / "mod_proxy_wstunnel.so"
+    so.write_bytes(built.so.read_bytes())
+    (dist / "build.json").write_text('{"apache": "2.2.31", "backport": true}')
+    with pytest.raises(BadInput, match="built for Apache 2.2.31"):
+        verify.run(system_httpd, module=so, checks=["handshake"])
