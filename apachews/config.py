@@ -470,11 +470,7 @@ def check(rendering: Rendering, binary: Path | None = None):
     # Load every module first, in dependency order (proxy before its sub-modules), as a server that ran
     # a2enmod would; a .load file the distro layout ships is used as written.
     load_files = {Path(name).stem: text for name, text in rendering.files.items() if name.endswith(".load")}
-    loads = [
-        load_files.get(m)
-        or f'<IfModule !mod_{m}.c>\nLoadModule {m}_module "{server.modules_dir}/mod_{m}.so"\n</IfModule>\n'
-        for m in rendering.modules
-    ]
+    loads = [load_files.get(m) or distros.load_module_lines([m], server.modules_dir) for m in rendering.modules]
     snippets = {"00-modules.conf": "".join(loads)}
     snippets.update({Path(n).name: t for n, t in rendering.files.items() if not n.endswith(".load")})
     # Gentoo wraps its modules.d files in <IfDefine PROXY>: define it, or the check would skip them.

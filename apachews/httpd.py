@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from apachews.catalogue import Version
+from apachews.distros import load_module_lines
 from apachews.errors import BadInput, JobFailed
 
 SYSTEM_CANDIDATES = (
@@ -310,12 +311,9 @@ class ServerRoot:
             target.write_text(self._swap_modules(text))
             includes.append(f'Include "{target}"')
         # Extra modules no snippet loads come last: they may need one a snippet loads (mod_proxy).
-        extra = [
-            f'LoadModule {name}_module "{path}"'
-            for name, path in self.extra_modules.items()
-            if f"{name}_module" not in loaded_by_snippets
-        ]
-        self.conf.write_text(self._base_conf(loaded_by_snippets) + "\n".join(includes + extra) + "\n")
+        extra = [name for name in self.extra_modules if f"{name}_module" not in loaded_by_snippets]
+        loads = load_module_lines(extra, "modules", guarded=False, paths=self.extra_modules)
+        self.conf.write_text(self._base_conf(loaded_by_snippets) + "\n".join(includes) + "\n" + loads)
 
     def _swap_modules(self, text: str) -> str:
         """Point LoadModule lines of `extra_modules` at the given .so files."""
@@ -343,11 +341,14 @@ class ServerRoot:
         if not any(name.startswith("mpm_") for name in compiled):
             wanted.append(f"mpm_{self.mpm or 'event'}")
         wanted += ["authz_core", "authz_host", "unixd"] if is_24 else ["authz_host"]
-        for name in wanted:
-            if name in compiled or f"{name}_module" in loaded_by_snippets:
-                continue
-            if (self.httpd.modules_dir / f"mod_{name}.so").exists():
-                lines.append(f"LoadModule {name}_module modules/mod_{name}.so")
+        base = [
+            name
+            for name in wanted
+            if name not in compiled
+            and f"{name}_module" not in loaded_by_snippets
+            and (self.httpd.modules_dir / f"mod_{name}.so").exists()
+        ]
+        lines.append(load_module_lines(base, "modules", guarded=False).rstrip("\n"))
         # A built-in mod_mime (2.2 builds) insists on a types file; this root has none to offer.
         lines += ["<IfModule mod_mime.c>", "    TypesConfig /dev/null", "</IfModule>"]
         if os.geteuid() == 0:

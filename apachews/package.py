@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from apachews import __version__, config, doctor
+from apachews.distros import load_module_lines
 from apachews.distros.placement import MODULE_FILE, MODULE_NAME
 from apachews.errors import BadInput, JobFailed
 from apachews.install import module_style
@@ -123,16 +124,11 @@ def _mmn_major(apxs: str | None) -> tuple[int, str]:
 
 def load_file(modules: Sequence[str], modules_dir: Path = DEBIAN_MODULES) -> str:
     """The .load file: what the module needs, each guarded, then the apachews module itself."""
-    lines = [f"# apachews mod_proxy_wstunnel, from the {PACKAGE} package"]
-    for name in modules:
-        if name != "proxy_wstunnel":
-            lines += [
-                f"<IfModule !mod_{name}.c>",
-                f"    LoadModule {name}_module {modules_dir}/mod_{name}.so",
-                "</IfModule>",
-            ]
-    lines.append(f"LoadModule proxy_wstunnel_module {modules_dir}/{MODULE_FILE}")
-    return "\n".join(lines) + "\n"
+    needed = load_module_lines([m for m in modules if m != "proxy_wstunnel"], modules_dir)
+    ours = load_module_lines(
+        ["proxy_wstunnel"], modules_dir, guarded=False, paths={"proxy_wstunnel": f"{modules_dir}/{MODULE_FILE}"}
+    )
+    return f"# apachews mod_proxy_wstunnel, from the {PACKAGE} package\n{needed}{ours}"
 
 
 def build_deb(

@@ -74,8 +74,13 @@ class Check:
         }
 
 
-def skipped(name: str, why: str) -> Check:
-    return Check(name, True, None, "", f"skipped: {why}", skipped=True)
+def outcome(passed: bool, figure: float | None = None, unit: str = "", detail: str = "") -> Check:
+    """A check's result; its name is the key it is registered under in CHECKS (run_checks fills it in)."""
+    return Check("", passed, figure, unit, detail)
+
+
+def skipped(why: str) -> Check:
+    return Check("", True, None, "", f"skipped: {why}", skipped=True)
 
 
 @dataclass
@@ -210,8 +215,7 @@ async def check_handshake(t: Target) -> Check:
     elapsed = time.monotonic() - start
     _reset(sock)
     accept_ok = headers.get("sec-websocket-accept") == expected_accept(key)
-    return Check(
-        "handshake",
+    return outcome(
         status == 101 and accept_ok,
         elapsed * 1000,
         "ms",
@@ -233,10 +237,10 @@ async def _echo_once(t: Target, message: str | bytes, path: str | None = None) -
     )
 
 
-def _echo_check(name: str, message: str | bytes) -> Callable[[Target], Awaitable[Check]]:
+def _echo_check(message: str | bytes) -> Callable[[Target], Awaitable[Check]]:
     async def run(t: Target) -> Check:
         ok, elapsed, detail = await _echo_once(t, message)
-        return Check(name, ok, elapsed * 1000, "ms", detail)
+        return outcome(ok, elapsed * 1000, "ms", detail)
 
     return run
 
@@ -246,21 +250,21 @@ async def check_fragmented(t: Target) -> Check:
     async with await _client(t.ws()) as ws:
         await ws.send(iter(parts))
         answer = await asyncio.wait_for(ws.recv(), 10)
-    return Check("fragmented", answer == "".join(parts), None, "", f"{len(parts)} fragments, got {answer!r}")
+    return outcome(answer == "".join(parts), None, "", f"{len(parts)} fragments, got {answer!r}")
 
 
 async def check_ping(t: Target) -> Check:
     async with await _client(t.ws()) as ws:
         pong = await ws.ping(b"apachews")
         latency = await asyncio.wait_for(pong, 5)
-    return Check("ping-pong", True, latency * 1000, "ms", "pong received")
+    return outcome(True, latency * 1000, "ms", "pong received")
 
 
 async def check_close_code(t: Target) -> Check:
     async with await _client(t.ws()) as ws:
         await ws.close(code=4001, reason="apachews")
     code = ws.close_code  # the code in the close frame the peer sent back
-    return Check("close-code", code == 4001, None, "", f"sent 4001, peer answered {code}")
+    return outcome(code == 4001, None, "", f"sent 4001, peer answered {code}")
 
 
 async def check_concurrent(t: Target) -> Check:
@@ -272,8 +276,7 @@ async def check_concurrent(t: Target) -> Check:
     results = await asyncio.gather(*(one(i) for i in range(CONCURRENT_CLIENTS)), return_exceptions=True)
     elapsed = time.monotonic() - start
     good = sum(result is True for result in results)
-    return Check(
-        f"concurrent-{CONCURRENT_CLIENTS}",
+    return outcome(
         good == CONCURRENT_CLIENTS,
         elapsed,
         "s",
@@ -284,7 +287,7 @@ async def check_concurrent(t: Target) -> Check:
 async def check_abrupt_disconnect(t: Target) -> Check:
     baseline = await _wait_until(lambda: t.backend_connections() == 0, 5)
     if baseline is None:
-        return Check("abrupt-disconnect", False, None, "", "backend sockets still open before the test")
+        return outcome(False, None, "", "backend sockets still open before the test")
 
     def open_and_reset() -> int:
         opened = []
@@ -309,8 +312,7 @@ async def check_abrupt_disconnect(t: Target) -> Check:
     )
     still_open = t.backend_connections()
     drain = f"backend drained in {drained:.3f} s" if drained is not None else f"{still_open} still open after 10 s"
-    return Check(
-        "abrupt-disconnect",
+    return outcome(
         passed,
         drained,
         "s",
@@ -319,7 +321,7 @@ async def check_abrupt_disconnect(t: Target) -> Check:
     )
 
 
-def _refuse_check(name: str, status: int, backend: Callable[[Target], EchoServer]):
+def _refuse_check(status: int, backend: Callable[[Target], EchoServer]):
     async def run(t: Target) -> Check:
         def exchange() -> tuple[int, bytes]:
             sock, got, _, _ = _raw_handshake(t.apache_port, t.refuse_paths[status])
@@ -335,8 +337,7 @@ def _refuse_check(name: str, status: int, backend: Callable[[Target], EchoServer
 
         got, _ = await asyncio.to_thread(exchange)
         sessions = backend(t).sessions
-        return Check(
-            name,
+        return outcome(
             got == status and sessions == 0,
             None,
             "",
@@ -354,12 +355,12 @@ async def check_backend_dies(t: Target) -> Check:
         await ws.send("die")
         try:
             await asyncio.wait_for(ws.recv(), 5)
-            return Check("backend-dies", False, None, "", "got a message after the backend died")
+            return outcome(False, None, "", "got a message after the backend died")
         except ConnectionClosed:
             elapsed = time.monotonic() - start
         except asyncio.TimeoutError:
-            return Check("backend-dies", False, 5.0, "s", "no close seen within 5 s")
-    return Check("backend-dies", elapsed < DIE_LIMIT_SECONDS, elapsed, "s", "client saw the close")
+            return outcome(False, 5.0, "s", "no close seen within 5 s")
+    return outcome(elapsed < DIE_LIMIT_SECONDS, elapsed, "s", "client saw the close")
 
 
 async def check_plain_get(t: Target) -> Check:
@@ -372,18 +373,16 @@ async def check_plain_get(t: Target) -> Check:
     try:
         line = await asyncio.to_thread(get)
     except OSError as error:
-        return Check("plain-get", False, None, "", f"no answer within {PLAIN_GET_TIMEOUT:.0f} s: {error}")
-    return Check("plain-get", line.startswith("HTTP/"), time.monotonic() - start, "s", line or "empty answer")
+        return outcome(False, None, "", f"no answer within {PLAIN_GET_TIMEOUT:.0f} s: {error}")
+    return outcome(line.startswith("HTTP/"), time.monotonic() - start, "s", line or "empty answer")
 
 
 async def check_config_clean(t: Target) -> Check:
     """`httpd -t` warnings (AH01146: a ProxyPass parameter dropped by worker sharing) are config that lies."""
     if t.syntax is None:
-        return skipped("config-clean", "no httpd -t output for this server")
+        return skipped("no httpd -t output for this server")
     warnings = t.syntax.warnings
-    return Check(
-        "config-clean", not warnings, len(warnings), "warnings", "; ".join(warnings)[:400] or "httpd -t: Syntax OK"
-    )
+    return outcome(not warnings, len(warnings), "warnings", "; ".join(warnings)[:400] or "httpd -t: Syntax OK")
 
 
 async def check_idle(t: Target) -> Check:
@@ -417,7 +416,7 @@ async def check_idle(t: Target) -> Check:
         if r
     ]
     detail = "; ".join(problems) or f"both sessions alive after {silence:.1f} s of silence, both ways"
-    return Check("idle", not problems, silence, "s", detail)
+    return outcome(not problems, silence, "s", detail)
 
 
 def backend_request_path(backend_path: str, rel: str) -> str:
@@ -437,7 +436,7 @@ async def check_app_routes(t: Target) -> Check:
     """The preset's own URL layout, answered by an app-shaped backend that records every request line: a
     wrong path, a double slash or an upgrade that arrived as plain HTTP fails with the exact line."""
     if t.rendering is None:
-        return skipped("app-routes", "no preset rendering")
+        return skipped("no preset rendering")
     preset = config.get_preset(t.rendering.preset)
     path = t.rendering.path
     problems: list[str] = []
@@ -471,7 +470,7 @@ async def check_app_routes(t: Target) -> Check:
     if t.rendering.preset == "balancer" or len(t.app_backends) > 1:
         problems += await _balancer_spread(t)
     detail = "; ".join(problems)[:600] or f"{ran} app requests reached the backend as the app expects"
-    return Check("app-routes", not problems, ran, "requests", detail)
+    return outcome(not problems, ran, "requests", detail)
 
 
 def echo_request(path: str, upgrade: bool) -> str:
@@ -498,18 +497,18 @@ async def _balancer_spread(t: Target) -> list[str]:
 async def check_tls_backend(t: Target) -> Check:
     """A wss:// backend through mod_ssl's proxy engine (SSLProxyEngine)."""
     if t.tls_echo is None:
-        return skipped("tls-backend", "this Apache has no mod_ssl")
+        return skipped("this Apache has no mod_ssl")
     try:
         ok, elapsed, detail = await _echo_once(t, "through a TLS backend", f"{VERIFY_PREFIX}/tls")
     except Exception as error:  # noqa: BLE001 - the handshake itself failing is the finding
-        return Check("tls-backend", False, None, "", f"{type(error).__name__}: {error}")
-    return Check("tls-backend", ok and t.tls_echo.sessions > 0, elapsed * 1000, "ms", detail)
+        return outcome(False, None, "", f"{type(error).__name__}: {error}")
+    return outcome(ok and t.tls_echo.sessions > 0, elapsed * 1000, "ms", detail)
 
 
 async def check_tls_front(t: Target) -> Check:
     """The client speaks wss:// to Apache (mod_ssl), as every real deployment does."""
     if t.tls_port is None or t.tls_ca is None:
-        return skipped("tls-front", "this Apache has no mod_ssl")
+        return skipped("this Apache has no mod_ssl")
     context = ssl.create_default_context(cafile=str(t.tls_ca))
     url = f"wss://127.0.0.1:{t.tls_port}{t.ws_path}"
     message = os.urandom(12 * 1024)
@@ -520,31 +519,31 @@ async def check_tls_front(t: Target) -> Check:
             answer = await asyncio.wait_for(ws.recv(), 10)
             elapsed = time.monotonic() - start
     except Exception as error:  # noqa: BLE001
-        return Check("tls-front", False, None, "", f"{type(error).__name__}: {error}")
+        return outcome(False, None, "", f"{type(error).__name__}: {error}")
     same = answer == message
-    return Check("tls-front", same, elapsed * 1000, "ms", "12 KiB echoed over wss://" if same else "echo differs")
+    return outcome(same, elapsed * 1000, "ms", "12 KiB echoed over wss://" if same else "echo differs")
 
 
 async def check_error_log(t: Target) -> Check:
     text = t.error_log.read_text(errors="replace") if t.error_log.exists() else ""
     bad = [line for line in text.splitlines() if any(marker in line for marker in CRASH_MARKERS)]
-    return Check("error-log-clean", not bad, len(bad), "lines", bad[0][:120] if bad else "no crash lines")
+    return outcome(not bad, len(bad), "lines", bad[0][:120] if bad else "no crash lines")
 
 
 CHECKS: dict[str, Callable[[Target], Awaitable[Check]]] = {
     "config-clean": check_config_clean,
     "handshake": check_handshake,
-    "echo-text": _echo_check("echo-text", "hello through Apache"),
-    "echo-binary": _echo_check("echo-binary", bytes(range(256)) * 4),
-    "echo-empty": _echo_check("echo-empty", b""),
-    "echo-1mib": _echo_check("echo-1mib", os.urandom(2**20)),
+    "echo-text": _echo_check("hello through Apache"),
+    "echo-binary": _echo_check(bytes(range(256)) * 4),
+    "echo-empty": _echo_check(b""),
+    "echo-1mib": _echo_check(os.urandom(2**20)),
     "fragmented": check_fragmented,
     "ping-pong": check_ping,
     "close-code": check_close_code,
     f"concurrent-{CONCURRENT_CLIENTS}": check_concurrent,
     "abrupt-disconnect": check_abrupt_disconnect,
-    "refuse-200": _refuse_check("refuse-200", 200, lambda t: t.refuse_200),
-    "refuse-403": _refuse_check("refuse-403", 403, lambda t: t.refuse_403),
+    "refuse-200": _refuse_check(200, lambda t: t.refuse_200),
+    "refuse-403": _refuse_check(403, lambda t: t.refuse_403),
     "backend-dies": check_backend_dies,
     "plain-get": check_plain_get,
     "idle": check_idle,
@@ -560,9 +559,11 @@ async def run_checks(target: Target, names: Sequence[str], progress: Progress) -
     for name in names:
         progress.step(f"check {name}")
         try:
-            results.append(await asyncio.wait_for(CHECKS[name](target), 60))
+            result = await asyncio.wait_for(CHECKS[name](target), 60)
         except Exception as error:  # a check that blows up is a failed check, not a crashed run
-            results.append(Check(name, False, None, "", f"{type(error).__name__}: {error}"))
+            result = outcome(False, None, "", f"{type(error).__name__}: {error}")
+        result.name = name  # the registry's key is the check's one name
+        results.append(result)
     return results
 
 

@@ -6,6 +6,7 @@ in the manner of certbot-apache's per-distribution overrides.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,11 +14,12 @@ from typing import TYPE_CHECKING
 from apachews.distros import placement
 from apachews.distros.placement import Action, Placement, place, unplace
 from apachews.errors import BadInput
+from apachews.resources import template_environment
 
 if TYPE_CHECKING:
     from apachews.config import Rendering
 
-__all__ = ["NAMES", "Action", "Layout", "Parts", "Placement", "get", "place", "unplace"]
+__all__ = ["NAMES", "Action", "Layout", "Parts", "Placement", "get", "load_module_lines", "place", "unplace"]
 
 
 @dataclass(frozen=True)
@@ -31,11 +33,31 @@ class Parts:
     proxy_conf: str
 
     def module_lines(self, modules_path: str, guarded: bool = True, names: tuple[str, ...] | None = None) -> str:
-        lines = []
-        for name in self.modules if names is None else names:
-            load = f"LoadModule {name}_module {modules_path}/mod_{name}.so"
-            lines.append(f"<IfModule !mod_{name}.c>\n    {load}\n</IfModule>" if guarded else load)
-        return "\n".join(lines) + ("\n" if lines else "")
+        return load_module_lines(self.modules if names is None else names, modules_path, guarded=guarded)
+
+
+def load_module_lines(
+    names: Iterable[str],
+    modules_path: str | Path,
+    *,
+    guarded: bool = True,
+    paths: Mapping[str, str | Path] | None = None,
+    define: str | None = None,
+) -> str:
+    """`LoadModule` lines for `names` from modules_path/mod_NAME.so (or `paths[name]`), rendered from
+    templates/apache/modules.conf.j2: the one place apachews writes them."""
+    paths = paths or {}
+    modules = []
+    for name in names:
+        path = str(paths.get(name) or f"{modules_path}/mod_{name}.so")
+        modules.append({"name": name, "path": f'"{path}"' if any(c.isspace() for c in path) else path})
+    text = (
+        template_environment("apache")
+        .get_template("modules.conf.j2")
+        .render(modules=modules, guarded=guarded, define=define)
+    )
+    # One blank-free block: the template's lines, each block on its own lines.
+    return "\n".join(line for line in text.splitlines() if line.strip()) + ("\n" if modules else "")
 
 
 class Layout:

@@ -181,9 +181,8 @@ def _plain(
         loads.append("reqtimeout")
     loads += [m for m in rendering.modules + additions.modules if m not in loads]
     lines = ["", "# apachews verify: the modules the rendering needs, then the rendering inside a <VirtualHost>"]
-    for name in loads:
-        path = module if (name == "proxy_wstunnel" and module is not None) else f"modules/mod_{name}.so"
-        lines += [f"<IfModule !mod_{name}.c>", f'    LoadModule {name}_module "{path}"', "</IfModule>"]
+    paths = {"proxy_wstunnel": module} if module is not None else {}
+    lines.append(distros.load_module_lines(loads, "modules", paths=paths).rstrip("\n"))
     lines += [
         "ServerName 127.0.0.1",
         "<IfModule reqtimeout_module>",
@@ -226,13 +225,8 @@ _PROXY_MODULES_22 = ("proxy", "proxy_http", "proxy_balancer", "rewrite")
 
 def _load_lines(httpd: Httpd, names: tuple[str, ...], define: str | None = None) -> str:
     compiled = httpd.compiled_in()
-    lines = []
-    for name in names:
-        if name in compiled or not (httpd.modules_dir / f"mod_{name}.so").exists():
-            continue
-        load = f"LoadModule {name}_module modules/mod_{name}.so"
-        lines.append(f"<IfDefine {define}>\n    {load}\n</IfDefine>" if define else load)
-    return "\n".join(lines) + "\n"
+    present = [n for n in names if n not in compiled and (httpd.modules_dir / f"mod_{n}.so").exists()]
+    return distros.load_module_lines(present, "modules", guarded=False, define=define) or "\n"
 
 
 def _skeleton(
