@@ -55,7 +55,7 @@ def test_built_httpd_runs_the_module(stock_dist: build.BuildResult) -> None:
     assert str(server.version) == TEST_HTTPD
     report = verify.run(server, module=stock_dist.module, checks=["handshake", "echo-text"])
     assert report.ok, report.table()
-    assert report.tunnelling == "mod_proxy_wstunnel"
+    assert report.tunnelling == "apachews"
 
 
 def test_backport_build_runs_the_full_suite(stock_dist: build.BuildResult, release, tmp_path: Path) -> None:

@@ -146,7 +146,7 @@ def test_idle_timeout_closes_a_quiet_tunnel(built: module.ApxsBuild, system_http
 
     with EchoServer() as backend:
         snippets = {
-            name: text.replace("ws://127.0.0.1:1/", backend.url) + "ProxyWebsocketIdleTimeout 1\n"
+            name: text.replace("ws://127.0.0.1:1", backend.url.rstrip("/")) + "ProxyWebsocketIdleTimeout 1\n"
             for name, text in rendering.files.items()
         }
         with ServerRoot(system_httpd, snippets, extra_modules={"proxy_wstunnel": built.so}) as root:

@@ -174,7 +174,7 @@ def test_mirror_from_environment_and_bad_mirror(
 ):
     monkeypatch.setenv("APACHEWS_MIRROR", httpd_mirror.url("good").rstrip("/"))
     assert str(sources.provide("2.4.66").version) == "2.4.66"
-    with pytest.raises(BadInput, match="not an http"):
+    with pytest.raises(BadInput, match="neither an http"):
         sources.provide("2.4.66", mirror="ftp://127.0.0.1/httpd/")
 
 
