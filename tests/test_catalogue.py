@@ -209,3 +209,13 @@ def test_which_version_table_groups_releases() -> None:
     assert "| 2.2.0 to 2.2.34 | apachews mod_proxy_wstunnel | wstunnel-2.2 |" in result.output
     assert "| 2.4.6 to 2.4.9 | apachews mod_proxy_wstunnel | - |" in result.output
     assert "| 2.4.10 to 2.4.46 | stock mod_proxy_wstunnel | - |" in result.output
+
+
+@pytest.mark.parametrize(("version", "named"), [("2.4.25", True), ("2.4.6", True), ("2.4.48", False), ("2.2.31", False)])
+def test_versions_names_cve_2019_17567_where_the_stock_module_has_it(version: str, named: bool) -> None:
+    from click.testing import CliRunner
+
+    from apachews.cli import main
+
+    result = CliRunner().invoke(main, ["versions", "--apache", version])
+    assert result.exit_code == 0 and ("CVE-2019-17567" in result.output) is named, result.output

@@ -14,6 +14,7 @@ from apachews.catalogue import Release
 from apachews.cli import main
 from apachews.cli._common import RELEASE, Result, Session, command
 from apachews.errors import BadInput
+from apachews.tunnelling import has_cve_2019_17567
 
 
 def _yes(flag: bool | None) -> str:
@@ -49,10 +50,25 @@ def explain(release: Release) -> str:
             "the stock mod_proxy_wstunnel also works.",
             f"  apachews config generic --apache {release.version}",
         ]
+    elif not release.stock_wstunnel_usable:
+        lines += [
+            "The stock mod_proxy_wstunnel of this release pools backend connections across handshakes and",
+            "busy-loops on client errors (fixed in 2.4.10): build the apachews module in its place.",
+            f"  apachews build --apache {release.version} --backport",
+            f"  apachews config generic --apache {release.version}",
+        ]
     else:
         lines += [
             "Nothing to build: enable the stock mod_proxy_wstunnel that ships with this release.",
             f"  apachews config generic --apache {release.version}",
+        ]
+    if has_cve_2019_17567(release):
+        lines += [
+            "",
+            "Security: this release's stock mod_proxy_wstunnel tunnels whatever the backend answers, a refused",
+            "upgrade too (CVE-2019-17567, fixed in 2.4.47). The apachews module opens a tunnel only on a 101:",
+            f"  apachews build --apache {release.version} --backport",
+            f"  apachews config generic --apache {release.version} --prefer apachews",
         ]
     return "\n".join(lines)
 
