@@ -19,15 +19,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from apachews import distros
 from apachews.catalogue import Version
 from apachews.distros import load_module_lines
 from apachews.errors import BadInput, JobFailed
 
-SYSTEM_CANDIDATES = (
-    # (binary, modules dir): Debian/Ubuntu, then RHEL/CentOS/Fedora.
-    (Path("/usr/sbin/apache2"), Path("/usr/lib/apache2/modules")),
-    (Path("/usr/sbin/httpd"), Path("/usr/lib64/httpd/modules")),
-    (Path("/usr/sbin/httpd"), Path("/usr/lib/httpd/modules")),
+# (binary, modules dir) of each distribution's Apache, in the order they are tried (facts live in distros/).
+SYSTEM_CANDIDATES = tuple(
+    (layout.binary, modules)
+    for layout in map(distros.get, distros.NAMES)
+    if layout.binary is not None
+    for modules in layout.system_modules_dirs
 )
 _VERSION_RE = re.compile(r"Apache/(\d+\.\d+\.\d+)")
 _LOADMODULE_RE = re.compile(r"^\s*LoadModule\s+(\w+)\s+(\S+)", re.MULTILINE)

@@ -23,14 +23,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from apachews import __version__, config, doctor
+from apachews import __version__, config, distros, doctor
 from apachews.distros import load_module_lines
 from apachews.distros.placement import MODULE_FILE, MODULE_NAME
 from apachews.errors import BadInput, JobFailed
 from apachews.install import module_style
 
 PACKAGE = "libapache2-mod-proxy-wstunnel-apachews"
-DEBIAN_MODULES = Path("/usr/lib/apache2/modules")
+DEBIAN_MODULES = distros.get("debian").system_modules_dirs[0]
 MARKER = f"/var/lib/{PACKAGE}/disabled-stock-proxy_wstunnel"
 
 _COMMON = """set -e
@@ -232,7 +232,7 @@ def build_deb(
 
 # -- rpm (RHEL, CentOS, Fedora) -------------------------------------------------------------------------------
 RPM_NAME = "mod_proxy_wstunnel_apachews"
-RPM_MODULES = "/usr/lib64/httpd/modules"
+RPM_MODULES = str(distros.get("rhel").system_modules_dirs[0])
 # "00-apachews-..." sorts before RHEL's own 00-proxy.conf: our module is the proxy_wstunnel_module that loads.
 RPM_LOAD_CONF = "/etc/httpd/conf.modules.d/00-apachews-proxy_wstunnel.conf"
 _RPM_RELOAD = (

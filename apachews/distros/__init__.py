@@ -65,6 +65,8 @@ class Layout:
 
     name = "generic"
     modules_path = "modules"
+    binary: Path | None = None  # the distribution's httpd
+    system_modules_dirs: tuple[Path, ...] = ()  # where its packages put modules
     included_dirs = False  # True where the stock main config already includes the directories we write to
 
     def files(self, parts: Parts) -> dict[str, str]:

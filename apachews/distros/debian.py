@@ -18,6 +18,8 @@ _DEPENDS = re.compile(r"^#\s*Depends:\s*(.*)$", re.MULTILINE)
 
 class Debian(Layout):
     name = "debian"
+    binary = Path("/usr/sbin/apache2")
+    system_modules_dirs = (Path("/usr/lib/apache2/modules"),)
     modules_path = "/usr/lib/apache2/modules"
 
     def files(self, parts: Parts) -> dict[str, str]:

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 class Gentoo(Layout):
     name = "gentoo"
+    binary = Path("/usr/sbin/apache2")
+    system_modules_dirs = (Path("/usr/lib64/apache2/modules"),)
     included_dirs = True
 
     def files(self, parts: Parts) -> dict[str, str]:

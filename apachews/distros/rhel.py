@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 
 class Rhel(Layout):
     name = "rhel"
+    binary = Path("/usr/sbin/httpd")
+    system_modules_dirs = (Path("/usr/lib64/httpd/modules"), Path("/usr/lib/httpd/modules"))
     included_dirs = True
 
     def files(self, parts: Parts) -> dict[str, str]:
