@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from apachews import echo, verify
+from apachews import build, echo, sources, verify
+from apachews import httpd as httpd_module
 from apachews.cli import main
 from apachews.distros import trees
 from apachews.httpd import Httpd, free_port
+from tests.fixtures.sources import test_cache_dir
 
 
 def _apache_children() -> set[int]:
@@ -153,3 +155,37 @@ def test_nothing_left_behind(system_httpd: Httpd, layout: str) -> None:
     verify.run(system_httpd, checks=["echo-text"], layout=layout)
     assert not [n for n in set(os.listdir("/tmp")) - before if n.startswith(("apachews-root-", "apachews-verify-"))]
     assert not _apache_children()
+
+
+@pytest.fixture(scope="module")
+def built_22(base_image: str, httpd_git: Path) -> tuple[Httpd, Path]:
+    """httpd 2.2.31 with the apachews module, built from the git tag (kept in the test cache between runs)."""
+    result = build.build(
+        "2.2.31", source=sources.SourceOptions(git=httpd_git), with_httpd=True, out_dir=test_cache_dir() / "dist"
+    )
+    return httpd_module.locate(prefix=result.dist / "httpd"), result.module
+
+
+def _websocket_location_last(files: dict[str, str]) -> dict[str, str]:
+    """What apachews rendered for 2.2 before: <Location "/gateone"> first, its "/gateone/ws" after it."""
+
+    def reorder(text: str) -> str:
+        blocks = re.findall(r"\n# [^\n]*\n<Location \"[^\"]+\">.*?</Location>\n", text, flags=re.DOTALL)
+        if len(blocks) < 2:
+            return text
+        head = text
+        for block in blocks:
+            head = head.replace(block, "")
+        return head + "".join(sorted(blocks, key=len))
+
+    return {name: reorder(text) for name, text in files.items()}
+
+
+def test_app_routes_goes_red_on_22_when_the_websocket_route_comes_second(built_22: tuple[Httpd, Path]) -> None:
+    # 2.2 takes the first matching ProxyPass: the HTTP route of /gateone then swallows /gateone/ws.
+    server, module = built_22
+    good = verify.run(server, preset="gateone", module=module, checks=["app-routes"])
+    assert good.ok and good.layout == "plain", good.table()
+    swapped = verify.run(server, preset="gateone", module=module, checks=["app-routes"], edit=_websocket_location_last)
+    assert not swapped.ok
+    assert "GET /gateone/ws (plain HTTP)" in swapped.checks[0].detail, swapped.table()
