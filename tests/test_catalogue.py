@@ -211,7 +211,9 @@ def test_which_version_table_groups_releases() -> None:
     assert "| 2.4.10 to 2.4.46 | stock mod_proxy_wstunnel | - |" in result.output
 
 
-@pytest.mark.parametrize(("version", "named"), [("2.4.25", True), ("2.4.6", True), ("2.4.48", False), ("2.2.31", False)])
+@pytest.mark.parametrize(
+    ("version", "named"), [("2.4.25", True), ("2.4.6", True), ("2.4.48", False), ("2.2.31", False)]
+)
 def test_versions_names_cve_2019_17567_where_the_stock_module_has_it(version: str, named: bool) -> None:
     from click.testing import CliRunner
 
