@@ -18,7 +18,6 @@ ccache). The tables and one line of wall times per pass are printed.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 from pathlib import Path
 
@@ -45,11 +44,12 @@ def drop(plans: list[BuildPlan], presets: list[str], *, workspaces: bool, ccache
     names = [f"apachews-build-{plan.cache_key(images.builder_tag(plan.base_image), 'workspace')}" for plan in plans]
     names = (names if workspaces else []) + ([build.CCACHE_VOLUME] if ccache else [])
     for name in names:
-        with contextlib.suppress(NotFound):
-            try:
-                engine.volumes.get(name).remove(force=True)
-            except DockerException as error:  # in use by someone else's build: say so, go on
-                print(f"could not remove volume {name}: {error}")
+        try:
+            engine.volumes.get(name).remove(force=True)
+        except NotFound:
+            pass
+        except DockerException as error:  # in use by someone else's build: say so, go on
+            print(f"could not remove volume {name}: {error}")
     for plan in plans:
         matrix.cache_file(plan, presets).unlink(missing_ok=True)
 
