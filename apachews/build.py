@@ -5,6 +5,8 @@ The recipe is one shell script (templates/build/build.sh.j2) run by either build
   out as archives through the Docker SDK; a named volume per (version, image, flags) keeps the configured
   tree and its object files, so a rebuild recompiles only what changed.
 - "local": the same script with the host toolchain, its tree kept in the user cache dir.
+Both use ccache when it is installed, with one cache for every release (the apachews-ccache volume, or
+<cache>/ccache). Without --with-httpd only the module is made. A dist built from the same inputs is kept.
 """
 
 from __future__ import annotations
