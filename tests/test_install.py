@@ -273,6 +273,9 @@ def test_build_with_the_servers_apxs(tmp_path) -> None:
     info = json.loads((built.dist / "build.json").read_text())
     assert info["builder"] == "apxs" and info["mmn_major"] == doctor.inspect_apxs(info["apxs"], "", None).mmn_major
     assert built.module == built.dist / "modules" / "mod_proxy_wstunnel.so" and built.module.stat().st_size > 0
+    result = CliRunner().invoke(main, ["build", "--apxs", shutil.which("apxs"), "-o", str(tmp_path / "cli"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert Path(json.loads(result.output)["module"]).is_file()
 
 
 # -- a vanilla 2.2 server (the generic layout, no DUMP_RUN_CFG): built from the release tag -----------------

@@ -10,6 +10,7 @@ from apachews import build
 from apachews.catalogue import Release
 from apachews.cli import main
 from apachews.cli._common import RELEASE, Result, Session, command, plan_options
+from apachews.errors import BadInput
 from apachews.plan import BuildPlan
 
 
@@ -44,6 +45,7 @@ def install_instructions(result: build.BuildResult) -> str:
 @click.option("--with-httpd", is_flag=True, help="Also keep the whole httpd install (for `apachews verify`).")
 @click.option("--jobs", "-j", default=2, show_default=True, help="Parallel make jobs.")
 @click.option("--rebuild", is_flag=True, help="Build even when the output is up to date.")
+@click.option("--apxs", metavar="PATH", help="Compile with this apxs and its headers (the server's dev package).")
 def build_command(
     session: Session,
     release: Release | None,
@@ -51,8 +53,17 @@ def build_command(
     with_httpd: bool,
     jobs: int,
     rebuild: bool,
+    apxs: str | None,
 ) -> Result:
     """Build mod_proxy_wstunnel.so for one Apache release, in an image matching the target server."""
+    if apxs:  # on the host, or inside --base-image: apachews/serverbuild.py
+        from apachews import serverbuild
+
+        if release is not None:
+            raise BadInput("--apxs builds for the headers apxs has: leave out --apache")
+        params = click.get_current_context().params
+        built = serverbuild.build_with(apxs, params["base_image"], params["output"], session.progress())
+        return Result(data=built.to_dict(), text=built.text())
     plan = plan_for(release, with_httpd=with_httpd, jobs=jobs)
     result = build.build(plan, progress=session.progress(), rebuild=rebuild)
     return Result(data=result.to_dict(), text=install_instructions(result))
