@@ -62,12 +62,17 @@ class Control:
         return result.returncode == 0, (result.stdout + result.stderr).strip()
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-            os.kill(pid, 0)
-            return pid
-        except (OSError, ValueError):
-            return None
+        """The running parent's pid, or None. An empty pid file is one being rewritten: read it again."""
+        for _ in range(20):
+            try:
+                pid = int(self.pid_file.read_text().strip())
+            except OSError:
+                return None
+            except ValueError:
+                time.sleep(0.05)
+                continue
+            return pid if _alive(pid) else None
+        return None
 
     def _log_size(self) -> int:
         try:
@@ -77,7 +82,8 @@ class Control:
 
     def graceful(self) -> None:
         """Graceful reload, returning once the parent has re-read its config (the error log says so)."""
-        if self.pid() is None:
+        parent = self.pid()
+        if parent is None:
             raise JobFailed(f"the server is not running (no live pid in {self.pid_file})", hint="start it first")
         offset = self._log_size()
         result = self.run("-k", "graceful")
@@ -85,7 +91,9 @@ class Control:
             raise JobFailed("graceful reload failed", hint=(result.stdout + result.stderr).strip())
         deadline = time.monotonic() + RELOAD_TIMEOUT
         while time.monotonic() < deadline:
-            if self.pid() is None:
+            # The parent keeps its pid across a graceful restart; its pid file is rewritten meanwhile (2.2
+            # truncates it first), so watch the process, not the file.
+            if not _alive(parent):
                 raise JobFailed("the server exited during the reload", hint=f"see {self.error_log}")
             if self.error_log is None:  # logs to syslog or a pipe: nothing to watch
                 time.sleep(1)
@@ -96,6 +104,16 @@ class Control:
                     return
             time.sleep(0.05)
         raise JobFailed(f"no sign of the reload in {self.error_log} after {RELOAD_TIMEOUT:.0f} s")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextmanager
