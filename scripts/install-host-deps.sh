@@ -3,7 +3,7 @@
 set -euo pipefail
 need=()
 # libpcre3: httpd 2.2 and early 2.4 built by `apachews build --with-httpd` link it; `verify --dist` runs them here.
-for pkg in apache2 apache2-dev docker.io debootstrap libpcre3 curl ca-certificates patch openssl; do
+for pkg in apache2 apache2-dev docker.io debootstrap libpcre3 curl ca-certificates patch openssl rpm; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -6,6 +6,7 @@ Regenerate the golden files after an intended change: APACHEWS_REGEN_GOLDEN=1 py
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -233,3 +234,11 @@ def test_check_of_a_22_config_needs_a_22_httpd(system_httpd: Httpd) -> None:
         pytest.skip("the system Apache is 2.2 itself")
     with pytest.raises(BadInput, match="is for Apache 2.2.31"):
         config.check(_render("generic", "2.2.31", "generic"))
+
+
+def test_without_apache_the_server_here_decides(system_httpd: Httpd) -> None:
+    # doctor's reading of this machine's Apache is config's default (version and layout), said in a note.
+    result = CliRunner().invoke(main, ["--json", "config", "generic"])
+    payload = json.loads(result.stdout)
+    assert payload["apache"] == str(system_httpd.version)
+    assert "no --apache given" in payload["notes"][0] and str(system_httpd.version) in payload["notes"][0]

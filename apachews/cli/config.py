@@ -6,26 +6,22 @@ from pathlib import Path
 
 import click
 
-from apachews import catalogue, config, distros
+from apachews import config, distros, doctor
 from apachews.cli import main
 from apachews.cli._common import Result, Session, command
 from apachews.errors import BadInput, JobFailed
 
 
-def _newest_24() -> str:
-    return str([r for r in catalogue.load().all("2.4") if r.released][-1].version)
-
-
 @command(main, "config")
 @click.argument("preset", required=False)
 @click.option("--list", "list_only", is_flag=True, help="List the presets.")
-@click.option("--apache", metavar="V", help="Apache release the config is for (default: newest 2.4).")
+@click.option(
+    "--apache", metavar="V", help="Apache release the config is for (default: this machine's Apache, per doctor)."
+)
 @click.option(
     "--distro",
     type=click.Choice(distros.NAMES),
-    default="generic",
-    show_default=True,
-    help="Whose layout: module paths, file names, the reload command.",
+    help="Whose layout: module paths, file names, the reload command (default: this machine's, else generic).",
 )
 @click.option("--backend", "backends", multiple=True, metavar="URL", help="Backend URL (repeatable for balancer).")
 @click.option("--path", metavar="PATH", help="URL path on this server (default: the preset's).")
@@ -49,7 +45,7 @@ def config_command(
     preset: str | None,
     list_only: bool,
     apache: str | None,
-    distro: str,
+    distro: str | None,
     backends: tuple[str, ...],
     path: str | None,
     allow: tuple[str, ...],
@@ -76,11 +72,12 @@ def config_command(
         raise BadInput("--force applies to -o DIR only", hint="add -o DIR, or leave out --force")
     if binary and not run_check:
         raise BadInput("--httpd is the httpd of --check", hint="add --check, or leave out --httpd")
-    assumed = None if apache else _newest_24()
+    # Without --apache, the server doctor finds here decides (its version and layout), else the newest 2.4.
+    found = None if apache else doctor.server_defaults()
     rendering = config.render(
         preset,
-        apache=apache or assumed,
-        distro=distro,
+        apache=apache or found.apache,  # type: ignore[union-attr]
+        distro=distro or (found.distro if found else "generic"),
         backends=backends,
         path=path,
         allow=allow,
@@ -88,8 +85,8 @@ def config_command(
         prefer=prefer,
         sticky=sticky,
     )
-    if assumed:
-        rendering.notes.insert(0, f"rendered for Apache {assumed} (no --apache given): pass --apache V for yours")
+    if found is not None:
+        rendering.notes.insert(0, f"{found.note()} (no --apache given)")
     data = rendering.to_dict()
     if run_check:
         result = config.check(rendering, binary)
