@@ -189,3 +189,29 @@ def test_app_routes_goes_red_on_22_when_the_websocket_route_comes_second(built_2
     swapped = verify.run(server, preset="gateone", module=module, checks=["app-routes"], edit=_websocket_location_last)
     assert not swapped.ok
     assert "GET /gateone/ws (plain HTTP)" in swapped.checks[0].detail, swapped.table()
+
+
+def test_verify_live_runs_through_a_running_server_and_leaves_its_config(tmp_path: Path) -> None:
+    from tests import debian_tree
+
+    if debian_tree.available() is not None:
+        pytest.skip(str(debian_tree.available()))
+    with debian_tree.running(tmp_path / "server") as server:
+        before = debian_tree.snapshot(server.conf_root)
+        result = CliRunner().invoke(
+            main,
+            [
+                "--json",
+                "verify",
+                "--live",
+                "--apachectl",
+                str(server.ctl),
+                "--check",
+                "handshake",
+                "--check",
+                "echo-text",
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["passed"] == 2
+        assert debian_tree.snapshot(server.conf_root) == before

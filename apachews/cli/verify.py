@@ -64,6 +64,13 @@ def resolve_httpd(binary: Path | None, dist: Path | None) -> tuple[httpd.Httpd, 
     show_default=True,
     help="With --apache: where the build goes (reused when it holds httpd-V with its httpd).",
 )
+@click.option(
+    "--live",
+    is_flag=True,
+    help="Through the running server (doctor finds it): a temporary loopback route, removed after "
+    "(the same as `apachews live-verify`).",
+)
+@click.option("--apachectl", metavar="PATH", help="With --live: the server's apachectl / apache2ctl.")
 @source_options
 def verify_command(
     session: Session,
@@ -76,9 +83,24 @@ def verify_command(
     checks: tuple[str, ...],
     release: Release | None,
     output: Path,
+    live: bool,
+    apachectl: str | None,
     sources: SourceOptions,
 ) -> Result:
     """Start a real Apache in front of the bundled echo backend and run the WebSocket suite."""
+    if apachectl and not live:
+        raise BadInput("--apachectl goes with --live", hint="add --live, or leave out --apachectl")
+    if live:
+        if binary or dist or module or release or layout or preset != "generic":
+            raise BadInput(
+                "--live tests the running server as it is configured",
+                hint="leave out --httpd, --dist, --module, --apache, --layout and --preset",
+            )
+        from apachews import live as live_server
+
+        report = live_server.live_verify(apachectl, checks=checks or None, prefer=prefer, progress=session.progress())
+        text = f"Apache {report.apache} ({report.httpd}), live, tunnelling via {report.tunnelling}\n{report.table()}"
+        return Result(data=report.to_dict(), text=text, ok=report.ok)
     if release is not None:
         version = str(release.version)
         if binary or dist:
