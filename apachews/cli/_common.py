@@ -279,6 +279,20 @@ class ImageType(click.ParamType):
 
 
 RELEASE = ReleaseType()
+
+
+def output_option(help_text: str) -> Callable:
+    """-o/--output: the directory results go to (dist/ by default), the same option in every command."""
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("dist"),
+        show_default=True,
+        help=help_text,
+    )
+
+
 RELEASES = ReleaseListType()
 IMAGE = ImageType()
 
@@ -347,14 +361,7 @@ def plan_options(fn: Callable) -> Callable:
         show_default=True,
         help="docker: in --base-image, networking off; local: this host's gcc and make.",
     )
-    @click.option(
-        "-o",
-        "--output",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=Path("dist"),
-        show_default=True,
-        help="Directory that receives httpd-V/ (the module, build.json, the log).",
-    )
+    @output_option("Directory that receives httpd-V/ (the module, build.json, the log).")
     @click.option("--mpm", type=click.Choice(MPMS), help="MPM (default: 2.2 prefork, 2.4 event).")
     @functools.wraps(fn)
     def wrapper(

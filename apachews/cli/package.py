@@ -8,7 +8,7 @@ import click
 
 from apachews import package
 from apachews.cli import main
-from apachews.cli._common import Result, Session, command
+from apachews.cli._common import Result, Session, command, output_option
 from apachews.errors import BadInput
 
 
@@ -26,14 +26,7 @@ from apachews.errors import BadInput
 @click.option("--path", metavar="PATH", help="URL path for --preset (default: the preset's).")
 @click.option("--allow", multiple=True, metavar="HOST|CIDR", help="Only these clients (repeatable).")
 @click.option("--apxs", metavar="PATH", help="The apxs whose headers built the module (default: apxs here).")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("dist"),
-    show_default=True,
-    help="Directory that receives the package.",
-)
+@output_option("Directory that receives the package.")
 def package_command(
     session: Session,
     deb: bool,

@@ -10,7 +10,7 @@ import click
 from apachews import build, config, httpd, verify
 from apachews.catalogue import Release
 from apachews.cli import main
-from apachews.cli._common import RELEASE, Result, Session, command, source_options
+from apachews.cli._common import RELEASE, Result, Session, command, output_option, source_options
 from apachews.distros import trees
 from apachews.errors import BadInput
 from apachews.sources import SourceOptions
@@ -56,14 +56,7 @@ def resolve_httpd(binary: Path | None, dist: Path | None) -> tuple[httpd.Httpd, 
 @click.option(
     "--apache", "release", type=RELEASE, metavar="V", help="Build (or reuse from -o) this release, then verify it."
 )
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("dist"),
-    show_default=True,
-    help="With --apache: where the build goes (reused when it holds httpd-V with its httpd).",
-)
+@output_option("With --apache: where the build goes (reused when it holds httpd-V with its httpd).")
 @click.option(
     "--live",
     is_flag=True,
