@@ -15,7 +15,7 @@ from apachews import httpd as httpd_module
 from apachews.cli import main
 from apachews.distros import trees
 from apachews.httpd import Httpd, free_port
-from tests.fixtures.sources import test_cache_dir as tests_cache_dir
+from tests.fixtures.sources import test_cache_dir as cache_dir_of_tests
 
 
 def _apache_children() -> set[int]:
@@ -161,7 +161,7 @@ def test_nothing_left_behind(system_httpd: Httpd, layout: str) -> None:
 def built_22(base_image: str, httpd_git: Path) -> tuple[Httpd, Path]:
     """httpd 2.2.31 with the apachews module, built from the git tag (kept in the test cache between runs)."""
     result = build.build(
-        "2.2.31", source=sources.SourceOptions(git=httpd_git), with_httpd=True, out_dir=tests_cache_dir() / "dist"
+        "2.2.31", source=sources.SourceOptions(git=httpd_git), with_httpd=True, out_dir=cache_dir_of_tests() / "dist"
     )
     return httpd_module.locate(prefix=result.dist / "httpd"), result.module
 
