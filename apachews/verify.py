@@ -601,10 +601,16 @@ def proxy_snippets(
     release = catalogue.load().get(apache)
     style = tunnelling.choose(release, prefer)
     rendering = config.render(preset, apache=release, backends=[backends["echo"].url], path="/ws", prefer=style)
-    files = {"00-verify-routes.conf": verify_routes(backends, style), **rendering.files}
-    if release.family != "2.2":  # 2.4: the last <Location> merged wins, so verify's own go after the preset's
-        files = {**rendering.files, "zz-verify-routes.conf": files.pop("00-verify-routes.conf")}
+    files = with_verify_routes(rendering.files, verify_routes(backends, style), release.family)
     return files, style.value, rendering.websocket_paths[0]
+
+
+def with_verify_routes(files: dict[str, str], routes: str, family: str) -> dict[str, str]:
+    """The rendering's files and verify's routes in the order that lets the routes win where paths nest:
+    2.2 takes the first matching ProxyPass (routes first), 2.4 the last <Location> merged (routes last)."""
+    if family == "2.2":
+        return {"00-verify-routes.conf": routes, **files}
+    return {**files, "zz-verify-routes.conf": routes}
 
 
 def _preset_backends(preset: str, members: list[EchoServer]) -> list[str]:
@@ -750,12 +756,13 @@ def running_proxy(
         backends = {mode: stack.enter_context(EchoServer(mode)) for mode in ("refuse-200", "refuse-403", "die")}
         if tls_context is not None:
             backends["tls"] = stack.enter_context(EchoServer("echo", tls=tls_context))
+        app_backends = _preset_backends(preset, members)
         try:
             rendering = config.render(
                 preset,
                 apache=release,
                 distro=trees.rendering_distro(layout),
-                backends=_preset_backends(preset, members),
+                backends=app_backends,
                 prefer=style,
             )
         except BadInput as error:
@@ -765,9 +772,7 @@ def running_proxy(
         tls_port = free_port() if has_ssl else None
         progress.step(f"starting Apache {httpd.version} ({httpd.binary}), {layout} layout")
         if layout == "bare":
-            files = {"00-verify-routes.conf": routes, **rendering.files}
-            if release.family != "2.2":
-                files = {**rendering.files, "zz-verify-routes.conf": routes}
+            files = with_verify_routes(rendering.files, routes, release.family)
             files = edit(files) if edit else files
             root = stack.enter_context(
                 ServerRoot(httpd, files, port=port, extra_modules={"proxy_wstunnel": module} if module else None)
@@ -802,7 +807,7 @@ def running_proxy(
             server.error_log,
             rendering.websocket_paths[0],
             rendering=rendering,
-            members=members[: len(_preset_backends(preset, members))],
+            members=members[: len(app_backends)],
             syntax=syntax,
             tls_echo=backends.get("tls"),
             tls_port=tls_port,

@@ -19,9 +19,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from apachews.distros import trees
 from apachews.httpd import free_port, wait_for_port
 
-SYSTEM_TREE = Path("/etc/apache2")
+SYSTEM_TREE = trees.DEBIAN_TREE
 SYSTEM_CTL = Path("/usr/sbin/apache2ctl")
 
 
@@ -102,10 +103,7 @@ class DebianServer:
 def make(root: Path) -> DebianServer:
     """Copy /etc/apache2 into root/etc and point it at root; the server is not started."""
     port = free_port()
-    conf = root / "etc"
-    shutil.copytree(SYSTEM_TREE, conf, symlinks=True)
-    for sub in ("run", "lock", "log", "modules"):
-        (root / sub).mkdir()
+    conf = trees.copy_debian_tree(root, port)
     envvars = (conf / "envvars").read_text()
     for name, sub in (
         ("APACHE_PID_FILE", "run/apache2.pid"),
@@ -115,12 +113,6 @@ def make(root: Path) -> DebianServer:
     ):
         envvars = re.sub(rf"^export {name}=.*$", f"export {name}={root / sub}", envvars, flags=re.MULTILINE)
     (conf / "envvars").write_text(envvars)
-    (conf / "ports.conf").write_text(f"Listen 127.0.0.1:{port}\n")
-    # The default site listens on *:80; the copy serves it on its own port instead.
-    for site in (conf / "sites-available").glob("*.conf"):
-        site.write_text(site.read_text().replace("<VirtualHost *:80>", f"<VirtualHost 127.0.0.1:{port}>"))
-    with (conf / "apache2.conf").open("a") as main:
-        main.write("ServerName 127.0.0.1\n")
     ctl = root / "apache2ctl"
     # systemd-free start (APACHE_STARTED_BY_SYSTEMD): apache2ctl would otherwise hand `start` to systemctl.
     ctl.write_text(f'#!/bin/sh\nAPACHE_CONFDIR="{conf}" APACHE_STARTED_BY_SYSTEMD=1 exec {SYSTEM_CTL} "$@"\n')

@@ -104,6 +104,22 @@ def _tls_vhost(additions: Additions, includes: str) -> str:
 DEBIAN_ENV = ("APACHE_RUN_DIR", "APACHE_LOCK_DIR", "APACHE_LOG_DIR")
 
 
+def copy_debian_tree(root: Path, port: int, tls_port: int | None = None) -> Path:
+    """Copy Debian's /etc/apache2 to root/etc (run/, lock/, log/, modules/ beside it), listening on 127.0.0.1
+    only: the stock site, otherwise unchanged, on `port`. Returns the copy's config root."""
+    conf = root / "etc"
+    shutil.copytree(DEBIAN_TREE, conf, symlinks=True)
+    for sub in ("run", "lock", "log", "modules"):
+        (root / sub).mkdir()
+    tls_listen = f"Listen 127.0.0.1:{tls_port}\n" if tls_port else ""
+    (conf / "ports.conf").write_text(f"Listen 127.0.0.1:{port}\n{tls_listen}")
+    for site in (conf / "sites-available").glob("*.conf"):
+        site.write_text(site.read_text().replace("<VirtualHost *:80>", f"<VirtualHost *:{port}>"))
+    with (conf / "apache2.conf").open("a") as main:
+        main.write("ServerName 127.0.0.1\n")
+    return conf
+
+
 def _debian(
     root: Path, httpd: Httpd, rendering: Rendering, module: Path | None, port: int, additions: Additions
 ) -> Server:
@@ -111,17 +127,7 @@ def _debian(
         raise BadInput(f"no Debian apache2 tree at {DEBIAN_TREE}", hint="apt-get install apache2, or --layout plain")
     if rendering.distro != "debian":
         raise BadInput(f"the debian layout needs a rendering for --distro debian, not {rendering.distro}")
-    conf = root / "etc"
-    shutil.copytree(DEBIAN_TREE, conf, symlinks=True)
-    for sub in ("run", "lock", "log", "modules"):
-        (root / sub).mkdir()
-    tls_listen = f"Listen 127.0.0.1:{additions.tls_port}\n" if additions.tls_port else ""
-    (conf / "ports.conf").write_text(f"Listen 127.0.0.1:{port}\n{tls_listen}")
-    # The stock site listens on *:80; the copy serves it, unchanged otherwise, on the test's port.
-    for site in (conf / "sites-available").glob("*.conf"):
-        site.write_text(site.read_text().replace("<VirtualHost *:80>", f"<VirtualHost *:{port}>"))
-    with (conf / "apache2.conf").open("a") as main:
-        main.write("ServerName 127.0.0.1\n")
+    conf = copy_debian_tree(root, port, additions.tls_port)
     distros.place(rendering, conf, module_so=module, modules_dir=root / "modules")
     enable = distros.get("debian")
     for name in additions.modules:
