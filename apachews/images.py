@@ -55,6 +55,7 @@ BUILD_PACKAGES = (
     "libexpat1-dev",
     "zlib1g-dev",
     "ca-certificates",
+    "ccache",  # build.sh shares one compiler cache across releases and MPMs when the image has it
 )
 YUM_NAMES = (
     "centos",

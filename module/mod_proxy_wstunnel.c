@@ -36,6 +36,28 @@
 #include "apr_poll.h"
 #include "apr_sha1.h"
 #include "apr_base64.h"
+#include "apr_portable.h"
+#include "ap_mpm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#if defined(__linux__)
+/* The event loop of ProxyWebsocketHandoff: epoll and a thread of our own per child (Linux, where every server
+ * this module is for runs). Elsewhere the directive is accepted and every tunnel stays with its worker. */
+#define PWS_HANDOFF 1
+#include <pthread.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#else
+#define PWS_HANDOFF 0
+#endif
 
 #if AP_MODULE_MAGIC_AT_LEAST(20120211, 0)
 #define PWS_HTTPD_24 1
@@ -67,7 +89,11 @@ module AP_MODULE_DECLARE_DATA proxy_wstunnel_module;
 typedef struct {
     apr_interval_time_t idle_timeout; /* -1: not set here */
     int upgrade_http;                 /* -1: not set here; 1: tunnel upgrades on http(s):// routes */
+    int handoff;                      /* -1: not set here; 1: plain tunnels go to the child's event loop */
 } proxy_wstunnel_dir_conf;
+
+static int proxy_wstunnel_handoff_configured; /* some "ProxyWebsocketHandoff On" was read */
+static int proxy_wstunnel_threaded;           /* this child's MPM runs threads (worker, event) */
 
 static void *proxy_wstunnel_create_dir_conf(apr_pool_t *p, char *dir)
 {
@@ -75,6 +101,7 @@ static void *proxy_wstunnel_create_dir_conf(apr_pool_t *p, char *dir)
     (void)dir;
     conf->idle_timeout = -1;
     conf->upgrade_http = -1;
+    conf->handoff = -1;
     return conf;
 }
 
@@ -84,6 +111,7 @@ static void *proxy_wstunnel_merge_dir_conf(apr_pool_t *p, void *basev, void *add
     proxy_wstunnel_dir_conf *conf = apr_pcalloc(p, sizeof(*conf));
     conf->idle_timeout = add->idle_timeout >= 0 ? add->idle_timeout : base->idle_timeout;
     conf->upgrade_http = add->upgrade_http >= 0 ? add->upgrade_http : base->upgrade_http;
+    conf->handoff = add->handoff >= 0 ? add->handoff : base->handoff;
     return conf;
 }
 
@@ -135,6 +163,17 @@ static const char *proxy_wstunnel_set_upgrade(cmd_parms *cmd, void *dirconf, int
     proxy_wstunnel_dir_conf *conf = dirconf;
     (void)cmd;
     conf->upgrade_http = on ? 1 : 0;
+    return NULL;
+}
+
+static const char *proxy_wstunnel_set_handoff(cmd_parms *cmd, void *dirconf, int on)
+{
+    proxy_wstunnel_dir_conf *conf = dirconf;
+    (void)cmd;
+    conf->handoff = on ? 1 : 0;
+    if (on) {
+        proxy_wstunnel_handoff_configured = 1;
+    }
     return NULL;
 }
 
@@ -497,6 +536,590 @@ static void proxy_wstunnel_remove_reqtimeout(conn_rec *c)
     }
 }
 
+/* The raw tunnel: once both connections are plain TCP (no TLS, no filter that needs the bytes), bytes move
+ * straight between the sockets in reads of up to PWS_RAW_BYTES: one poll, one recv and one send per message
+ * and direction, where the filter path costs a flush per 8 KiB and a read that only learns EAGAIN. The same
+ * state machine runs in two places: in the worker that took the upgrade (one tunnel, poll()), or, with
+ * "ProxyWebsocketHandoff On" on a threaded MPM, in this child's event loop (every tunnel handed to it,
+ * epoll), which gives the worker back to Apache. */
+#define PWS_RAW_BYTES (64 * 1024)
+
+typedef struct proxy_wstunnel_raw proxy_wstunnel_raw;
+
+/* One end of a raw tunnel: 0 the client, 1 the backend. */
+typedef struct {
+    proxy_wstunnel_raw *tunnel;
+    int fd;
+    int read_done;             /* EOF read from this end */
+    int write_shut;            /* our FIN has been sent to this end */
+    char *pending;             /* bytes for this end it did not take yet (malloc'd; NULL: none) */
+    apr_size_t pending_length; /* how many of them are left, from pending_offset */
+    apr_size_t pending_offset;
+    apr_time_t blocked_since; /* when a write to this end got stuck (0: it is not) */
+    short events;             /* the poll events this end is registered for in the event loop (0: none) */
+} proxy_wstunnel_end;
+
+struct proxy_wstunnel_raw {
+    proxy_wstunnel_end end[2];
+    apr_interval_time_t idle_timeout;  /* 0: no idle limit */
+    apr_interval_time_t write_timeout; /* how long an end may refuse what we write (the server's Timeout) */
+    apr_time_t last_activity;
+    int closed;
+    proxy_wstunnel_raw *prev, *next; /* the event loop's list */
+};
+
+/* The poll events end `i` needs now: readable while what it sends has somewhere to go (backpressure: a
+ * stuck receiver stops its sender), writable while bytes wait for it. */
+static short proxy_wstunnel_raw_wanted(const proxy_wstunnel_raw *t, int i)
+{
+    const proxy_wstunnel_end *end = &t->end[i], *other = &t->end[1 - i];
+    short events = 0;
+    if (!end->read_done && other->pending == NULL) {
+        events |= POLLIN;
+    }
+    if (end->pending != NULL) {
+        events |= POLLOUT;
+    }
+    return events;
+}
+
+static int proxy_wstunnel_raw_finished(const proxy_wstunnel_raw *t)
+{
+    return t->end[0].read_done && t->end[1].read_done && !t->end[0].pending && !t->end[1].pending;
+}
+
+/* Pass our FIN on to `end` once the other end has sent its last byte and all of it was delivered. */
+static void proxy_wstunnel_raw_pass_fin(proxy_wstunnel_raw *t, int i)
+{
+    proxy_wstunnel_end *end = &t->end[i];
+    if (t->end[1 - i].read_done && end->pending == NULL && !end->write_shut) {
+        shutdown(end->fd, SHUT_WR);
+        end->write_shut = 1;
+    }
+}
+
+/* Write `data` to end `i` without blocking; what it does not take now is kept for when it is writable.
+ * 0: fine; -1: the end is gone. */
+static int proxy_wstunnel_raw_write(proxy_wstunnel_raw *t, int i, const char *data, apr_size_t length,
+                                    apr_time_t now)
+{
+    proxy_wstunnel_end *end = &t->end[i];
+    while (length > 0) {
+        ssize_t sent = send(end->fd, data, length, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (sent < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                break;
+            }
+            return -1;
+        }
+        data += sent;
+        length -= (apr_size_t)sent;
+    }
+    if (length > 0) {
+        end->pending = malloc(length);
+        if (end->pending == NULL) {
+            return -1;
+        }
+        memcpy(end->pending, data, length);
+        end->pending_length = length;
+        end->pending_offset = 0;
+        end->blocked_since = now;
+    }
+    return 0;
+}
+
+/* End `i` is ready (`revents` as poll() reports them; a hang-up or error counts as ready for whatever the
+ * end was waiting for, and the read or write then says what happened). 1: the tunnel has ended cleanly,
+ * both ways; -1: it is broken (reset, error), end it now; 0: go on. */
+static int proxy_wstunnel_raw_ready(proxy_wstunnel_raw *t, int i, short revents, char *buffer, apr_size_t size,
+                                    apr_time_t now)
+{
+    proxy_wstunnel_end *end = &t->end[i];
+    short wanted = proxy_wstunnel_raw_wanted(t, i);
+    short trouble = revents & (POLLERR | POLLHUP | POLLNVAL);
+
+    if ((wanted & POLLOUT) && (revents & (POLLOUT | trouble))) {
+        while (end->pending_length > 0) {
+            ssize_t sent = send(end->fd, end->pending + end->pending_offset, end->pending_length,
+                                MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (sent < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                    break;
+                }
+                return -1;
+            }
+            end->pending_offset += (apr_size_t)sent;
+            end->pending_length -= (apr_size_t)sent;
+            t->last_activity = now;
+        }
+        if (end->pending_length == 0) {
+            free(end->pending);
+            end->pending = NULL;
+            end->blocked_since = 0;
+            proxy_wstunnel_raw_pass_fin(t, i);
+        }
+    }
+    if ((wanted & POLLIN) && (revents & (POLLIN | trouble))) {
+        ssize_t got;
+        do {
+            got = recv(end->fd, buffer, size, MSG_DONTWAIT);
+        } while (got < 0 && errno == EINTR);
+        if (got > 0) {
+            t->last_activity = now;
+            if (proxy_wstunnel_raw_write(t, 1 - i, buffer, (apr_size_t)got, now) != 0) {
+                return -1;
+            }
+        }
+        else if (got == 0) {
+            /* Half-close: pass the FIN on, keep the other direction open for what it still sends. */
+            end->read_done = 1;
+            proxy_wstunnel_raw_pass_fin(t, 1 - i);
+        }
+        else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            return -1;
+        }
+    }
+    else if ((revents & POLLNVAL) || ((revents & POLLERR) && !(wanted & POLLOUT))) {
+        return -1;
+    }
+    return proxy_wstunnel_raw_finished(t) ? 1 : 0;
+}
+
+/* Has the tunnel been silent longer than its idle limit, or a receiver refused our bytes too long? */
+static int proxy_wstunnel_raw_expired(const proxy_wstunnel_raw *t, apr_time_t now)
+{
+    int i;
+    if (t->idle_timeout > 0 && now - t->last_activity >= t->idle_timeout) {
+        return 1;
+    }
+    for (i = 0; i < 2; i++) {
+        if (t->end[i].pending && t->write_timeout > 0 && now - t->end[i].blocked_since >= t->write_timeout) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* How long poll() may sleep before the next deadline of `t`, in milliseconds (-1: no deadline). */
+static int proxy_wstunnel_raw_wait_ms(const proxy_wstunnel_raw *t, apr_time_t now)
+{
+    apr_interval_time_t wait = -1;
+    int i;
+    if (t->idle_timeout > 0) {
+        wait = t->last_activity + t->idle_timeout - now;
+    }
+    for (i = 0; i < 2; i++) {
+        if (t->end[i].pending && t->write_timeout > 0) {
+            apr_interval_time_t left = t->end[i].blocked_since + t->write_timeout - now;
+            if (wait < 0 || left < wait) {
+                wait = left;
+            }
+        }
+    }
+    if (wait < 0) {
+        return wait == -1 ? -1 : 0;
+    }
+    return (int)((wait + 999) / 1000);
+}
+
+static void proxy_wstunnel_raw_free_pending(proxy_wstunnel_raw *t)
+{
+    int i;
+    for (i = 0; i < 2; i++) {
+        free(t->end[i].pending);
+        t->end[i].pending = NULL;
+    }
+}
+
+static void proxy_wstunnel_raw_init(proxy_wstunnel_raw *t, int client_fd, int backend_fd,
+                                    apr_interval_time_t idle_timeout, apr_interval_time_t write_timeout)
+{
+    memset(t, 0, sizeof(*t));
+    t->end[0].fd = client_fd;
+    t->end[1].fd = backend_fd;
+    t->end[0].tunnel = t->end[1].tunnel = t;
+    t->idle_timeout = idle_timeout;
+    t->write_timeout = write_timeout;
+    t->last_activity = apr_time_now();
+}
+
+/* The worker runs the raw tunnel itself until it ends. APR_SUCCESS: both sides finished; APR_TIMEUP: idle
+ * or stuck past the limit; APR_ECONNRESET: a side broke off. */
+static apr_status_t proxy_wstunnel_raw_run(proxy_wstunnel_raw *t, char *buffer)
+{
+    for (;;) {
+        struct pollfd fds[2];
+        apr_time_t now = apr_time_now();
+        int i, polled;
+        for (i = 0; i < 2; i++) {
+            fds[i].events = proxy_wstunnel_raw_wanted(t, i);
+            fds[i].fd = fds[i].events ? t->end[i].fd : -1; /* an end we wait nothing from is not polled */
+            fds[i].revents = 0;
+        }
+        polled = poll(fds, 2, proxy_wstunnel_raw_wait_ms(t, now));
+        if (polled < 0 && errno == EINTR) {
+            continue;
+        }
+        if (polled < 0) {
+            return APR_FROM_OS_ERROR(errno);
+        }
+        now = apr_time_now();
+        if (polled == 0) {
+            if (proxy_wstunnel_raw_expired(t, now)) {
+                return APR_TIMEUP;
+            }
+            continue;
+        }
+        /* Each end gets one read of at most PWS_RAW_BYTES per round: a flood one way cannot starve the other. */
+        for (i = 0; i < 2; i++) {
+            int step;
+            if (fds[i].revents == 0) {
+                continue;
+            }
+            step = proxy_wstunnel_raw_ready(t, i, fds[i].revents, buffer, PWS_RAW_BYTES, now);
+            if (step > 0) {
+                return APR_SUCCESS;
+            }
+            if (step < 0) {
+                return APR_ECONNRESET;
+            }
+        }
+    }
+}
+
+#if PWS_HANDOFF
+/* The event loop one child process runs for the tunnels its workers handed off (ProxyWebsocketHandoff On,
+ * threaded MPMs). It is made on the first handoff, holds at most `limit` tunnels (two descriptors each:
+ * more stay with their worker) and, when the child exits (graceful restart, MaxConnectionsPerChild), keeps
+ * the child alive until its tunnels have ended, as a worker holding a tunnel would. Only malloc'd memory and
+ * descriptors of its own (dups of Apache's) are touched here: no pool, no filter, no conn_rec. */
+#define PWS_LOOP_EVENTS 64
+#define PWS_LOOP_TICK_MS 250 /* how often idle and stuck tunnels are looked for */
+#define PWS_LOOP_RESERVED_FDS 64
+
+typedef struct {
+    pthread_mutex_t lock; /* the list and count; held by the loop while it handles a batch of events */
+    pthread_t thread;
+    int epoll_fd;
+    int wake[2]; /* a pipe: written when the child exits, so a sleeping loop sees it at once */
+    int stopping;
+    apr_size_t count, limit;
+    proxy_wstunnel_raw *tunnels;
+    char buffer[PWS_RAW_BYTES];
+} proxy_wstunnel_loop;
+
+static pthread_mutex_t proxy_wstunnel_loop_lock = PTHREAD_MUTEX_INITIALIZER;
+static proxy_wstunnel_loop *proxy_wstunnel_child_loop; /* this child's, once made */
+static int proxy_wstunnel_loop_failed;                   /* making it failed: do not try on every upgrade */
+
+/* Keep the end's epoll registration in step with what it waits for. -1: epoll refused (end the tunnel). */
+static int proxy_wstunnel_loop_register(proxy_wstunnel_loop *loop, proxy_wstunnel_end *end)
+{
+    short wanted = proxy_wstunnel_raw_wanted(end->tunnel, end == &end->tunnel->end[0] ? 0 : 1);
+    struct epoll_event event;
+    int done;
+    if (wanted == end->events) {
+        return 0;
+    }
+    memset(&event, 0, sizeof(event));
+    event.events = ((wanted & POLLIN) ? EPOLLIN : 0) | ((wanted & POLLOUT) ? EPOLLOUT : 0);
+    event.data.ptr = end;
+    /* An end we wait nothing from leaves the set: epoll would report its hang-up over and over. */
+    if (wanted == 0) {
+        done = epoll_ctl(loop->epoll_fd, EPOLL_CTL_DEL, end->fd, &event);
+    }
+    else {
+        done = epoll_ctl(loop->epoll_fd, end->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, end->fd, &event);
+    }
+    if (done != 0) {
+        return -1;
+    }
+    end->events = wanted;
+    return 0;
+}
+
+/* Unlink and close a tunnel; it is freed after the batch of events that may still name it. */
+static void proxy_wstunnel_loop_close(proxy_wstunnel_loop *loop, proxy_wstunnel_raw *t, proxy_wstunnel_raw **dead)
+{
+    int i;
+    for (i = 0; i < 2; i++) {
+        struct epoll_event event;
+        memset(&event, 0, sizeof(event));
+        if (t->end[i].events) {
+            epoll_ctl(loop->epoll_fd, EPOLL_CTL_DEL, t->end[i].fd, &event);
+        }
+        close(t->end[i].fd);
+    }
+    proxy_wstunnel_raw_free_pending(t);
+    if (t->prev) {
+        t->prev->next = t->next;
+    }
+    else {
+        loop->tunnels = t->next;
+    }
+    if (t->next) {
+        t->next->prev = t->prev;
+    }
+    t->closed = 1;
+    t->next = *dead;
+    *dead = t;
+    loop->count--;
+}
+
+static void *proxy_wstunnel_loop_run(void *data)
+{
+    proxy_wstunnel_loop *loop = data;
+    struct epoll_event events[PWS_LOOP_EVENTS];
+    apr_time_t last_sweep = apr_time_now();
+    for (;;) {
+        proxy_wstunnel_raw *dead = NULL, *t, *next;
+        int ready = epoll_wait(loop->epoll_fd, events, PWS_LOOP_EVENTS, PWS_LOOP_TICK_MS), i;
+        apr_time_t now = apr_time_now();
+        pthread_mutex_lock(&loop->lock);
+        for (i = 0; i < ready; i++) {
+            proxy_wstunnel_end *end = events[i].data.ptr;
+            short revents = 0;
+            int step;
+            if (end == NULL) { /* the wake-up pipe */
+                char drained[16];
+                while (read(loop->wake[0], drained, sizeof(drained)) > 0) {
+                }
+                continue;
+            }
+            t = end->tunnel;
+            if (t->closed) {
+                continue;
+            }
+            revents |= (events[i].events & EPOLLIN) ? POLLIN : 0;
+            revents |= (events[i].events & EPOLLOUT) ? POLLOUT : 0;
+            revents |= (events[i].events & EPOLLERR) ? POLLERR : 0;
+            revents |= (events[i].events & EPOLLHUP) ? POLLHUP : 0;
+            step = proxy_wstunnel_raw_ready(t, end == &t->end[0] ? 0 : 1, revents, loop->buffer,
+                                            sizeof(loop->buffer), now);
+            if (step != 0 || proxy_wstunnel_loop_register(loop, &t->end[0]) != 0
+                || proxy_wstunnel_loop_register(loop, &t->end[1]) != 0) {
+                proxy_wstunnel_loop_close(loop, t, &dead);
+            }
+        }
+        if (now - last_sweep >= (apr_time_t)PWS_LOOP_TICK_MS * 1000) {
+            last_sweep = now;
+            for (t = loop->tunnels; t; t = next) {
+                next = t->next;
+                if (proxy_wstunnel_raw_expired(t, now)) {
+                    proxy_wstunnel_loop_close(loop, t, &dead);
+                }
+            }
+        }
+        for (t = dead; t; t = next) {
+            next = t->next;
+            free(t);
+        }
+        if (loop->stopping && loop->count == 0) {
+            pthread_mutex_unlock(&loop->lock);
+            return NULL;
+        }
+        pthread_mutex_unlock(&loop->lock);
+    }
+}
+
+/* The child exits: let the loop finish the tunnels it holds (they end on their own or idle out), then go. */
+static apr_status_t proxy_wstunnel_loop_stop(void *data)
+{
+    proxy_wstunnel_loop *loop;
+    (void)data;
+    pthread_mutex_lock(&proxy_wstunnel_loop_lock);
+    loop = proxy_wstunnel_child_loop;
+    proxy_wstunnel_child_loop = NULL;
+    pthread_mutex_unlock(&proxy_wstunnel_loop_lock);
+    if (loop == NULL) {
+        return APR_SUCCESS;
+    }
+    pthread_mutex_lock(&loop->lock);
+    loop->stopping = 1;
+    pthread_mutex_unlock(&loop->lock);
+    if (write(loop->wake[1], "x", 1) < 0) {
+        /* the loop still sees `stopping` at its next tick */
+    }
+    pthread_join(loop->thread, NULL);
+    close(loop->epoll_fd);
+    close(loop->wake[0]);
+    close(loop->wake[1]);
+    pthread_mutex_destroy(&loop->lock);
+    free(loop);
+    return APR_SUCCESS;
+}
+
+/* This child's loop, made on first use. NULL: none can be had (the error log says why, once). */
+static proxy_wstunnel_loop *proxy_wstunnel_loop_get(server_rec *s)
+{
+    proxy_wstunnel_loop *loop;
+    struct rlimit files;
+    struct epoll_event event;
+    sigset_t all, previous;
+    int made;
+
+    pthread_mutex_lock(&proxy_wstunnel_loop_lock);
+    loop = proxy_wstunnel_child_loop;
+    if (loop || proxy_wstunnel_loop_failed) {
+        pthread_mutex_unlock(&proxy_wstunnel_loop_lock);
+        return loop;
+    }
+    loop = calloc(1, sizeof(*loop));
+    if (loop == NULL) {
+        goto failed;
+    }
+    loop->epoll_fd = -1;
+    loop->wake[0] = loop->wake[1] = -1;
+    pthread_mutex_init(&loop->lock, NULL);
+    loop->epoll_fd = epoll_create(PWS_LOOP_EVENTS);
+    if (loop->epoll_fd < 0 || pipe(loop->wake) != 0) {
+        goto failed;
+    }
+    fcntl(loop->epoll_fd, F_SETFD, FD_CLOEXEC);
+    fcntl(loop->wake[0], F_SETFD, FD_CLOEXEC);
+    fcntl(loop->wake[1], F_SETFD, FD_CLOEXEC);
+    fcntl(loop->wake[0], F_SETFL, O_NONBLOCK);
+    fcntl(loop->wake[1], F_SETFL, O_NONBLOCK);
+    memset(&event, 0, sizeof(event));
+    event.events = EPOLLIN;
+    event.data.ptr = NULL;
+    if (epoll_ctl(loop->epoll_fd, EPOLL_CTL_ADD, loop->wake[0], &event) != 0) {
+        goto failed;
+    }
+    getrlimit(RLIMIT_NOFILE, &files);
+    loop->limit = files.rlim_cur > PWS_LOOP_RESERVED_FDS * 2 ? (files.rlim_cur - PWS_LOOP_RESERVED_FDS) / 2 : 0;
+    /* Signals stay with Apache's threads (the MPM's own handling of restarts and stops). */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    made = pthread_create(&loop->thread, NULL, proxy_wstunnel_loop_run, loop);
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    if (made != 0) {
+        goto failed;
+    }
+    proxy_wstunnel_child_loop = loop;
+    pthread_mutex_unlock(&proxy_wstunnel_loop_lock);
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s,
+                 PWS_LOGNO(0014) "event loop started: up to %" APR_SIZE_T_FMT " tunnels in this child", loop->limit);
+    return loop;
+
+failed:
+    proxy_wstunnel_loop_failed = 1;
+    pthread_mutex_unlock(&proxy_wstunnel_loop_lock);
+    ap_log_error(APLOG_MARK, APLOG_ERR, APR_FROM_OS_ERROR(errno), s,
+                 PWS_LOGNO(0015) "cannot start the WebSocket event loop: tunnels stay with their workers");
+    if (loop) {
+        if (loop->epoll_fd >= 0) {
+            close(loop->epoll_fd);
+        }
+        if (loop->wake[0] >= 0) {
+            close(loop->wake[0]);
+            close(loop->wake[1]);
+        }
+        pthread_mutex_destroy(&loop->lock);
+        free(loop);
+    }
+    return NULL;
+}
+
+static int proxy_wstunnel_dup(int fd)
+{
+#ifdef F_DUPFD_CLOEXEC
+    return fcntl(fd, F_DUPFD_CLOEXEC, 0);
+#else
+    int copy = dup(fd);
+    if (copy >= 0) {
+        fcntl(copy, F_SETFD, FD_CLOEXEC);
+    }
+    return copy;
+#endif
+}
+
+/* Give the raw tunnel to this child's event loop. The loop works on duplicates of the two descriptors: Apache
+ * closes its own when the request ends (without a shutdown: the connections are marked aborted), and the
+ * sockets live on in the loop. 1: handed off; 0: the worker keeps the tunnel (no loop, loop full, no fds). */
+static int proxy_wstunnel_hand_off(request_rec *r, int client_fd, int backend_fd, apr_interval_time_t idle_timeout)
+{
+    proxy_wstunnel_loop *loop = proxy_wstunnel_loop_get(r->server);
+    proxy_wstunnel_raw *t;
+    int copies[2], i;
+
+    if (loop == NULL) {
+        return 0;
+    }
+    t = malloc(sizeof(*t));
+    if (t == NULL) {
+        return 0;
+    }
+    pthread_mutex_lock(&loop->lock);
+    if (loop->stopping || loop->count >= loop->limit) {
+        pthread_mutex_unlock(&loop->lock);
+        free(t);
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                      PWS_LOGNO(0016) "event loop full (%" APR_SIZE_T_FMT " tunnels): this worker keeps the tunnel",
+                      loop->count);
+        return 0;
+    }
+    copies[0] = proxy_wstunnel_dup(client_fd);
+    copies[1] = copies[0] >= 0 ? proxy_wstunnel_dup(backend_fd) : -1;
+    if (copies[1] < 0) {
+        pthread_mutex_unlock(&loop->lock);
+        if (copies[0] >= 0) {
+            close(copies[0]);
+        }
+        free(t);
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, APR_FROM_OS_ERROR(errno), r,
+                      PWS_LOGNO(0017) "no descriptors for the event loop: this worker keeps the tunnel");
+        return 0;
+    }
+    proxy_wstunnel_raw_init(t, copies[0], copies[1], idle_timeout, r->server->timeout);
+    t->next = loop->tunnels;
+    if (loop->tunnels) {
+        loop->tunnels->prev = t;
+    }
+    loop->tunnels = t;
+    loop->count++;
+    for (i = 0; i < 2; i++) {
+        if (proxy_wstunnel_loop_register(loop, &t->end[i]) != 0) {
+            proxy_wstunnel_raw *dead = NULL;
+            proxy_wstunnel_loop_close(loop, t, &dead); /* closes the copies only: the worker keeps the tunnel */
+            pthread_mutex_unlock(&loop->lock);
+            free(dead);
+            return 0;
+        }
+    }
+    pthread_mutex_unlock(&loop->lock);
+    return 1;
+}
+#endif /* PWS_HANDOFF */
+
+/* Only filters that do not need the tunnel's bytes: anything else (TLS, mod_dumpio, ...) keeps the filter path. */
+static int proxy_wstunnel_is_plain(conn_rec *c)
+{
+    static const char *const plain[] = {"core_in", "core", "reqtimeout", "log_input_output", NULL};
+    ap_filter_t *chains[2];
+    int i, k;
+    chains[0] = c->input_filters;
+    chains[1] = c->output_filters;
+    for (i = 0; i < 2; i++) {
+        ap_filter_t *filter;
+        for (filter = chains[i]; filter; filter = filter->next) {
+            const char *name = filter->frec && filter->frec->name ? filter->frec->name : "";
+            for (k = 0; plain[k] && strcasecmp(name, plain[k]) != 0; k++) {
+            }
+            if (plain[k] == NULL) {
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
 /* One direction of the tunnel. */
 typedef struct {
     conn_rec *c;
@@ -576,7 +1199,8 @@ static apr_status_t proxy_wstunnel_pump(proxy_wstunnel_side *from, proxy_wstunne
     return rv;
 }
 
-static int proxy_wstunnel_tunnel(request_rec *r, proxy_conn_rec *backend, apr_interval_time_t idle_timeout)
+static int proxy_wstunnel_tunnel(request_rec *r, proxy_conn_rec *backend, apr_interval_time_t idle_timeout,
+                                 int handoff)
 {
     conn_rec *client = r->connection;
     apr_socket_t *client_socket = ap_get_module_config(client->conn_config, &core_module);
@@ -585,7 +1209,7 @@ static int proxy_wstunnel_tunnel(request_rec *r, proxy_conn_rec *backend, apr_in
     apr_bucket_brigade *bb = apr_brigade_create(r->pool, client->bucket_alloc);
     apr_bucket_brigade *out = apr_brigade_create(r->pool, client->bucket_alloc);
     apr_status_t rv = APR_SUCCESS;
-    int i;
+    int i, raw = 0, plain = proxy_wstunnel_is_plain(client) && proxy_wstunnel_is_plain(backend->connection);
 
     if (apr_pollset_create(&pollset, 2, r->pool, 0) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
@@ -608,6 +1232,12 @@ static int proxy_wstunnel_tunnel(request_rec *r, proxy_conn_rec *backend, apr_in
 
     while (rv == APR_SUCCESS && !(sides[0].read_done && sides[1].read_done)) {
         const apr_pollfd_t *signalled;
+        /* Plain TCP both ways, and the filters hold nothing more (the first round drained what came in behind
+         * the handshake): from here on the bytes go straight between the sockets. */
+        if (plain && !sides[0].pending && !sides[1].pending && !sides[0].read_done && !sides[1].read_done) {
+            raw = 1;
+            break;
+        }
         apr_int32_t count = 0;
         int ready[2] = {0, 0};
         int any_pending = sides[0].pending || sides[1].pending;
@@ -650,6 +1280,30 @@ static int proxy_wstunnel_tunnel(request_rec *r, proxy_conn_rec *backend, apr_in
             else if (pumped != APR_SUCCESS) {
                 rv = pumped;
             }
+        }
+    }
+    if (raw) {
+        apr_os_sock_t client_fd, backend_fd;
+        proxy_wstunnel_raw tunnel;
+        apr_os_sock_get(&client_fd, client_socket);
+        apr_os_sock_get(&backend_fd, backend->sock);
+#if PWS_HANDOFF
+        if (handoff && proxy_wstunnel_hand_off(r, client_fd, backend_fd, idle_timeout)) {
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, PWS_LOGNO(0018) "tunnel handed to the event loop");
+            /* Apache closes its own descriptors now, without a shutdown (aborted): the loop's copies go on. */
+            backend->close = 1;
+            client->keepalive = AP_CONN_CLOSE;
+            client->aborted = 1;
+            return OK;
+        }
+#else
+        (void)handoff;
+#endif
+        proxy_wstunnel_raw_init(&tunnel, client_fd, backend_fd, idle_timeout, r->server->timeout);
+        rv = proxy_wstunnel_raw_run(&tunnel, apr_palloc(r->pool, PWS_RAW_BYTES));
+        proxy_wstunnel_raw_free_pending(&tunnel);
+        if (APR_STATUS_IS_TIMEUP(rv)) {
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, PWS_LOGNO(0002) "idle timeout, closing the tunnel");
         }
     }
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, rv, r, PWS_LOGNO(0003) "tunnel finished");
@@ -847,7 +1501,7 @@ static int proxy_wstunnel_handler(request_rec *r, proxy_worker *worker, proxy_se
                        : conf->timeout_set                    ? conf->timeout
                                                               : r->server->timeout;
     }
-    result = proxy_wstunnel_tunnel(r, backend, idle_timeout);
+    result = proxy_wstunnel_tunnel(r, backend, idle_timeout, dconf->handoff == 1 && proxy_wstunnel_threaded);
 
 done:
     if (result != OK) {
@@ -855,6 +1509,61 @@ done:
     }
     ap_proxy_release_connection(scheme, backend, r->server);
     return result;
+}
+
+static int proxy_wstunnel_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
+{
+    (void)pconf;
+    (void)plog;
+    (void)ptemp;
+    proxy_wstunnel_handoff_configured = 0; /* the config is read again: only what it says now counts */
+    return OK;
+}
+
+static int proxy_wstunnel_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
+{
+    int threaded = AP_MPMQ_NOT_SUPPORTED;
+    (void)pconf;
+    (void)plog;
+    (void)ptemp;
+    if (!proxy_wstunnel_handoff_configured) {
+        return OK;
+    }
+    ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded);
+    if (!PWS_HANDOFF) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     PWS_LOGNO(0019) "ProxyWebsocketHandoff is not available on this platform: tunnels stay with "
+                                     "their workers");
+    }
+    else if (threaded == AP_MPMQ_NOT_SUPPORTED) {
+        /* A prefork child serves one connection at a time, and prefork retires idle children whenever
+         * MaxSpareServers says so: tunnels in a loop there would die with the child or keep it from exiting. */
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     PWS_LOGNO(0020) "ProxyWebsocketHandoff needs a threaded MPM (worker, event): under this one "
+                                     "each tunnel keeps its own process");
+    }
+    return OK;
+}
+
+static void proxy_wstunnel_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    int threaded = AP_MPMQ_NOT_SUPPORTED;
+    (void)s;
+    ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded);
+    proxy_wstunnel_threaded = threaded != AP_MPMQ_NOT_SUPPORTED;
+#if PWS_HANDOFF
+    if (proxy_wstunnel_handoff_configured && proxy_wstunnel_threaded) {
+        /* Two descriptors per tunnel in the loop: take what the hard limit allows (at most 65536). */
+        struct rlimit files;
+        if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max && files.rlim_cur < 65536) {
+            files.rlim_cur = files.rlim_max < 65536 ? files.rlim_max : 65536;
+            setrlimit(RLIMIT_NOFILE, &files);
+        }
+        apr_pool_cleanup_register(pchild, NULL, proxy_wstunnel_loop_stop, apr_pool_cleanup_null);
+    }
+#else
+    (void)pchild;
+#endif
 }
 
 static void proxy_wstunnel_register_hooks(apr_pool_t *p)
@@ -865,6 +1574,9 @@ static void proxy_wstunnel_register_hooks(apr_pool_t *p)
     (void)p;
     proxy_hook_scheme_handler(proxy_wstunnel_handler, NULL, before_http, APR_HOOK_FIRST);
     proxy_hook_canon_handler(proxy_wstunnel_canon, NULL, before_http, APR_HOOK_FIRST);
+    ap_hook_pre_config(proxy_wstunnel_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_post_config(proxy_wstunnel_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(proxy_wstunnel_child_init, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
 static const command_rec proxy_wstunnel_commands[] = {
@@ -872,6 +1584,9 @@ static const command_rec proxy_wstunnel_commands[] = {
                   "How long a WebSocket tunnel may stay silent before it is closed (300, 500ms, 5mi; 0: no limit)"),
     AP_INIT_FLAG("ProxyWebsocketUpgrade", proxy_wstunnel_set_upgrade, NULL, RSRC_CONF | ACCESS_CONF,
                  "On: tunnel WebSocket upgrades that arrive on http:// and https:// ProxyPass routes here"),
+    AP_INIT_FLAG("ProxyWebsocketHandoff", proxy_wstunnel_set_handoff, NULL, RSRC_CONF | ACCESS_CONF,
+                 "On: plain ws:// tunnels move to the child's event loop after the handshake and free their worker "
+                 "(worker and event MPMs)"),
     {NULL}
 };
 
