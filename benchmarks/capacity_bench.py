@@ -1,0 +1,807 @@
+"""Side by side (a benchmark, not a test): WebSocket proxies on this machine, measured with a C echo backend
+and a C client (benchmarks/wsload/wsload.c, compiled here into a cache dir) so the proxy is what is measured.
+
+    python benchmarks/capacity_bench.py [--rounds 3] [--quick] [--dist DIR] [--install-peers] [--json]
+
+Paths: direct (client to echo backend); Debian's apache2 (event MPM) with stock mod_proxy_wstunnel (ws://
+ProxyPass, ProxyWebsocketFallbackToProxyHttp Off so wstunnel itself tunnels), with mod_proxy_http
+`upgrade=websocket`, with the apachews module (built here with apxs), with the apachews module and
+`ProxyWebsocketHandoff On` (only when `apache2 -t` accepts the directive); an httpd built by apachews
+(`--dist DIR`: the output of `apachews build --with-httpd`); nginx and haproxy when installed (`--install-peers`,
+as root, apt-get installs nginx-light and haproxy first). Each Apache row runs the `generic` preset as
+`apachews config` renders it, in a throwaway ServerRoot (apachews.httpd.ServerRoot) on a free loopback port.
+
+Each round measures every path in turn, direct first; ratios are to direct in the same round, the table
+shows medians over the rounds:
+  - 1 connection, 64-byte round trips/s (one in flight);
+  - 100 connections, 64-byte round trips/s (msgs/s), and the proxy's CPU (utime+stime of all its processes
+    from /proc) per 100k of those round trips; each round trip is two frames through the proxy;
+  - 1 connection, 1 MiB round trips: MB/s of payload echoed (10^6 bytes, one direction).
+After the rounds, once per path: system calls per round trip (`strace -c -f` on the proxy's worker processes
+during a fixed number of 64-byte round trips on 1 connection; strace slows the path, the counts are what
+matters) and memory for 1000 idle tunnels (PSS summed over the proxy's processes from
+/proc/PID/smaps_rollup, after minus before opening them). Every Apache row is sized so 1000 worker-held
+tunnels fit (the sizing column says how). Loopback only; every load is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import hashlib
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from apachews import catalogue, config, httpd, module
+from apachews.catalogue import Version
+from apachews.errors import ApachewsError, BadInput, JobFailed
+
+HERE = Path(__file__).resolve().parent
+WSLOAD_SOURCE = HERE / "wsload" / "wsload.c"
+CFLAGS = ("-O2", "-Wall", "-Wextra", "-Werror")
+MIB = 1024 * 1024
+IDLE_TUNNELS = 1000
+MAX_ROUND_TRIPS = 10_000_000  # per connection: the duration is what ends a timed load
+HANDOFF_DIRECTIVE = "ProxyWebsocketHandoff On"
+
+
+@dataclass(frozen=True)
+class Settings:
+    rounds: int = 3
+    one_seconds: float = 2.0
+    many_seconds: float = 3.0
+    big_seconds: float = 2.0
+    many_connections: int = 100
+    strace_round_trips: int = 2000
+    idle_tunnels: int = IDLE_TUNNELS
+
+    @classmethod
+    def quick(cls) -> Settings:
+        return cls(
+            rounds=1,
+            one_seconds=0.5,
+            many_seconds=0.5,
+            big_seconds=0.5,
+            many_connections=20,
+            strace_round_trips=300,
+            idle_tunnels=100,
+        )
+
+
+# -- the C tool ------------------------------------------------------------------------------------------------
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "apachews-bench"
+
+
+def build_wsload(directory: Path | None = None) -> Path:
+    """Compile wsload.c (warnings are errors) into the cache, keyed by the source's digest."""
+    compiler = shutil.which(os.environ.get("CC", "cc"))
+    if compiler is None:
+        raise BadInput("no C compiler (cc) on this machine", hint="apt-get install gcc")
+    source = WSLOAD_SOURCE.read_bytes()
+    digest = hashlib.sha256(source + " ".join(CFLAGS).encode()).hexdigest()[:16]
+    directory = directory or cache_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    binary = directory / f"wsload-{digest}"
+    if binary.exists():
+        return binary
+    partial = directory / f".wsload-{digest}.{os.getpid()}"
+    result = subprocess.run(
+        [compiler, *CFLAGS, "-o", str(partial), str(WSLOAD_SOURCE)], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise JobFailed("wsload.c did not compile", hint=(result.stdout + result.stderr)[-3000:])
+    os.replace(partial, binary)
+    return binary
+
+
+@contextlib.contextmanager
+def running(argv: list[str], what: str, stderr: IO[str] | int = subprocess.PIPE) -> Iterator[subprocess.Popen[str]]:
+    """A foreground process in its own process group, ended (the whole group) on exit whatever happens."""
+    process = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        yield process
+    finally:
+        stop_group(process, what)
+
+
+def stop_group(process: subprocess.Popen[str], what: str) -> None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # stragglers of the group
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+@contextlib.contextmanager
+def echo_backend(wsload: Path, limit: float = 3600) -> Iterator[tuple[str, int]]:
+    """The C echo server on a free 127.0.0.1 port: yields (ws:// URL, pid)."""
+    with running([str(wsload), "echo", "-p", "0", "-t", str(int(limit))], "echo backend") as process:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        try:
+            port = json.loads(line)["listening"]
+        except (ValueError, KeyError, TypeError):
+            raise JobFailed(
+                "wsload echo did not start", hint=(process.stderr.read() if process.stderr else "")
+            ) from None
+        yield f"ws://127.0.0.1:{port}", process.pid
+
+
+def load(wsload: Path, url: str, connections: int, size: int, seconds: float, rounds: int = MAX_ROUND_TRIPS) -> dict:
+    """One timed load; raises when any round trip failed."""
+    argv = [str(wsload), "load", "-u", url, "-c", str(connections), "-n", str(rounds), "-s", str(size)]
+    argv += ["-d", str(seconds), "-t", str(seconds + 60)]
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 90, check=False)
+    except subprocess.TimeoutExpired:
+        raise JobFailed(f"wsload load {url} overran its time limit") from None
+    try:
+        figures = json.loads(result.stdout)
+    except ValueError:
+        raise JobFailed(f"wsload load {url} said nothing useful", hint=result.stderr[-2000:]) from None
+    if figures["errors"] or figures["round_trips"] == 0:
+        raise JobFailed(
+            f"wsload load {url}: {figures['errors']} errors, {figures['round_trips']} round trips",
+            hint=figures.get("first_error", ""),
+        )
+    return figures
+
+
+# -- /proc accounting -----------------------------------------------------------------------------------------------
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()  # fields from the 3rd (state) on
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields:
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """utime + stime of each process (all its threads), in seconds."""
+    out = {}
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields:
+            out[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return out
+
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(after[pid] - before.get(pid, 0.0) for pid in after)
+
+
+def pss_kib(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            match = re.search(r"^Pss:\s+(\d+) kB", Path(f"/proc/{pid}/smaps_rollup").read_text(), re.MULTILINE)
+            total += int(match.group(1)) if match else 0
+    return total
+
+
+# -- strace -c -----------------------------------------------------------------------------------------------------
+_STRACE_ROW = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(\d+)?\s*(\w+)\s*$")
+
+
+def parse_strace_summary(text: str) -> dict[str, tuple[int, int]]:
+    """syscall -> (calls, errors) from `strace -c` output (the `total` row left out)."""
+    rows = {}
+    for line in text.splitlines():
+        match = _STRACE_ROW.match(line)
+        if match and match.group(3) != "total":
+            rows[match.group(3)] = (int(match.group(1)), int(match.group(2) or 0))
+    return rows
+
+
+def ensure_strace(install: bool) -> str | None:
+    found = shutil.which("strace")
+    if found or not install:
+        return found
+    _apt_install(["strace"])
+    return shutil.which("strace")
+
+
+def count_syscalls(strace: str, pids: list[int], run: Callable[[], dict], round_trips: int) -> dict:
+    """Attach strace -c -f to `pids` (all their threads), run the load, detach; calls per round trip."""
+    with tempfile.TemporaryDirectory(prefix="apachews-strace-") as scratch:
+        output = Path(scratch) / "summary"
+        log = Path(scratch) / "stderr"
+        argv = [strace, "-c", "-f", "-o", str(output)] + [arg for pid in pids for arg in ("-p", str(pid))]
+        with log.open("w") as sink, running(argv, "strace", stderr=sink) as tracer:
+            threads = sum(len(os.listdir(f"/proc/{pid}/task")) for pid in pids if os.path.isdir(f"/proc/{pid}"))
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and tracer.poll() is None:
+                if log.read_text(errors="replace").count("attached") >= threads:
+                    break
+                time.sleep(0.05)
+            time.sleep(0.3)
+            figures = run()
+            tracer.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                tracer.wait(timeout=15)
+        rows = parse_strace_summary(output.read_text() if output.exists() else "")
+    done = figures["round_trips"] or round_trips
+    total = sum(calls for calls, _ in rows.values())
+    top = sorted(rows.items(), key=lambda item: -item[1][0])[:6]
+    return {
+        "round_trips": done,
+        "per_round_trip": round(total / done, 2),
+        "top": {name: {"calls": round(c / done, 2), "errors": round(e / done, 2)} for name, (c, e) in top},
+    }
+
+
+def describe_syscalls(figures: dict | None) -> str:
+    if not figures:
+        return "-"
+    parts = []
+    for name, counts in list(figures["top"].items())[:4]:
+        errors = f" ({counts['errors']:g} err)" if counts["errors"] >= 0.05 else ""
+        parts.append(f"{counts['calls']:g} {name}{errors}")
+    return f"{figures['per_round_trip']:g}: " + ", ".join(parts)
+
+
+# -- the paths -------------------------------------------------------------------------------------------------------
+@dataclass
+class Running:
+    url: str
+    root_pid: int | None  # the proxy's main process (None: direct)
+    workers: Callable[[], list[int]]  # the processes that carry traffic (strace targets)
+
+
+@dataclass
+class Path_:
+    name: str
+    sizing: str
+    start: Callable[[str], contextlib.AbstractContextManager[Running]]  # echo URL -> a running proxy
+    skipped: str | None = None
+    syntax_check: Callable[[], str | None] | None = None  # what the server says against this config, None: fine
+
+
+def event_sizing(is_24: bool) -> str:
+    workers = "MaxRequestWorkers" if is_24 else "MaxClients"
+    return (
+        "StartServers 2\nServerLimit 22\nThreadLimit 50\nThreadsPerChild 50\n"
+        f"{workers} 1100\nMinSpareThreads 25\nMaxSpareThreads 1100\n"
+    )
+
+
+def prefork_sizing(is_24: bool) -> str:
+    workers = "MaxRequestWorkers" if is_24 else "MaxClients"
+    return f"StartServers 5\nMinSpareServers 5\nMaxSpareServers 1100\nServerLimit 1100\n{workers} 1100\n"
+
+
+def server_mpm(server: httpd.Httpd) -> str:
+    """The MPM a ServerRoot will run: the compiled-in one, else event (what ServerRoot loads)."""
+    compiled = server.compiled_in()
+    for name in ("prefork", "worker", "event"):
+        if name in compiled or f"mpm_{name}" in compiled:
+            return name
+    return "event"
+
+
+def apache_path(
+    name: str,
+    server: httpd.Httpd,
+    style: str,
+    so: Path | None = None,
+    extra: str = "",
+) -> Path_:
+    is_24 = server.version >= Version(2, 4, 0)
+    mpm = server_mpm(server)
+    sizing = event_sizing(is_24) if mpm in ("event", "worker") else prefork_sizing(is_24)
+    summary = (
+        f"{mpm}, 22x50 threads (1100)"
+        if mpm in ("event", "worker")
+        else f"{mpm}, up to 1100 processes (StartServers 5)"
+    )
+
+    release = catalogue.load().get(str(server.version))
+    ws_path = config.render("generic", apache=release, backends=["ws://127.0.0.1:9"], prefer=style).websocket_paths[0]
+
+    def snippets(echo_url: str) -> dict[str, str]:
+        rendering = config.render("generic", apache=release, backends=[echo_url], prefer=style)
+        return {**rendering.files, "zz-bench.conf": sizing + extra}
+
+    def root(echo_url: str) -> httpd.ServerRoot:
+        return httpd.ServerRoot(server, snippets(echo_url), extra_modules={"proxy_wstunnel": so} if so else None)
+
+    @contextlib.contextmanager
+    def start(echo_url: str) -> Iterator[Running]:
+        with root(echo_url) as lab:
+            lab.start()
+            process = lab.server.process
+            assert process is not None
+            pid = process.pid
+            yield Running(f"ws://127.0.0.1:{lab.port}{ws_path}", pid, lambda: process_tree(pid)[1:] or [pid])
+
+    def syntax_check() -> str | None:
+        with root("ws://127.0.0.1:9") as lab:
+            checked = lab.syntax_check()
+        return None if checked.ok else (checked.error or checked.output.strip()[-300:])
+
+    return Path_(name, summary, start, syntax_check=syntax_check)
+
+
+def nginx_path(binary: str, scratch: Path) -> Path_:
+    @contextlib.contextmanager
+    def start(echo_url: str) -> Iterator[Running]:
+        port = httpd.free_port()
+        prefix = Path(tempfile.mkdtemp(prefix="nginx-", dir=scratch))
+        backend = echo_url.replace("ws://", "http://", 1)
+        temps = "\n".join(
+            f"    {kind}_temp_path {prefix}/{kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        (prefix / "nginx.conf").write_text(
+            f"""daemon off;
+master_process on;
+worker_processes auto;
+worker_rlimit_nofile 16384;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+{temps}
+    server {{
+        listen 127.0.0.1:{port};
+        location /ws {{
+            proxy_pass {backend};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_read_timeout 600s;
+        }}
+    }}
+}}
+"""
+        )
+        argv = [binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", str(prefix / "error.log")]
+        with running(argv, "nginx") as process:
+            if not httpd.wait_for_port(port, 10, alive=lambda: process.poll() is None):
+                raise JobFailed("nginx did not start", hint=_tail(prefix / "error.log"))
+            pid = process.pid
+            yield Running(f"ws://127.0.0.1:{port}/ws", pid, lambda: process_tree(pid)[1:] or [pid])
+
+    return Path_("nginx", "worker_processes auto, 8192 connections each", start)
+
+
+def haproxy_path(binary: str, scratch: Path) -> Path_:
+    @contextlib.contextmanager
+    def start(echo_url: str) -> Iterator[Running]:
+        port = httpd.free_port()
+        prefix = Path(tempfile.mkdtemp(prefix="haproxy-", dir=scratch))
+        backend = echo_url.removeprefix("ws://")
+        conf = prefix / "haproxy.cfg"
+        conf.write_text(
+            f"""global
+    maxconn 8000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 600s
+    timeout server 600s
+    timeout tunnel 600s
+frontend bench
+    bind 127.0.0.1:{port}
+    default_backend echo
+backend echo
+    server echo {backend}
+"""
+        )
+        checked = subprocess.run([binary, "-c", "-f", str(conf)], capture_output=True, text=True, check=False)
+        if checked.returncode != 0:
+            raise JobFailed("haproxy rejected its config", hint=checked.stdout + checked.stderr)
+        with running([binary, "-db", "-f", str(conf)], "haproxy") as process:
+            if not httpd.wait_for_port(port, 10, alive=lambda: process.poll() is None):
+                raise JobFailed("haproxy did not start", hint=process.stderr.read() if process.stderr else "")
+            pid = process.pid
+            yield Running(f"ws://127.0.0.1:{port}/ws", pid, lambda: [pid])
+
+    return Path_("haproxy", "one process, nbthread = CPUs, maxconn 8000", start)
+
+
+@contextlib.contextmanager
+def direct(echo_url: str) -> Iterator[Running]:
+    yield Running(echo_url + "/ws", None, lambda: [])
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _apt_install(packages: list[str]) -> None:
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise BadInput(f"cannot install {' '.join(packages)}", hint="run as root on Debian/Ubuntu, or install them")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    result = subprocess.run(
+        ["apt-get", "install", "-y", "--no-install-recommends", *packages],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if result.returncode != 0:
+        subprocess.run(["apt-get", "update"], capture_output=True, env=env, check=False)
+        result = subprocess.run(
+            ["apt-get", "install", "-y", "--no-install-recommends", *packages],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise JobFailed(f"apt-get install {' '.join(packages)} failed", hint=result.stderr[-2000:])
+
+
+def peer_binary(name: str) -> str | None:
+    return shutil.which(name) or next((p for p in (f"/usr/sbin/{name}",) if os.access(p, os.X_OK)), None)
+
+
+def version_of(argv: list[str]) -> str:
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+        match = re.search(r"(\d+\.\d+\.\d+)", result.stdout + result.stderr)
+        return match.group(1) if match else "?"
+    return "?"
+
+
+def dist_httpd(dist: Path) -> tuple[httpd.Httpd, Path | None]:
+    """A dir made by `apachews build --with-httpd` (its httpd and, for a 2.4 backport, the module it built),
+    or an install prefix with bin/httpd."""
+    dist = Path(dist)
+    if (dist / "build.json").exists():
+        from apachews.cli.verify import resolve_httpd  # the one reading of a build's output dir
+
+        return resolve_httpd(None, dist)
+    return httpd.locate(prefix=dist), None
+
+
+def plan_paths(args: argparse.Namespace, scratch: Path, progress: Callable[[str], None]) -> list[Path_]:
+    system = httpd.locate()
+    progress(f"building the apachews module with apxs against {system.binary} {system.version}")
+    so = module.build_with_apxs(scratch / "module").so
+    paths = [
+        Path_("direct", "-", direct),
+        apache_path(
+            f"stock wstunnel {system.version}", system, "wstunnel", extra="ProxyWebsocketFallbackToProxyHttp Off\n"
+        ),
+        apache_path(f"mod_proxy_http upgrade {system.version}", system, "http-upgrade"),
+        apache_path(f"apachews module in {system.version}", system, "apachews", so),
+    ]
+    handoff = apache_path(
+        f"apachews module, handoff on, {system.version}", system, "apachews", so, extra=HANDOFF_DIRECTIVE + "\n"
+    )
+    problem = handoff.syntax_check() if handoff.syntax_check else None
+    if problem:
+        handoff.skipped = f"`apache2 -t` does not accept `{HANDOFF_DIRECTIVE}` yet: {problem}"
+    paths.append(handoff)
+    for built in args.dist or []:
+        server, dist_so = dist_httpd(built)
+        paths.append(
+            apache_path(f"apachews module, {server.version} {server_mpm(server)}", server, "apachews", dist_so)
+        )
+    if args.install_peers:
+        missing = [pkg for pkg, binary in (("nginx-light", "nginx"), ("haproxy", "haproxy")) if not peer_binary(binary)]
+        if missing:
+            progress(f"apt-get install {' '.join(missing)}")
+            _apt_install(missing)
+    for name, factory in (("nginx", nginx_path), ("haproxy", haproxy_path)):
+        binary = peer_binary(name)
+        if binary:
+            peer = factory(binary, scratch)
+            peer.name = f"{name} {version_of([binary, '-v'])}"
+            paths.append(peer)
+        else:
+            paths.append(Path_(name, "-", direct, skipped=f"{name} is not installed (--install-peers, as root)"))
+    return paths
+
+
+# -- measuring -------------------------------------------------------------------------------------------------------
+@dataclass
+class Row:
+    path: Path_
+    rounds: list[dict] = field(default_factory=list)
+    syscalls: dict | None = None
+    idle: dict | None = None
+    error: str | None = None
+
+
+def measure_round(wsload: Path, echo_url: str, path: Path_, settings: Settings) -> dict:
+    with path.start(echo_url) as proxy:
+        load(wsload, proxy.url, settings.many_connections, 64, 0.3)  # warm up: processes, threads, pools
+        one = load(wsload, proxy.url, 1, 64, settings.one_seconds)
+        pids = process_tree(proxy.root_pid) if proxy.root_pid else []
+        before = cpu_seconds(pids)
+        many = load(wsload, proxy.url, settings.many_connections, 64, settings.many_seconds)
+        after = cpu_seconds(process_tree(proxy.root_pid)) if proxy.root_pid else {}
+        big = load(wsload, proxy.url, 1, MIB, settings.big_seconds)
+    cpu = cpu_used(before, after) if proxy.root_pid else None
+    return {
+        "one_rt_per_s": one["msgs_per_s"],
+        "one_p50_ms": one["p50_ms"],
+        "many_msgs_per_s": many["msgs_per_s"],
+        "many_p99_ms": many["p99_ms"],
+        "big_mb_per_s": big["bytes_per_s"] / 1e6,
+        "cpu_s_per_100k": (cpu / many["round_trips"] * 100_000) if cpu is not None else None,
+    }
+
+
+def measure_idle(wsload: Path, echo_url: str, path: Path_, tunnels: int) -> dict:
+    with path.start(echo_url) as proxy:
+        assert proxy.root_pid is not None
+        load(wsload, proxy.url, 1, 64, 0.2)
+        time.sleep(1.0)
+        pids = process_tree(proxy.root_pid)
+        before = pss_kib(pids)
+        argv = [str(wsload), "idle", "-u", proxy.url, "-c", str(tunnels), "-t", "180", "-k", "64"]
+        with running(argv, "idle tunnels") as holder:
+            assert holder.stdout is not None and holder.stdin is not None
+            opened = json.loads(holder.stdout.readline() or "{}")
+            time.sleep(1.0)
+            pids_after = process_tree(proxy.root_pid)
+            after = pss_kib(pids_after)
+            holder.stdin.close()
+            summary = json.loads(holder.stdout.readline() or "{}")
+            holder.wait(timeout=30)
+    if opened.get("open") != tunnels:
+        raise JobFailed(f"{path.name}: only {opened.get('open')} of {tunnels} idle tunnels opened", hint=str(summary))
+    return {
+        "tunnels": tunnels,
+        "open_seconds": opened.get("seconds"),
+        "still_open_at_end": summary.get("open", 0) - summary.get("closed_by_peer", 0),
+        "pss_before_kib": before,
+        "pss_after_kib": after,
+        "delta_mib": round((after - before) / 1024, 1),
+        "processes_before": len(pids),
+        "processes_after": len(pids_after),
+    }
+
+
+def measure_syscalls(wsload: Path, echo_url: str, path: Path_, strace: str, round_trips: int) -> dict:
+    with path.start(echo_url) as proxy:
+        load(wsload, proxy.url, 1, 64, 0.2)
+        workers = proxy.workers()
+        return count_syscalls(
+            strace, workers, lambda: load(wsload, proxy.url, 1, 64, 120, rounds=round_trips), round_trips
+        )
+
+
+def median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+RATIO_KEYS = ("one_rt_per_s", "many_msgs_per_s", "big_mb_per_s")
+
+
+def summarise(rows: list[Row]) -> None:
+    """Per round ratios to direct (rows[0]) in the same round, then medians over the rounds."""
+    baseline = rows[0].rounds
+    for row in rows:
+        for index, figures in enumerate(row.rounds):
+            base = baseline[index] if index < len(baseline) else None
+            for key in RATIO_KEYS:
+                if base and base.get(key) and figures.get(key) is not None:
+                    figures[f"{key}_ratio"] = figures[key] / base[key]
+
+
+def row_median(row: Row, key: str) -> float | None:
+    return median([r.get(key) for r in row.rounds])
+
+
+def machine() -> dict[str, object]:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
+        cpu = match.group(1).strip() if match else "?"
+    return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release()}
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def markdown(rows: list[Row], settings: Settings, info: dict) -> str:
+    m = info["machine"]
+    lines = [
+        f"Measured {info['date']} on {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}; "
+        f"C echo backend and C client (wsload); medians of {settings.rounds} round(s), ratio to direct in the "
+        f"same round (absolute in brackets).",
+        "",
+        f"| path | sizing | 1 conn rt/s | {settings.many_connections} conns msg/s | 1 MiB MB/s "
+        f"| CPU s per 100k msgs | syscalls per rt | PSS for {settings.idle_tunnels} idle tunnels |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    skipped = []
+    for row in rows:
+        if row.path.skipped or row.error:
+            skipped.append(f"- {row.path.name}: {row.path.skipped or row.error}")
+            continue
+        cells = [row.path.name, row.path.sizing]
+        for key, spec in (("one_rt_per_s", ".0f"), ("many_msgs_per_s", ".0f"), ("big_mb_per_s", ".0f")):
+            ratio, absolute = row_median(row, f"{key}_ratio"), row_median(row, key)
+            cells.append(f"{fmt(ratio, '.2f')} ({fmt(absolute, spec)})")
+        cells.append(fmt(row_median(row, "cpu_s_per_100k"), ".2f"))
+        cells.append(describe_syscalls(row.syscalls))
+        if row.idle:
+            per = row.idle["delta_mib"] * 1024 / row.idle["tunnels"]
+            cells.append(
+                f"+{row.idle['delta_mib']:g} MiB ({per:.0f} KiB each), "
+                f"{row.idle['processes_before']}->{row.idle['processes_after']} processes"
+            )
+        else:
+            cells.append("-")
+        lines.append("| " + " | ".join(cells) + " |")
+    if skipped:
+        lines += ["", "Skipped or failed:", *skipped]
+    return "\n".join(lines)
+
+
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def run(args: argparse.Namespace) -> tuple[list[Row], Settings, dict]:
+    settings = Settings.quick() if args.quick else Settings()
+    if args.rounds:
+        settings = Settings(**{**settings.__dict__, "rounds": args.rounds})
+
+    def progress(message: str) -> None:
+        if not args.json:
+            print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    raise_nofile()
+    info = {"date": datetime.date.today().isoformat(), "machine": machine()}
+    with contextlib.ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="apachews-capacity-")))
+        wsload = build_wsload()
+        strace = ensure_strace(args.install_peers)
+        paths = plan_paths(args, scratch, progress)
+        rows = [Row(path) for path in paths]
+        live = [row for row in rows if not row.path.skipped]
+        url, _ = stack.enter_context(echo_backend(wsload))
+        for index in range(settings.rounds):
+            for row in live:
+                if row.error:
+                    continue
+                progress(f"round {index + 1}/{settings.rounds}: {row.path.name}")
+                try:
+                    row.rounds.append(measure_round(wsload, url, row.path, settings))
+                except ApachewsError as error:
+                    if row is live[0]:
+                        raise
+                    row.error = f"{error.message} {error.hint or ''}".strip()
+        for row in live[1:]:
+            if row.error:
+                continue
+            progress(f"idle tunnels and syscalls: {row.path.name}")
+            try:
+                row.idle = measure_idle(wsload, url, row.path, settings.idle_tunnels)
+                if strace:
+                    row.syscalls = measure_syscalls(wsload, url, row.path, strace, settings.strace_round_trips)
+            except ApachewsError as error:
+                row.error = f"{error.message} {error.hint or ''}".strip()
+        if not strace:
+            info["strace"] = "strace not installed: no syscall counts (--install-peers installs it as root)"
+    summarise(rows)
+    return rows, settings, info
+
+
+def to_json(rows: list[Row], settings: Settings, info: dict) -> dict:
+    return {
+        **info,
+        "settings": settings.__dict__,
+        "rows": [
+            {
+                "name": row.path.name,
+                "sizing": row.path.sizing,
+                "skipped": row.path.skipped,
+                "error": row.error,
+                "rounds": row.rounds,
+                "median": {
+                    key: row_median(row, key)
+                    for key in (*RATIO_KEYS, *(f"{k}_ratio" for k in RATIO_KEYS), "cpu_s_per_100k")
+                },
+                "syscalls": row.syscalls,
+                "idle": row.idle,
+            }
+            for row in rows
+        ],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=0, help="rounds (default 3; 1 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: short loads, 100 idle tunnels")
+    parser.add_argument(
+        "--dist", type=Path, action="append", help="an `apachews build --with-httpd` output dir (repeatable)"
+    )
+    parser.add_argument(
+        "--install-peers", action="store_true", help="as root: apt-get install nginx-light, haproxy and strace"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    args = parser.parse_args()
+    if args.rounds < 0 or args.rounds > 20:
+        parser.error("--rounds must be 1 to 20")
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # unwinds the context managers: every process we started is stopped
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        rows, settings, info = run(args)
+    except ApachewsError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        if error.hint:
+            print(f"hint: {error.hint}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    if args.json:
+        print(json.dumps(to_json(rows, settings, info), indent=2))
+    else:
+        print(markdown(rows, settings, info))
+
+
+if __name__ == "__main__":
+    main()
