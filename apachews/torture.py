@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import contextlib
+import dataclasses
 import os
 import re
 import secrets
@@ -579,6 +580,7 @@ class TargetSpec:
     module: Path | None = None
     fallback_off: bool = False  # stock 2.4.47+: ProxyWebsocketFallbackToProxyHttp Off
     mpm: str | None = None
+    handoff: bool = False  # the apachews module: ProxyWebsocketHandoff On (tunnels in the child's event loop)
 
 
 @dataclass
@@ -607,6 +609,8 @@ def _routes(spec: TargetSpec, ports: dict[str, int]) -> str:
             lines.append(f"ProxyPass /t/{name} ws://127.0.0.1:{port}/{timeout}")
     if spec.fallback_off:
         lines.append("ProxyWebsocketFallbackToProxyHttp Off")
+    if spec.handoff:
+        lines.append("ProxyWebsocketHandoff On")
     return "\n".join(lines) + "\n"
 
 
@@ -1497,6 +1501,16 @@ def dist_target(dist: Path, label: str | None = None) -> TargetSpec:
     found = re.search(r"Server MPM:\s*(\w+)", shown.stdout)
     mpm = found.group(1).lower() if found else "?"
     return TargetSpec(label or f"apachews {server.version} {mpm}", server, "wstunnel", module=so)
+
+
+def with_handoff(specs: Sequence[TargetSpec]) -> list[TargetSpec]:
+    """The apachews targets again with ProxyWebsocketHandoff On, each beside its worker-held self."""
+    out = []
+    for spec in specs:
+        out.append(spec)
+        if spec.module is not None:
+            out.append(dataclasses.replace(spec, label=f"{spec.label} handoff", handoff=True))
+    return out
 
 
 def run(

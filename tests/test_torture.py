@@ -2,6 +2,7 @@
 
 - "stock": mod_proxy_http `upgrade=websocket`, which behaves correctly on every case here: the test passes;
 - "apachews": our module as it is in module/ now: the test asserts the correct behaviour;
+- "handoff": the same with ProxyWebsocketHandoff On (plain tunnels in the child's event loop, issue 19);
 - "issue18": our module as issue 18 found it (commit ISSUE18_COMMIT), built from git: the case must catch
   the defect there, so every test is shown able to fail, in every run.
 
@@ -26,7 +27,7 @@ from apachews.httpd import Httpd
 from apachews.progress import Progress
 
 ISSUE18_COMMIT = module.BEFORE_FIXES  # module/mod_proxy_wstunnel.c when issue 18 was filed
-TARGETS = ["stock", "apachews", "issue18"]
+TARGETS = ["stock", "apachews", "handoff", "issue18"]
 
 
 def _issue18_source() -> str:
@@ -49,6 +50,7 @@ def target(
         source = _issue18_source() if kind == "issue18" else None
         so = torture.build_module(tmp_path_factory.mktemp(f"apxs-{kind}"), source)
         spec = torture.module_target(system_httpd, so, kind)
+        spec.handoff = kind == "handoff"  # the same module, its plain tunnels in the child's event loop
     with torture.running_target(spec, torture.Settings(slow_seconds=3.0), Progress()) as ctx:
         yield ctx
 

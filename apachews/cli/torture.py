@@ -27,6 +27,7 @@ from apachews.cli._common import Result, Session, command
 @click.option("--case", "cases", multiple=True, help="Run only this case (repeatable).")
 @click.option("--heavy", is_flag=True, help="The issue's numbers: 100 MiB, 1000 resets, 200 clients x 60 s soak.")
 @click.option("--soak", is_flag=True, help="Add the soak case (left out by default).")
+@click.option("--handoff", is_flag=True, help="Also each apachews target with ProxyWebsocketHandoff On.")
 def torture_command(
     session: Session,
     binary: Path | None,
@@ -36,6 +37,7 @@ def torture_command(
     cases: tuple[str, ...],
     heavy: bool,
     soak: bool,
+    handoff: bool,
 ) -> Result:
     """Run the torture cases (issue 18) against each target and print one table, case x target."""
     server = httpd.locate(binary=binary)
@@ -46,6 +48,7 @@ def torture_command(
     with tempfile.TemporaryDirectory(prefix="apachews-torture-") as scratch:
         so = module or (torture.build_module(Path(scratch)) if "apachews" in kinds else None)
         specs = torture.targets(server, kinds, so, dist)
+        specs = torture.with_handoff(specs) if handoff else specs
         reports = torture.run(specs, names, settings, session.progress())
     ok = all(report.ok for report in reports if report.module)  # ours must pass; stock is the yardstick
     text = torture.side_by_side(reports) + "\n\n" + torture.details(reports)

@@ -1,0 +1,180 @@
+"""ProxyWebsocketHandoff (issue 19): a plain ws:// tunnel handed to the child's event loop gives its worker back,
+and keeps what a worker-held tunnel guarantees: graceful restarts and child recycling do not cut it, the idle
+limit still ends it, and prefork (which cannot hand off) says so and keeps tunnelling.
+
+Each test runs Debian's apache2 (event MPM unless said otherwise) in a bare ServerRoot sized to a handful of
+workers, so that "the worker is free" is something a client can see: more WebSockets than workers stay open
+and plain HTTP is still answered. The same test with the directive off is the red arm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from apachews import config, module
+from apachews.echo import EchoServer
+from apachews.httpd import Httpd, ServerRoot
+
+WORKERS = 4
+# One process's worth of workers; ServerLimit leaves a second slot for a retiring process (graceful restart,
+# MaxConnectionsPerChild) to finish its tunnels beside its successor, as on any real server.
+SIZING = f"""
+ServerLimit 2
+StartServers 1
+ThreadLimit {WORKERS}
+ThreadsPerChild {WORKERS}
+MaxRequestWorkers {WORKERS}
+MinSpareThreads 1
+MaxSpareThreads {WORKERS}
+"""
+
+
+@pytest.fixture(scope="module")
+def apachews_so(tmp_path_factory: pytest.TempPathFactory, system_httpd: Httpd) -> Path:
+    return module.build_with_apxs(tmp_path_factory.mktemp("apxs-handoff")).so
+
+
+@contextlib.contextmanager
+def proxy(
+    httpd: Httpd, so: Path, handoff: bool, extra: str = "", mpm: str = "event", sizing: str = SIZING
+) -> Iterator[tuple[ServerRoot, EchoServer]]:
+    with EchoServer("echo") as echo:
+        rendering = config.render(
+            "generic", apache=str(httpd.version), backends=[echo.url], path="/ws", prefer="apachews"
+        )
+        snippets = {
+            **rendering.files,
+            "99-handoff.conf": sizing + ("ProxyWebsocketHandoff On\n" if handoff else "") + extra,
+        }
+        with ServerRoot(httpd, snippets, mpm=mpm, extra_modules={"proxy_wstunnel": so}) as root:
+            root.start()
+            yield root, echo
+
+
+def ws(root: ServerRoot, timeout: float = 3) -> ClientConnection:
+    return connect(f"ws://127.0.0.1:{root.port}/ws", open_timeout=timeout, close_timeout=1)
+
+
+def echoes(conn: ClientConnection, text: str = "ping") -> bool:
+    conn.send(text)
+    return conn.recv(timeout=3) == text
+
+
+def http_answers(port: int, timeout: float = 3) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(b"GET /nothing-here HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        return sock.recv(64).startswith(b"HTTP/1.1 ")
+    return False
+
+
+def children(parent: int) -> set[int]:
+    """Pids whose parent is `parent` (the httpd parent's children: the MPM's processes)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == parent:
+                    found.add(int(entry.name))
+    return found
+
+
+def wait_for(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return bool(predicate())
+
+
+def parent_pid(root: ServerRoot) -> int:
+    assert root.root is not None
+    return int((root.root / "run" / "httpd.pid").read_text().strip())
+
+
+@pytest.mark.parametrize("handoff", [True, False], ids=["handoff", "worker-held"])
+def test_handed_off_tunnels_hold_no_worker(system_httpd: Httpd, apachews_so: Path, handoff: bool) -> None:
+    wanted = 3 * WORKERS
+    with proxy(system_httpd, apachews_so, handoff) as (root, _), contextlib.ExitStack() as stack:
+        opened = []
+        for _ in range(wanted):
+            try:
+                conn = stack.enter_context(ws(root, timeout=2))
+            except (OSError, TimeoutError):
+                break
+            assert echoes(conn)
+            opened.append(conn)
+        answered = http_answers(root.port, timeout=2)
+        if handoff:
+            assert len(opened) == wanted, f"{len(opened)}/{wanted} WebSockets on {WORKERS} workers"
+            assert answered, f"plain HTTP unanswered with {wanted} handed-off WebSockets open"
+            assert all(echoes(conn, "still there") for conn in opened)
+        else:  # the red arm: each tunnel holds a worker, the rest of the server starves
+            assert len(opened) <= WORKERS and not answered
+
+
+def test_graceful_restart_keeps_handed_off_tunnels(system_httpd: Httpd, apachews_so: Path) -> None:
+    with proxy(system_httpd, apachews_so, True) as (root, _), contextlib.ExitStack() as stack:
+        before = [stack.enter_context(ws(root)) for _ in range(2 * WORKERS)]
+        assert all(echoes(conn) for conn in before)
+        parent = parent_pid(root)
+        old = children(parent)
+        os.kill(parent, signal.SIGUSR1)  # apachectl -k graceful
+        assert wait_for(lambda: bool(children(parent) - old), 10), "no new generation after the graceful restart"
+        after = stack.enter_context(ws(root))
+        assert echoes(after, "new generation")
+        assert all(echoes(conn, "across the restart") for conn in before)
+        for conn in before:
+            conn.close()
+        # The old child stayed only for its tunnels: with them gone it exits.
+        assert wait_for(lambda: not (old & children(parent)), 10), "the old generation outlived its tunnels"
+
+
+def test_recycled_child_keeps_its_tunnels_until_they_end(system_httpd: Httpd, apachews_so: Path) -> None:
+    with proxy(system_httpd, apachews_so, True, extra="MaxConnectionsPerChild 3\n") as (root, _):
+        parent = parent_pid(root)
+        first = children(parent)
+        with ws(root) as tunnel:
+            assert echoes(tunnel)
+            for _ in range(4):  # past MaxConnectionsPerChild: the child retires
+                http_answers(root.port)
+            assert wait_for(lambda: bool(children(parent) - first), 10), "the child was not replaced"
+            assert echoes(tunnel, "in a retired child")
+            with ws(root) as fresh:
+                assert echoes(fresh, "in the new child")
+        assert wait_for(lambda: not (first & children(parent)), 10), "the retired child outlived its tunnel"
+
+
+def test_idle_limit_ends_a_handed_off_tunnel(system_httpd: Httpd, apachews_so: Path) -> None:
+    with proxy(system_httpd, apachews_so, True, extra="ProxyWebsocketIdleTimeout 1\n") as (root, echo):
+        with ws(root) as silent, ws(root) as chatty:
+            assert echoes(silent) and echoes(chatty)
+            started = time.monotonic()
+            while time.monotonic() - started < 2.5:
+                assert echoes(chatty, "keeping it alive")
+                time.sleep(0.3)
+            with pytest.raises(ConnectionClosed):
+                silent.recv(timeout=3)
+            assert time.monotonic() - started < 5
+        assert wait_for(lambda: echo.open_connections() == 0, 5)
+
+
+def test_prefork_says_it_cannot_hand_off_and_still_tunnels(system_httpd: Httpd, apachews_so: Path) -> None:
+    if not (system_httpd.modules_dir / "mod_mpm_prefork.so").exists():
+        pytest.skip("this Apache has no prefork MPM module")
+    sizing = "StartServers 2\nMaxRequestWorkers 8\nServerLimit 8\n"
+    with proxy(system_httpd, apachews_so, True, mpm="prefork", sizing=sizing) as (root, _):
+        with ws(root) as conn:
+            assert echoes(conn)
+        assert wait_for(lambda: "APWS0020" in root.error_log.read_text(), 5), root.log_tail()
