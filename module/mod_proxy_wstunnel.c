@@ -947,11 +947,8 @@ static apr_status_t proxy_wstunnel_loop_stop(void *data)
         /* the loop still sees `stopping` at its next tick */
     }
     pthread_join(loop->thread, NULL);
-    close(loop->epoll_fd);
-    close(loop->wake[0]);
-    close(loop->wake[1]);
-    pthread_mutex_destroy(&loop->lock);
-    free(loop);
+    /* The process exits now: the loop's struct and descriptors are left to it, so that a worker still
+     * holding the pointer (an MPM that exits without joining every worker) cannot touch freed memory. */
     return APR_SUCCESS;
 }
 
