@@ -34,9 +34,12 @@ demo: deps venv
 	$(VENV)/bin/apachews image bootstrap
 	$(VENV)/bin/apachews matrix --apache $(APACHE) $(SOURCE) --backport -o dist
 
+# CAPACITY_ARGS: e.g. "--install-peers --dist dist/httpd-2.2.31" (nginx, haproxy and strace as root; a built httpd).
+CAPACITY_ARGS ?=
 bench: deps venv
 	$(PY) benchmarks/build_bench.py
 	$(PY) benchmarks/bench_proxy.py
+	$(PY) benchmarks/capacity_bench.py $(CAPACITY_ARGS)
 
 # The series' creation patch is generated from module/mod_proxy_wstunnel.c.
 patches: venv

@@ -11,15 +11,16 @@ ProxyPass, ProxyWebsocketFallbackToProxyHttp Off so wstunnel itself tunnels), wi
 as root, apt-get installs nginx-light and haproxy first). Each Apache row runs the `generic` preset as
 `apachews config` renders it, in a throwaway ServerRoot (apachews.httpd.ServerRoot) on a free loopback port.
 
-Each round measures every path in turn, direct first; ratios are to direct in the same round, the table
-shows medians over the rounds:
+All paths run at once; each round takes each figure on every path back to back (a different path first
+each round), so a neighbour's burst on a shared machine hits one figure of every path rather than every
+figure of one. Ratios are to direct in the same round; the table shows medians over the rounds:
   - 1 connection, 64-byte round trips/s (one in flight);
   - 100 connections, 64-byte round trips/s (msgs/s), and the proxy's CPU (utime+stime of all its processes
     from /proc) per 100k of those round trips; each round trip is two frames through the proxy;
   - 1 connection, 1 MiB round trips: MB/s of payload echoed (10^6 bytes, one direction).
-After the rounds, once per path: system calls per round trip (`strace -c -f` on the proxy's worker processes
-during a fixed number of 64-byte round trips on 1 connection; strace slows the path, the counts are what
-matters) and memory for 1000 idle tunnels (PSS summed over the proxy's processes from
+After the rounds, once per path on a fresh start: system calls per round trip (`strace -c -f` on the proxy's
+worker processes during a fixed number of 64-byte round trips, on 1 connection and on 100; strace slows the
+path, the counts are what matters) and memory for 1000 idle tunnels (PSS summed over the proxy's processes from
 /proc/PID/smaps_rollup, after minus before opening them). Every Apache row is sized so 1000 worker-held
 tunnels fit (the sizing column says how). Loopback only; every load is bounded in count and time.
 """
@@ -67,7 +68,7 @@ class Settings:
     many_seconds: float = 3.0
     big_seconds: float = 2.0
     many_connections: int = 100
-    strace_round_trips: int = 2000
+    strace_round_trips: int = 3000
     idle_tunnels: int = IDLE_TUNNELS
 
     @classmethod
@@ -262,10 +263,9 @@ def count_syscalls(strace: str, pids: list[int], run: Callable[[], dict], round_
         log = Path(scratch) / "stderr"
         argv = [strace, "-c", "-f", "-o", str(output)] + [arg for pid in pids for arg in ("-p", str(pid))]
         with log.open("w") as sink, running(argv, "strace", stderr=sink) as tracer:
-            threads = sum(len(os.listdir(f"/proc/{pid}/task")) for pid in pids if os.path.isdir(f"/proc/{pid}"))
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 10  # strace says "Process N attached [with M threads]" once per process
             while time.monotonic() < deadline and tracer.poll() is None:
-                if log.read_text(errors="replace").count("attached") >= threads:
+                if log.read_text(errors="replace").count("attached") >= len(pids):
                     break
                 time.sleep(0.05)
             time.sleep(0.3)
@@ -285,13 +285,17 @@ def count_syscalls(strace: str, pids: list[int], run: Callable[[], dict], round_
 
 
 def describe_syscalls(figures: dict | None) -> str:
+    """ "6.01 / 4.86: 2 epoll_wait, ...": per round trip on 1 connection / on many; what the 1 is made of."""
     if not figures:
         return "-"
     parts = []
     for name, counts in list(figures["top"].items())[:4]:
-        errors = f" ({counts['errors']:g} err)" if counts["errors"] >= 0.05 else ""
-        parts.append(f"{counts['calls']:g} {name}{errors}")
-    return f"{figures['per_round_trip']:g}: " + ", ".join(parts)
+        if counts["calls"] >= 0.05:
+            errors = f" ({counts['errors']:g} EAGAIN/err)" if counts["errors"] >= 0.05 else ""
+            parts.append(f"{counts['calls']:g} {name}{errors}")
+    spread = figures.get("many_connections")
+    many = f" / {spread['per_round_trip']:g}" if spread else ""
+    return f"{figures['per_round_trip']:g}{many}: " + ", ".join(parts)
 
 
 # -- the paths -------------------------------------------------------------------------------------------------------
@@ -299,7 +303,10 @@ def describe_syscalls(figures: dict | None) -> str:
 class Running:
     url: str
     root_pid: int | None  # the proxy's main process (None: direct)
-    workers: Callable[[], list[int]]  # the processes that carry traffic (strace targets)
+
+    def pids(self) -> list[int]:
+        """The proxy's processes now: the main one and all its descendants."""
+        return process_tree(self.root_pid) if self.root_pid else []
 
 
 @dataclass
@@ -325,12 +332,13 @@ def prefork_sizing(is_24: bool) -> str:
 
 
 def server_mpm(server: httpd.Httpd) -> str:
-    """The MPM a ServerRoot will run: the compiled-in one, else event (what ServerRoot loads)."""
-    compiled = server.compiled_in()
-    for name in ("prefork", "worker", "event"):
-        if name in compiled or f"mpm_{name}" in compiled:
-            return name
-    return "event"
+    """The MPM a ServerRoot will run: the one compiled in (`httpd -l` lists prefork.c, mpm_event.c...), else
+    event, which ServerRoot loads."""
+    listed = subprocess.run(
+        [str(server.binary), "-l"], capture_output=True, text=True, env={**os.environ, **server.env}, check=False
+    ).stdout
+    match = re.search(r"^\s*(?:mpm_)?(prefork|worker|event)\.c", listed, re.MULTILINE)
+    return match.group(1) if match else "event"
 
 
 def apache_path(
@@ -366,7 +374,7 @@ def apache_path(
             process = lab.server.process
             assert process is not None
             pid = process.pid
-            yield Running(f"ws://127.0.0.1:{lab.port}{ws_path}", pid, lambda: process_tree(pid)[1:] or [pid])
+            yield Running(f"ws://127.0.0.1:{lab.port}{ws_path}", pid)
 
     def syntax_check() -> str | None:
         with root("ws://127.0.0.1:9") as lab:
@@ -414,7 +422,7 @@ http {{
             if not httpd.wait_for_port(port, 10, alive=lambda: process.poll() is None):
                 raise JobFailed("nginx did not start", hint=_tail(prefix / "error.log"))
             pid = process.pid
-            yield Running(f"ws://127.0.0.1:{port}/ws", pid, lambda: process_tree(pid)[1:] or [pid])
+            yield Running(f"ws://127.0.0.1:{port}/ws", pid)
 
     return Path_("nginx", "worker_processes auto, 8192 connections each", start)
 
@@ -449,14 +457,14 @@ backend echo
             if not httpd.wait_for_port(port, 10, alive=lambda: process.poll() is None):
                 raise JobFailed("haproxy did not start", hint=process.stderr.read() if process.stderr else "")
             pid = process.pid
-            yield Running(f"ws://127.0.0.1:{port}/ws", pid, lambda: [pid])
+            yield Running(f"ws://127.0.0.1:{port}/ws", pid)
 
     return Path_("haproxy", "one process, nbthread = CPUs, maxconn 8000", start)
 
 
 @contextlib.contextmanager
 def direct(echo_url: str) -> Iterator[Running]:
-    yield Running(echo_url + "/ws", None, lambda: [])
+    yield Running(echo_url + "/ws", None)
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -563,24 +571,27 @@ class Row:
     error: str | None = None
 
 
-def measure_round(wsload: Path, echo_url: str, path: Path_, settings: Settings) -> dict:
-    with path.start(echo_url) as proxy:
-        load(wsload, proxy.url, settings.many_connections, 64, 0.3)  # warm up: processes, threads, pools
-        one = load(wsload, proxy.url, 1, 64, settings.one_seconds)
-        pids = process_tree(proxy.root_pid) if proxy.root_pid else []
-        before = cpu_seconds(pids)
-        many = load(wsload, proxy.url, settings.many_connections, 64, settings.many_seconds)
-        after = cpu_seconds(process_tree(proxy.root_pid)) if proxy.root_pid else {}
-        big = load(wsload, proxy.url, 1, MIB, settings.big_seconds)
-    cpu = cpu_used(before, after) if proxy.root_pid else None
-    return {
-        "one_rt_per_s": one["msgs_per_s"],
-        "one_p50_ms": one["p50_ms"],
-        "many_msgs_per_s": many["msgs_per_s"],
-        "many_p99_ms": many["p99_ms"],
-        "big_mb_per_s": big["bytes_per_s"] / 1e6,
-        "cpu_s_per_100k": (cpu / many["round_trips"] * 100_000) if cpu is not None else None,
-    }
+# (figure, connections, payload bytes, the Settings field that says for how long)
+METRICS = (
+    ("one_rt_per_s", 1, 64, "one_seconds"),
+    ("many_msgs_per_s", 0, 64, "many_seconds"),  # 0: settings.many_connections
+    ("big_mb_per_s", 1, MIB, "big_seconds"),
+)
+
+
+def measure_metric(wsload: Path, proxy: Running, metric: tuple[str, int, int, str], settings: Settings) -> dict:
+    key, connections, size, duration = metric
+    connections = connections or settings.many_connections
+    pids = process_tree(proxy.root_pid) if proxy.root_pid else []
+    before = cpu_seconds(pids)
+    figures = load(wsload, proxy.url, connections, size, getattr(settings, duration))
+    after = cpu_seconds(process_tree(proxy.root_pid)) if proxy.root_pid else {}
+    out: dict[str, float | None] = {key: figures["msgs_per_s"] if size < MIB else figures["bytes_per_s"] / 1e6}
+    out[key.split("_")[0] + "_p50_ms"] = figures["p50_ms"]
+    out[key.split("_")[0] + "_p99_ms"] = figures["p99_ms"]
+    if key == "many_msgs_per_s":
+        out["cpu_s_per_100k"] = cpu_used(before, after) / figures["round_trips"] * 100_000 if pids else None
+    return out
 
 
 def measure_idle(wsload: Path, echo_url: str, path: Path_, tunnels: int) -> dict:
@@ -614,13 +625,24 @@ def measure_idle(wsload: Path, echo_url: str, path: Path_, tunnels: int) -> dict
     }
 
 
-def measure_syscalls(wsload: Path, echo_url: str, path: Path_, strace: str, round_trips: int) -> dict:
+def measure_syscalls(wsload: Path, echo_url: str, path: Path_, strace: str, settings: Settings) -> dict:
+    """Calls per round trip on 1 connection and on many (where one wakeup may serve several)."""
+    round_trips = settings.strace_round_trips
+    many = settings.many_connections
     with path.start(echo_url) as proxy:
-        load(wsload, proxy.url, 1, 64, 0.2)
-        workers = proxy.workers()
-        return count_syscalls(
-            strace, workers, lambda: load(wsload, proxy.url, 1, 64, 120, rounds=round_trips), round_trips
+        load(wsload, proxy.url, many, 64, 0.3)  # the processes and threads many connections need, there first
+        # The whole tree: a process forked meanwhile (prefork) is traced too (-f follows the parent's forks).
+        one = count_syscalls(
+            strace, proxy.pids(), lambda: load(wsload, proxy.url, 1, 64, 120, rounds=round_trips), round_trips
         )
+        per_connection = max(1, round_trips // many)
+        spread = count_syscalls(
+            strace,
+            proxy.pids(),
+            lambda: load(wsload, proxy.url, many, 64, 120, rounds=per_connection),
+            per_connection * many,
+        )
+    return {**one, "many_connections": spread}
 
 
 def median(values: list[float | None]) -> float | None:
@@ -651,7 +673,13 @@ def machine() -> dict[str, object]:
     with contextlib.suppress(OSError):
         match = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.MULTILINE)
         cpu = match.group(1).strip() if match else "?"
-    return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release()}
+    return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(), "loadavg_at_start": loadavg()}
+
+
+def loadavg() -> str:
+    with contextlib.suppress(OSError):
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    return "?"
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -663,10 +691,13 @@ def markdown(rows: list[Row], settings: Settings, info: dict) -> str:
     lines = [
         f"Measured {info['date']} on {m['nproc']} CPUs ({m['cpu']}), Linux {m['kernel']}; "
         f"C echo backend and C client (wsload); medians of {settings.rounds} round(s), ratio to direct in the "
-        f"same round (absolute in brackets).",
+        f"same round (absolute in brackets); load average {m['loadavg_at_start']} at the start, "
+        f"{info.get('loadavg_at_end', '?')} at the end. A msg is one 64-byte round trip (two frames through the "
+        "proxy); 1 MiB MB/s is payload echoed, one direction.",
         "",
         f"| path | sizing | 1 conn rt/s | {settings.many_connections} conns msg/s | 1 MiB MB/s "
-        f"| CPU s per 100k msgs | syscalls per rt | PSS for {settings.idle_tunnels} idle tunnels |",
+        f"| CPU s per 100k msgs | syscalls per rt (1 / {settings.many_connections} conns) "
+        f"| PSS for {settings.idle_tunnels} idle tunnels |",
         "|---|---|---|---|---|---|---|---|",
     ]
     skipped = []
@@ -681,7 +712,7 @@ def markdown(rows: list[Row], settings: Settings, info: dict) -> str:
         cells.append(fmt(row_median(row, "cpu_s_per_100k"), ".2f"))
         cells.append(describe_syscalls(row.syscalls))
         if row.idle:
-            per = row.idle["delta_mib"] * 1024 / row.idle["tunnels"]
+            per = idle_kib_per_tunnel(row)
             cells.append(
                 f"+{row.idle['delta_mib']:g} MiB ({per:.0f} KiB each), "
                 f"{row.idle['processes_before']}->{row.idle['processes_after']} processes"
@@ -691,7 +722,36 @@ def markdown(rows: list[Row], settings: Settings, info: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if skipped:
         lines += ["", "Skipped or failed:", *skipped]
+    verdict = proof(rows)
+    if verdict:
+        lines += ["", verdict]
     return "\n".join(lines)
+
+
+def idle_kib_per_tunnel(row: Row) -> float | None:
+    return row.idle["delta_mib"] * 1024 / row.idle["tunnels"] if row.idle else None
+
+
+def proof(rows: list[Row]) -> str | None:
+    """Issue #19's bar: with the handoff on, ours at 100 connections >= nginx's ratio, idle memory <= nginx's."""
+    ours = next((r for r in rows if "handoff" in r.path.name and r.rounds and not r.error), None)
+    nginx = next((r for r in rows if r.path.name.startswith("nginx") and r.rounds and not r.error), None)
+    if ours is None or nginx is None:
+        return None
+    ratio, theirs = row_median(ours, "many_msgs_per_s_ratio"), row_median(nginx, "many_msgs_per_s_ratio")
+    kib, nginx_kib = idle_kib_per_tunnel(ours), idle_kib_per_tunnel(nginx)
+    parts = []
+    if ratio is not None and theirs is not None:
+        parts.append(f"many connections {ratio:.2f} vs nginx {theirs:.2f} ({'>=' if ratio >= theirs else '<'})")
+    if kib is not None and nginx_kib is not None:
+        parts.append(f"idle {kib:.0f} vs nginx {nginx_kib:.0f} KiB per tunnel ({'<=' if kib <= nginx_kib else '>'})")
+    return "Handoff on vs nginx: " + "; ".join(parts) if parts else None
+
+
+def describe_error(error: Exception) -> str:
+    if isinstance(error, ApachewsError):
+        return f"{error.message} {error.hint or ''}".strip()
+    return f"{type(error).__name__}: {error}"
 
 
 def raise_nofile() -> None:
@@ -716,33 +776,57 @@ def run(args: argparse.Namespace) -> tuple[list[Row], Settings, dict]:
         wsload = build_wsload()
         strace = ensure_strace(args.install_peers)
         paths = plan_paths(args, scratch, progress)
-        rows = [Row(path) for path in paths]
+        rows = [
+            Row(path) for path in paths if path is paths[0] or not args.only or any(o in path.name for o in args.only)
+        ]
         live = [row for row in rows if not row.path.skipped]
         url, _ = stack.enter_context(echo_backend(wsload))
-        for index in range(settings.rounds):
+        with contextlib.ExitStack() as proxies:
+            # Every path runs at once; each figure is taken on all of them back to back, so a neighbour's burst
+            # on a shared machine lands on one figure of every path rather than on every figure of one.
+            running_proxies: dict[int, Running] = {}
             for row in live:
-                if row.error:
-                    continue
-                progress(f"round {index + 1}/{settings.rounds}: {row.path.name}")
+                progress(f"starting {row.path.name}")
                 try:
-                    row.rounds.append(measure_round(wsload, url, row.path, settings))
-                except ApachewsError as error:
+                    proxy = proxies.enter_context(row.path.start(url))
+                    load(wsload, proxy.url, settings.many_connections, 64, 0.3)  # warm up: processes, threads
+                    running_proxies[id(row)] = proxy
+                except Exception as error:  # one path failing is a row that says why, not a lost run
                     if row is live[0]:
                         raise
-                    row.error = f"{error.message} {error.hint or ''}".strip()
+                    row.error = describe_error(error)
+            for index in range(settings.rounds):
+                order = live[index % len(live) :] + live[: index % len(live)]  # a different path goes first
+                figures: dict[int, dict] = {id(row): {} for row in live}
+                for metric in METRICS:
+                    progress(f"round {index + 1}/{settings.rounds}: {metric[0]}")
+                    for row in order:
+                        if row.error:
+                            continue
+                        try:
+                            figures[id(row)].update(measure_metric(wsload, running_proxies[id(row)], metric, settings))
+                        except Exception as error:
+                            if row is live[0]:
+                                raise
+                            row.error = describe_error(error)
+                for row in live:
+                    if not row.error:
+                        row.rounds.append(figures[id(row)])
         for row in live[1:]:
             if row.error:
                 continue
-            progress(f"idle tunnels and syscalls: {row.path.name}")
             try:
+                progress(f"{settings.idle_tunnels} idle tunnels: {row.path.name}")
                 row.idle = measure_idle(wsload, url, row.path, settings.idle_tunnels)
                 if strace:
-                    row.syscalls = measure_syscalls(wsload, url, row.path, strace, settings.strace_round_trips)
-            except ApachewsError as error:
-                row.error = f"{error.message} {error.hint or ''}".strip()
+                    progress(f"syscalls: {row.path.name}")
+                    row.syscalls = measure_syscalls(wsload, url, row.path, strace, settings)
+            except Exception as error:
+                row.error = describe_error(error)
         if not strace:
             info["strace"] = "strace not installed: no syscall counts (--install-peers installs it as root)"
     summarise(rows)
+    info["loadavg_at_end"] = loadavg()
     return rows, settings, info
 
 
@@ -779,6 +863,7 @@ def main() -> None:
     parser.add_argument(
         "--install-peers", action="store_true", help="as root: apt-get install nginx-light, haproxy and strace"
     )
+    parser.add_argument("--only", action="append", help="only the paths whose name contains this (and direct)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args()
     if args.rounds < 0 or args.rounds > 20:
