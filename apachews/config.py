@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from apachews import __version__, catalogue, distros, tunnelling
+from apachews import __version__, capacity, catalogue, distros, tunnelling
+from apachews.capacity import Sizing
 from apachews.catalogue import Release
 from apachews.errors import BadInput
 from apachews.resources import template_environment, templates_dir
@@ -60,9 +61,12 @@ class Rendering:
     path: str = "/"  # the --path the preset was rendered for
     proxy_conf: str = ""  # the routes alone, without LoadModule lines (for inclusion in a <VirtualHost>)
     backend_path: str = "/"  # the path the (first) backend serves under
+    sizing: Sizing | None = None  # the MPM sizing (--max-websockets), rendered as capacity_file
+    capacity_file: str | None = None  # its name in `files`
+    handoff: bool = False  # ProxyWebsocketHandoff On on the module's routes
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        data: dict[str, object] = {
             "preset": self.preset,
             "websocket_paths": self.websocket_paths,
             "apache": self.apache,
@@ -72,6 +76,11 @@ class Rendering:
             "notes": self.notes,
             "files": self.files,
         }
+        if self.sizing is not None:
+            data["capacity"] = {**self.sizing.to_dict(), "file": self.capacity_file}
+        if self.handoff:
+            data["handoff"] = True
+        return data
 
     def text(self) -> str:
         return "".join(f"# file: {name}\n{body}\n" for name, body in self.files.items())
@@ -208,8 +217,9 @@ class Route:
     comment: str
     upgrade_option: bool = False  # mod_proxy_http: ProxyPass ... upgrade=websocket (2.4.47+)
     upgrade_directive: bool = False  # apachews module: ProxyWebsocketUpgrade On
+    handoff: bool = False  # apachews module: ProxyWebsocketHandoff On
 
-    def to_template(self) -> dict[str, str]:
+    def to_template(self) -> dict[str, str | bool]:
         options = " upgrade=websocket" if self.upgrade_option else ""
         return {
             "path": self.path,
@@ -218,6 +228,7 @@ class Route:
             "options": options,
             "comment": self.comment,
             "upgrade_directive": self.upgrade_directive,
+            "handoff": self.handoff,
         }
 
 
@@ -255,11 +266,24 @@ def render(
     tls: bool = False,
     prefer: str | Tunnelling | None = None,
     sticky: bool = False,
+    sizing: Sizing | None = None,
+    handoff: bool = False,
 ) -> Rendering:
+    """`sizing` (capacity.size for --max-websockets) adds the MPM sizing file; `handoff` puts
+    `ProxyWebsocketHandoff On` on the routes the apachews module tunnels (refused in other styles)."""
     spec = get_preset(preset)
     release = apache if isinstance(apache, Release) else catalogue.load().get(apache)
     layout = distros.get(distro)
     style = tunnelling.choose(release, prefer)
+    if handoff and style is not Tunnelling.APACHEWS:
+        raise BadInput(
+            f"--handoff is the apachews module's ProxyWebsocketHandoff; this rendering for Apache {release.version} "
+            f"tunnels via {style.description}",
+            hint=f"add --prefer apachews (the module: apachews build --apache {release.version} --backport), "
+            "or leave out --handoff",
+        )
+    if sizing is not None and sizing.family != release.family:
+        raise BadInput(f"the MPM sizing is for Apache {sizing.family}, the config for {release.version}")
     path = validate_path(path or spec.path)
     checked = [validate_backend(b) for b in backends]
     if not checked:
@@ -302,11 +326,13 @@ def render(
         elif kind == "ws" and upgrade:
             routes.append(Route(where, http_target, "WebSocket (mod_proxy_http upgrade)", upgrade_option=True))
         elif kind == "ws":
-            routes.append(Route(where, proxy_target(where, backend.url("ws", route["backend_path"])), "WebSocket"))
+            target = proxy_target(where, backend.url("ws", route["backend_path"]))
+            routes.append(Route(where, target, "WebSocket", handoff=handoff))
         elif kind == "mixed" and mixed_upgrade:
             routes.append(Route(where, http_target, "HTTP and WebSocket (mod_proxy_http upgrade)", upgrade_option=True))
         elif kind == "mixed" and style is Tunnelling.APACHEWS:
-            routes.append(Route(where, http_target, "HTTP and WebSocket (apachews module)", upgrade_directive=True))
+            comment = "HTTP and WebSocket (apachews module)"
+            routes.append(Route(where, http_target, comment, upgrade_directive=True, handoff=handoff))
         elif kind == "mixed":
             rewrites.append(
                 {
@@ -329,9 +355,9 @@ def render(
                     for i, b in enumerate(checked, 1)
                 ],
             }
-            routes.append(
-                Route(where, f"balancer://{name}" + ("/" if where.endswith("/") else ""), "WebSocket, load-balanced")
-            )
+            target = f"balancer://{name}" + ("/" if where.endswith("/") else "")
+            # Only the apachews module reads ProxyWebsocketHandoff (handoff is refused in other styles).
+            routes.append(Route(where, target, "WebSocket, load-balanced", handoff=handoff))
     # Which ProxyPass wins where paths nest: on 2.2 the first one in the file (one server-wide list), on 2.4
     # the last <Location> merged. Either way the more specific (WebSocket) route must win.
     routes.sort(key=lambda r: len(r.path), reverse=release.family == "2.2")
@@ -379,24 +405,90 @@ def render(
         "ws_path": (websocket_paths[0] if websocket_paths else path).lstrip("/"),
     }
     notes = _style_notes(release, style, preset) + [note.format(**values) for note in spec.notes]
+    if handoff:
+        notes.append(
+            "ProxyWebsocketHandoff On: once open, a plain tunnel (no TLS on either side) gives its worker back and "
+            "lives in its child's event loop, on the worker and event MPMs only (under prefork every tunnel holds "
+            f"its process); a loop holds (the open-files hard limit, at most {capacity.LOOP_MAX_OPEN_FILES}, - "
+            f"{capacity.LOOP_RESERVED_FDS}) / 2 tunnels, more keep their worker."
+        )
     if rewrites:
         notes.append(
             "The RewriteRule routes WebSocket upgrades only inside the <VirtualHost> that serves this path: "
             "Include the file there, not at server level (conf-enabled)."
         )
+    files = layout.files(parts)
+    notes += layout.notes(parts)
+    capacity_file = None
+    if sizing is not None:
+        capacity_file = layout.capacity_file(release.family)
+        files[capacity_file] = capacity.render(sizing, __version__, str(release.version))
+        notes += capacity_notes(sizing, layout)
     return Rendering(
         preset=preset,
         apache=str(release.version),
         distro=layout.name,
         tunnelling=style,
-        files=layout.files(parts),
+        files=files,
         modules=modules,
-        notes=notes + layout.notes(parts),
+        notes=notes,
         websocket_paths=websocket_paths,
         path=path,
         proxy_conf=proxy_conf,
         backend_path=backend.path,
+        sizing=sizing,
+        capacity_file=capacity_file,
+        handoff=handoff,
     )
+
+
+def capacity_notes(sizing: Sizing, layout: distros.Layout) -> list[str]:
+    """What the sizing file changes, how to enable it, and the open-files limit it needs."""
+    changes = ", ".join(f"{name} {value}" for name, value in sizing.directives())
+    if sizing.handoff:
+        what = (
+            f"{layout.capacity_file(sizing.family)} sizes the {sizing.mpm} MPM for {sizing.websockets} WebSockets "
+            f"handed off to the children's event loops, {sizing.http_reserve} workers for plain HTTP and "
+            f"{sizing.handshake_workers} for handshakes: {changes}."
+        )
+    else:
+        unit = "threads" if sizing.threaded else "processes"
+        what = (
+            f"{layout.capacity_file(sizing.family)} sizes the {sizing.mpm} MPM for {sizing.websockets} open "
+            f"WebSockets (each holds one of the {sizing.max_workers} {unit}) and {sizing.http_reserve} left for "
+            f"plain HTTP: {changes}."
+        )
+    where = f": {layout.open_files_note(sizing.family, sizing.open_files)}" if sizing.open_files_raise else ""
+    if sizing.handoff:
+        per_child = (sizing.open_files - capacity.LOOP_RESERVED_FDS) // capacity.FDS_PER_TUNNEL
+        spread = (
+            f"lets one child hold all {sizing.websockets}"
+            if per_child >= sizing.websockets
+            else f"lets each child hold {per_child}, the rest go to other children or hold workers"
+        )
+        files = (
+            f"Open files: a child's event loop holds (its limit - {capacity.LOOP_RESERVED_FDS}) / 2 tunnels (the "
+            f"module raises each child's soft limit to the hard one, at most {capacity.LOOP_MAX_OPEN_FILES}); a "
+            f"limit of {sizing.open_files} (RLIMIT_NOFILE) {spread}{where}."
+        )
+    elif sizing.open_files_raise:
+        files = f"Open files: each Apache process needs a limit of at least {sizing.open_files} (RLIMIT_NOFILE){where}."
+    else:
+        held = (
+            f"a child holds at most {sizing.threads_per_child} tunnels (2 descriptors each"
+            if sizing.threaded
+            else "a process holds 1 tunnel (2 descriptors"
+        )
+        files = (
+            f"Open files: {held}, {sizing.open_files} with the rest): the usual limit of "
+            f"{capacity.DEFAULT_OPEN_FILES} is enough."
+        )
+    if sizing.threaded:
+        what += (
+            f" ServerLimit is twice the {sizing.processes} children needed: children still holding tunnels after "
+            "a graceful restart finish them beside their successors."
+        )
+    return [what, *layout.capacity_notes(sizing.family), files]
 
 
 def _style_notes(release: Release, style: Tunnelling, preset: str) -> list[str]:
@@ -474,5 +566,6 @@ def check(rendering: Rendering, binary: Path | None = None):
     snippets = {"00-modules.conf": "".join(loads)}
     snippets.update({Path(n).name: t for n, t in rendering.files.items() if not n.endswith(".load")})
     # Gentoo wraps its modules.d files in <IfDefine PROXY>: define it, or the check would skip them.
-    with httpd.ServerRoot(server, snippets, defines=("PROXY",)) as root:
+    mpm = rendering.sizing.mpm if rendering.sizing is not None else None  # the MPM a sizing file is for
+    with httpd.ServerRoot(server, snippets, mpm=mpm, defines=("PROXY",)) as root:
         return root.syntax_check()

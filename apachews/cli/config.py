@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from apachews import config, distros, doctor
+from apachews import capacity, catalogue, config, distros, doctor
 from apachews.cli import main
 from apachews.cli._common import Result, Session, command
 from apachews.errors import BadInput, JobFailed
@@ -40,6 +40,26 @@ from apachews.errors import BadInput, JobFailed
     "--check", "run_check", is_flag=True, help="Validate with a real `httpd -t` first (a flag here; in verify a name)."
 )
 @click.option("--httpd", "binary", type=click.Path(path_type=Path), help="The httpd for --check.")
+@click.option(
+    "--max-websockets",
+    metavar="N",
+    help="Also render the MPM sizing (ServerLimit, MaxRequestWorkers / MaxClients) for N WebSockets open at once.",
+)
+@click.option(
+    "--http-reserve",
+    metavar="N",
+    help="With --max-websockets: workers kept for plain HTTP (default: the workers the server has now, at least 25).",
+)
+@click.option(
+    "--mpm",
+    type=click.Choice(capacity.MPMS),
+    help="With --max-websockets: the server's MPM (default: this machine's server's, else 2.2 prefork, 2.4 event).",
+)
+@click.option(
+    "--handoff",
+    is_flag=True,
+    help="ProxyWebsocketHandoff On (apachews module, worker/event MPMs): an open tunnel gives its worker back.",
+)
 def config_command(
     session: Session,
     preset: str | None,
@@ -56,6 +76,10 @@ def config_command(
     force: bool,
     run_check: bool,
     binary: Path | None,
+    max_websockets: str | None,
+    http_reserve: str | None,
+    mpm: str | None,
+    handoff: bool,
 ) -> Result:
     """Render (and optionally check and write) the Apache config for PRESET."""
     if list_only:
@@ -72,11 +96,17 @@ def config_command(
         raise BadInput("--force applies to -o DIR only", hint="add -o DIR, or leave out --force")
     if binary and not run_check:
         raise BadInput("--httpd is the httpd of --check", hint="add --check, or leave out --httpd")
+    if max_websockets is None and (http_reserve is not None or mpm is not None):
+        raise BadInput("--http-reserve and --mpm go with --max-websockets", hint="add --max-websockets N")
     # Without --apache, the server doctor finds here decides (its version and layout), else the newest 2.4.
     found = None if apache else doctor.server_defaults()
+    version = apache or found.apache  # type: ignore[union-attr]
+    sizing, sizing_note = None, None
+    if max_websockets is not None:
+        sizing, sizing_note = _sizing(version, found, max_websockets, http_reserve, mpm, handoff)
     rendering = config.render(
         preset,
-        apache=apache or found.apache,  # type: ignore[union-attr]
+        apache=version,
         distro=distro or (found.distro if found else "generic"),
         backends=backends,
         path=path,
@@ -84,7 +114,11 @@ def config_command(
         tls=tls,
         prefer=prefer,
         sticky=sticky,
+        sizing=sizing,
+        handoff=handoff,
     )
+    if sizing_note:
+        rendering.notes.append(sizing_note)
     if found is not None:
         rendering.notes.insert(0, f"{found.note()} (no --apache given)")
     data = rendering.to_dict()
@@ -109,3 +143,32 @@ def config_command(
     if run_check:
         text += "\nhttpd -t: Syntax OK"
     return Result(data=data, text=text)
+
+
+def _sizing(
+    version: str,
+    found: doctor.Defaults | None,
+    max_websockets: str,
+    http_reserve: str | None,
+    mpm: str | None,
+    handoff: bool,
+) -> tuple[capacity.Sizing, str]:
+    """The MPM sizing for --max-websockets, from the server found here (its own settings), else httpd's
+    defaults for the family and MPM; and a note saying which."""
+    wanted = capacity.validate_websockets(max_websockets)
+    reserve = capacity.validate_reserve(http_reserve) if http_reserve is not None else None
+    family = catalogue.load().get(version).family
+    here = found is not None and found.source != "assumed" and mpm in (None, found.mpm)
+    if here:
+        settings = doctor.server_settings(found.source)  # type: ignore[union-attr]
+        source = f"sized from the settings of the server at {found.source}"  # type: ignore[union-attr]
+    else:
+        mpm = mpm or ("prefork" if family == "2.2" else "event")
+        settings = capacity.defaults(family, mpm)
+        source = (
+            f"sized from httpd's defaults for the {family} {mpm} MPM (pass --mpm; run config on the server itself, "
+            "without --apache, to size from its own settings)"
+        )
+    current = capacity.compute(settings)
+    sizing = capacity.size(current, wanted, reserve, handoff=handoff)
+    return sizing, f"{source}: {current.summary()} now."

@@ -75,6 +75,22 @@ class Layout:
     def notes(self, parts: Parts) -> list[str]:
         return [f"Include apachews-{parts.preset}.conf from httpd.conf, then run apachectl -t and reload."]
 
+    # -- the MPM sizing (apachews config --max-websockets): one file, read after the distribution's MPM config --
+    def capacity_file(self, family: str) -> str:
+        return "apachews-capacity.conf"
+
+    def capacity_notes(self, family: str) -> list[str]:
+        """How to enable the sizing file, and the full restart its ServerLimit needs."""
+        return [
+            "Include apachews-capacity.conf from httpd.conf after the MPM settings (conf/extra/httpd-mpm.conf), "
+            "then stop and start Apache: apachectl -k stop && apachectl -k start (ServerLimit and ThreadLimit "
+            "do not change on a graceful reload)."
+        ]
+
+    def open_files_note(self, family: str, limit: int) -> str:
+        """Where this distribution sets the open-files limit (RLIMIT_NOFILE) Apache starts with."""
+        return f"run `ulimit -n {limit}` in the shell or init script that starts apachectl"
+
     # -- placement: where a rendering's files go under a server's config root, and how they are enabled ----
     def default_modules_dir(self, conf_root: Path) -> Path:
         """Where modules live when the caller does not say (LoadModule paths relative to ServerRoot)."""

@@ -13,6 +13,7 @@ from apachews.errors import BadInput
 if TYPE_CHECKING:
     from apachews.config import Rendering
 
+DEBIAN_ULIMIT_DEFAULT = 8192  # apache2ctl: ULIMIT_MAX_FILES="${APACHE_ULIMIT_MAX_FILES:-ulimit -n 8192}"
 _DEPENDS = re.compile(r"^#\s*Depends:\s*(.*)$", re.MULTILINE)
 
 
@@ -44,6 +45,27 @@ class Debian(Layout):
         reload = "service apache2 reload" if parts.family == "2.2" else "systemctl reload apache2"
         notes.append(f"then: apache2ctl -t && {reload}")
         return notes
+
+    def capacity_file(self, family: str) -> str:
+        # conf-enabled (2.4) and conf.d (2.2) are read after the MPM's mods-enabled/mpm_*.conf (2.4) and the
+        # MPM sections of apache2.conf (2.2): the last value wins.
+        return f"{'conf.d' if family == '2.2' else 'conf-available'}/apachews-capacity.conf"
+
+    def capacity_notes(self, family: str) -> list[str]:
+        enable = "" if family == "2.2" else "run: a2enconf apachews-capacity, then "
+        restart = "service apache2 restart" if family == "2.2" else "systemctl restart apache2"
+        return [
+            f"{enable}apache2ctl -t && {restart} (a full restart: ServerLimit and ThreadLimit do not change on a "
+            "graceful reload)"
+        ]
+
+    def open_files_note(self, family: str, limit: int) -> str:
+        if limit <= DEBIAN_ULIMIT_DEFAULT:
+            return (
+                f"Debian's apache2ctl already starts Apache with `ulimit -n {DEBIAN_ULIMIT_DEFAULT}` "
+                "(APACHE_ULIMIT_MAX_FILES in /etc/apache2/envvars)"
+            )
+        return f"set APACHE_ULIMIT_MAX_FILES='ulimit -n {limit}' in /etc/apache2/envvars (apache2ctl applies it)"
 
     # -- placement: like a2enmod / a2enconf, as symlinks ------------------------------------------------------
     def default_modules_dir(self, conf_root: Path) -> Path:

@@ -27,6 +27,19 @@ class Gentoo(Layout):
             'add "-D PROXY" to APACHE2_OPTS in /etc/conf.d/apache2, then: apache2ctl -t && rc-service apache2 reload'
         ]
 
+    def capacity_file(self, family: str) -> str:
+        # After modules.d/00_mpm.conf, where Gentoo keeps its MPM settings; not behind <IfDefine PROXY>.
+        return "modules.d/76_apachews_capacity.conf"
+
+    def capacity_notes(self, family: str) -> list[str]:
+        return [
+            "then: apache2ctl -t && rc-service apache2 restart (a full restart: ServerLimit and ThreadLimit do "
+            "not change on a graceful reload)"
+        ]
+
+    def open_files_note(self, family: str, limit: int) -> str:
+        return f'set rc_ulimit="-n {limit}" in /etc/conf.d/apache2 (OpenRC applies it when it starts Apache)'
+
     # -- placement: httpd.conf includes modules.d/*.conf; the files are active when PROXY is defined ---------
     def default_modules_dir(self, conf_root: Path) -> Path:
         return Path("/usr/lib64/apache2/modules")  # Gentoo's ServerRoot is /usr/lib64/apache2

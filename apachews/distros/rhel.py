@@ -30,6 +30,26 @@ class Rhel(Layout):
         reload = "service httpd reload" if parts.family == "2.2" else "systemctl reload httpd"
         return [f"copy the files under /etc/httpd/ (or: apachews install), then: apachectl -t && {reload}"]
 
+    def capacity_file(self, family: str) -> str:
+        # conf.d/ is read after the MPM: 2.4 loads it in conf.modules.d/00-mpm.conf with httpd's defaults,
+        # CentOS 6 sets it in httpd.conf's <IfModule prefork.c> / <IfModule worker.c> above its Include conf.d.
+        return "conf.d/apachews-capacity.conf"
+
+    def capacity_notes(self, family: str) -> list[str]:
+        restart = "service httpd restart" if family == "2.2" else "systemctl restart httpd"
+        return [
+            f"then: apachectl -t && {restart} (a full restart: ServerLimit and ThreadLimit do not change on a "
+            "graceful reload)"
+        ]
+
+    def open_files_note(self, family: str, limit: int) -> str:
+        if family == "2.2":  # CentOS 5/6: SysV init sources /etc/sysconfig/httpd
+            return f"add `ulimit -n {limit}` to /etc/sysconfig/httpd (its init script reads it)"
+        return (
+            f"a systemd drop-in: /etc/systemd/system/httpd.service.d/limits.conf with [Service] LimitNOFILE={limit}, "
+            "then systemctl daemon-reload"
+        )
+
     # -- placement: the main config includes conf.modules.d/*.conf and conf.d/*.conf; nothing to enable ----
     def default_modules_dir(self, conf_root: Path) -> Path:
         return conf_root / "modules"  # /etc/httpd/modules -> /usr/lib64/httpd/modules
