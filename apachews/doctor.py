@@ -19,18 +19,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from apachews import catalogue
+from apachews import capacity, catalogue
 from apachews.catalogue import Version
 from apachews.errors import BadInput
 
 CONTROLS = ("apache2ctl", "apachectl", "httpd", "apache2")
 _SBIN = (Path("/usr/sbin"), Path("/usr/local/sbin"), Path("/usr/local/apache2/bin"))
 _DIRECTIVE = re.compile(r"^\s*(\w+)\s*(.*?)\s*$")
-_MPM_DEFAULTS = {  # MaxRequestWorkers when the config does not set it (httpd docs)
-    "prefork": 256,
-    "worker": 16 * 25,  # ServerLimit x ThreadsPerChild
-    "event": 16 * 25,
-}
+MPM_DIRECTIVES = ("MaxRequestWorkers", "MaxClients", "ServerLimit", "ThreadLimit", "ThreadsPerChild")
 
 
 @dataclass
@@ -63,8 +59,16 @@ class Report:
     proxy_modules: list[str] = field(default_factory=list)
     reqtimeout: list[str] = field(default_factory=list)  # RequestReadTimeout values, as configured
     timeout: dict[str, str] = field(default_factory=dict)  # Timeout / ProxyTimeout / ProxyWebsocketIdleTimeout
-    max_workers: int | None = None
+    max_workers: int | None = None  # the workers httpd runs with (capacity.compute of the MPM settings)
     max_workers_source: str = ""
+    capacity: dict[str, object] | None = None  # workers, WebSockets they hold, what is left for HTTP; sizing
+    capacity_lines: list[tuple[str, str]] = field(default_factory=list)  # the text's lines about it
+
+    def to_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data.pop("capacity_lines")
+        return data
+
     apxs: Apxs | None = None
     needs: str = ""
     tunnelling: str = ""
@@ -72,9 +76,6 @@ class Report:
     next_commands: list[str] = field(default_factory=list)
     config_files: list[str] = field(default_factory=list)
     package: str | None = None  # the distribution package that installed it, with its version
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
 
     def text(self) -> str:
         lines = [
@@ -89,11 +90,10 @@ class Report:
             else "  reqtimeout  not loaded",
             f"  timeouts    {', '.join(f'{k} {v}' for k, v in self.timeout.items())}",
         ]
-        if self.max_workers is not None:
-            lines.append(
-                f"  workers     {self.max_workers} ({self.max_workers_source}): at most {self.max_workers} "
-                "WebSockets open at once (each holds a worker while open), fewer with other traffic"
-            )
+        if self.capacity_lines:
+            lines += [f"  {name:<11} {line}" for name, line in self.capacity_lines]
+        elif self.max_workers is not None:
+            lines.append(f"  workers     {self.max_workers} ({self.max_workers_source})")
         if self.apxs:
             lines.append(f"  apxs        {self.apxs.path}: {self.apxs.detail}")
         else:
@@ -324,9 +324,18 @@ def locate_config(
 
 
 def examine(
-    apachectl: str | Path | None = None, apxs: str | None = None, config_file: str | Path | None = None
+    apachectl: str | Path | None = None,
+    apxs: str | None = None,
+    config_file: str | Path | None = None,
+    max_websockets: int | None = None,
+    http_reserve: int | None = None,
 ) -> Report:
-    """Read the server behind `apachectl` (or this machine's) and say what it needs."""
+    """Read the server behind `apachectl` (or this machine's) and say what it needs; with `max_websockets`,
+    whether its MPM holds that many WebSockets and still serves HTTP, and the sizing that would."""
+    if max_websockets is not None:
+        max_websockets = capacity.validate_websockets(max_websockets)
+    if http_reserve is not None:
+        http_reserve = capacity.validate_reserve(http_reserve)
     control = find_control(apachectl)
     v = run_control(control, "-V")
     info = parse_v(v.stdout + v.stderr)
@@ -340,10 +349,8 @@ def examine(
     directives = scan_directives(
         includes,
         (
-            "MaxRequestWorkers",
-            "MaxClients",
-            "ServerLimit",
-            "ThreadsPerChild",
+            *MPM_DIRECTIVES,
+            "ProxyWebsocketHandoff",
             "RequestReadTimeout",
             "Timeout",
             "ProxyTimeout",
@@ -386,7 +393,7 @@ def examine(
     for name in ("ProxyTimeout", "ProxyWebsocketIdleTimeout"):
         if directives[name]:
             report.timeout[name] = directives[name][-1]
-    _workers(report, directives)
+    _workers(report, directives, max_websockets, http_reserve)
     apxs_path = find_apxs(apxs)
     if apxs_path:
         report.apxs = inspect_apxs(apxs_path, version, report.mmn)
@@ -437,19 +444,131 @@ def _modules_dir(loads: list[str], server_root: Path) -> str | None:
     return max(dirs, key=lambda d: dirs[d]) if dirs else None
 
 
-def _workers(report: Report, directives: dict[str, list[str]]) -> None:
-    value = (directives["MaxRequestWorkers"] or directives["MaxClients"] or [None])[-1]
-    source = "MaxRequestWorkers" if directives["MaxRequestWorkers"] else "MaxClients"
-    if value is not None and value.isdigit():
-        workers = int(value)
-        if report.threaded and directives["ServerLimit"] and directives["ThreadsPerChild"]:
-            limit, threads = directives["ServerLimit"][-1], directives["ThreadsPerChild"][-1]
-            if limit.isdigit() and threads.isdigit():
-                workers = min(workers, int(limit) * int(threads))
-        report.max_workers, report.max_workers_source = workers, f"{source} {value}"
-    elif report.mpm in _MPM_DEFAULTS:
-        report.max_workers = _MPM_DEFAULTS[report.mpm]
-        report.max_workers_source = f"{report.mpm} default"
+def mpm_settings(
+    directives: dict[str, list[str]], family: str, mpm: str, open_files: tuple[int, int] | None = None
+) -> capacity.Settings:
+    """capacity.Settings from scanned directives (the last value of each counts; 2.4 also takes MaxClients) and
+    the server's open-files limits (soft, hard): with handoff the hard one counts (the module raises to it)."""
+
+    def last(name: str) -> int | None:
+        values = [v.strip('"') for v in directives.get(name, [])]
+        return int(values[-1]) if values and values[-1].isdigit() else None
+
+    workers = last("MaxRequestWorkers") if directives.get("MaxRequestWorkers") else last("MaxClients")
+    handoff = any(v.strip('"').lower() == "on" for v in directives.get("ProxyWebsocketHandoff", []))
+    files = None if open_files is None else open_files[1] if handoff else open_files[0]
+    return capacity.Settings(
+        family,
+        mpm,
+        server_limit=last("ServerLimit"),
+        thread_limit=last("ThreadLimit"),
+        threads_per_child=last("ThreadsPerChild"),
+        max_workers=workers,
+        handoff=handoff,
+        open_files=files,
+    )
+
+
+def running_open_files(pid_file: str | Path) -> tuple[int, int] | None:
+    """The running server's RLIMIT_NOFILE (soft, hard) from /proc/PID/limits, or None when it is not running."""
+    try:
+        pid = int(Path(pid_file).read_text().strip())
+        limits = Path(f"/proc/{pid}/limits").read_text()
+    except (OSError, ValueError):
+        return None
+    match = re.search(r"^Max open files\s+(\d+)\s+(\d+)", limits, re.MULTILINE)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def apachews_sizing(files: Sequence[str]) -> dict[str, str] | None:
+    """What an apachews capacity file among the config files was rendered for (its first line), or None."""
+    for name in files:
+        try:
+            with open(name, errors="replace") as handle:
+                found = capacity.parse_marker(handle.readline().rstrip("\n"))
+        except OSError:
+            continue
+        if found:
+            return {**found, "file": name}
+    return None
+
+
+def _workers(
+    report: Report, directives: dict[str, list[str]], wanted: int | None = None, reserve: int | None = None
+) -> None:
+    family = Version.parse(report.version).family
+    if report.mpm not in capacity.MPMS:
+        return
+    settings = mpm_settings(directives, family, report.mpm, running_open_files(report.pid_file))
+    current = capacity.compute(settings)
+    report.max_workers, report.max_workers_source = current.workers, current.configured
+    report.warnings += [f"httpd adjusts the MPM settings: {note}" for note in current.adjustments]
+    sized = apachews_sizing(report.config_files)
+    data: dict[str, object] = current.to_dict()
+    lines: list[tuple[str, str]] = [("workers", current.summary())]
+    held = "a thread" if current.threaded else "a whole process"
+    threshold = reserve or capacity.MIN_HTTP_RESERVE
+    if current.handoff:
+        files = f"open files {current.open_files}" + ("" if current.open_files_known else ", assumed")
+        lines.append(
+            (
+                "websockets",
+                f"ProxyWebsocketHandoff On: a child's event loop holds {current.loop_tunnels_per_child} tunnels "
+                f"({files}), more hold a worker each",
+            )
+        )
+    else:
+        lines.append(
+            (
+                "websockets",
+                f"each open WebSocket holds {held}: {current.workers} take them all and plain HTTP stops; "
+                f"{current.websockets_leaving(threshold)} leave {threshold} for HTTP",
+            )
+        )
+    if wanted is None and sized is not None and sized.get("websockets", "").isdigit():
+        wanted = int(sized["websockets"])  # what the admin sized the server for with apachews
+        lines.append(("sized", f"by apachews for {wanted} WebSockets ({sized['file']})"))
+    if wanted is not None:
+        left = current.http_left(wanted)
+        data.update(websockets=wanted, http_left=left, http_threshold=threshold)
+        held_now = current.held_workers(wanted)
+        if left >= threshold:
+            lines.append(("wanted", f"{wanted} WebSockets leave {left} workers for plain HTTP"))
+        else:
+            if left < 0:
+                said = (
+                    f"{wanted} WebSockets need {held_now} workers, there are {current.workers}: plain HTTP stops "
+                    f"answering and {-left} WebSockets wait too"
+                )
+            elif left == 0:
+                said = f"{wanted} WebSockets take all {current.workers} workers: plain HTTP stops answering"
+            else:
+                said = (
+                    f"{wanted} WebSockets hold {held_now} of the {current.workers} workers: only {left} left for "
+                    f"plain HTTP (fewer than {threshold})"
+                )
+            lines.append(("wanted", said))
+            report.warnings.append(f"{said}; size the MPM: apachews config generic --max-websockets {wanted}")
+        try:
+            sizing = capacity.size(current, wanted, reserve, handoff=current.handoff)
+        except BadInput as error:
+            report.warnings.append(f"cannot size for {wanted} WebSockets: {error.message} ({error.hint})")
+        else:
+            data["sizing"] = sizing.to_dict()
+            files = (
+                f"open files {sizing.open_files}"
+                if sizing.open_files_raise
+                else f"open files: {capacity.DEFAULT_OPEN_FILES} is enough"
+            )
+            settings = ", ".join(f"{name} {value}" for name, value in sizing.directives())
+            lines.append(("sizing", f"{wanted} + {sizing.http_reserve} for HTTP: {settings}; {files}"))
+    elif not current.handoff:
+        report.warnings.append(
+            f"{current.workers} open WebSockets take every worker and plain HTTP on the whole server stops answering "
+            "(Apache has no per-route limit): check your need with doctor --max-websockets N, size the MPM with "
+            "apachews config generic --max-websockets N"
+        )
+    report.capacity, report.capacity_lines = data, lines
 
 
 def _advise(report: Report) -> None:
@@ -555,3 +674,22 @@ def server_defaults(apachectl: str | Path | None = None, config_file: str | Path
             raise
         distro = "generic"  # the version and MPM are still this server's
     return Defaults(str(info["version"]), distro, str(info["mpm"]), str(control))
+
+
+def server_settings(apachectl: str | Path | None = None, config_file: str | Path | None = None) -> capacity.Settings:
+    """The MPM settings of the server behind `apachectl` (or this machine's): what `config --max-websockets`
+    sizes from. Raises BadInput when there is no server or its MPM is not one of prefork, worker, event."""
+    control = find_control(apachectl)
+    v = run_control(control, "-V")
+    info = parse_v(v.stdout + v.stderr)
+    version, mpm = str(info["version"]), str(info["mpm"])
+    if mpm not in capacity.MPMS:
+        raise BadInput(f"{control} runs the {mpm} MPM, not one apachews sizes", hint="pass --apache V and --mpm M")
+    defines: dict[str, str] = info["defines"]  # type: ignore[assignment]
+    server_root, _, run_cfg, includes = locate_config(control, version, defines, config_file)
+    loaded = parse_m(run_control(control, "-M").stdout)
+    directives = scan_directives(includes, (*MPM_DIRECTIVES, "ProxyWebsocketHandoff", "PidFile"), loaded)
+    default_pid = defines.get("DEFAULT_PIDLOG", "logs/httpd.pid")
+    pid_file = run_cfg.get("PidFile") or (directives["PidFile"] or [default_pid])[-1]
+    open_files = running_open_files(_under(server_root, pid_file.strip('"')))
+    return mpm_settings(directives, Version.parse(version).family, mpm, open_files)

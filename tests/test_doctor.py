@@ -56,8 +56,10 @@ def test_reads_limits_timeouts_and_proxy_modules_from_the_config(tree) -> None:
     reqtimeout = etc / "mods-available" / "reqtimeout.conf"
     reqtimeout.write_text(reqtimeout.read_text() + "\nRequestReadTimeout header=5\n")
     report = doctor.examine(tree.ctl)
-    assert report.max_workers == 77 and report.max_workers_source == "MaxRequestWorkers 77"
-    assert "77 WebSockets" in report.text()
+    # httpd rounds MaxRequestWorkers down to a multiple of ThreadsPerChild (25), and doctor says so.
+    assert report.max_workers == 75 and report.max_workers_source == "MaxRequestWorkers 77"
+    assert "75 workers" in report.text() and "75 take them all" in report.text()
+    assert any("not a multiple of ThreadsPerChild 25: lowered to 75" in w for w in report.warnings)
     assert report.proxy_modules == ["proxy", "proxy_wstunnel"]
     assert report.reqtimeout[-1] == "header=5"
     assert report.timeout["ProxyTimeout"] == "900"
@@ -68,10 +70,10 @@ def test_a_directive_in_another_mpm_section_does_not_count(tree) -> None:
     # 2.2-style config: one section per MPM; only the running MPM's (event) applies.
     (tree.conf_root / "conf-enabled" / "zz-mpms.conf").write_text(
         "<IfModule prefork.c>\n    MaxClients 11\n</IfModule>\n"
-        "<IfModule mpm_event_module>\n    MaxRequestWorkers 33\n</IfModule>\n"
-        "<IfModule !mod_mpm_event.c>\n    MaxRequestWorkers 44\n</IfModule>\n"
+        "<IfModule mpm_event_module>\n    MaxRequestWorkers 75\n</IfModule>\n"
+        "<IfModule !mod_mpm_event.c>\n    MaxRequestWorkers 100\n</IfModule>\n"
     )
-    assert doctor.examine(tree.ctl).max_workers == 33
+    assert doctor.examine(tree.ctl).max_workers == 75
 
 
 def test_apxs_headers_are_compared_with_the_server(tree) -> None:

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import click
 
-from apachews import doctor
+from apachews import capacity, doctor
 from apachews.cli import main
 from apachews.cli._common import Result, Session, command
+from apachews.errors import BadInput
 
 
 @command(main, "doctor")
@@ -20,7 +21,28 @@ from apachews.cli._common import Result, Session, command
     help="The server's main config file, when its apachectl starts it with -f (2.2 cannot tell us).",
 )
 @click.option("--apxs", metavar="PATH", help="The apxs to compare with the server (default: apxs / apxs2 here).")
-def doctor_command(session: Session, apachectl: str | None, config_file: Path | None, apxs: str | None) -> Result:
+@click.option(
+    "--max-websockets",
+    metavar="N",
+    help="The WebSockets you need open at once: does the MPM hold them and still serve HTTP? (and its sizing)",
+)
+@click.option(
+    "--http-reserve",
+    metavar="N",
+    help="With --max-websockets: workers to keep for plain HTTP (default for the sizing: the workers it has now).",
+)
+def doctor_command(
+    session: Session,
+    apachectl: str | None,
+    config_file: Path | None,
+    apxs: str | None,
+    max_websockets: str | None,
+    http_reserve: str | None,
+) -> Result:
     """Read the running Apache (version, MPM, MMN, layout, modules, limits) and say what it needs."""
-    report = doctor.examine(apachectl, apxs=apxs, config_file=config_file)
+    wanted = capacity.validate_websockets(max_websockets) if max_websockets is not None else None
+    if http_reserve is not None and wanted is None:
+        raise BadInput("--http-reserve goes with --max-websockets", hint="add --max-websockets N")
+    reserve = capacity.validate_reserve(http_reserve) if http_reserve is not None else None
+    report = doctor.examine(apachectl, apxs=apxs, config_file=config_file, max_websockets=wanted, http_reserve=reserve)
     return Result(data=report.to_dict(), text=report.text())
