@@ -14,10 +14,12 @@ import contextlib
 import hashlib
 import json
 import os
+import resource
 import secrets
 import shutil
 import socket
 import ssl
+import statistics
 import struct
 import subprocess
 import tempfile
@@ -29,7 +31,7 @@ from pathlib import Path
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from apachews import catalogue, config, sources, tunnelling
+from apachews import capacity, catalogue, config, sources, tunnelling
 from apachews.distros import trees
 from apachews.echo import MAX_MESSAGE, EchoServer, RequestLine
 from apachews.errors import BadInput, JobFailed
@@ -49,6 +51,17 @@ IDLE_BODY_TIMEOUT = 2  # RequestReadTimeout body=N while verifying (shipped: 10)
 VERIFY_PREFIX = "/apachews-verify"  # verify's own routes, beside the preset's
 BALANCER_SESSIONS = 6
 # A preset's RewriteRule at "/" (stock 2.4.7-2.4.46) would proxy verify's own routes to the app: read first.
+# The capacity check: N WebSockets open through Apache, then plain HTTP. Everything is bounded in count and time.
+CAPACITY_MAX_WEBSOCKETS = 10_000  # verify opens them all from this one process (clients and the echo backend)
+CAPACITY_OPENING = 64  # handshakes in flight at once (Apache's listen backlog is 511)
+CAPACITY_STALL = 5.0  # no WebSocket opened for this long: the server takes no more (it spawns children each second)
+CAPACITY_OPEN_LIMIT = 90.0  # the whole opening, at most
+CAPACITY_ECHO_TIMEOUT = 20.0
+CAPACITY_HTTP_REQUESTS = 20  # plain GETs while the WebSockets are open, in waves of CAPACITY_HTTP_WAVE
+CAPACITY_HTTP_WAVE = 5
+CAPACITY_PROBE_PATH = "/apachews-verify/capacity-probe"  # served by Apache itself (404), or the app at "/"
+CAPACITY_FDS_PER_WEBSOCKET = 2  # in this process: the client's socket and the echo backend's
+CHECK_TIMEOUTS = {"capacity": 240.0}  # the others: 60 s
 KEEP_REWRITES_OFF = (
     f'<IfModule rewrite_module>\n    RewriteEngine On\n    RewriteRule "^{VERIFY_PREFIX}/" "-" [L]\n</IfModule>\n'
 )
@@ -93,6 +106,7 @@ class VerifyReport:
     error_log: Path | None = None
     preset: str = "generic"
     layout: str = "bare"
+    capacity: dict[str, object] | None = None  # with --max-websockets: the sizing and the server's workers
 
     @property
     def ok(self) -> bool:
@@ -111,6 +125,7 @@ class VerifyReport:
             "total": len(self.checks),
             "checks": [check.to_dict() for check in self.checks],
             "error_log": str(self.error_log) if self.error_log else None,
+            **({"capacity": self.capacity} if self.capacity is not None else {}),
         }
 
     def table(self) -> str:
@@ -145,6 +160,8 @@ class Target:
     tls_ca: Path | None = None
     die_path: str = "/ws-die"
     refuse_paths: dict[int, str] = field(default_factory=lambda: {200: "/ws-refuse200", 403: "/ws-refuse403"})
+    max_websockets: int | None = None  # the capacity check opens this many (None: it is skipped)
+    server_capacity: str = ""  # the workers the server under test has, and whether apachews sized it
 
     def ws(self, path: str | None = None) -> str:
         return f"ws://127.0.0.1:{self.apache_port}{path or self.ws_path}"
@@ -363,15 +380,17 @@ async def check_backend_dies(t: Target) -> Check:
     return outcome(elapsed < DIE_LIMIT_SECONDS, elapsed, "s", "client saw the close")
 
 
-async def check_plain_get(t: Target) -> Check:
-    def get() -> str:
-        with socket.create_connection(("127.0.0.1", t.apache_port), timeout=PLAIN_GET_TIMEOUT) as sock:
-            sock.sendall(f"GET {t.ws_path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
-            return sock.recv(256).split(b"\r\n", 1)[0].decode("latin-1")
+def _status_line(port: int, path: str, timeout: float = PLAIN_GET_TIMEOUT) -> str:
+    """A plain GET (no upgrade); the answer's status line ("" when the server closed without one)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        return sock.recv(256).split(b"\r\n", 1)[0].decode("latin-1")
 
+
+async def check_plain_get(t: Target) -> Check:
     start = time.monotonic()
     try:
-        line = await asyncio.to_thread(get)
+        line = await asyncio.to_thread(_status_line, t.apache_port, t.ws_path)
     except OSError as error:
         return outcome(False, None, "", f"no answer within {PLAIN_GET_TIMEOUT:.0f} s: {error}")
     return outcome(line.startswith("HTTP/"), time.monotonic() - start, "s", line or "empty answer")
@@ -524,6 +543,121 @@ async def check_tls_front(t: Target) -> Check:
     return outcome(same, elapsed * 1000, "ms", "12 KiB echoed over wss://" if same else "echo differs")
 
 
+async def _open_many(t: Target, count: int) -> tuple[list[ClientConnection], set[asyncio.Task], int, float]:
+    """Open `count` WebSockets, CAPACITY_OPENING handshakes at a time, until all are open, none opened for
+    CAPACITY_STALL seconds, or CAPACITY_OPEN_LIMIT: (open ones, unfinished handshakes, failures, seconds)."""
+    gate = asyncio.Semaphore(CAPACITY_OPENING)
+
+    async def one() -> ClientConnection:
+        async with gate:
+            return await connect(
+                t.ws(), max_size=MAX_MESSAGE, compression=None, open_timeout=CAPACITY_OPEN_LIMIT, close_timeout=2
+            )
+
+    pending = {asyncio.create_task(one()) for _ in range(count)}
+    opened: list[ClientConnection] = []
+    failed = 0
+    start = progress = time.monotonic()
+    while pending:
+        done, pending = await asyncio.wait(pending, timeout=0.25)
+        for task in done:
+            if task.exception() is None:
+                opened.append(task.result())
+                progress = time.monotonic()
+            else:
+                failed += 1
+        now = time.monotonic()
+        if now - progress > CAPACITY_STALL or now - start > CAPACITY_OPEN_LIMIT:
+            break
+    return opened, pending, failed, time.monotonic() - start
+
+
+async def _echo(ws: ClientConnection, message: str) -> bool:
+    await ws.send(message)
+    return await asyncio.wait_for(ws.recv(), CAPACITY_ECHO_TIMEOUT) == message
+
+
+async def _echo_all(sockets: Sequence[ClientConnection], tag: str) -> int:
+    """How many of `sockets` echo a message of their own."""
+    results = await asyncio.gather(*(_echo(ws, f"{tag} {i}") for i, ws in enumerate(sockets)), return_exceptions=True)
+    return sum(result is True for result in results)
+
+
+async def _timed_get(t: Target) -> float | None:
+    """Seconds until a plain GET is answered with a status line, or None (no answer within PLAIN_GET_TIMEOUT)."""
+    start = time.monotonic()
+    try:
+        line = await asyncio.to_thread(_status_line, t.apache_port, CAPACITY_PROBE_PATH)
+    except OSError:
+        return None
+    return time.monotonic() - start if line.startswith("HTTP/") else None
+
+
+async def _close_all(sockets: Sequence[ClientConnection]) -> None:
+    try:
+        await asyncio.wait_for(asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True), 15)
+    except asyncio.TimeoutError:
+        pass
+    for ws in sockets:  # whatever did not close in time
+        ws.transport.abort()
+
+
+async def check_capacity(t: Target) -> Check:
+    """N WebSockets open through Apache, all echoing, while plain HTTP requests go to the same server: are
+    they answered, and how slowly? Red where the tunnels hold every worker (an MPM not sized for them)."""
+    if t.max_websockets is None:
+        return skipped("no --max-websockets N (the check opens N WebSockets, through a server sized for them)")
+    wanted = t.max_websockets
+    opened: list[ClientConnection] = []
+    pending: set[asyncio.Task] = set()
+    during: asyncio.Task | None = None
+    try:
+        opened, pending, failed, opening = await _open_many(t, wanted)
+        waiting = len(pending)
+        for task in pending:  # handshakes the server never took up: given up, their sockets closed
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        pending = set()
+        before = await _echo_all(opened, "before")
+        # Plain HTTP while every WebSocket echoes once more: the requests meet the tunnels busy.
+        during = asyncio.create_task(_echo_all(opened, "during"))
+        latencies: list[float] = []
+        asked = 0
+        for _ in range(CAPACITY_HTTP_REQUESTS // CAPACITY_HTTP_WAVE):
+            wave = await asyncio.gather(*(_timed_get(t) for _ in range(CAPACITY_HTTP_WAVE)))
+            asked += len(wave)
+            latencies += [latency for latency in wave if latency is not None]
+            if all(latency is None for latency in wave):
+                break  # not answering: more requests would only wait as long
+        echoed_during = await during
+        during = None
+        after = await _echo_all(opened, "after")
+    finally:
+        for task in pending:
+            task.cancel()
+        if during is not None:
+            during.cancel()
+        await asyncio.gather(*pending, *([during] if during else []), return_exceptions=True)
+        await _close_all(opened)
+    answered = len(latencies)
+    unanswered = asked - answered
+    worst = max(latencies + ([PLAIN_GET_TIMEOUT] if unanswered else []), default=None)
+    passed = len(opened) == wanted and before == echoed_during == after == wanted and unanswered == 0
+    ws_part = f"{len(opened)}/{wanted} WebSockets open in {opening:.1f} s"
+    if len(opened) < wanted:
+        ws_part += f" ({waiting} handshakes not taken up within {CAPACITY_STALL:.0f} s, {failed} failed)"
+    echo_part = f"echoing {before} before, {echoed_during} during the HTTP requests, {after} after"
+    if answered:
+        http_part = (
+            f"plain HTTP answered {answered}/{asked}, p50 {statistics.median(latencies):.3f} s, "
+            f"max {max(latencies):.3f} s"
+        )
+    else:
+        http_part = f"plain HTTP answered 0/{asked} within {PLAIN_GET_TIMEOUT:.0f} s"
+    detail = f"{ws_part}; {echo_part}; {http_part}; server: {t.server_capacity}"
+    return outcome(passed, worst, "s", detail)
+
+
 async def check_error_log(t: Target) -> Check:
     text = t.error_log.read_text(errors="replace") if t.error_log.exists() else ""
     bad = [line for line in text.splitlines() if any(marker in line for marker in CRASH_MARKERS)]
@@ -550,6 +684,7 @@ CHECKS: dict[str, Callable[[Target], Awaitable[Check]]] = {
     "app-routes": check_app_routes,
     "tls-backend": check_tls_backend,
     "tls-front": check_tls_front,
+    "capacity": check_capacity,
     "error-log-clean": check_error_log,  # last: it reads what the others left in the log
 }
 
@@ -559,7 +694,7 @@ async def run_checks(target: Target, names: Sequence[str], progress: Progress) -
     for name in names:
         progress.step(f"check {name}")
         try:
-            result = await asyncio.wait_for(CHECKS[name](target), 60)
+            result = await asyncio.wait_for(CHECKS[name](target), CHECK_TIMEOUTS.get(name, 60))
         except Exception as error:  # a check that blows up is a failed check, not a crashed run
             result = outcome(False, None, "", f"{type(error).__name__}: {error}")
         result.name = name  # the registry's key is the check's one name
@@ -672,6 +807,7 @@ class Proxy:
     server: Server
     tunnelling: str
     layout: str
+    sizing: capacity.Sizing | None = None  # the MPM sizing rendered for --max-websockets
 
     @property
     def root(self) -> Server:  # the name bench and older callers use
@@ -716,6 +852,46 @@ def resolve_style(httpd: Httpd, module: Path | None, prefer: str | Tunnelling | 
     return style
 
 
+def validate_capacity_count(value: object) -> int:
+    """verify --max-websockets: capacity's rules, and what one verify process can open."""
+    count = capacity.validate_websockets(value)
+    if count > CAPACITY_MAX_WEBSOCKETS:
+        raise BadInput(
+            f"verify --max-websockets {count}: verify opens at most {CAPACITY_MAX_WEBSOCKETS} WebSockets, from one "
+            "process that also runs the echo backend",
+            hint=f"give at most {CAPACITY_MAX_WEBSOCKETS} (config and doctor size for up to {capacity.MAX_WEBSOCKETS})",
+        )
+    return count
+
+
+@contextlib.contextmanager
+def raised_open_files(needed: int) -> Iterator[int]:
+    """RLIMIT_NOFILE's soft limit raised to the hard one for this process and the Apache it starts (which
+    inherits it), put back on exit; refused when even the hard limit is below `needed`. Yields the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise BadInput(
+            f"this needs {needed} open files in one process (the clients, the echo backend, Apache's children); "
+            f"the hard limit here is {hard}",
+            hint="raise it (ulimit -Hn as root, LimitNOFILE for a service) or give a smaller --max-websockets",
+        )
+    limit = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    try:
+        yield limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def verify_sizing(
+    httpd: Httpd, layout: str, max_websockets: int, handoff: bool = False
+) -> tuple[capacity.Sizing, capacity.Capacity]:
+    """The MPM sizing verify renders for `max_websockets` (capacity.size of the layout's stock settings, the
+    HTTP reserve its default: the workers the tree has now), and that stock capacity."""
+    stock = capacity.compute(trees.stock_settings(layout, httpd))
+    return capacity.size(stock, max_websockets, handoff=handoff), stock
+
+
 @contextlib.contextmanager
 def running_proxy(
     httpd: Httpd,
@@ -726,12 +902,19 @@ def running_proxy(
     layout: str | None = None,
     edit: Edit | None = None,
     progress: Progress | None = None,
+    max_websockets: int | None = None,
+    handoff: bool = False,
 ) -> Iterator[Proxy]:
     """Start the backends and Apache in front of them, laid out as `layout`; stop and remove all on exit.
 
     `edit` may change the files verify is about to install (file name -> text): the tests use it to show
-    that a check goes red on a config that is wrong in the way users' configs are."""
+    that a check goes red on a config that is wrong in the way users' configs are. `max_websockets`: the
+    server gets the MPM sizing `apachews config --max-websockets` renders (the same function and template),
+    this process and Apache a raised open-files limit, and the capacity check opens that many WebSockets.
+    `handoff`: the routes get ProxyWebsocketHandoff On (the apachews module only)."""
     progress = progress or Progress()
+    if max_websockets is not None:
+        max_websockets = validate_capacity_count(max_websockets)
     if module is not None:
         module = Path(module).resolve()
         if not module.is_file():
@@ -743,8 +926,17 @@ def running_proxy(
     style = resolve_style(httpd, module, prefer)
     release = catalogue.load().get(str(httpd.version))
     has_ssl = httpd.has_module("ssl")
+    sizing = stock = None
+    if max_websockets is not None:
+        sizing, stock = verify_sizing(httpd, layout, max_websockets, handoff)
     progress.step("starting the backends")
     with contextlib.ExitStack() as stack:
+        if sizing is not None:
+            needed = CAPACITY_FDS_PER_WEBSOCKET * sizing.websockets + 256
+            limit = stack.enter_context(raised_open_files(max(needed, sizing.open_files)))
+            handed = " handed off" if sizing.handoff else ""
+            sizing_note = f"{capacity.sized(sizing, limit).summary()}, sized for {sizing.websockets} WebSockets"
+            sizing_note += f"{handed} + {sizing.http_reserve} for HTTP"
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="apachews-verify-")))
         tls_ca = tls_key = None
         tls_context = None
@@ -764,6 +956,8 @@ def running_proxy(
                 distro=trees.rendering_distro(layout),
                 backends=app_backends,
                 prefer=style,
+                sizing=sizing,
+                handoff=handoff,
             )
         except BadInput as error:
             raise CannotRender(error.message, hint=error.hint) from None
@@ -774,6 +968,7 @@ def running_proxy(
         if layout == "bare":
             files = with_verify_routes(rendering.files, routes, release.family)
             files = edit(files) if edit else files
+            sized = rendering.capacity_file in files
             root = stack.enter_context(
                 ServerRoot(httpd, files, port=port, extra_modules={"proxy_wstunnel": module} if module else None)
             )
@@ -784,6 +979,7 @@ def running_proxy(
                 rendering.files = edit(rendering.files)
                 rendering.proxy_conf = edit({"proxy": rendering.proxy_conf})["proxy"]
                 routes = edit({"routes": routes})["routes"]
+            sized = rendering.capacity_file in rendering.files
             additions = trees.Additions(
                 routes=routes,
                 first=KEEP_REWRITES_OFF,
@@ -814,8 +1010,11 @@ def running_proxy(
             tls_ca=tls_ca,
             die_path=f"{VERIFY_PREFIX}/die",
             refuse_paths={200: f"{VERIFY_PREFIX}/refuse-200", 403: f"{VERIFY_PREFIX}/refuse-403"},
+            max_websockets=max_websockets,
         )
-        yield Proxy(target, server, style.value, layout)
+        if sizing is not None and stock is not None:
+            target.server_capacity = sizing_note if sized else f"{stock.summary()}, not sized"
+        yield Proxy(target, server, style.value, layout, sizing)
 
 
 def check_names(checks: Sequence[str] | None) -> list[str]:
@@ -836,11 +1035,21 @@ def run(
     layout: str | None = None,
     edit: Edit | None = None,
     progress: Progress | None = None,
+    max_websockets: int | None = None,
+    handoff: bool = False,
 ) -> VerifyReport:
     progress = progress or Progress()
     names = check_names(checks)
     with running_proxy(
-        httpd, preset=preset, module=module, prefer=prefer, layout=layout, edit=edit, progress=progress
+        httpd,
+        preset=preset,
+        module=module,
+        prefer=prefer,
+        layout=layout,
+        edit=edit,
+        progress=progress,
+        max_websockets=max_websockets,
+        handoff=handoff,
     ) as proxy:
         report = VerifyReport(
             str(httpd.version),
@@ -850,6 +1059,8 @@ def run(
             preset=preset,
             layout=proxy.layout,
         )
+        if proxy.sizing is not None:
+            report.capacity = {**proxy.sizing.to_dict(), "server": proxy.target.server_capacity}
         report.checks = asyncio.run(run_checks(proxy.target, names, progress))
         proxy.server.stop()  # flush the error log before it is read and kept
         if not report.ok:
@@ -866,6 +1077,8 @@ def run_presets(
     prefer: str | Tunnelling | None = None,
     layout: str | None = None,
     progress: Progress | None = None,
+    max_websockets: int | None = None,
+    handoff: bool = False,
 ) -> list[VerifyReport]:
     """One report per preset; a preset the release cannot render is a failed report that says why."""
     check_names(checks)
@@ -873,7 +1086,17 @@ def run_presets(
     for preset in presets:
         try:
             reports.append(
-                run(httpd, preset=preset, module=module, checks=checks, prefer=prefer, layout=layout, progress=progress)
+                run(
+                    httpd,
+                    preset=preset,
+                    module=module,
+                    checks=checks,
+                    prefer=prefer,
+                    layout=layout,
+                    progress=progress,
+                    max_websockets=max_websockets,
+                    handoff=handoff,
+                )
             )
         except CannotRender as error:
             report = VerifyReport(

@@ -64,6 +64,17 @@ def resolve_httpd(binary: Path | None, dist: Path | None) -> tuple[httpd.Httpd, 
     "(the same as `apachews live-verify`).",
 )
 @click.option("--apachectl", metavar="PATH", help="With --live: the server's apachectl / apache2ctl.")
+@click.option(
+    "--max-websockets",
+    metavar="N",
+    help="Size the Apache under test for N WebSockets (as config --max-websockets does) and run the capacity "
+    "check: N open and echoing, is plain HTTP still answered, how slowly?",
+)
+@click.option(
+    "--handoff",
+    is_flag=True,
+    help="Render the preset with ProxyWebsocketHandoff On (the apachews module: --module, or --prefer apachews).",
+)
 @source_options
 def verify_command(
     session: Session,
@@ -78,11 +89,20 @@ def verify_command(
     output: Path,
     live: bool,
     apachectl: str | None,
+    max_websockets: str | None,
+    handoff: bool,
     sources: SourceOptions,
 ) -> Result:
     """Start a real Apache in front of the bundled echo backend and run the WebSocket suite."""
     if apachectl and not live:
         raise BadInput("--apachectl goes with --live", hint="add --live, or leave out --apachectl")
+    if live and (max_websockets is not None or handoff):
+        raise BadInput(
+            "--max-websockets and --handoff change the server under test; --live leaves the running one as it is "
+            "(and N WebSockets could starve its HTTP)",
+            hint="apachews doctor --max-websockets N says what the running server holds",
+        )
+    wanted = verify.validate_capacity_count(max_websockets) if max_websockets is not None else None
     if live:
         if binary or dist or module or release or layout or preset != "generic":
             raise BadInput(
@@ -113,6 +133,8 @@ def verify_command(
         prefer=prefer,
         layout=layout,
         progress=session.progress(),
+        max_websockets=wanted,
+        handoff=handoff,
     )
     texts = []
     for report in reports:

@@ -26,7 +26,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from apachews import distros
+from apachews import capacity, distros, doctor
 from apachews.catalogue import Version
 from apachews.config import Rendering
 from apachews.errors import BadInput
@@ -60,6 +60,59 @@ def default_layout(httpd: Httpd) -> str:
     if httpd.binary.name == "apache2" and DEBIAN_TREE.is_dir():
         return "debian"
     return "bare"
+
+
+def layout_mpm(layout: str, httpd: Httpd) -> str:
+    """The MPM the tree of `layout` runs: one compiled into the binary (`httpd -l`: prefork.c, ...), else the
+    one Debian's tree enables (mods-enabled/mpm_*.load) or the build's httpd.conf loads, else event (what the
+    skeletons and the lab ServerRoot load)."""
+    listed = httpd_listing(httpd)
+    static = [mpm for mpm in capacity.MPMS if f"{mpm}.c" in listed]
+    if static:
+        return static[0]
+    if layout == "debian":
+        enabled = sorted((DEBIAN_TREE / "mods-enabled").glob("mpm_*.load"))
+        if enabled:
+            return enabled[0].stem.removeprefix("mpm_")
+    if layout == "plain":
+        own = httpd.modules_dir.parent / "conf" / "httpd.conf"
+        loaded = re.search(r"^\s*LoadModule\s+mpm_(\w+)_module", own.read_text(errors="replace"), re.M)
+        if loaded and loaded.group(1) in capacity.MPMS:
+            return loaded.group(1)
+    return "event"
+
+
+def httpd_listing(httpd: Httpd) -> set[str]:
+    """The file names `httpd -l` lists (core.c, mod_so.c, event.c, ...)."""
+    import subprocess
+
+    result = subprocess.run(
+        [str(httpd.binary), "-l"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **httpd.env},
+        check=False,
+    )
+    return {line.strip() for line in result.stdout.splitlines() if line.strip().endswith(".c")}
+
+
+def stock_settings(layout: str, httpd: Httpd) -> capacity.Settings:
+    """The MPM settings of the tree `layout` builds, before any sizing, read the way doctor reads a server:
+    Debian's tree has its mods-enabled/mpm_*.conf as shipped (MaxRequestWorkers 150), "plain" the release's
+    own httpd.conf (whose Include of extra/httpd-mpm.conf is commented out: httpd's defaults); the skeletons
+    and the lab ServerRoot set none (httpd's defaults: 400 workers on event and worker, 256 on prefork)."""
+    mpm = layout_mpm(layout, httpd)
+    family = httpd.version.family
+    roots = {"debian": DEBIAN_TREE, "plain": httpd.modules_dir.parent}
+    mains = {"debian": DEBIAN_TREE / "apache2.conf", "plain": httpd.modules_dir.parent / "conf" / "httpd.conf"}
+    main = mains.get(layout)
+    if main is None or not main.is_file():
+        return capacity.defaults(family, mpm)
+    files = doctor.follow_includes(main, roots[layout])
+    # Only the running MPM's <IfModule> sections count (httpd-mpm.conf has one per MPM).
+    directives = doctor.scan_directives(files, doctor.MPM_DIRECTIVES, {f"mpm_{mpm}_module": "shared"})
+    return doctor.mpm_settings(directives, family, mpm)
 
 
 def rendering_distro(layout: str) -> str:
@@ -198,6 +251,10 @@ def _plain(
     if httpd.version.family == "2.2":
         lines.append(f"NameVirtualHost 127.0.0.1:{port}")
     (root / "conf" / "apachews-preset.conf").write_text(rendering.proxy_conf)
+    sizing = rendering.files.get(rendering.capacity_file) if rendering.capacity_file else None
+    if sizing is not None:  # the MPM sizing, at server level after the release's own settings
+        (root / "conf" / "apachews-capacity.conf").write_text(sizing)
+        lines.append(f'Include "{root}/conf/apachews-capacity.conf"')
     (root / "conf" / "apachews-verify.conf").write_text(additions.routes)
     (root / "conf" / "apachews-first.conf").write_text(additions.first)
     # Which ProxyPass wins where paths nest: 2.2 takes the first in the file, 2.4 the last <Location> merged.
