@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from apachews import catalogue, config, httpd, module
+from apachews import capacity, catalogue, config, httpd, module
 from apachews.catalogue import Version
 from apachews.errors import ApachewsError, BadInput, JobFailed
 
@@ -347,22 +347,41 @@ def apache_path(
     style: str,
     so: Path | None = None,
     extra: str = "",
+    handoff: bool = False,
 ) -> Path_:
+    """An Apache row: the `generic` preset as `apachews config` renders it for the echo backend, sized by
+    `config --max-websockets 1000 [--handoff]` from the MPM's stock settings (prefork, which apachews sizes
+    only up to 1000 processes in all, gets ServerLimit/MaxClients 1100 here)."""
     is_24 = server.version >= Version(2, 4, 0)
     mpm = server_mpm(server)
-    sizing = event_sizing(is_24) if mpm in ("event", "worker") else prefork_sizing(is_24)
-    summary = (
-        f"{mpm}, 22x50 threads (1100)"
-        if mpm in ("event", "worker")
-        else f"{mpm}, up to 1100 processes (StartServers 5)"
-    )
-
     release = catalogue.load().get(str(server.version))
-    ws_path = config.render("generic", apache=release, backends=["ws://127.0.0.1:9"], prefer=style).websocket_paths[0]
+    sizing: capacity.Sizing | None = None
+    own = ""
+    try:
+        stock = capacity.compute(capacity.defaults(server.version.family, mpm))
+        sizing = capacity.size(stock, IDLE_TUNNELS, handoff=handoff)
+        workers = capacity.workers_directive(server.version.family)
+        summary = (
+            f"{mpm}, config --max-websockets {IDLE_TUNNELS}{' --handoff' if handoff else ''}: ServerLimit "
+            f"{sizing.server_limit}, ThreadsPerChild {sizing.threads_per_child}, {workers} {sizing.max_workers}"
+        )
+    except BadInput:
+        own = event_sizing(is_24) if mpm in ("event", "worker") else prefork_sizing(is_24)
+        summary = (
+            f"{mpm}, 22x50 threads (1100)"
+            if mpm in ("event", "worker")
+            else f"{mpm}, ServerLimit/MaxClients 1100, StartServers 5 (beyond config --max-websockets' prefork limit)"
+        )
+
+    def render(echo_url: str) -> config.Rendering:
+        return config.render(
+            "generic", apache=release, backends=[echo_url], prefer=style, sizing=sizing, handoff=handoff
+        )
+
+    ws_path = render("ws://127.0.0.1:9").websocket_paths[0]
 
     def snippets(echo_url: str) -> dict[str, str]:
-        rendering = config.render("generic", apache=release, backends=[echo_url], prefer=style)
-        return {**rendering.files, "zz-bench.conf": sizing + extra}
+        return {**render(echo_url).files, "zz-bench.conf": own + extra}
 
     def root(echo_url: str) -> httpd.ServerRoot:
         return httpd.ServerRoot(server, snippets(echo_url), extra_modules={"proxy_wstunnel": so} if so else None)
@@ -533,10 +552,12 @@ def plan_paths(args: argparse.Namespace, scratch: Path, progress: Callable[[str]
         apache_path(f"mod_proxy_http upgrade {system.version}", system, "http-upgrade"),
         apache_path(f"apachews module in {system.version}", system, "apachews", so),
     ]
-    handoff = apache_path(
-        f"apachews module, handoff on, {system.version}", system, "apachews", so, extra=HANDOFF_DIRECTIVE + "\n"
-    )
-    problem = handoff.syntax_check() if handoff.syntax_check else None
+    name = f"apachews module, handoff on, {system.version}"
+    try:
+        handoff = apache_path(name, system, "apachews", so, handoff=True)
+        problem = handoff.syntax_check() if handoff.syntax_check else None
+    except Exception as error:  # an older config.py / module: the row says why it is left out
+        handoff, problem = Path_(name, "-", direct), describe_error(error)
     if problem:
         handoff.skipped = f"`apache2 -t` does not accept `{HANDOFF_DIRECTIVE}` yet: {problem}"
     paths.append(handoff)
@@ -742,10 +763,17 @@ def proof(rows: list[Row]) -> str | None:
     kib, nginx_kib = idle_kib_per_tunnel(ours), idle_kib_per_tunnel(nginx)
     parts = []
     if ratio is not None and theirs is not None:
-        parts.append(f"many connections {ratio:.2f} vs nginx {theirs:.2f} ({'>=' if ratio >= theirs else '<'})")
+        paired = [
+            (a.get("many_msgs_per_s_ratio"), b.get("many_msgs_per_s_ratio")) for a, b in zip(ours.rounds, nginx.rounds)
+        ]
+        won = sum(1 for a, b in paired if a is not None and b is not None and a >= b)
+        parts.append(
+            f"{ours.path.name} at many connections {ratio:.2f} vs nginx {theirs:.2f} "
+            f"({'>=' if ratio >= theirs else '<'}; ahead in {won} of {len(paired)} rounds)"
+        )
     if kib is not None and nginx_kib is not None:
         parts.append(f"idle {kib:.0f} vs nginx {nginx_kib:.0f} KiB per tunnel ({'<=' if kib <= nginx_kib else '>'})")
-    return "Handoff on vs nginx: " + "; ".join(parts) if parts else None
+    return "Issue #19's bar: " + "; ".join(parts) if parts else None
 
 
 def describe_error(error: Exception) -> str:
@@ -883,7 +911,7 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     if args.json:
-        print(json.dumps(to_json(rows, settings, info), indent=2))
+        print(json.dumps({**to_json(rows, settings, info), "markdown": markdown(rows, settings, info)}, indent=2))
     else:
         print(markdown(rows, settings, info))
 
