@@ -288,6 +288,20 @@ def preset_names(spec: str) -> list[str]:
 
 
 # -- the matrix -------------------------------------------------------------------------------------------------
+def start_order(plans: Sequence[BuildPlan]) -> list[int]:
+    """Indexes of `plans` in the order to start them: each release's first plan (MPM) before any second one.
+
+    A release's MPMs compile the same sources, so the later ones find the first one's objects in the shared
+    compiler cache; started side by side they would both compile everything.
+    """
+    seen: dict[str, int] = {}
+    rank = []
+    for index, plan in enumerate(plans):
+        seen[plan.version] = seen.get(plan.version, -1) + 1
+        rank.append((seen[plan.version], index))
+    return [index for _, index in sorted(rank)]
+
+
 def run(
     plans: Sequence[BuildPlan],
     *,
@@ -317,13 +331,13 @@ def run(
         futures = [
             pool.submit(
                 run_version,
-                plan,
-                row,
+                plans[index],
+                rows[index],
                 on_change=changed,
                 progress=progress if jobs == 1 else Progress(),
                 presets=presets,
             )
-            for plan, row in zip(plans, rows)
+            for index in start_order(plans)
         ]
         for future in futures:
             future.result()

@@ -54,6 +54,18 @@ def test_keys_ignore_where_the_output_goes_and_follow_the_image():
     assert BASE.cache_key("img", scope="workspace") != BASE.cache_key("img")
 
 
+def test_a_releases_second_mpm_starts_after_every_first_one():
+    """Side by side, two MPMs of one release would both miss the compiler cache; rows keep the given order."""
+    other = dataclasses.replace(BASE, release=catalogue.load().get("2.2.34"))
+    plans = [
+        dataclasses.replace(BASE, mpm="prefork"),
+        dataclasses.replace(BASE, mpm="worker"),
+        dataclasses.replace(other, mpm="prefork"),
+        dataclasses.replace(other, mpm="worker"),
+    ]
+    assert matrix.start_order(plans) == [0, 2, 1, 3]
+
+
 def test_result_key_follows_the_series_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Editing a patch of the series changes the key of every release it serves (the patch files are read)."""
     patches = tmp_path / "patches"
