@@ -8,6 +8,8 @@ The full run asked for by issue 14 (33 releases, every MPM apachews builds them 
     python benchmarks/matrix_bench.py --git /path/to/httpd.git --apache all-2.2,2.4.1-2.4.4 --mpms all \\
         --preset all --jobs 2 --markdown
 
+which is what `make bench` runs last when APACHEWS_HTTPD_GIT names the clone (MATRIX_ARGS to change it).
+
 Cold: this matrix's build workspaces (only theirs: the engine may be shared), its cached rows and the shared
 compiler cache volume are removed first. Warm: the same matrix again, nothing changed, so every row comes
 from the result cache. --ccache-pass adds a third run with the workspaces and rows dropped again but the
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from docker.errors import DockerException, NotFound
@@ -56,7 +59,18 @@ def drop(plans: list[BuildPlan], presets: list[str], *, workspaces: bool, ccache
 
 def timed(label: str, plans: list[BuildPlan], presets: list[str], jobs: int, markdown: bool) -> float:
     started = time.monotonic()
-    report = matrix.run(plans, jobs=jobs, presets=presets)
+    done: set[int] = set()
+
+    def finished_rows(rows: Sequence[matrix.Row]) -> None:
+        # A line per finished row: the full matrix runs for hours.
+        for index, row in enumerate(rows):
+            if index not in done and row.status in ("ok", "failed"):
+                done.add(index)
+                outcome = "cached" if row.cached else row.status
+                elapsed = time.monotonic() - started
+                print(f"  [{elapsed:6.0f} s] {len(done)}/{len(rows)} {row.version} {row.mpm}: {outcome}", flush=True)
+
+    report = matrix.run(plans, jobs=jobs, presets=presets, on_change=finished_rows)
     seconds = time.monotonic() - started
     print(matrix.markdown_table(report) if markdown else matrix.text_table(report.rows))
     passed = sum(row.ok for row in report.rows)
