@@ -35,7 +35,7 @@ def plans_for(spec: str, mpms: str, git: Path, out: Path) -> list[BuildPlan]:
     for release in catalogue.load().expand(spec):
         chosen = toolchain.mpms(release.version) if mpms == "all" else ("",)
         plans += [
-            BuildPlan(release, source=sources.SourceOptions(git=git), with_httpd=True, mpm=mpm, out_dir=out)
+            BuildPlan(release, source=sources.SourceOptions(git=git), with_httpd=True, mpm=mpm, out_dir=out / mpm)
             for mpm in chosen
         ]
     return plans

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from apachews import catalogue, matrix, resources, sources
 from apachews.cli import main
+from apachews.errors import BadInput
 from apachews.plan import BuildPlan
 from tests.fixtures.mirror import HttpdMirror
 from tests.fixtures.sources import TEST_HTTPD
@@ -64,6 +65,13 @@ def test_a_releases_second_mpm_starts_after_every_first_one():
         dataclasses.replace(other, mpm="worker"),
     ]
     assert matrix.start_order(plans) == [0, 2, 1, 3]
+
+
+def test_two_builds_into_one_output_directory_are_refused(tmp_path: Path):
+    plans = [dataclasses.replace(BASE, mpm=mpm, out_dir=tmp_path) for mpm in ("prefork", "worker")]
+    with pytest.raises(BadInput, match="would write"):
+        matrix.run(plans)
+    assert not list(tmp_path.iterdir())
 
 
 def test_result_key_follows_the_series_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
