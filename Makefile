@@ -36,9 +36,9 @@ demo: deps venv
 
 # CAPACITY_ARGS: e.g. "--install-peers --dist dist/httpd-2.2.31" (nginx, haproxy and strace as root; a built httpd).
 CAPACITY_ARGS ?=
-# The matrix of every 2.2.x and 2.4.1-2.4.4 tag, every MPM, every preset, cold then warm (about 2 hours on
+# The matrix of every 2.2.x and 2.4.1-2.4.4 tag, every MPM, every preset, cold then warm (about an hour on
 # 2 cores); it needs an apache/httpd clone in APACHEWS_HTTPD_GIT. MATRIX_ARGS="--apache 2.2.3,2.4.4" for less.
-MATRIX_ARGS ?= --apache all-2.2,2.4.1-2.4.4 --mpms all --preset all --jobs 2 --markdown
+MATRIX_ARGS ?= --apache all-2.2,2.4.1-2.4.4 --mpms all --preset all --jobs 4 --markdown
 bench: deps venv
 	$(PY) benchmarks/build_bench.py
 	$(PY) benchmarks/bench_proxy.py

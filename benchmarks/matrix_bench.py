@@ -6,7 +6,7 @@
 The full run asked for by issue 14 (33 releases, every MPM apachews builds them with, every preset):
 
     python benchmarks/matrix_bench.py --git /path/to/httpd.git --apache all-2.2,2.4.1-2.4.4 --mpms all \\
-        --preset all --jobs 2 --markdown
+        --preset all --jobs 4 --markdown
 
 which is what `make bench` runs last when APACHEWS_HTTPD_GIT names the clone (MATRIX_ARGS to change it).
 
