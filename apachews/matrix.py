@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from apachews import __version__, build, config, httpd, images, patches, resources, sources, verify
+from apachews import __version__, build, config, httpd, images, patches, resources, sources, toolchain, verify
 from apachews.errors import ApachewsError, BadInput, JobFailed
 from apachews.fsutil import fingerprint, write_atomic
 from apachews.plan import BuildPlan
@@ -288,6 +288,15 @@ def preset_names(spec: str) -> list[str]:
 
 
 # -- the matrix -------------------------------------------------------------------------------------------------
+def every_mpm(plans: Sequence[BuildPlan]) -> list[BuildPlan]:
+    """Each plan once per MPM apachews builds its release with, each MPM into <out_dir>/<mpm>/."""
+    return [
+        dataclasses.replace(plan, mpm=mpm, out_dir=plan.out_dir / mpm)
+        for plan in plans
+        for mpm in toolchain.mpms(plan.release.version)
+    ]
+
+
 def start_order(plans: Sequence[BuildPlan]) -> list[int]:
     """Indexes of `plans` in the order to start them: each release's first plan (MPM) before any second one.
 

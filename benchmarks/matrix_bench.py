@@ -26,19 +26,16 @@ from pathlib import Path
 
 from docker.errors import DockerException, NotFound
 
-from apachews import build, catalogue, images, matrix, sources, toolchain
+from apachews import build, catalogue, images, matrix, sources
 from apachews.plan import BuildPlan
 
 
 def plans_for(spec: str, mpms: str, git: Path, out: Path) -> list[BuildPlan]:
-    plans = []
-    for release in catalogue.load().expand(spec):
-        chosen = toolchain.mpms(release.version) if mpms == "all" else ("",)
-        plans += [
-            BuildPlan(release, source=sources.SourceOptions(git=git), with_httpd=True, mpm=mpm, out_dir=out / mpm)
-            for mpm in chosen
-        ]
-    return plans
+    source = sources.SourceOptions(git=git)
+    plans = [
+        BuildPlan(release, source=source, with_httpd=True, out_dir=out) for release in catalogue.load().expand(spec)
+    ]
+    return matrix.every_mpm(plans) if mpms == "all" else plans
 
 
 def drop(plans: list[BuildPlan], presets: list[str], *, workspaces: bool, ccache: bool) -> None:

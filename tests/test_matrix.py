@@ -120,6 +120,28 @@ def test_matrix_command_exit_code_and_json(apachews_cache: Path, httpd_mirror: H
     assert unknown.exit_code == 2 and json.loads(unknown.stdout)["error_type"] == "BadInput"
 
 
+def test_every_mpm_gives_each_its_row_and_its_own_output(tmp_path: Path):
+    plans = matrix.every_mpm([dataclasses.replace(BASE, out_dir=tmp_path), BuildPlan("2.4.4", out_dir=tmp_path)])
+    assert [(plan.version, plan.mpm) for plan in plans] == [
+        ("2.2.31", "prefork"),
+        ("2.2.31", "worker"),
+        ("2.4.4", "event"),
+        ("2.4.4", "prefork"),
+        ("2.4.4", "worker"),
+    ]
+    assert plans[1].dist == tmp_path / "worker" / "httpd-2.2.31"
+
+
+def test_matrix_command_every_mpm(apachews_cache: Path, httpd_mirror: HttpdMirror, tmp_path: Path):
+    args = ["matrix", "--apache", "2.4.64", "--mirror", httpd_mirror.url("good"), "-o", str(tmp_path), "--json"]
+    result = CliRunner().invoke(main, [*args, "--every-mpm"])
+    rows = json.loads(result.stdout)["versions"]
+    assert [row["mpm"] for row in rows] == ["event", "prefork", "worker"]
+    assert all(row["failed_stage"] == "fetch" for row in rows)
+    both = CliRunner().invoke(main, [*args, "--every-mpm", "--mpm", "worker"])
+    assert both.exit_code == 2 and "--every-mpm and --mpm" in json.loads(both.stdout)["error"]
+
+
 # ---- a real row: build in Docker, httpd -t, the WebSocket suite; then the cache -------------------------
 
 

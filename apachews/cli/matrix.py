@@ -12,6 +12,7 @@ from apachews import matrix
 from apachews.catalogue import Release
 from apachews.cli import main
 from apachews.cli._common import RELEASES, Result, Session, command, plan_options
+from apachews.errors import BadInput
 from apachews.plan import BuildPlan
 
 
@@ -39,6 +40,12 @@ def _live_table(stream=sys.stderr):
 @click.option("--parallel", default=1, show_default=True, help="Versions processed at once.")
 @click.option("--markdown", is_flag=True, help="Print the final table as Markdown (for CI job summaries).")
 @click.option(
+    "--every-mpm",
+    is_flag=True,
+    help="Each release with every MPM apachews builds it with (2.2: prefork, worker; 2.4: event, prefork, "
+    "worker), each into OUTPUT/<mpm>/.",
+)
+@click.option(
     "--preset",
     "presets",
     default=matrix.ALL_PRESETS,
@@ -52,11 +59,16 @@ def matrix_command(
     jobs: int,
     parallel: int,
     markdown: bool,
+    every_mpm: bool,
     presets: str,
 ) -> Result:
     """For each version: fetch, patch check, build, config check, verify; then one table."""
     live = None if session.json or not sys.stderr.isatty() else _live_table()
     plans = [plan_for(release, with_httpd=True, jobs=jobs) for release in releases]
+    if every_mpm:
+        if click.get_current_context().params.get("mpm"):
+            raise BadInput("--every-mpm and --mpm ask for different MPMs", hint="give one of them")
+        plans = matrix.every_mpm(plans)
     report = matrix.run(plans, jobs=parallel, on_change=live, presets=matrix.preset_names(presets))
     text = matrix.markdown_table(report) if markdown else matrix.text_table(report.rows)
     return Result(data=report.to_dict(), text=text, ok=report.ok)
