@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -326,9 +327,8 @@ def run(
     if not 1 <= jobs <= 8:
         raise BadInput("--jobs must be between 1 and 8")
     plans = [dataclasses.replace(plan, with_httpd=True) for plan in plans]  # verify runs the built httpd
-    dists = [plan.dist for plan in plans]
-    if len(set(dists)) < len(dists):  # e.g. one release with two MPMs into one output directory
-        shared = sorted({str(dist) for dist in dists if dists.count(dist) > 1})
+    shared = [dist for dist, count in Counter(plan.dist for plan in plans).items() if count > 1]
+    if shared:  # e.g. one release with two MPMs into one output directory
         raise BadInput(f"two builds of the matrix would write {shared[0]}", hint="give each its own output directory")
     rows = [Row(plan.version, mpm=plan.mpm) for plan in plans]
     lock = threading.Lock()

@@ -56,7 +56,7 @@ def test_keys_ignore_where_the_output_goes_and_follow_the_image():
 
 
 def test_a_releases_second_mpm_starts_after_every_first_one():
-    """Side by side, two MPMs of one release would both miss the compiler cache; rows keep the given order."""
+    """Side by side, two MPMs of one release would both miss the compiler cache."""
     other = dataclasses.replace(BASE, release=catalogue.load().get("2.2.34"))
     plans = [
         dataclasses.replace(BASE, mpm="prefork"),
