@@ -36,6 +36,19 @@ DEFAULT_SUITE = "bookworm"
 BASE_REPOSITORY = "apachews/base"
 BUILDER_REPOSITORY = "apachews/builder"
 DEFAULT_BASE_IMAGE = f"{BASE_REPOSITORY}:{DEFAULT_SUITE}"
+# A real older distribution's own Apache, to run a module on a system other than the build host: a root
+# of its packages, as the base image is made (debootstrap, no registry). It also runs an sshd, so the
+# server stage can reach it the way an admin reaches a server.
+TARGET_REPOSITORY = "apachews/target"
+TARGET_PACKAGES = (
+    "apache2",
+    "openssh-server",
+    "sudo",
+    "procps",
+    "iproute2",
+    "ssl-cert",
+    "ca-certificates",
+)
 # Everything apachews makes in the engine carries the label `apachews=<base|builder|build>`, so that
 # `apachews cache list|prune` finds it (volumes made before the labels: by their name prefix).
 LABEL = "apachews"
@@ -181,14 +194,43 @@ def base_tag(suite: str) -> str:
     return f"{BASE_REPOSITORY}:{suite}"
 
 
+def target_tag(target: str) -> str:
+    return f"{TARGET_REPOSITORY}:{target}"
+
+
+def target_image(target: str, force: bool = False, progress: Progress | None = None) -> ImageInfo:
+    """`apachews/target:<target>`: a root of that distribution's own Apache (and sshd) from its packages.
+
+    `target` is a distribution of the catalogue with a Debian suite that debootstrap can fetch."""
+    from apachews.distros import catalogue  # the distribution facts; images stays below distros
+
+    distribution = catalogue.get(target)
+    if distribution.suite is None:
+        with_suite = [d.key for d in catalogue.distributions().values() if d.suite]
+        raise BadInput(
+            f"{distribution.name} cannot be made here: no suite of it is reachable",
+            hint=f"targets that can be made: {', '.join(with_suite)}",
+        )
+    return bootstrap(
+        distribution.suite,
+        tag=target_tag(target),
+        force=force,
+        progress=progress,
+        packages=TARGET_PACKAGES,
+        label="target",
+    )
+
+
 def bootstrap(
     suite: str = DEFAULT_SUITE,
     mirror: str | None = None,
     tag: str | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    packages: tuple[str, ...] = BUILD_PACKAGES,
+    label: str = "base",
 ) -> ImageInfo:
-    """debootstrap a build image from Debian's packages and import it into Docker."""
+    """debootstrap an image of `packages` (by default the build base) from Debian's packages and import it."""
     progress = progress or Progress()
     if not re.fullmatch(r"[a-z][a-z0-9-]{1,30}", suite):
         raise BadInput(f"{suite!r} is not a Debian suite name", hint="e.g. bookworm, bullseye, trixie")
@@ -205,7 +247,7 @@ def bootstrap(
     try:
         rootfs = workdir / "rootfs"
         progress.step(f"debootstrap {suite} from {mirror} (a few minutes)")
-        _debootstrap(suite, mirror, rootfs, progress)
+        _debootstrap(suite, mirror, rootfs, progress, packages)
         progress.step("packing the root filesystem")
         archive = workdir / "rootfs.tar"
         with tarfile.open(archive, "w") as tar:
@@ -221,7 +263,7 @@ def bootstrap(
                 changes=[
                     "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                     'CMD ["/bin/bash"]',
-                    f"LABEL {LABEL}=base",
+                    f"LABEL {LABEL}={label}",
                 ],
             )
         except DockerException as error:
@@ -231,11 +273,11 @@ def bootstrap(
     return ImageInfo(tag, engine.images.get(tag).id, True, time.monotonic() - started)
 
 
-def _debootstrap(suite: str, mirror: str, rootfs: Path, progress: Progress) -> None:
+def _debootstrap(suite: str, mirror: str, rootfs: Path, progress: Progress, packages: tuple[str, ...]) -> None:
     argv = [
         "debootstrap",
         "--variant=minbase",
-        f"--include={','.join(BUILD_PACKAGES)}",
+        f"--include={','.join(packages)}",
         suite,
         str(rootfs),
         mirror,

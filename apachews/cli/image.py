@@ -34,3 +34,13 @@ def bootstrap_command(
     info = images.bootstrap(suite, mirror=mirror, tag=tag, force=force, progress=session.progress())
     verb = "created" if info.created else "already present (use --force to rebuild)"
     return Result(data=info.to_dict(), text=f"{info.tag} {verb}: {info.id[:19]}")
+
+
+@command(image_group, "target")
+@click.argument("target")
+@click.option("--force", is_flag=True, help="Remake the image even if it exists.")
+def target_command(session: Session, target: str, force: bool) -> Result:
+    """Make apachews/target:TARGET, a real root of that distribution's Apache (e.g. debian11)."""
+    info = images.target_image(target, force=force, progress=session.progress())
+    verb = "created" if info.created else "already present (use --force to rebuild)"
+    return Result(data=info.to_dict(), text=f"{info.tag} {verb}: {info.id[:19]}")

@@ -1,0 +1,86 @@
+"""The distributions that ship Apache, as data (apachews/data/distributions.json): what a module built
+elsewhere must match to load on each (glibc, MMN major, architecture), and the glibc floor of a family.
+
+The one place that knows which distribution ships which glibc; `build --target`, doctor and packaging ask
+it. It imports nothing else of apachews' distros, so every stage can use it without cycles.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+
+from apachews.binary import GlibcVersion
+from apachews.catalogue import Version
+from apachews.errors import BadInput
+from apachews.resources import package_data
+
+
+@dataclass(frozen=True)
+class Distribution:
+    key: str  # what --target takes: centos6, debian11, ...
+    name: str  # what people read: CentOS 6
+    glibc: GlibcVersion
+    apache: Version
+    mmn: int  # MODULE_MAGIC_NUMBER_MAJOR of its httpd
+    layout: str  # the distros layout its files follow
+    mpms: tuple[str, ...]  # its MPMs, the default first
+    suite: str | None = None  # a Debian suite debootstrap can fetch here (a real root for verify and SSH tests)
+
+    @property
+    def family(self) -> str:
+        return self.apache.family
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "target": self.key,
+            "name": self.name,
+            "glibc": str(self.glibc),
+            "apache": str(self.apache),
+            "mmn": self.mmn,
+            "layout": self.layout,
+            "mpms": list(self.mpms),
+            "suite": self.suite,
+        }
+
+
+@functools.lru_cache(maxsize=1)
+def distributions() -> dict[str, Distribution]:
+    """Every known distribution by key, oldest glibc first."""
+    raw = json.loads(package_data("distributions.json").read_text())["distributions"]
+    known = [
+        Distribution(
+            key=key,
+            name=entry["name"],
+            glibc=GlibcVersion.parse(entry["glibc"]),
+            apache=Version.parse(entry["apache"]),
+            mmn=int(entry["mmn"]),
+            layout=entry["layout"],
+            mpms=tuple(entry["mpms"]),
+            suite=entry.get("suite"),
+        )
+        for key, entry in raw.items()
+    ]
+    return {d.key: d for d in sorted(known, key=lambda d: (d.glibc, d.apache))}
+
+
+def get(key: str) -> Distribution:
+    """The distribution `key` (as --target takes it), or BadInput listing the known ones."""
+    known = distributions()
+    if key not in known:
+        raise BadInput(f"unknown target distribution {key!r}", hint=f"use one of: {', '.join(known)}")
+    return known[key]
+
+
+def shipping(family: str) -> list[Distribution]:
+    """The distributions that shipped a release of `family` ("2.2" or "2.4")."""
+    return [d for d in distributions().values() if d.family == family]
+
+
+def family_floor(family: str) -> GlibcVersion:
+    """The glibc a module of `family` must need at most to load on every distribution that shipped it."""
+    shipped = shipping(family)
+    if not shipped:
+        raise BadInput(f"no distribution in the catalogue shipped Apache {family}")
+    return min(d.glibc for d in shipped)
