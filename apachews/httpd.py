@@ -65,7 +65,9 @@ class Runner(Protocol):
 
     name: str
     layout: str
-    conf_tree: Path
+
+    @property
+    def conf_tree(self) -> Path: ...
 
     def run(
         self, argv: list[str], env: Mapping[str, str], timeout: float, mounts: Sequence[Mount]

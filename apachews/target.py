@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker
 from docker.errors import APIError, DockerException, NotFound
 from docker.models.containers import Container
 
@@ -33,6 +34,7 @@ from apachews.httpd import Httpd, Mount, Process, version_of
 log = logging.getLogger(__name__)
 
 RUN_LABEL = "target-run"
+OWNER_LABEL = "apachews.owner"  # the process id of the run that made the container
 NAME_PREFIX = "apachews-target-"
 STOP_TIMEOUT = 10
 # Where Debian's apache2 package puts its binary, modules and configuration tree.
@@ -75,20 +77,41 @@ class ContainerProcess:
 
 @dataclass(eq=False)  # hashed by identity: its answers are cached per runner
 class ContainerRunner:
-    """Runs `apache2` (and any command) in `image`, as `httpd.Runner` asks."""
+    """Runs `apache2` (and any command) in the image of the catalogue's distribution `target`, as
+    `httpd.Runner` asks."""
 
     image: str
     name: str  # what people read: Debian 11 (apachews/target:debian11)
     layout: str
-    conf_tree: Path  # a host copy of the image's own configuration tree
-    glibc: binary.GlibcVersion
     target: str  # the catalogue key: what `build --target` takes
 
     @functools.cached_property
-    def engine(self):  # noqa: ANN201 - docker.DockerClient
+    def engine(self) -> docker.DockerClient:
         return images.client()
 
-    def _create(self, argv: list[str], env: Mapping[str, str], mounts: Sequence[Mount], network: str) -> Container:
+    @functools.cached_property
+    def glibc(self) -> binary.GlibcVersion:
+        """The glibc of the image, as it reports it (`getconf GNU_LIBC_VERSION`: "glibc 2.31")."""
+        said = self.run(["getconf", "GNU_LIBC_VERSION"], {}, 30, ()).stdout.split()
+        if len(said) == 2 and said[0] == "glibc":
+            return binary.GlibcVersion.parse(said[1])
+        return catalogue.get(self.target).glibc
+
+    @functools.cached_property
+    def conf_tree(self) -> Path:
+        """A host copy of the image's /etc/apache2, kept per image id (it is what the image ships)."""
+        image_id = self.engine.images.get(self.image).id.replace("sha256:", "")
+        final = sources.cache_dir() / "targets" / image_id[:16] / DEBIAN_CONF.name
+        if not final.is_dir():
+            with atomic_dir(final.parent) as staged:
+                copied = self.run(["cp", "-a", str(DEBIAN_CONF), str(staged)], {}, 60, (Mount(staged),))
+                if copied.returncode != 0:
+                    raise JobFailed(f"could not copy {DEBIAN_CONF} out of {self.image}", hint=copied.stderr[-1000:])
+        return final
+
+    def _create(
+        self, argv: list[str], env: Mapping[str, str], mounts: Sequence[Mount], network: str, auto_remove: bool
+    ) -> Container:
         try:
             return self.engine.containers.create(
                 self.image,
@@ -98,7 +121,8 @@ class ContainerRunner:
                 network_mode=network,
                 pid_mode="host",
                 name=f"{NAME_PREFIX}{os.getpid()}-{secrets.token_hex(4)}",
-                labels={images.LABEL: RUN_LABEL},
+                labels={images.LABEL: RUN_LABEL, OWNER_LABEL: str(os.getpid())},
+                auto_remove=auto_remove,
             )
         except DockerException as error:
             raise JobFailed(f"Docker could not create a container of {self.image}: {error}") from error
@@ -127,7 +151,7 @@ class ContainerRunner:
     def _once(
         self, argv: list[str], env: Mapping[str, str], timeout: float, mounts: Sequence[Mount]
     ) -> subprocess.CompletedProcess[str]:
-        container = self._create(argv, env, mounts, network="none")
+        container = self._create(argv, env, mounts, network="none", auto_remove=False)  # its output is read after
         try:
             container.start()
             try:
@@ -142,7 +166,7 @@ class ContainerRunner:
 
     def start(self, argv: list[str], env: Mapping[str, str], mounts: Sequence[Mount]) -> Process:
         """Start `argv` (Apache in the foreground) on this host's network; stop() removes it."""
-        container = self._create(argv, env, mounts, network="host")
+        container = self._create(argv, env, mounts, network="host", auto_remove=True)
         try:
             container.start()
             return ContainerProcess(container)
@@ -169,6 +193,12 @@ class ContainerRunner:
     def check_module(self, module: Path) -> None:
         """A module that needs a newer glibc than this root has cannot load here: say so, and which build."""
         found = binary.inspect_module(module)
+        mmn = catalogue.get(self.target).mmn
+        if found.mmn_major is not None and found.mmn_major != mmn:
+            raise BadInput(
+                f"{module} was built for Apache module magic number {found.mmn_major}; {self.name} has {mmn}",
+                hint=f"build the module for this server: apachews build ... --target {self.target}",
+            )
         above = found.symbols_above(self.glibc)
         if above:
             needs = ", ".join(f"{name} (GLIBC_{version})" for name, version in above.items())
@@ -179,14 +209,10 @@ class ContainerRunner:
             )
 
 
-def image_of(key: str) -> str:
-    return images.target_tag(key)
-
-
 def locate(key: str) -> Httpd:
     """The Apache of the target distribution `key` (the image must exist: `apachews image target KEY`)."""
     distribution = catalogue.get(key)
-    tag = image_of(key)
+    tag = images.target_tag(key)
     engine = images.client()
     if not images.image_exists(engine, tag):
         raise BadInput(
@@ -195,29 +221,19 @@ def locate(key: str) -> Httpd:
         )
     if distribution.layout != "debian":
         raise BadInput(f"{distribution.name} is not laid out like Debian: its target cannot run here yet")
-    image_id = engine.images.get(tag).id
-    runner = ContainerRunner(
-        image=tag,
-        name=f"{distribution.name} ({tag})",
-        layout=distribution.layout,
-        conf_tree=Path("/nonexistent"),
-        glibc=distribution.glibc,
-        target=key,
-    )
-    glibc = runner.run(["getconf", "GNU_LIBC_VERSION"], {}, 30, ())  # "glibc 2.31"
-    if glibc.returncode == 0 and glibc.stdout.split()[-1:]:
-        runner.glibc = binary.GlibcVersion.parse(glibc.stdout.split()[-1])
-    runner.conf_tree = _conf_tree(runner, image_id)
-    version = version_of(DEBIAN_BINARY, {}, runner)
-    return Httpd(DEBIAN_BINARY, version, DEBIAN_MODULES, "target", runner=runner)
+    remove_orphans(engine)
+    runner = ContainerRunner(image=tag, name=f"{distribution.name} ({tag})", layout=distribution.layout, target=key)
+    return Httpd(DEBIAN_BINARY, version_of(DEBIAN_BINARY, {}, runner), DEBIAN_MODULES, "target", runner=runner)
 
 
-def _conf_tree(runner: ContainerRunner, image_id: str) -> Path:
-    """A host copy of the image's /etc/apache2, kept per image id (it is what the image ships)."""
-    final = sources.cache_dir() / "targets" / image_id.replace("sha256:", "")[:16] / DEBIAN_CONF.name
-    if not final.is_dir():
-        with atomic_dir(final.parent) as staged:
-            copied = runner.run(["cp", "-a", str(DEBIAN_CONF), str(staged)], {}, 60, (Mount(staged),))
-            if copied.returncode != 0:
-                raise JobFailed(f"could not copy {DEBIAN_CONF} out of {runner.image}", hint=copied.stderr[-1000:])
-    return final
+def remove_orphans(engine: docker.DockerClient) -> list[str]:
+    """Remove the containers of runs whose process is gone (killed with SIGKILL: no cleanup ran); returns
+    their names. A run's own process id is in its containers' labels."""
+    removed = []
+    for container in engine.containers.list(all=True, filters={"label": f"{images.LABEL}={RUN_LABEL}"}):
+        owner = container.labels.get(OWNER_LABEL, "")
+        if owner.isdigit() and Path(f"/proc/{owner}").exists():
+            continue
+        ContainerRunner._remove(container)
+        removed.append(container.name)
+    return removed

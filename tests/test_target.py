@@ -8,6 +8,7 @@ that needs the build host's newer glibc is refused, and Debian 11's own loader r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -28,8 +29,10 @@ from tests.fixtures.target import TARGET
 PRESETS = [p.name for p in config.list_presets()]
 
 
-def _our_containers(engine) -> list[str]:
-    return [c.name for c in engine.containers.list(all=True, filters={"label": f"{images.LABEL}={target.RUN_LABEL}"})]
+def _our_containers(engine, owner: int | None = None) -> list[str]:
+    """The target containers a run (this process, or `owner`) made and has not removed."""
+    labels = [f"{images.LABEL}={target.RUN_LABEL}", f"{target.OWNER_LABEL}={owner or os.getpid()}"]
+    return [c.name for c in engine.containers.list(all=True, filters={"label": labels})]
 
 
 def test_the_target_is_debian11s_own_apache_with_an_older_glibc(debian11_target: Httpd) -> None:
@@ -55,6 +58,10 @@ def test_the_tunnel_runs_inside_debian11s_apache_and_libc(
         assert (conf / "sites-enabled" / "000-default.conf").is_symlink()
         process = proxy.server.process
         assert process is not None
+        # Apache reads its config twice when it starts, unloading the modules in between: past the second read
+        # it says "resuming normal operations".
+        log = proxy.server.error_log.read_text
+        assert _wait(lambda: "resuming normal operations" in log())
         maps = Path(f"/proc/{process.pid}/maps").read_text()
         assert "mod_proxy_wstunnel_apachews.so" in maps  # this host sees the container's Apache
         assert "libc-2.31.so" in maps  # ... and the libc it runs on is Debian 11's
@@ -62,8 +69,7 @@ def test_the_tunnel_runs_inside_debian11s_apache_and_libc(
         checks = asyncio.run(verify.run_checks(proxy.target, names, Progress()))
         assert all(c.passed for c in checks), [(c.name, c.detail) for c in checks if not c.passed]
         os.kill(process.pid, signal.SIGUSR1)  # apache2ctl graceful, from this host
-        restarted = proxy.server.error_log.read_text
-        assert _wait(lambda: "resuming normal operations" in restarted().partition("SIGUSR1")[2])
+        assert _wait(lambda: "resuming normal operations" in log().partition("SIGUSR1")[2])
         again = asyncio.run(verify.run_checks(proxy.target, ["echo-text"], Progress()))
         assert again[0].passed, again[0].detail
     assert _our_containers(docker_engine) == []
@@ -130,18 +136,24 @@ def test_a_config_apache_rejects_leaves_no_container(debian11_target: Httpd, flo
     assert _our_containers(docker_engine) == []
 
 
+def _serving(engine, owner: int) -> bool:
+    labels = [f"{images.LABEL}={target.RUN_LABEL}", f"{target.OWNER_LABEL}={owner}"]
+    running = engine.containers.list(filters={"label": labels})
+    return any(c.attrs["HostConfig"]["NetworkMode"] == "host" for c in running)
+
+
 def test_sigterm_mid_run_removes_the_container(floor_module: Path, debian11_target: Httpd, docker_engine) -> None:
     argv = [sys.executable, "-m", "apachews", "verify", "--target", TARGET, "--module", str(floor_module)]
     cli = subprocess.Popen([*argv, "--check", "idle"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        assert _wait(lambda: any(docker_engine.containers.list(filters={"label": "apachews=target-run"})), 60)
+        assert _wait(lambda: _serving(docker_engine, cli.pid), 60)  # Apache is up, on this host's network
         cli.send_signal(signal.SIGTERM)
         cli.wait(timeout=30)
     finally:
         if cli.poll() is None:
             cli.kill()
     assert cli.returncode == 143, cli.stdout.read().decode() if cli.stdout else ""
-    assert _our_containers(docker_engine) == []
+    assert _our_containers(docker_engine, cli.pid) == []
 
 
 def test_cli_verify_target_with_a_build_output(debian11_target: Httpd, floor_module: Path, tmp_path: Path) -> None:
@@ -159,3 +171,18 @@ def test_cli_target_refuses_what_does_not_go_with_it(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--target" in result.output
     result = CliRunner().invoke(main, ["verify", "--target", TARGET, "--dist", str(tmp_path)])
     assert result.exit_code == 2 and "no build.json" in result.output
+
+
+def test_containers_of_a_killed_run_are_removed_by_the_next(debian11_target: Httpd, docker_engine) -> None:
+    """A run killed with SIGKILL cleans nothing up: the next locate() removes what its dead process left."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid is now nobody's (until reused)
+    labels = {images.LABEL: target.RUN_LABEL, target.OWNER_LABEL: str(dead.pid)}
+    left = docker_engine.containers.create(images.target_tag(TARGET), ["sleep", "600"], labels=labels)
+    left.start()
+    try:
+        assert left.name in target.remove_orphans(docker_engine)
+        assert _our_containers(docker_engine, dead.pid) == []
+    finally:
+        with contextlib.suppress(Exception):
+            left.remove(force=True)
