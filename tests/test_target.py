@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -24,6 +26,7 @@ from apachews.cli import main
 from apachews.errors import BadInput
 from apachews.httpd import Httpd, Mount
 from apachews.progress import Progress
+from tests.fixtures.sources import TEST_HTTPD
 from tests.fixtures.target import TARGET
 
 PRESETS = [p.name for p in config.list_presets()]
@@ -94,6 +97,44 @@ def test_every_preset_is_green_on_debian11_with_a_module_built_for_the_floor(
     reports = verify.run_presets(debian11_target, PRESETS, module=floor_module)
     assert all(r.ok for r in reports), verify.summary(reports)
     assert {r.tunnelling for r in reports} == {"apachews"} and {r.layout for r in reports} == {"debian"}
+
+
+def _build_side() -> None:
+    """The modules users get come from the build side's glibc floor (apachews.floor) and --dev-package."""
+    if importlib.util.find_spec("apachews.floor") is None or importlib.util.find_spec("apachews.devpackage") is None:
+        pytest.skip("this checkout builds no module for a glibc floor yet (apachews.floor, build --dev-package)")
+
+
+@pytest.mark.slow
+def test_every_preset_is_green_on_debian11_with_the_default_backport_build(
+    debian11_target: Httpd, base_image: str, tmp_path: Path
+) -> None:
+    """`apachews build --apache 2.4.69 --from-pypi --backport`, as a user runs it, then verify --dist on Debian 11."""
+    _build_side()
+    built = CliRunner().invoke(
+        main, ["build", "--apache", TEST_HTTPD, "--from-pypi", "--backport", "-o", str(tmp_path)]
+    )
+    assert built.exit_code == 0, built.output
+    dist = tmp_path / f"httpd-{TEST_HTTPD}"
+    result = CliRunner().invoke(main, ["verify", "--target", TARGET, "--dist", str(dist), "--preset", "all", "--json"])
+    assert result.exit_code == 0, result.output
+    reports = json.loads(result.stdout)["reports"]
+    assert [r["preset"] for r in reports] == PRESETS and all(r["tunnelling"] == "apachews" for r in reports)
+    assert all(r["passed"] == r["total"] - r["skipped"] > 0 for r in reports), result.stdout
+
+
+@pytest.mark.slow
+def test_every_preset_is_green_on_debian11_with_its_own_dev_packages(
+    debian11_target: Httpd, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """`apachews build --dev-package` with Debian 11's apache2-dev, libapr1-dev and libaprutil1-dev."""
+    _build_side()
+    debs = request.getfixturevalue("debian11_dev_packages")
+    built = CliRunner().invoke(main, ["build", "--dev-package", *map(str, debs), "-o", str(tmp_path)])
+    assert built.exit_code == 0, built.output
+    (dist,) = tmp_path.glob(f"{TARGET}-*")
+    reports = verify.run_presets(debian11_target, PRESETS, module=dist / "modules" / "mod_proxy_wstunnel.so")
+    assert all(r.ok for r in reports), verify.summary(reports)
 
 
 @pytest.mark.slow
