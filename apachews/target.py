@@ -52,12 +52,17 @@ class ContainerProcess:
 
     def __init__(self, container: Container) -> None:
         self.container = container
-        container.reload()
-        self._pid = int(container.attrs["State"]["Pid"])
         self._exit: int | None = None
+        try:
+            container.reload()
+            self._pid = int(container.attrs["State"]["Pid"])
+        except NotFound:  # exited and removed before it was seen: Server.start reports the error log
+            self._pid, self._exit = 0, -1
 
     @property
     def pid(self) -> int:
+        if not self._pid:
+            raise ProcessLookupError(f"{self.container.name} exited before it was seen")
         return self._pid
 
     def poll(self) -> int | None:
