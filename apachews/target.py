@@ -217,6 +217,12 @@ class ContainerRunner:
 def locate(key: str) -> Httpd:
     """The Apache of the target distribution `key` (the image must exist: `apachews image target KEY`)."""
     distribution = catalogue.get(key)
+    if distribution.suite is None or distribution.layout != "debian":
+        runnable = [d.key for d in catalogue.distributions().values() if d.suite and d.layout == "debian"]
+        raise BadInput(
+            f"{distribution.name}'s own Apache cannot run here: no root of it can be made from packages at hand",
+            hint=f"targets that run: {', '.join(runnable)}",
+        )
     tag = images.target_tag(key)
     engine = images.client()
     if not images.image_exists(engine, tag):
@@ -224,8 +230,6 @@ def locate(key: str) -> Httpd:
             f"no image {tag} here: {distribution.name}'s own Apache runs from it",
             hint=f"make it (debootstrap, a minute or two): apachews image target {key}",
         )
-    if distribution.layout != "debian":
-        raise BadInput(f"{distribution.name} is not laid out like Debian: its target cannot run here yet")
     remove_orphans(engine)
     runner = ContainerRunner(image=tag, name=f"{distribution.name} ({tag})", layout=distribution.layout, target=key)
     return Httpd(DEBIAN_BINARY, version_of(DEBIAN_BINARY, {}, runner), DEBIAN_MODULES, "target", runner=runner)

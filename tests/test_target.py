@@ -227,3 +227,10 @@ def test_containers_of_a_killed_run_are_removed_by_the_next(debian11_target: Htt
     finally:
         with contextlib.suppress(Exception):
             left.remove(force=True)
+
+
+def test_cli_target_names_the_targets_that_run() -> None:
+    result = CliRunner().invoke(main, ["verify", "--target", "centos6"])
+    assert result.exit_code == 2 and "CentOS 6" in result.output and "debian11" in result.output
+    result = CliRunner().invoke(main, ["verify", "--target", "no-such-distro"])
+    assert result.exit_code == 2 and "debian11" in result.output
