@@ -3,6 +3,9 @@
 Used by `config --check` (syntax check of a rendered snippet), `verify` and `bench` (a running proxy).
 The ServerRoot is a temp dir with `modules` symlinked to the install's modules directory, so snippets
 written for any layout that says `LoadModule x modules/mod_x.so` resolve.
+
+An Apache runs on this host, or (an `Httpd` with a `runner`) inside a container of another distribution's
+root (apachews.target): the same Server then runs there, its tree bind-mounted at the same path.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from apachews import distros
 from apachews.catalogue import Version
@@ -37,30 +41,89 @@ _SYNTAX_RE = re.compile(r"Syntax error on line (\d+) of (.+?):\s*\n?(.*)", re.DO
 
 
 @dataclass(frozen=True)
+class Mount:
+    """A host path a containerised Apache sees at the same path."""
+
+    path: Path
+    read_only: bool = False
+
+
+class Process(Protocol):
+    """A running Apache's parent, as Server watches it (a subprocess.Popen here, a container elsewhere)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def poll(self) -> int | None: ...
+
+
+class Runner(Protocol):
+    """Where an Apache that is not this host's runs (apachews.target: a container of its distribution).
+
+    Paths in its Httpd (binary, modules_dir) are paths there; `conf_tree` is a host copy of its distribution's
+    own configuration tree (what the layouts copy), `layout` that tree's layout."""
+
+    name: str
+    layout: str
+
+    @property
+    def conf_tree(self) -> Path: ...
+
+    def run(
+        self, argv: list[str], env: Mapping[str, str], timeout: float, mounts: Sequence[Mount]
+    ) -> subprocess.CompletedProcess[str]: ...
+
+    def start(self, argv: list[str], env: Mapping[str, str], mounts: Sequence[Mount]) -> Process: ...
+
+    def stop(self, process: Process) -> None: ...
+
+    def exists(self, path: Path) -> bool: ...
+
+    def check_module(self, module: Path) -> None:
+        """Refuse (BadInput, saying which build to make) a module this Apache cannot load."""
+        ...
+
+
+@dataclass(frozen=True)
 class Httpd:
     """An installed Apache: its binary, version and modules directory."""
 
     binary: Path
     version: Version
     modules_dir: Path
-    kind: str  # "system" or "prefix"
+    kind: str  # "system", "prefix" or "target" (in a container: `runner`)
     env: Mapping[str, str] = field(default_factory=dict)
+    runner: Runner | None = None  # None: this host
+
+    def run(self, *args: str, mounts: Sequence[Mount] = ()) -> subprocess.CompletedProcess[str]:
+        """`httpd ARGS` where this Apache runs."""
+        return _run([str(self.binary), *args], self.env, runner=self.runner, mounts=mounts)
 
     def compiled_in(self) -> set[str]:
         """Module names compiled into the binary (`httpd -l`), e.g. {"so", "unixd"}."""
-        output = _run([str(self.binary), "-l"], self.env).stdout
+        output = self.run("-l").stdout
         return {m.group(1) for m in re.finditer(r"mod_(\w+)\.c", output)}
 
     def has_module(self, name: str) -> bool:
-        return name in self.compiled_in() or (self.modules_dir / f"mod_{name}.so").exists()
+        shared = self.modules_dir / f"mod_{name}.so"
+        return name in self.compiled_in() or (self.runner.exists(shared) if self.runner else shared.exists())
 
 
-def _run(argv: list[str], env: Mapping[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def _run(
+    argv: list[str],
+    env: Mapping[str, str],
+    timeout: float = 30,
+    runner: Runner | None = None,
+    mounts: Sequence[Mount] = (),
+) -> subprocess.CompletedProcess[str]:
+    if runner is not None:
+        return runner.run(argv, env, timeout, mounts)
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env={**os.environ, **env}, check=False)
 
 
-def _version_of(binary: Path, env: Mapping[str, str]) -> Version:
-    result = _run([str(binary), "-v"], env)
+def version_of(binary: Path, env: Mapping[str, str], runner: Runner | None = None) -> Version:
+    """The version `binary -v` reports (where `runner` runs it: None, this host)."""
+    result = _run([str(binary), "-v"], env, runner=runner)
     match = _VERSION_RE.search(result.stdout + result.stderr)
     if not match:
         raise BadInput(f"{binary} does not look like Apache httpd (`{binary} -v` said: {result.stdout.strip()!r})")
@@ -75,19 +138,19 @@ def locate(binary: Path | None = None, prefix: Path | None = None) -> Httpd:
         if not candidate.exists():
             raise BadInput(f"{prefix} is not an httpd install prefix (no bin/httpd)")
         env = {"LD_LIBRARY_PATH": str(prefix / "lib")}
-        return Httpd(candidate, _version_of(candidate, env), prefix / "modules", "prefix", env)
+        return Httpd(candidate, version_of(candidate, env), prefix / "modules", "prefix", env)
     if binary is not None:
         binary = Path(binary).resolve()
         if not binary.exists():
             raise BadInput(f"no httpd binary at {binary}")
-        version = _version_of(binary, {})
+        version = version_of(binary, {})
         for guess in (binary.parent.parent / "modules", *(d for _, d in SYSTEM_CANDIDATES)):
             if (guess / "mod_proxy.so").exists():
                 return Httpd(binary, version, guess, "system")
         raise BadInput(f"cannot find the modules directory of {binary}", hint="pass --dist or an install prefix")
     for candidate, modules in SYSTEM_CANDIDATES:
         if candidate.exists() and modules.is_dir():
-            return Httpd(candidate, _version_of(candidate, {}), modules, "system")
+            return Httpd(candidate, version_of(candidate, {}), modules, "system")
     raise BadInput(
         "no Apache httpd found on this machine",
         hint="apt-get install apache2 (or yum install httpd), or pass --httpd PATH / --dist DIR",
@@ -176,8 +239,10 @@ class Server:
         env: Mapping[str, str] | None = None,
         defines: Sequence[str] = (),
         files_dir: Path | None = None,
+        mounts: Sequence[Mount] = (),
     ) -> None:
         self.httpd = httpd
+        self.mounts = tuple(mounts)  # what a containerised Apache must see (its tree, certificates, module)
         self.server_root = server_root
         self.files_dir = files_dir or server_root  # file names in messages are shown relative to it
         self.conf = conf
@@ -185,7 +250,7 @@ class Server:
         self.error_log = error_log
         self.env = {**httpd.env, **(env or {})}
         self.defines = tuple(defines)
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: subprocess.Popen[bytes] | Process | None = None
 
     @property
     def url(self) -> str:
@@ -196,20 +261,24 @@ class Server:
         return [str(self.httpd.binary), "-d", str(self.server_root), "-f", str(self.conf), *defines, *extra]
 
     def syntax_check(self) -> SyntaxResult:
-        return parse_syntax_check(_run(self.argv("-t"), self.env), str(self.files_dir) + "/")
+        result = _run(self.argv("-t"), self.env, runner=self.httpd.runner, mounts=self.mounts)
+        return parse_syntax_check(result, str(self.files_dir) + "/")
 
     def start(self, timeout: float = 15) -> SyntaxResult:
         checked = self.syntax_check()
         if not checked.ok:
             where = f" ({checked.file}, line {checked.line})" if checked.line else ""
             raise JobFailed(f"Apache rejected the configuration{where}: {checked.error}")
-        self.process = subprocess.Popen(
-            self.argv("-DFOREGROUND"),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, **self.env},
-            start_new_session=True,
-        )
+        if self.httpd.runner is not None:
+            self.process = self.httpd.runner.start(self.argv("-DFOREGROUND"), self.env, self.mounts)
+        else:
+            self.process = subprocess.Popen(
+                self.argv("-DFOREGROUND"),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env={**os.environ, **self.env},
+                start_new_session=True,
+            )
         process = self.process
         if not wait_for_port(self.port, timeout, alive=lambda: process.poll() is None):
             tail = self.log_tail()
@@ -219,7 +288,10 @@ class Server:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
+        if process is not None and self.httpd.runner is not None:
+            self.httpd.runner.stop(process)
+            return
+        if not isinstance(process, subprocess.Popen) or process.poll() is not None:
             return
         process.send_signal(signal.SIGTERM)
         try:
@@ -254,6 +326,11 @@ class ServerRoot:
         log_level: str = "warn",
         defines: Sequence[str] = (),
     ) -> None:
+        if httpd.runner is not None:
+            raise BadInput(
+                f"the lab ServerRoot runs an Apache of this host, not one in {httpd.runner.name}",
+                hint=f"use its own layout: --layout {httpd.runner.layout}",
+            )
         self.httpd = httpd
         self.snippets = dict(snippets)
         self.port = port or free_port()

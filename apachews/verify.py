@@ -824,6 +824,8 @@ class CannotRender(BadInput):
 def check_module_fits(module: Path, httpd: Httpd) -> None:
     """A module built by apachews says which release it was built for (build.json beside it or its
     modules/ dir): refuse another family here, instead of httpd's raw "undefined symbol" later."""
+    if httpd.runner is not None:  # another root: its glibc decides first
+        httpd.runner.check_module(module)
     for candidate in (module.parent / "build.json", module.parent.parent / "build.json"):
         if candidate.is_file():
             try:

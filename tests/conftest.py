@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.fixtures.apache",
     "tests.fixtures.mirror",
     "tests.fixtures.docker",
+    "tests.fixtures.target",
 ]
 
 # fixture -> the markers every test using it gets

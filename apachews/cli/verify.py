@@ -34,9 +34,28 @@ def resolve_httpd(binary: Path | None, dist: Path | None) -> tuple[httpd.Httpd, 
     return httpd.locate(prefix=dist / "httpd"), module if build.get("backport") else None
 
 
+def target_module(dist: Path | None, module: Path | None) -> Path | None:
+    """With --target: the module under test, given as a file or as a build's output directory."""
+    if dist is not None and module is not None:
+        raise BadInput("give --dist or --module, not both")
+    if dist is None:
+        return module
+    built = Path(dist) / "modules" / "mod_proxy_wstunnel.so"
+    if not (Path(dist) / "build.json").exists() or not built.is_file():
+        raise BadInput(f"{dist} is not an `apachews build` output with a module (no build.json or {built.name})")
+    return built
+
+
 @command(main, "verify")
 @click.option("--httpd", "binary", type=click.Path(path_type=Path), help="Apache binary (default: system's).")
 @click.option("--dist", type=click.Path(path_type=Path), help="A dir made by `apachews build --with-httpd`.")
+@click.option(
+    "--target",
+    "target_key",
+    metavar="DISTRO",
+    help="Run that distribution's own Apache (e.g. debian11) in a container of its root, on this host's "
+    "loopback (make it with `apachews image target DISTRO`); --module or --dist gives the module under test.",
+)
 @click.option("--module", type=click.Path(path_type=Path), help="Load this mod_proxy_wstunnel.so instead.")
 @click.option("--preset", default="generic", show_default=True, help="Config preset under test, or 'all'.")
 @click.option("--prefer", type=click.Choice(config.PREFER), help="Tunnelling style (default: the release's).")
@@ -80,6 +99,7 @@ def verify_command(
     session: Session,
     binary: Path | None,
     dist: Path | None,
+    target_key: str | None,
     module: Path | None,
     preset: str,
     prefer: str | None,
@@ -114,7 +134,17 @@ def verify_command(
         report = live_server.live_verify(apachectl, checks=checks or None, prefer=prefer, progress=session.progress())
         text = f"Apache {report.apache} ({report.httpd}), live, tunnelling via {report.tunnelling}\n{report.table()}"
         return Result(data=report.to_dict(), text=text, ok=report.ok)
-    if release is not None:
+    where = ""
+    if target_key is not None:
+        if binary or release or live:
+            raise BadInput("--target runs that distribution's own Apache: leave out --httpd, --apache and --live")
+        from apachews import target
+
+        module = target_module(dist, module)
+        server, built_module = target.locate(target_key), None
+        assert server.runner is not None
+        where = f" in {server.runner.name}"
+    elif release is not None:
         version = str(release.version)
         if binary or dist:
             raise BadInput("--apache builds its own httpd: leave out --httpd and --dist")
@@ -123,7 +153,8 @@ def verify_command(
             dist = build.build(
                 release, source=sources, with_httpd=True, out_dir=output, progress=session.progress()
             ).dist
-    server, built_module = resolve_httpd(binary, dist)
+    if target_key is None:
+        server, built_module = resolve_httpd(binary, dist)
     presets = [p.name for p in config.list_presets()] if preset == "all" else [config.get_preset(preset).name]
     reports = verify.run_presets(
         server,
@@ -139,7 +170,7 @@ def verify_command(
     texts = []
     for report in reports:
         texts.append(
-            f"Apache {report.apache} ({report.httpd}), preset {report.preset}, {report.layout} layout, "
+            f"Apache {report.apache} ({report.httpd}{where}), preset {report.preset}, {report.layout} layout, "
             f"tunnelling via {report.tunnelling}\n{report.table()}"
         )
         if report.error_log:

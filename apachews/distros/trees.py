@@ -30,7 +30,7 @@ from apachews import capacity, distros, doctor
 from apachews.catalogue import Version
 from apachews.config import Rendering
 from apachews.errors import BadInput
-from apachews.httpd import Httpd, Server
+from apachews.httpd import Httpd, Mount, Server
 
 DEBIAN_TREE = Path("/etc/apache2")
 LAYOUTS = ("debian", "rhel", "gentoo", "plain", "bare")
@@ -54,12 +54,21 @@ class Additions:
 
 
 def default_layout(httpd: Httpd) -> str:
-    """The layout of the Apache at hand: Debian's own for Debian's apache2, the release's for a build."""
+    """The layout of the Apache at hand: Debian's own for Debian's apache2, the release's for a build, its
+    distribution's for one in a container."""
+    if httpd.runner is not None:
+        return httpd.runner.layout
     if httpd.kind == "prefix":
         return "plain"
     if httpd.binary.name == "apache2" and DEBIAN_TREE.is_dir():
         return "debian"
     return "bare"
+
+
+def shipped_tree(httpd: Httpd) -> Path:
+    """The Debian tree as `httpd`'s distribution ships it: this host's /etc/apache2, or a host copy of the one
+    in its container's root."""
+    return httpd.runner.conf_tree if httpd.runner is not None else DEBIAN_TREE
 
 
 def layout_mpm(layout: str, httpd: Httpd) -> str:
@@ -71,7 +80,7 @@ def layout_mpm(layout: str, httpd: Httpd) -> str:
     if static:
         return static[0]
     if layout == "debian":
-        enabled = sorted((DEBIAN_TREE / "mods-enabled").glob("mpm_*.load"))
+        enabled = sorted((shipped_tree(httpd) / "mods-enabled").glob("mpm_*.load"))
         if enabled:
             return enabled[0].stem.removeprefix("mpm_")
     if layout == "plain":
@@ -84,17 +93,7 @@ def layout_mpm(layout: str, httpd: Httpd) -> str:
 
 def httpd_listing(httpd: Httpd) -> set[str]:
     """The file names `httpd -l` lists (core.c, mod_so.c, event.c, ...)."""
-    import subprocess
-
-    result = subprocess.run(
-        [str(httpd.binary), "-l"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, **httpd.env},
-        check=False,
-    )
-    return {line.strip() for line in result.stdout.splitlines() if line.strip().endswith(".c")}
+    return {line.strip() for line in httpd.run("-l").stdout.splitlines() if line.strip().endswith(".c")}
 
 
 def stock_settings(layout: str, httpd: Httpd) -> capacity.Settings:
@@ -104,8 +103,9 @@ def stock_settings(layout: str, httpd: Httpd) -> capacity.Settings:
     and the lab ServerRoot set none (httpd's defaults: 400 workers on event and worker, 256 on prefork)."""
     mpm = layout_mpm(layout, httpd)
     family = httpd.version.family
-    roots = {"debian": DEBIAN_TREE, "plain": httpd.modules_dir.parent}
-    mains = {"debian": DEBIAN_TREE / "apache2.conf", "plain": httpd.modules_dir.parent / "conf" / "httpd.conf"}
+    debian = shipped_tree(httpd)
+    roots = {"debian": debian, "plain": httpd.modules_dir.parent}
+    mains = {"debian": debian / "apache2.conf", "plain": httpd.modules_dir.parent / "conf" / "httpd.conf"}
     main = mains.get(layout)
     if main is None or not main.is_file():
         return capacity.defaults(family, mpm)
@@ -126,6 +126,11 @@ def build(
     """Lay out `rendering` in the temp dir `root` (empty, removed by the caller) and return its Server."""
     if layout == "debian":
         return _debian(root, httpd, rendering, module, port, additions)
+    if httpd.runner is not None:
+        raise BadInput(
+            f"the {layout} layout runs an Apache of this host, not the one in {httpd.runner.name}",
+            hint=f"use its own layout: --layout {httpd.runner.layout}",
+        )
     if layout == "plain":
         return _plain(root, httpd, rendering, module, port, additions)
     if layout in ("rhel", "gentoo"):
@@ -157,11 +162,12 @@ def _tls_vhost(additions: Additions, includes: str) -> str:
 DEBIAN_ENV = ("APACHE_RUN_DIR", "APACHE_LOCK_DIR", "APACHE_LOG_DIR")
 
 
-def copy_debian_tree(root: Path, port: int, tls_port: int | None = None) -> Path:
-    """Copy Debian's /etc/apache2 to root/etc (run/, lock/, log/, modules/ beside it), listening on 127.0.0.1
-    only: the stock site, otherwise unchanged, on `port`. Returns the copy's config root."""
+def copy_debian_tree(root: Path, port: int, tls_port: int | None = None, source: Path = DEBIAN_TREE) -> Path:
+    """Copy Debian's /etc/apache2 (or the `source` copy of another root's) to root/etc (run/, lock/, log/,
+    modules/ beside it), listening on 127.0.0.1 only: the stock site, otherwise unchanged, on `port`. Returns
+    the copy's config root."""
     conf = root / "etc"
-    shutil.copytree(DEBIAN_TREE, conf, symlinks=True)
+    shutil.copytree(source, conf, symlinks=True)
     for sub in ("run", "lock", "log", "modules"):
         (root / sub).mkdir()
     tls_listen = f"Listen 127.0.0.1:{tls_port}\n" if tls_port else ""
@@ -176,11 +182,12 @@ def copy_debian_tree(root: Path, port: int, tls_port: int | None = None) -> Path
 def _debian(
     root: Path, httpd: Httpd, rendering: Rendering, module: Path | None, port: int, additions: Additions
 ) -> Server:
-    if not DEBIAN_TREE.is_dir():
-        raise BadInput(f"no Debian apache2 tree at {DEBIAN_TREE}", hint="apt-get install apache2, or --layout plain")
+    source = shipped_tree(httpd)
+    if not source.is_dir():
+        raise BadInput(f"no Debian apache2 tree at {source}", hint="apt-get install apache2, or --layout plain")
     if rendering.distro != "debian":
         raise BadInput(f"the debian layout needs a rendering for --distro debian, not {rendering.distro}")
-    conf = copy_debian_tree(root, port, additions.tls_port)
+    conf = copy_debian_tree(root, port, additions.tls_port, source)
     distros.place(rendering, conf, module_so=module, modules_dir=root / "modules")
     enable = distros.get("debian")
     for name in additions.modules:
@@ -208,7 +215,13 @@ def _debian(
         **{name: str(root / name.split("_")[1].lower()) for name in DEBIAN_ENV},
         "LANG": "C",
     }
-    return Server(httpd, conf, conf / "apache2.conf", port, root / "log" / "error.log", env=env, files_dir=conf)
+    mounts: list[Mount] = []
+    if httpd.runner is not None:  # the tree at the same path there, the module and certificates read-only
+        root.chmod(0o755)  # www-data (Apache's children) must reach its run/ and lock/ directories
+        mounts = [Mount(root), Mount(root / "modules", read_only=True)]
+        mounts += [Mount(Path(f), read_only=True) for f in (additions.tls_cert, additions.tls_key) if f is not None]
+    server_log = root / "log" / "error.log"
+    return Server(httpd, conf, conf / "apache2.conf", port, server_log, env=env, files_dir=conf, mounts=mounts)
 
 
 # -- the release's own httpd.conf -------------------------------------------------------------------------------
