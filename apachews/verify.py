@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
 import json
 import os
 import resource
@@ -31,18 +30,31 @@ from pathlib import Path
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from apachews import capacity, catalogue, config, sources, tunnelling
+from apachews import capacity, catalogue, config, module, sources, tunnelling
 from apachews.distros import trees
-from apachews.echo import MAX_MESSAGE, EchoServer, RequestLine
+from apachews.echo import (
+    MAX_MESSAGE,
+    EchoServer,
+    HoldingBackend,
+    RequestLine,
+    TcpSocket,
+    accept_value,
+    socket_holders,
+)
 from apachews.errors import BadInput, JobFailed
 from apachews.httpd import Httpd, Server, ServerRoot, SyntaxResult, free_port
 from apachews.progress import Progress
 from apachews.tunnelling import Tunnelling
 
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, section 1.3
 RESET_CLIENTS = 100
 RESET_LIMIT_SECONDS = 1.0
 AFTER_RESET_HANDSHAKES = 20
+# Clients that vanish from a backend that never closes on EOF (broadwayd): a killed browser's FIN, a cut
+# network's RST. The apachews module must free the backend's sockets (both ends) within its fin timeout; the
+# check looks this long in all, so that a proxy that waits for its idle limit shows as all of them left.
+ORPHAN_CLIENTS = 20
+ORPHAN_SLACK_SECONDS = 1.5  # beyond the fin timeout: the event loop's 250 ms sweep, a loaded machine
+ORPHAN_WAIT_SECONDS = 10.0
 CONCURRENT_CLIENTS = 50
 DIE_LIMIT_SECONDS = 1.0
 PLAIN_GET_TIMEOUT = 5.0
@@ -159,6 +171,8 @@ class Target:
     tls_port: int | None = None  # Apache's TLS front (None: no mod_ssl)
     tls_ca: Path | None = None
     die_path: str = "/ws-die"
+    holding: HoldingBackend | None = None  # a backend that never closes on EOF (None: not measured, e.g. live)
+    holding_path: str = "/ws-hold"
     refuse_paths: dict[int, str] = field(default_factory=lambda: {200: "/ws-refuse200", 403: "/ws-refuse403"})
     max_websockets: int | None = None  # the capacity check opens this many (None: it is skipped)
     server_capacity: str = ""  # the workers the server under test has, and whether apachews sized it
@@ -202,7 +216,7 @@ def _raw_handshake(port: int, path: str, timeout: float = 5.0) -> tuple[socket.s
 
 
 def expected_accept(key: str) -> str:
-    return base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+    return accept_value(key)
 
 
 def _reset(sock: socket.socket) -> None:
@@ -301,6 +315,59 @@ async def check_concurrent(t: Target) -> Check:
     )
 
 
+def _leave(port: int, path: str, how: str) -> bool:
+    """Handshake, send one text frame, and vanish: "fin" closes as a killed browser's kernel does (a FIN, no
+    close frame), "rst" with a reset. True when the upgrade succeeded."""
+    sock, status, _, _ = _raw_handshake(port, path)
+    if status == 101:
+        key = secrets.token_bytes(4)
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(b"last words"))
+        sock.sendall(bytes([0x81, 0x80 | len(payload)]) + key + payload)
+    if how == "rst":
+        _reset(sock)
+    else:
+        sock.close()
+    return status == 101
+
+
+@dataclass
+class Orphans:
+    """What clients that vanished left behind a backend that never closes on EOF."""
+
+    how: str  # "fin" or "rst"
+    upgraded: int
+    gone_after: float | None  # seconds until no backend-side socket was left (None: some still after the wait)
+    left: dict[str, int]  # state -> sockets left at the end of the wait (both ends)
+    holders: int  # Apache processes still holding a socket to the backend then (busy children / event loops)
+
+    def text(self) -> str:
+        if self.gone_after is not None:
+            return f"{self.how.upper()}: {self.upgraded}/{ORPHAN_CLIENTS} gone in {self.gone_after:.2f} s"
+        states = ", ".join(f"{count} {state}" for state, count in sorted(self.left.items()))
+        return (
+            f"{self.how.upper()}: {self.upgraded}/{ORPHAN_CLIENTS}, after {ORPHAN_WAIT_SECONDS:.0f} s still "
+            f"{states} (Apache: {self.holders} processes holding them)"
+        )
+
+
+async def orphans(port: int, path: str, backend: HoldingBackend, how: str) -> Orphans:
+    """ORPHAN_CLIENTS clients leave `backend` by `how`; wait up to ORPHAN_WAIT_SECONDS for its sockets to go."""
+    before = {(sock.local_port, sock.remote_port) for sock in backend.sockets()}  # an earlier round's, if any
+
+    def new_sockets() -> list[TcpSocket]:
+        return [sock for sock in backend.sockets() if (sock.local_port, sock.remote_port) not in before]
+
+    upgraded = sum(await asyncio.gather(*(asyncio.to_thread(_leave, port, path, how) for _ in range(ORPHAN_CLIENTS))))
+    gone = await _wait_until(lambda: not new_sockets(), ORPHAN_WAIT_SECONDS)
+    left = new_sockets()
+    states: dict[str, int] = {}
+    for sock in left:
+        states[sock.state] = states.get(sock.state, 0) + 1
+    apache_side = {sock.inode for sock in left if sock.remote_port == backend.port}
+    holders = len(await asyncio.to_thread(socket_holders, apache_side)) if apache_side else 0
+    return Orphans(how, upgraded, gone, states, holders)
+
+
 async def check_abrupt_disconnect(t: Target) -> Check:
     baseline = await _wait_until(lambda: t.backend_connections() == 0, 5)
     if baseline is None:
@@ -329,13 +396,20 @@ async def check_abrupt_disconnect(t: Target) -> Check:
     )
     still_open = t.backend_connections()
     drain = f"backend drained in {drained:.3f} s" if drained is not None else f"{still_open} still open after 10 s"
-    return outcome(
-        passed,
-        drained,
-        "s",
+    detail = (
         f"{upgraded}/{RESET_CLIENTS} upgraded then reset; {drain}; "
-        f"{good_after}/{AFTER_RESET_HANDSHAKES} handshakes after",
+        f"{good_after}/{AFTER_RESET_HANDSHAKES} handshakes after"
     )
+    figure = drained
+    if t.holding is not None:
+        # A backend that never closes on EOF: what the proxy does after the client left decides it all.
+        limit = module.DEFAULT_FIN_TIMEOUT + ORPHAN_SLACK_SECONDS
+        left = [await orphans(t.apache_port, t.holding_path, t.holding, how) for how in ("fin", "rst")]
+        passed = passed and all(o.upgraded == ORPHAN_CLIENTS and o.gone_after is not None for o in left)
+        passed = passed and all(o.gone_after is not None and o.gone_after <= limit for o in left)
+        detail += f"; a backend that never closes on EOF: {'; '.join(o.text() for o in left)} (limit {limit:.1f} s)"
+        figure = max(ORPHAN_WAIT_SECONDS if o.gone_after is None else o.gone_after for o in left)
+    return outcome(passed, figure, "s", detail)
 
 
 def _refuse_check(status: int, backend: Callable[[Target], EchoServer]):
@@ -712,7 +786,9 @@ def route_location(path: str, url: str, style: Tunnelling) -> str:
     return f'<Location "{path}">\n    ProxyPass "{config.proxy_target(path, target)}"{options}\n</Location>\n'
 
 
-def verify_routes(backends: dict[str, EchoServer], style: Tunnelling, tls_ca: Path | None = None) -> str:
+def verify_routes(
+    backends: dict[str, EchoServer | HoldingBackend], style: Tunnelling, tls_ca: Path | None = None
+) -> str:
     """verify's own routes (misbehaving backends, a wss:// backend) under VERIFY_PREFIX, in `style`."""
     lines = ["# apachews verify: routes to the misbehaving and the TLS backends"]
     if "tls" in backends and tls_ca is not None:
@@ -722,7 +798,7 @@ def verify_routes(backends: dict[str, EchoServer], style: Tunnelling, tls_ca: Pa
             f'    SSLProxyCACertificateFile "{tls_ca}"',
             "</IfModule>",
         ]
-    for name in ("refuse-200", "refuse-403", "die", "tls"):
+    for name in ("refuse-200", "refuse-403", "die", "hold", "tls"):
         if name in backends:
             lines.append(route_location(f"{VERIFY_PREFIX}/{name}", backends[name].url, style).rstrip("\n"))
     return "\n".join(lines) + "\n"
@@ -946,6 +1022,7 @@ def running_proxy(
             tls_context.load_cert_chain(tls_ca, tls_key)
         members = [stack.enter_context(EchoServer("echo")) for _ in range(2)]
         backends = {mode: stack.enter_context(EchoServer(mode)) for mode in ("refuse-200", "refuse-403", "die")}
+        holding = stack.enter_context(HoldingBackend())
         if tls_context is not None:
             backends["tls"] = stack.enter_context(EchoServer("echo", tls=tls_context))
         app_backends = _preset_backends(preset, members)
@@ -961,7 +1038,7 @@ def running_proxy(
             )
         except BadInput as error:
             raise CannotRender(error.message, hint=error.hint) from None
-        routes = verify_routes(backends, style, tls_ca)
+        routes = verify_routes({**backends, "hold": holding}, style, tls_ca)
         port = free_port()
         tls_port = free_port() if has_ssl else None
         progress.step(f"starting Apache {httpd.version} ({httpd.binary}), {layout} layout")
@@ -1011,6 +1088,8 @@ def running_proxy(
             die_path=f"{VERIFY_PREFIX}/die",
             refuse_paths={200: f"{VERIFY_PREFIX}/refuse-200", 403: f"{VERIFY_PREFIX}/refuse-403"},
             max_websockets=max_websockets,
+            holding=holding,
+            holding_path=f"{VERIFY_PREFIX}/hold",
         )
         if sizing is not None and stock is not None:
             target.server_capacity = sizing_note if sized else f"{stock.summary()}, not sized"
