@@ -47,6 +47,9 @@ def source_text() -> str:
 # The module before the fixes of issues 12 and 18 (this repository's history): tests and the torture benchmark
 # build it to show that their checks catch what it got wrong.
 BEFORE_FIXES = "c0d4121"
+# The module before ProxyWebsocketFinTimeout: a half-closed tunnel waited for its idle limit, and a broken one
+# closed its backend with a FIN (a backend that never closes on EOF kept the socket in CLOSE-WAIT).
+BEFORE_FIN_TIMEOUT = "b5f554a"
 
 
 def source_at(revision: str) -> str:
