@@ -47,6 +47,7 @@ from apachews.verify import (
     CRASH_MARKERS,
     ORPHAN_CLIENTS,
     ORPHAN_SLACK_SECONDS,
+    ORPHAN_WAIT_SECONDS,
     Check,
     VerifyReport,
     _raw_handshake,
@@ -996,7 +997,7 @@ def _orphan_case(name: str, how: str):
         return CaseResult(
             name,
             passed,
-            found.gone_after,
+            ORPHAN_WAIT_SECONDS if found.gone_after is None else found.gone_after,
             "s",
             f"{found.text()}; {ctx.holding.eofs - eofs} EOFs reached the backend (limit {limit:.1f} s)",
         )
