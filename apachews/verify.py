@@ -777,19 +777,25 @@ async def run_checks(target: Target, names: Sequence[str], progress: Progress) -
 
 
 # -- configuration -----------------------------------------------------------------------------------------
-def route_location(path: str, url: str, style: Tunnelling) -> str:
-    """A <Location> proxying WebSockets at `path` to the ws:// `url`, in `style`."""
+def route_location(path: str, url: str, style: Tunnelling, nohalfclose: bool = False) -> str:
+    """A <Location> proxying WebSockets at `path` to the ws:// `url`, in `style` (`nohalfclose`: with the
+    `SetEnv proxy-nohalfclose 1` config renders on stock 2.4.52+)."""
     if style is Tunnelling.HTTP_UPGRADE:
         target, options = url.replace("ws", "http", 1), " upgrade=websocket"
     else:
         target, options = url, ""
-    return f'<Location "{path}">\n    ProxyPass "{config.proxy_target(path, target)}"{options}\n</Location>\n'
+    env = "    SetEnv proxy-nohalfclose 1\n" if nohalfclose else ""
+    return f'<Location "{path}">\n    ProxyPass "{config.proxy_target(path, target)}"{options}\n{env}</Location>\n'
 
 
 def verify_routes(
-    backends: dict[str, EchoServer | HoldingBackend], style: Tunnelling, tls_ca: Path | None = None
+    backends: dict[str, EchoServer | HoldingBackend],
+    style: Tunnelling,
+    tls_ca: Path | None = None,
+    nohalfclose: bool = False,
 ) -> str:
-    """verify's own routes (misbehaving backends, a wss:// backend) under VERIFY_PREFIX, in `style`."""
+    """verify's own routes (misbehaving backends, a wss:// backend) under VERIFY_PREFIX, in `style`; with
+    `nohalfclose` when the preset's WebSocket routes have it (what a vanished client meets must be the same)."""
     lines = ["# apachews verify: routes to the misbehaving and the TLS backends"]
     if "tls" in backends and tls_ca is not None:
         lines += [
@@ -800,7 +806,8 @@ def verify_routes(
         ]
     for name in ("refuse-200", "refuse-403", "die", "hold", "tls"):
         if name in backends:
-            lines.append(route_location(f"{VERIFY_PREFIX}/{name}", backends[name].url, style).rstrip("\n"))
+            location = route_location(f"{VERIFY_PREFIX}/{name}", backends[name].url, style, nohalfclose)
+            lines.append(location.rstrip("\n"))
     return "\n".join(lines) + "\n"
 
 
@@ -1038,7 +1045,8 @@ def running_proxy(
             )
         except BadInput as error:
             raise CannotRender(error.message, hint=error.hint) from None
-        routes = verify_routes({**backends, "hold": holding}, style, tls_ca)
+        nohalfclose = "SetEnv proxy-nohalfclose 1" in rendering.proxy_conf
+        routes = verify_routes({**backends, "hold": holding}, style, tls_ca, nohalfclose)
         port = free_port()
         tls_port = free_port() if has_ssl else None
         progress.step(f"starting Apache {httpd.version} ({httpd.binary}), {layout} layout")
