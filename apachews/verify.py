@@ -189,10 +189,14 @@ class Target:
 
 
 # -- raw-socket helpers (for what a library client hides: the accept value, resets) -----------------------
-def _raw_handshake(port: int, path: str, timeout: float = 5.0) -> tuple[socket.socket, int, dict[str, str], str]:
-    """Send an upgrade request by hand; return the socket, status, headers and the key sent."""
+def _raw_handshake(
+    port: int, path: str, timeout: float = 5.0, tls: ssl.SSLContext | None = None
+) -> tuple[socket.socket, int, dict[str, str], str]:
+    """Send an upgrade request by hand (over TLS with `tls`); return the socket, status, headers and the key."""
     key = base64.b64encode(secrets.token_bytes(16)).decode()
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    if tls is not None:
+        sock = tls.wrap_socket(sock, server_hostname="127.0.0.1")
     sock.sendall(
         (
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
@@ -315,10 +319,10 @@ async def check_concurrent(t: Target) -> Check:
     )
 
 
-def _leave(port: int, path: str, how: str) -> bool:
+def _leave(port: int, path: str, how: str, tls: ssl.SSLContext | None = None) -> bool:
     """Handshake, send one text frame, and vanish: "fin" closes as a killed browser's kernel does (a FIN, no
-    close frame), "rst" with a reset. True when the upgrade succeeded."""
-    sock, status, _, _ = _raw_handshake(port, path)
+    close frame, no TLS close_notify), "rst" with a reset. True when the upgrade succeeded."""
+    sock, status, _, _ = _raw_handshake(port, path, tls=tls)
     if status == 101:
         key = secrets.token_bytes(4)
         payload = bytes(b ^ key[i % 4] for i, b in enumerate(b"last words"))
@@ -326,7 +330,7 @@ def _leave(port: int, path: str, how: str) -> bool:
     if how == "rst":
         _reset(sock)
     else:
-        sock.close()
+        os.close(sock.detach())  # the kernel's FIN, as when a browser's process dies (no TLS close_notify)
     return status == 101
 
 
@@ -334,7 +338,7 @@ def _leave(port: int, path: str, how: str) -> bool:
 class Orphans:
     """What clients that vanished left behind a backend that never closes on EOF."""
 
-    how: str  # "fin" or "rst"
+    how: str  # "fin" or "rst", "tls fin" over wss://
     upgraded: int
     gone_after: float | None  # seconds until no backend-side socket was left (None: some still after the wait)
     left: dict[str, int]  # state -> sockets left at the end of the wait (both ends)
@@ -350,14 +354,18 @@ class Orphans:
         )
 
 
-async def orphans(port: int, path: str, backend: HoldingBackend, how: str) -> Orphans:
-    """ORPHAN_CLIENTS clients leave `backend` by `how`; wait up to ORPHAN_WAIT_SECONDS for its sockets to go."""
+async def orphans(
+    port: int, path: str, backend: HoldingBackend, how: str, tls: ssl.SSLContext | None = None
+) -> Orphans:
+    """ORPHAN_CLIENTS clients leave `backend` by `how` (over wss:// with `tls`); wait up to ORPHAN_WAIT_SECONDS
+    for its sockets to go."""
     before = {(sock.local_port, sock.remote_port) for sock in backend.sockets()}  # an earlier round's, if any
 
     def new_sockets() -> list[TcpSocket]:
         return [sock for sock in backend.sockets() if (sock.local_port, sock.remote_port) not in before]
 
-    upgraded = sum(await asyncio.gather(*(asyncio.to_thread(_leave, port, path, how) for _ in range(ORPHAN_CLIENTS))))
+    leaving = (asyncio.to_thread(_leave, port, path, how, tls) for _ in range(ORPHAN_CLIENTS))
+    upgraded = sum(await asyncio.gather(*leaving))
     gone = await _wait_until(lambda: not new_sockets(), ORPHAN_WAIT_SECONDS)
     left = new_sockets()
     states: dict[str, int] = {}
@@ -365,7 +373,7 @@ async def orphans(port: int, path: str, backend: HoldingBackend, how: str) -> Or
         states[sock.state] = states.get(sock.state, 0) + 1
     apache_side = {sock.inode for sock in left if sock.remote_port == backend.port}
     holders = len(await asyncio.to_thread(socket_holders, apache_side)) if apache_side else 0
-    return Orphans(how, upgraded, gone, states, holders)
+    return Orphans(f"tls {how}" if tls else how, upgraded, gone, states, holders)
 
 
 async def check_abrupt_disconnect(t: Target) -> Check:
@@ -405,6 +413,9 @@ async def check_abrupt_disconnect(t: Target) -> Check:
         # A backend that never closes on EOF: what the proxy does after the client left decides it all.
         limit = module.DEFAULT_FIN_TIMEOUT + ORPHAN_SLACK_SECONDS
         left = [await orphans(t.apache_port, t.holding_path, t.holding, how) for how in ("fin", "rst")]
+        if t.tls_port is not None and t.tls_ca is not None:  # the filter path (mod_ssl in front)
+            context = ssl.create_default_context(cafile=str(t.tls_ca))
+            left.append(await orphans(t.tls_port, t.holding_path, t.holding, "fin", context))
         passed = passed and all(o.upgraded == ORPHAN_CLIENTS and o.gone_after is not None for o in left)
         passed = passed and all(o.gone_after is not None and o.gone_after <= limit for o in left)
         detail += f"; a backend that never closes on EOF: {'; '.join(o.text() for o in left)} (limit {limit:.1f} s)"
