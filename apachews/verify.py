@@ -73,7 +73,7 @@ CAPACITY_HTTP_REQUESTS = 20  # plain GETs while the WebSockets are open, in wave
 CAPACITY_HTTP_WAVE = 5
 CAPACITY_PROBE_PATH = "/apachews-verify/capacity-probe"  # served by Apache itself (404), or the app at "/"
 CAPACITY_FDS_PER_WEBSOCKET = 2  # in this process: the client's socket and the echo backend's
-CHECK_TIMEOUTS = {"capacity": 240.0}  # the others: 60 s
+CHECK_TIMEOUTS = {"capacity": 240.0, "abrupt-disconnect": 120.0}  # the others: 60 s
 KEEP_REWRITES_OFF = (
     f'<IfModule rewrite_module>\n    RewriteEngine On\n    RewriteRule "^{VERIFY_PREFIX}/" "-" [L]\n</IfModule>\n'
 )
