@@ -26,6 +26,10 @@ from apachews.resources import template_environment, templates_dir
 from apachews.tunnelling import Tunnelling
 
 PREFER = tuple(style.value for style in Tunnelling)
+# The idle limit rendered for an application with a heartbeat: this many of its intervals without a byte, at
+# least IDLE_MIN_SECONDS. Silent that long, the client is gone (a browser that vanished without FIN or reset).
+IDLE_HEARTBEATS = 6
+IDLE_MIN_SECONDS = 30
 _URL_CHARS = re.compile(r"[A-Za-z0-9._~:/\[\]-]+")
 _PATH_RE = re.compile(r"/[A-Za-z0-9._~/-]*")
 _NETLOC_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]+)?")
@@ -46,6 +50,14 @@ class Preset:
     notes: tuple[str, ...]
     backend_follows_path: bool = False
     app: dict[str, tuple[str, ...]] = field(default_factory=dict)  # the app's own requests, for verify
+    heartbeat: dict[str, object] | None = None  # what the app sends on an idle WebSocket: seconds, source
+
+    @property
+    def idle_limit(self) -> int | None:
+        """The tightest safe idle limit in seconds, from the heartbeat (None: the app has none)."""
+        if self.heartbeat is None:
+            return None
+        return max(IDLE_MIN_SECONDS, IDLE_HEARTBEATS * int(self.heartbeat["seconds"]))  # type: ignore[call-overload]
 
 
 @dataclass
@@ -99,6 +111,7 @@ def _presets() -> dict[str, Preset]:
             tuple(p["notes"]),
             p.get("backend_follows_path", False),
             {kind: tuple(paths) for kind, paths in p.get("app", {}).items()},
+            p.get("heartbeat"),
         )
         for name, p in data.items()
         if not name.startswith("_")
@@ -218,8 +231,11 @@ class Route:
     upgrade_option: bool = False  # mod_proxy_http: ProxyPass ... upgrade=websocket (2.4.47+)
     upgrade_directive: bool = False  # apachews module: ProxyWebsocketUpgrade On
     handoff: bool = False  # apachews module: ProxyWebsocketHandoff On
+    websocket: bool = False  # WebSocket upgrades come through this route (ws, mixed, balancer)
+    nohalfclose: bool = False  # stock 2.4.52+: SetEnv proxy-nohalfclose 1 (a FIN ends the tunnel)
+    idle_timeout: int | None = None  # apachews module: ProxyWebsocketIdleTimeout (from the app's heartbeat)
 
-    def to_template(self) -> dict[str, str | bool]:
+    def to_template(self) -> dict[str, str | bool | int | None]:
         options = " upgrade=websocket" if self.upgrade_option else ""
         return {
             "path": self.path,
@@ -229,6 +245,8 @@ class Route:
             "comment": self.comment,
             "upgrade_directive": self.upgrade_directive,
             "handoff": self.handoff,
+            "nohalfclose": self.nohalfclose,
+            "idle_timeout": self.idle_timeout,
         }
 
 
@@ -324,15 +342,16 @@ def render(
             covering = join_path(path, _covering_route(spec, route)["suffix"])  # type: ignore[index]
             next(r for r in routes if r.path == covering).upgrade_option = True
         elif kind == "ws" and upgrade:
-            routes.append(Route(where, http_target, "WebSocket (mod_proxy_http upgrade)", upgrade_option=True))
+            routes.append(Route(where, http_target, "WebSocket (mod_proxy_http upgrade)", True, websocket=True))
         elif kind == "ws":
             target = proxy_target(where, backend.url("ws", route["backend_path"]))
-            routes.append(Route(where, target, "WebSocket", handoff=handoff))
+            routes.append(Route(where, target, "WebSocket", handoff=handoff, websocket=True))
         elif kind == "mixed" and mixed_upgrade:
-            routes.append(Route(where, http_target, "HTTP and WebSocket (mod_proxy_http upgrade)", upgrade_option=True))
+            comment = "HTTP and WebSocket (mod_proxy_http upgrade)"
+            routes.append(Route(where, http_target, comment, upgrade_option=True, websocket=True))
         elif kind == "mixed" and style is Tunnelling.APACHEWS:
             comment = "HTTP and WebSocket (apachews module)"
-            routes.append(Route(where, http_target, comment, upgrade_directive=True, handoff=handoff))
+            routes.append(Route(where, http_target, comment, upgrade_directive=True, handoff=handoff, websocket=True))
         elif kind == "mixed":
             rewrites.append(
                 {
@@ -357,7 +376,16 @@ def render(
             }
             target = f"balancer://{name}" + ("/" if where.endswith("/") else "")
             # Only the apachews module reads ProxyWebsocketHandoff (handoff is refused in other styles).
-            routes.append(Route(where, target, "WebSocket, load-balanced", handoff=handoff))
+            routes.append(Route(where, target, "WebSocket, load-balanced", handoff=handoff, websocket=True))
+    # A client that vanishes (a killed browser's FIN): stock 2.4.52+ ends the tunnel at once with
+    # proxy-nohalfclose; the apachews module ends it within its fin timeout anyway, and gets the app's idle limit.
+    stock_nohalfclose = style is not Tunnelling.APACHEWS and release.version >= tunnelling.NOHALFCLOSE_SINCE
+    for r in routes:
+        carries_websockets = r.websocket or r.upgrade_option  # upgrade_option: an HTTP route covering a ws one
+        if carries_websockets and stock_nohalfclose:
+            r.nohalfclose = True
+        if carries_websockets and style is Tunnelling.APACHEWS:
+            r.idle_timeout = spec.idle_limit
     # Which ProxyPass wins where paths nest: on 2.2 the first one in the file (one server-wide list), on 2.4
     # the last <Location> merged. Either way the more specific (WebSocket) route must win.
     routes.sort(key=lambda r: len(r.path), reverse=release.family == "2.2")
@@ -377,6 +405,8 @@ def render(
             modules.append("headers")
     if uses_tls:
         modules.append("ssl")
+    if any(r.nohalfclose for r in routes):
+        modules.append("env")
 
     proxy_conf = (
         template_environment("apache")
@@ -405,6 +435,7 @@ def render(
         "ws_path": (websocket_paths[0] if websocket_paths else path).lstrip("/"),
     }
     notes = _style_notes(release, style, preset) + [note.format(**values) for note in spec.notes]
+    notes.append(dead_client_note(release, style, spec))
     if handoff:
         notes.append(
             "ProxyWebsocketHandoff On: once open, a plain tunnel (no TLS on either side) gives its worker back and "
@@ -489,6 +520,45 @@ def capacity_notes(sizing: Sizing, layout: distros.Layout) -> list[str]:
             "a graceful restart finish them beside their successors."
         )
     return [what, *layout.capacity_notes(sizing.family), files]
+
+
+def dead_client_note(release: Release, style: Tunnelling, spec: Preset) -> str:
+    """What ends the tunnel of a client that vanished, in this style on this release: after a killed browser's
+    FIN, a cut network's reset, or neither (a client gone silently)."""
+    limit, beat = spec.idle_limit, spec.heartbeat
+    why = f" ({IDLE_HEARTBEATS} heartbeats: {beat['source']})" if beat else ""
+    tcp = "or TCP gives up on what is sent to it (about 15 minutes on Linux)"
+    stock_fin = (
+        "The backend is closed with a FIN: one that never closes on EOF (broadwayd) keeps its socket in CLOSE-WAIT "
+        "(the apachews module resets it)."
+    )
+    if style is Tunnelling.APACHEWS:
+        idle = f": ProxyWebsocketIdleTimeout {limit}{why}" if limit else " (ProxyWebsocketIdleTimeout, else timeout=)"
+        return (
+            "A client that vanishes: after its FIN (a killed browser) the tunnel lives on for at most "
+            "ProxyWebsocketFinTimeout (default 5 s), after a reset not at all, and the backend is reset (one that "
+            "never closes on EOF, like broadwayd, is freed too). One gone without either is ended once the tunnel "
+            f"is silent both ways for the idle limit{idle}, {tcp}."
+        )
+    safe = f"; for this app Timeout {limit} in the <VirtualHost> serving it is safe{why}" if limit else ""
+    wait = "the larger of the server's Timeout and the worker's timeout= (else ProxyTimeout)"
+    if release.version >= tunnelling.NOHALFCLOSE_SINCE:
+        return (
+            "A client that vanishes: `SetEnv proxy-nohalfclose 1` (rendered above) ends the tunnel at its FIN (a "
+            "killed browser) or reset; one gone without either holds its worker until the tunnel is silent both "
+            f"ways for {wait}{safe}, {tcp}. {stock_fin}"
+        )
+    if release.version >= tunnelling.STOCK_TUNNEL_SINCE:
+        return (
+            "A client that vanishes: its FIN (a killed browser) is passed on and the tunnel then holds its worker "
+            f"until silent both ways for {wait}, as does one gone without a FIN (proxy-nohalfclose needs 2.4.52)"
+            f"{safe}, {tcp}. {stock_fin}"
+        )
+    return (
+        f"A client that vanishes: {release.version}'s mod_proxy_wstunnel ends the tunnel at its FIN or reset, but "
+        "nothing bounds one gone without either (it polls without a timeout: Timeout, ProxyTimeout and timeout= do "
+        f"not apply) but the backend closing, {tcp}. {stock_fin}"
+    )
 
 
 def _style_notes(release: Release, style: Tunnelling, preset: str) -> list[str]:

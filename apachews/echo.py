@@ -7,11 +7,20 @@ Modes:
   "apachews:later:S:TEXT" (sends TEXT unprompted after S seconds: a backend that speaks after a silence).
 - "refuse-200" / "refuse-403": answers the upgrade with a plain HTTP response; no WebSocket opens.
 - "die": echoes, but aborts the TCP connection (no close frame) when it receives the text "die".
+
+`HoldingBackend` is the other shape: a backend that never closes a connection on EOF (as broadwayd does), so
+that what the proxy does after a client's FIN decides whether its socket is ever released. `tcp_sockets`
+counts what a port has open in every state a connection can hang in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import hashlib
+import os
+import socket
 import ssl
 import threading
 from dataclasses import dataclass
@@ -26,12 +35,38 @@ from apachews.errors import BadInput, JobFailed
 
 MODES = ("echo", "refuse-200", "refuse-403", "die")
 MAX_MESSAGE = 16 * 2**20
-_TCP_ESTABLISHED = "01"
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, section 1.3
+# /proc/net/tcp's state codes (include/net/tcp_states.h), named as `ss` names them.
+TCP_STATES = {
+    "01": "ESTAB",
+    "02": "SYN-SENT",
+    "03": "SYN-RECV",
+    "04": "FIN-WAIT-1",
+    "05": "FIN-WAIT-2",
+    "06": "TIME-WAIT",
+    "07": "CLOSE",
+    "08": "CLOSE-WAIT",
+    "09": "LAST-ACK",
+    "0A": "LISTEN",
+    "0B": "CLOSING",
+}
+NOT_HELD = ("LISTEN", "TIME-WAIT")  # a listener, and a connection both sides have closed: nothing hangs on them
 
 
-def established_connections(port: int) -> int:
-    """TCP connections in ESTABLISHED state whose local port is `port` (read from /proc/net/tcp*)."""
-    count = 0
+@dataclass(frozen=True)
+class TcpSocket:
+    state: str  # as `ss` names it: ESTAB, CLOSE-WAIT, FIN-WAIT-2, ...
+    local_port: int
+    remote_port: int
+    inode: int  # 0 for a socket no process holds any more (an orphan the kernel finishes alone)
+
+
+def tcp_sockets(port: int) -> list[TcpSocket]:
+    """Every TCP socket on this machine with `port` at either end, except LISTEN and TIME-WAIT ones: a server's
+    accepted sockets (local port `port`) and its clients' (remote port `port`, e.g. Apache's to a backend), in
+    every state a connection can hang in, ESTAB and the half-closed ones (CLOSE-WAIT, FIN-WAIT-1/2, LAST-ACK,
+    CLOSING) alike. Read from /proc/net/tcp and tcp6."""
+    found = []
     for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
         try:
             rows = table.read_text().splitlines()[1:]
@@ -40,9 +75,32 @@ def established_connections(port: int) -> int:
         for row in rows:
             fields = row.split()
             local_port = int(fields[1].rsplit(":", 1)[1], 16)
-            if local_port == port and fields[3] == _TCP_ESTABLISHED:
-                count += 1
-    return count
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            state = TCP_STATES.get(fields[3], fields[3])
+            if port in (local_port, remote_port) and state not in NOT_HELD:
+                found.append(TcpSocket(state, local_port, remote_port, int(fields[9])))
+    return found
+
+
+def socket_holders(inodes: set[int]) -> set[int]:
+    """The pids of the processes holding any of these socket inodes (from /proc/PID/fd, where readable)."""
+    wanted = {f"socket:[{inode}]" for inode in inodes if inode}
+    holders = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or not wanted:
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (entry / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in wanted:
+                        holders.add(int(entry.name))
+                        break
+    return holders
+
+
+def accept_value(key: str) -> str:
+    """The Sec-WebSocket-Accept a server answers to `key` (RFC 6455, 4.2.2)."""
+    return base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
 
 
 @dataclass(frozen=True)
@@ -81,7 +139,8 @@ class EchoServer:
         return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}/"
 
     def open_connections(self) -> int:
-        return established_connections(self.port)
+        """This backend's sockets still open, in any state but LISTEN and TIME-WAIT, at either end."""
+        return len(tcp_sockets(self.port))
 
     def __enter__(self) -> EchoServer:
         self.start()
@@ -166,3 +225,93 @@ class EchoServer:
             await websocket.send(rest[1])
         else:
             await websocket.send(message)
+
+
+class HoldingBackend:
+    """A WebSocket backend that never closes a connection on EOF, as broadwayd does; use as a context manager.
+
+    It answers the upgrade (101 with the right Sec-WebSocket-Accept), reads and drops what comes, and when EOF
+    arrives keeps its socket open until `stop()`. Only a reset, or the proxy's idle limit, then frees it: a proxy
+    that closes its side with a FIN leaves this socket in CLOSE-WAIT. `sockets()` is what is still open (both
+    ends: this backend's and the proxy's), `eofs` how many connections have seen EOF."""
+
+    def __init__(self) -> None:
+        self.sessions = 0
+        self.eofs = 0
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=512)
+        self.port = self._listener.getsockname()[1]
+        self._stop = threading.Event()
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._accept, name="holding-backend", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+    def sockets(self) -> list[TcpSocket]:
+        return tcp_sockets(self.port)
+
+    def open_connections(self) -> int:
+        return len(self.sockets())
+
+    def __enter__(self) -> HoldingBackend:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        with self._lock:
+            for sock in list(self._open):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv
+                with contextlib.suppress(OSError):
+                    sock.close()
+            self._open.clear()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                self._open.add(sock)
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        head = b""
+        try:
+            while b"\r\n\r\n" not in head:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            key = ""
+            for line in head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "sec-websocket-key":
+                    key = value.strip()
+            sock.sendall(
+                (
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    f"Sec-WebSocket-Accept: {accept_value(key)}\r\n\r\n"
+                ).encode()
+            )
+            self.sessions += 1
+            while sock.recv(65536):
+                pass
+            self.eofs += 1
+            self._stop.wait()  # EOF: broadwayd does nothing about it; the socket stays open
+        except OSError:
+            pass  # a reset: the kernel has taken the socket away already
+        finally:
+            with self._lock:
+                self._open.discard(sock)
+            with contextlib.suppress(OSError):
+                sock.close()

@@ -22,6 +22,9 @@ from apachews.errors import BadInput, JobFailed
 from apachews.resources import data_dir, patches_dir
 
 SOURCE_NAME = "mod_proxy_wstunnel.c"
+# ProxyWebsocketFinTimeout's default in seconds (PWS_DEFAULT_FIN_TIMEOUT in the C source; a test keeps them equal):
+# how long a tunnel lives on after one side's FIN or close frame. verify and torture hold the module to it.
+DEFAULT_FIN_TIMEOUT = 5.0
 SOURCE_PATCH = "common/0001-add-mod_proxy_wstunnel.patch"
 TREE_PATH = f"modules/proxy/{SOURCE_NAME}"  # where the module goes in an httpd source tree
 _PATCH_HEADER = (
@@ -44,6 +47,9 @@ def source_text() -> str:
 # The module before the fixes of issues 12 and 18 (this repository's history): tests and the torture benchmark
 # build it to show that their checks catch what it got wrong.
 BEFORE_FIXES = "c0d4121"
+# The module before ProxyWebsocketFinTimeout: a half-closed tunnel waited for its idle limit, and a broken one
+# closed its backend with a FIN (a backend that never closes on EOF kept the socket in CLOSE-WAIT).
+BEFORE_FIN_TIMEOUT = "b5f554a"
 
 
 def source_at(revision: str) -> str:

@@ -3,10 +3,11 @@
 Each case drives one protocol corner or abuse pattern through the proxy and returns a `CaseResult` (a
 `verify.Check` with a figure): a 101 without `Upgrade`, a wrong `Sec-WebSocket-Accept`, `100 Continue`
 before the 101, 120 headers, POST with Upgrade, a 100 MiB refusal, a refusal that never ends read slowly,
-a backend that never answers, a flood in one direction, half-close, TLS records cut in TCP pieces, reset
-storms, frames pipelined before the 101, slowloris, smuggling with a refused upgrade, mod_reqtimeout after
-the 101, a soak. The same cases run against several targets (stock 2.4 in both styles, the apachews module,
-a built 2.2 httpd) and `side_by_side` puts them in one table.
+a backend that never answers, a flood in one direction, half-close, clients that vanish (FIN or RST) from a
+backend that never closes on EOF, TLS records cut in TCP pieces, reset storms, frames pipelined before the
+101, slowloris, smuggling with a refused upgrade, mod_reqtimeout after the 101, a soak. The same cases run
+against several targets (stock 2.4 in both styles, the apachews module, a built 2.2 httpd) and `side_by_side`
+puts them in one table.
 
 Backends are plain threads on 127.0.0.1 speaking just enough HTTP/WebSocket to misbehave on purpose; the
 well-behaved echo is `apachews.echo.EchoServer`. Cases are blocking socket code with timeouts everywhere.
@@ -14,6 +15,7 @@ well-behaved echo is `apachews.echo.EchoServer`. Cases are blocking socket code 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import concurrent.futures
 import contextlib
@@ -37,18 +39,22 @@ from pathlib import Path
 
 from apachews import config, module
 from apachews.catalogue import Version
-from apachews.echo import EchoServer
+from apachews.echo import EchoServer, HoldingBackend
 from apachews.errors import BadInput, JobFailed
 from apachews.httpd import Httpd, ServerRoot, free_port, locate
 from apachews.progress import Progress
 from apachews.verify import (
     CRASH_MARKERS,
+    ORPHAN_CLIENTS,
+    ORPHAN_SLACK_SECONDS,
+    ORPHAN_WAIT_SECONDS,
     Check,
     VerifyReport,
     _raw_handshake,
     _reset,
     expected_accept,
     make_certificate,
+    orphans,
 )
 
 MIB = 2**20
@@ -594,6 +600,7 @@ class Context:
     parent_pid: int
     error_log: Path
     settings: Settings
+    holding: HoldingBackend  # never closes on EOF (broadwayd): the orphan cases' backend
 
     def path(self, backend: str) -> str:
         return f"/t/{backend}"
@@ -664,6 +671,7 @@ def running_target(spec: TargetSpec, settings: Settings, progress: Progress) -> 
         echo = stack.enter_context(EchoServer("echo"))
         backends = {name: stack.enter_context(RawBackend(name, b)) for name, b in BACKENDS.items()}
         backends["big"] = stack.enter_context(RawBackend("big", b_refuse_big(settings.big_body)))
+        holding = stack.enter_context(HoldingBackend())
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="apachews-torture-")))
         has_ssl = spec.httpd.has_module("ssl")
         has_rq = spec.httpd.has_module("reqtimeout")
@@ -675,7 +683,7 @@ def running_target(spec: TargetSpec, settings: Settings, progress: Progress) -> 
         rendering = config.render(
             "generic", apache=str(spec.httpd.version), backends=[echo.url], path="/ws", prefer=prefer
         )
-        ports = {"echo": echo.port, **{name: b.port for name, b in backends.items()}}
+        ports = {"echo": echo.port, "hold": holding.port, **{name: b.port for name, b in backends.items()}}
         snippets = {
             "00-torture-routes.conf": _routes(spec, ports),
             **rendering.files,
@@ -696,6 +704,7 @@ def running_target(spec: TargetSpec, settings: Settings, progress: Progress) -> 
             parent,
             root.error_log,
             settings,
+            holding,
         )
 
 
@@ -971,6 +980,29 @@ def case_half_close(ctx: Context) -> CaseResult:
         )
     finally:
         stream.close()
+
+
+def _orphan_case(name: str, how: str):
+    """ORPHAN_CLIENTS clients handshake to the backend that never closes on EOF, send a frame and vanish (`how`:
+    "fin" as a killed browser, "rst" as a cut network). Every backend-side socket (the backend's and Apache's,
+    in any state but TIME-WAIT) must be gone within the module's fin timeout; the figure is the seconds it took
+    (verify.ORPHAN_WAIT_SECONDS when some never went), the detail what was left and how many Apache processes
+    still held it."""
+
+    def run(ctx: Context) -> CaseResult:
+        eofs = ctx.holding.eofs
+        found = asyncio.run(orphans(ctx.port, ctx.path("hold"), ctx.holding, how))
+        limit = module.DEFAULT_FIN_TIMEOUT + ORPHAN_SLACK_SECONDS
+        passed = found.upgraded == ORPHAN_CLIENTS and found.gone_after is not None and found.gone_after <= limit
+        return CaseResult(
+            name,
+            passed,
+            ORPHAN_WAIT_SECONDS if found.gone_after is None else found.gone_after,
+            "s",
+            f"{found.text()}; {ctx.holding.eofs - eofs} EOFs reached the backend (limit {limit:.1f} s)",
+        )
+
+    return run
 
 
 def _tls_case(name: str, size: int, pieces: int, gap: float):
@@ -1291,6 +1323,8 @@ CASES: dict[str, Callable[[Context], CaseResult]] = {
     "never-answers": case_never_answers,
     "flood-starvation": case_flood,
     "half-close": case_half_close,
+    "orphans-fin": _orphan_case("orphans-fin", "fin"),
+    "orphans-rst": _orphan_case("orphans-rst", "rst"),
     "tls-12k-12-pieces": _tls_case("tls-12k-12-pieces", 12 * 1024, 12, 0.001),
     "tls-3k-4-pieces": _tls_case("tls-3k-4-pieces", 3 * 1024, 4, 0.2),
     # Four pieces do not always give the issue-18 module its three empty reads in a row; eight do.

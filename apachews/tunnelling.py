@@ -9,6 +9,12 @@ from apachews.errors import BadInput
 REWRITE_WS_SINCE = Version(2, 4, 7)
 # 2.4.6-2.4.46's stock mod_proxy_wstunnel tunnels whatever the backend answers (CVE-2019-17567).
 CVE_2019_17567 = (Version(2, 4, 6), Version(2, 4, 46))
+# From 2.4.47 stock upgrades run in mod_proxy's tunnel (ap_proxy_tunnel_run): a FIN is passed on and the tunnel
+# then waits for the larger of the client's Timeout and the worker's timeout; before, mod_proxy_wstunnel polled
+# without any timeout and ended the tunnel at either side's EOF. From 2.4.52 `SetEnv proxy-nohalfclose 1` makes
+# that tunnel end at a FIN at once.
+STOCK_TUNNEL_SINCE = Version(2, 4, 47)
+NOHALFCLOSE_SINCE = Version(2, 4, 52)
 
 
 __all__ = ["Tunnelling", "choose", "default_for", "has_cve_2019_17567"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
 import json
 import os
 import resource
@@ -31,18 +30,31 @@ from pathlib import Path
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from apachews import capacity, catalogue, config, sources, tunnelling
+from apachews import capacity, catalogue, config, module, sources, tunnelling
 from apachews.distros import trees
-from apachews.echo import MAX_MESSAGE, EchoServer, RequestLine
+from apachews.echo import (
+    MAX_MESSAGE,
+    EchoServer,
+    HoldingBackend,
+    RequestLine,
+    TcpSocket,
+    accept_value,
+    socket_holders,
+)
 from apachews.errors import BadInput, JobFailed
 from apachews.httpd import Httpd, Server, ServerRoot, SyntaxResult, free_port
 from apachews.progress import Progress
 from apachews.tunnelling import Tunnelling
 
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, section 1.3
 RESET_CLIENTS = 100
 RESET_LIMIT_SECONDS = 1.0
 AFTER_RESET_HANDSHAKES = 20
+# Clients that vanish from a backend that never closes on EOF (broadwayd): a killed browser's FIN, a cut
+# network's RST. The apachews module must free the backend's sockets (both ends) within its fin timeout; the
+# check looks this long in all, so that a proxy that waits for its idle limit shows as all of them left.
+ORPHAN_CLIENTS = 20
+ORPHAN_SLACK_SECONDS = 1.5  # beyond the fin timeout: the event loop's 250 ms sweep, a loaded machine
+ORPHAN_WAIT_SECONDS = 10.0
 CONCURRENT_CLIENTS = 50
 DIE_LIMIT_SECONDS = 1.0
 PLAIN_GET_TIMEOUT = 5.0
@@ -61,7 +73,7 @@ CAPACITY_HTTP_REQUESTS = 20  # plain GETs while the WebSockets are open, in wave
 CAPACITY_HTTP_WAVE = 5
 CAPACITY_PROBE_PATH = "/apachews-verify/capacity-probe"  # served by Apache itself (404), or the app at "/"
 CAPACITY_FDS_PER_WEBSOCKET = 2  # in this process: the client's socket and the echo backend's
-CHECK_TIMEOUTS = {"capacity": 240.0}  # the others: 60 s
+CHECK_TIMEOUTS = {"capacity": 240.0, "abrupt-disconnect": 120.0}  # the others: 60 s
 KEEP_REWRITES_OFF = (
     f'<IfModule rewrite_module>\n    RewriteEngine On\n    RewriteRule "^{VERIFY_PREFIX}/" "-" [L]\n</IfModule>\n'
 )
@@ -159,6 +171,8 @@ class Target:
     tls_port: int | None = None  # Apache's TLS front (None: no mod_ssl)
     tls_ca: Path | None = None
     die_path: str = "/ws-die"
+    holding: HoldingBackend | None = None  # a backend that never closes on EOF (None: not measured, e.g. live)
+    holding_path: str = "/ws-hold"
     refuse_paths: dict[int, str] = field(default_factory=lambda: {200: "/ws-refuse200", 403: "/ws-refuse403"})
     max_websockets: int | None = None  # the capacity check opens this many (None: it is skipped)
     server_capacity: str = ""  # the workers the server under test has, and whether apachews sized it
@@ -175,10 +189,14 @@ class Target:
 
 
 # -- raw-socket helpers (for what a library client hides: the accept value, resets) -----------------------
-def _raw_handshake(port: int, path: str, timeout: float = 5.0) -> tuple[socket.socket, int, dict[str, str], str]:
-    """Send an upgrade request by hand; return the socket, status, headers and the key sent."""
+def _raw_handshake(
+    port: int, path: str, timeout: float = 5.0, tls: ssl.SSLContext | None = None
+) -> tuple[socket.socket, int, dict[str, str], str]:
+    """Send an upgrade request by hand (over TLS with `tls`); return the socket, status, headers and the key."""
     key = base64.b64encode(secrets.token_bytes(16)).decode()
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    if tls is not None:
+        sock = tls.wrap_socket(sock, server_hostname="127.0.0.1")
     sock.sendall(
         (
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
@@ -202,7 +220,7 @@ def _raw_handshake(port: int, path: str, timeout: float = 5.0) -> tuple[socket.s
 
 
 def expected_accept(key: str) -> str:
-    return base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+    return accept_value(key)
 
 
 def _reset(sock: socket.socket) -> None:
@@ -301,6 +319,63 @@ async def check_concurrent(t: Target) -> Check:
     )
 
 
+def _leave(port: int, path: str, how: str, tls: ssl.SSLContext | None = None) -> bool:
+    """Handshake, send one text frame, and vanish: "fin" closes as a killed browser's kernel does (a FIN, no
+    close frame, no TLS close_notify), "rst" with a reset. True when the upgrade succeeded."""
+    sock, status, _, _ = _raw_handshake(port, path, tls=tls)
+    if status == 101:
+        key = secrets.token_bytes(4)
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(b"last words"))
+        sock.sendall(bytes([0x81, 0x80 | len(payload)]) + key + payload)
+    if how == "rst":
+        _reset(sock)
+    else:
+        os.close(sock.detach())  # the kernel's FIN, as when a browser's process dies (no TLS close_notify)
+    return status == 101
+
+
+@dataclass
+class Orphans:
+    """What clients that vanished left behind a backend that never closes on EOF."""
+
+    how: str  # "fin" or "rst", "tls fin" over wss://
+    upgraded: int
+    gone_after: float | None  # seconds until no backend-side socket was left (None: some still after the wait)
+    left: dict[str, int]  # state -> sockets left at the end of the wait (both ends)
+    holders: int  # Apache processes still holding a socket to the backend then (busy children / event loops)
+
+    def text(self) -> str:
+        if self.gone_after is not None:
+            return f"{self.how.upper()}: {self.upgraded}/{ORPHAN_CLIENTS} gone in {self.gone_after:.2f} s"
+        states = ", ".join(f"{count} {state}" for state, count in sorted(self.left.items()))
+        return (
+            f"{self.how.upper()}: {self.upgraded}/{ORPHAN_CLIENTS}, after {ORPHAN_WAIT_SECONDS:.0f} s still "
+            f"{states} (Apache: {self.holders} processes holding them)"
+        )
+
+
+async def orphans(
+    port: int, path: str, backend: HoldingBackend, how: str, tls: ssl.SSLContext | None = None
+) -> Orphans:
+    """ORPHAN_CLIENTS clients leave `backend` by `how` (over wss:// with `tls`); wait up to ORPHAN_WAIT_SECONDS
+    for its sockets to go."""
+    before = {(sock.local_port, sock.remote_port) for sock in backend.sockets()}  # an earlier round's, if any
+
+    def new_sockets() -> list[TcpSocket]:
+        return [sock for sock in backend.sockets() if (sock.local_port, sock.remote_port) not in before]
+
+    leaving = (asyncio.to_thread(_leave, port, path, how, tls) for _ in range(ORPHAN_CLIENTS))
+    upgraded = sum(await asyncio.gather(*leaving))
+    gone = await _wait_until(lambda: not new_sockets(), ORPHAN_WAIT_SECONDS)
+    left = new_sockets()
+    states: dict[str, int] = {}
+    for sock in left:
+        states[sock.state] = states.get(sock.state, 0) + 1
+    apache_side = {sock.inode for sock in left if sock.remote_port == backend.port}
+    holders = len(await asyncio.to_thread(socket_holders, apache_side)) if apache_side else 0
+    return Orphans(f"tls {how}" if tls else how, upgraded, gone, states, holders)
+
+
 async def check_abrupt_disconnect(t: Target) -> Check:
     baseline = await _wait_until(lambda: t.backend_connections() == 0, 5)
     if baseline is None:
@@ -329,13 +404,23 @@ async def check_abrupt_disconnect(t: Target) -> Check:
     )
     still_open = t.backend_connections()
     drain = f"backend drained in {drained:.3f} s" if drained is not None else f"{still_open} still open after 10 s"
-    return outcome(
-        passed,
-        drained,
-        "s",
+    detail = (
         f"{upgraded}/{RESET_CLIENTS} upgraded then reset; {drain}; "
-        f"{good_after}/{AFTER_RESET_HANDSHAKES} handshakes after",
+        f"{good_after}/{AFTER_RESET_HANDSHAKES} handshakes after"
     )
+    figure = drained
+    if t.holding is not None:
+        # A backend that never closes on EOF: what the proxy does after the client left decides it all.
+        limit = module.DEFAULT_FIN_TIMEOUT + ORPHAN_SLACK_SECONDS
+        left = [await orphans(t.apache_port, t.holding_path, t.holding, how) for how in ("fin", "rst")]
+        if t.tls_port is not None and t.tls_ca is not None:  # the filter path (mod_ssl in front)
+            context = ssl.create_default_context(cafile=str(t.tls_ca))
+            left.append(await orphans(t.tls_port, t.holding_path, t.holding, "fin", context))
+        passed = passed and all(o.upgraded == ORPHAN_CLIENTS and o.gone_after is not None for o in left)
+        passed = passed and all(o.gone_after is not None and o.gone_after <= limit for o in left)
+        detail += f"; a backend that never closes on EOF: {'; '.join(o.text() for o in left)} (limit {limit:.1f} s)"
+        figure = max(ORPHAN_WAIT_SECONDS if o.gone_after is None else o.gone_after for o in left)
+    return outcome(passed, figure, "s", detail)
 
 
 def _refuse_check(status: int, backend: Callable[[Target], EchoServer]):
@@ -703,17 +788,25 @@ async def run_checks(target: Target, names: Sequence[str], progress: Progress) -
 
 
 # -- configuration -----------------------------------------------------------------------------------------
-def route_location(path: str, url: str, style: Tunnelling) -> str:
-    """A <Location> proxying WebSockets at `path` to the ws:// `url`, in `style`."""
+def route_location(path: str, url: str, style: Tunnelling, nohalfclose: bool = False) -> str:
+    """A <Location> proxying WebSockets at `path` to the ws:// `url`, in `style` (`nohalfclose`: with the
+    `SetEnv proxy-nohalfclose 1` config renders on stock 2.4.52+)."""
     if style is Tunnelling.HTTP_UPGRADE:
         target, options = url.replace("ws", "http", 1), " upgrade=websocket"
     else:
         target, options = url, ""
-    return f'<Location "{path}">\n    ProxyPass "{config.proxy_target(path, target)}"{options}\n</Location>\n'
+    env = "    SetEnv proxy-nohalfclose 1\n" if nohalfclose else ""
+    return f'<Location "{path}">\n    ProxyPass "{config.proxy_target(path, target)}"{options}\n{env}</Location>\n'
 
 
-def verify_routes(backends: dict[str, EchoServer], style: Tunnelling, tls_ca: Path | None = None) -> str:
-    """verify's own routes (misbehaving backends, a wss:// backend) under VERIFY_PREFIX, in `style`."""
+def verify_routes(
+    backends: dict[str, EchoServer | HoldingBackend],
+    style: Tunnelling,
+    tls_ca: Path | None = None,
+    nohalfclose: bool = False,
+) -> str:
+    """verify's own routes (misbehaving backends, a wss:// backend) under VERIFY_PREFIX, in `style`; with
+    `nohalfclose` when the preset's WebSocket routes have it (what a vanished client meets must be the same)."""
     lines = ["# apachews verify: routes to the misbehaving and the TLS backends"]
     if "tls" in backends and tls_ca is not None:
         lines += [
@@ -722,9 +815,10 @@ def verify_routes(backends: dict[str, EchoServer], style: Tunnelling, tls_ca: Pa
             f'    SSLProxyCACertificateFile "{tls_ca}"',
             "</IfModule>",
         ]
-    for name in ("refuse-200", "refuse-403", "die", "tls"):
+    for name in ("refuse-200", "refuse-403", "die", "hold", "tls"):
         if name in backends:
-            lines.append(route_location(f"{VERIFY_PREFIX}/{name}", backends[name].url, style).rstrip("\n"))
+            location = route_location(f"{VERIFY_PREFIX}/{name}", backends[name].url, style, nohalfclose)
+            lines.append(location.rstrip("\n"))
     return "\n".join(lines) + "\n"
 
 
@@ -948,6 +1042,7 @@ def running_proxy(
             tls_context.load_cert_chain(tls_ca, tls_key)
         members = [stack.enter_context(EchoServer("echo")) for _ in range(2)]
         backends = {mode: stack.enter_context(EchoServer(mode)) for mode in ("refuse-200", "refuse-403", "die")}
+        holding = stack.enter_context(HoldingBackend())
         if tls_context is not None:
             backends["tls"] = stack.enter_context(EchoServer("echo", tls=tls_context))
         app_backends = _preset_backends(preset, members)
@@ -963,7 +1058,8 @@ def running_proxy(
             )
         except BadInput as error:
             raise CannotRender(error.message, hint=error.hint) from None
-        routes = verify_routes(backends, style, tls_ca)
+        nohalfclose = "SetEnv proxy-nohalfclose 1" in rendering.proxy_conf
+        routes = verify_routes({**backends, "hold": holding}, style, tls_ca, nohalfclose)
         port = free_port()
         tls_port = free_port() if has_ssl else None
         progress.step(f"starting Apache {httpd.version} ({httpd.binary}), {layout} layout")
@@ -1013,6 +1109,8 @@ def running_proxy(
             die_path=f"{VERIFY_PREFIX}/die",
             refuse_paths={200: f"{VERIFY_PREFIX}/refuse-200", 403: f"{VERIFY_PREFIX}/refuse-403"},
             max_websockets=max_websockets,
+            holding=holding,
+            holding_path=f"{VERIFY_PREFIX}/hold",
         )
         if sizing is not None and stock is not None:
             target.server_capacity = sizing_note if sized else f"{stock.summary()}, not sized"

@@ -22,7 +22,11 @@
  *    own idle limit (ProxyWebsocketIdleTimeout, else the worker's timeout, else ProxyTimeout/Timeout) is
  *    what ends a silent session;
  *  - each direction ends on its own (half-close): EOF from one side is passed on as a FIN to the other,
- *    whose answer still flows back; a reset or error on either side ends the tunnel at once;
+ *    whose answer still flows back for at most ProxyWebsocketFinTimeout (default 5 s), then both sides are
+ *    closed: a client that vanished (a killed browser's FIN, no close frame) cannot hold a backend that never
+ *    closes, nor a worker, until the idle limit; a reset or error on either side ends the tunnel at once;
+ *  - WebSocket close frames are spotted (frame headers are followed, never rewritten): once both directions'
+ *    close frames are relayed the tunnel ends; one relayed starts the same short grace as a FIN;
  *  - "ProxyWebsocketUpgrade On" lets a WebSocket upgrade arriving on an http:// or https:// ProxyPass be
  *    tunnelled (like 2.4.47's upgrade=websocket), for servers whose mod_rewrite has no ws:// scheme;
  *  - Upgrade and Connection are parsed as token lists, case-insensitively.
@@ -51,6 +55,8 @@
 /* The event loop of ProxyWebsocketHandoff: epoll and a thread of our own per child (Linux, where every server
  * this module is for runs). Elsewhere the directive is accepted and every tunnel stays with its worker. */
 #define PWS_HANDOFF 1
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/epoll.h>
@@ -85,9 +91,14 @@ module AP_MODULE_DECLARE_DATA proxy_wstunnel_module;
 #define PWS_TURN_BYTES (64 * 1024)       /* bytes one direction may move before the other gets its turn */
 #define PWS_RELAY_BYTES (64 * 1024)      /* a refused upgrade's body is passed on in pieces of at most this */
 #define PWS_EMPTY_READS_AS_EOF 3         /* 2.2: readable, yet successful reads bring nothing */
+/* After one side's FIN (or a close frame relayed one way), how long the other direction may go on: the torture
+ * half-close case needs 0.2 s, a close handshake one round trip; 5 s leaves room for two TCP retransmissions
+ * (1 s + 2 s) on a bad link. Beyond it a peer that never closes (broadwayd) would hold its socket and a worker. */
+#define PWS_DEFAULT_FIN_TIMEOUT apr_time_from_sec(5)
 
 typedef struct {
     apr_interval_time_t idle_timeout; /* -1: not set here */
+    apr_interval_time_t fin_timeout;  /* -1: not set here; 0: a half-closed tunnel waits for the idle limit */
     int upgrade_http;                 /* -1: not set here; 1: tunnel upgrades on http(s):// routes */
     int handoff;                      /* -1: not set here; 1: plain tunnels go to the child's event loop */
 } proxy_wstunnel_dir_conf;
@@ -100,6 +111,7 @@ static void *proxy_wstunnel_create_dir_conf(apr_pool_t *p, char *dir)
     proxy_wstunnel_dir_conf *conf = apr_pcalloc(p, sizeof(*conf));
     (void)dir;
     conf->idle_timeout = -1;
+    conf->fin_timeout = -1;
     conf->upgrade_http = -1;
     conf->handoff = -1;
     return conf;
@@ -110,6 +122,7 @@ static void *proxy_wstunnel_merge_dir_conf(apr_pool_t *p, void *basev, void *add
     proxy_wstunnel_dir_conf *base = basev, *add = addv;
     proxy_wstunnel_dir_conf *conf = apr_pcalloc(p, sizeof(*conf));
     conf->idle_timeout = add->idle_timeout >= 0 ? add->idle_timeout : base->idle_timeout;
+    conf->fin_timeout = add->fin_timeout >= 0 ? add->fin_timeout : base->fin_timeout;
     conf->upgrade_http = add->upgrade_http >= 0 ? add->upgrade_http : base->upgrade_http;
     conf->handoff = add->handoff >= 0 ? add->handoff : base->handoff;
     return conf;
@@ -155,6 +168,18 @@ static const char *proxy_wstunnel_set_idle_timeout(cmd_parms *cmd, void *dirconf
         return "ProxyWebsocketIdleTimeout takes a timeout such as 300, 500ms, 5mi or 1h (0: no idle limit)";
     }
     conf->idle_timeout = timeout;
+    return NULL;
+}
+
+static const char *proxy_wstunnel_set_fin_timeout(cmd_parms *cmd, void *dirconf, const char *arg)
+{
+    proxy_wstunnel_dir_conf *conf = dirconf;
+    apr_interval_time_t timeout;
+    (void)cmd;
+    if (proxy_wstunnel_parse_timeout(arg, &timeout) != APR_SUCCESS || timeout < 0) {
+        return "ProxyWebsocketFinTimeout takes a timeout such as 5, 500ms or 1mi (0: wait for the idle limit)";
+    }
+    conf->fin_timeout = timeout;
     return NULL;
 }
 
@@ -536,6 +561,70 @@ static void proxy_wstunnel_remove_reqtimeout(conn_rec *c)
     }
 }
 
+/* Where one direction stands in the WebSocket frames it carries: enough of each frame's header to know its opcode
+ * and payload length, whatever the TCP pieces (a header may be cut anywhere), so that a close frame is seen once
+ * it has passed whole. Payloads are skipped (masked or not, compressed or not); nothing is rewritten. Bytes that
+ * are not framing as RFC 6455 has it (a control frame longer than 125 bytes or fragmented, a reserved opcode)
+ * make it stop looking: that direction then ends by FIN, reset or timeout only. */
+typedef struct {
+    unsigned char head[14];    /* the current frame's header so far (2 + 8 length + 4 mask bytes at most) */
+    apr_size_t head_length;    /* 0: between frames, or in a payload */
+    apr_uint64_t payload_left; /* the current frame's payload bytes still to come */
+    int in_close;              /* the current payload is a close frame's */
+    int closed;                /* a whole close frame has passed: nothing more is looked at */
+    int lost;                  /* not WebSocket framing: nothing more is looked at */
+} proxy_wstunnel_frames;
+
+static apr_size_t proxy_wstunnel_frame_head_size(const unsigned char *head)
+{
+    apr_size_t length = head[1] & 0x7F;
+    return 2 + (length == 126 ? 2 : length == 127 ? 8 : 0) + ((head[1] & 0x80) ? 4 : 0);
+}
+
+static void proxy_wstunnel_frames_feed(proxy_wstunnel_frames *f, const char *data, apr_size_t length)
+{
+    while (length > 0 && !f->closed && !f->lost) {
+        if (f->payload_left > 0) {
+            apr_size_t skip = f->payload_left < (apr_uint64_t)length ? (apr_size_t)f->payload_left : length;
+            f->payload_left -= skip;
+            data += skip;
+            length -= skip;
+        }
+        else {
+            unsigned char *head = f->head;
+            unsigned opcode, short_length;
+            apr_uint64_t payload = 0;
+            apr_size_t k;
+            head[f->head_length++] = (unsigned char)*data++;
+            length--;
+            if (f->head_length < 2 || f->head_length < proxy_wstunnel_frame_head_size(head)) {
+                continue;
+            }
+            opcode = head[0] & 0x0F;
+            short_length = head[1] & 0x7F;
+            if (short_length < 126) {
+                payload = short_length;
+            }
+            else {
+                for (k = 2; k < (short_length == 126 ? 4u : 10u); k++) {
+                    payload = (payload << 8) | head[k];
+                }
+            }
+            if ((opcode >= 0x3 && opcode <= 0x7) || opcode > 0xA
+                || (opcode >= 0x8 && (!(head[0] & 0x80) || (head[0] & 0x70) || short_length > 125))) {
+                f->lost = 1;
+                return;
+            }
+            f->in_close = opcode == 0x8;
+            f->payload_left = payload;
+            f->head_length = 0;
+        }
+        if (f->in_close && f->payload_left == 0 && f->head_length == 0) {
+            f->closed = 1;
+        }
+    }
+}
+
 /* The raw tunnel: once both connections are plain TCP (no TLS, no filter that needs the bytes), bytes move
  * straight between the sockets in reads of up to PWS_RAW_BYTES: one poll, one recv and one send per message
  * and direction, where the filter path costs a flush per 8 KiB and a read that only learns EAGAIN. The same
@@ -552,6 +641,7 @@ typedef struct {
     int fd;
     int read_done;             /* EOF read from this end */
     int write_shut;            /* our FIN has been sent to this end */
+    proxy_wstunnel_frames frames; /* the frames read from this end */
     char *pending;             /* bytes for this end it did not take yet (malloc'd; NULL: none) */
     apr_size_t pending_length; /* how many of them are left, from pending_offset */
     apr_size_t pending_offset;
@@ -563,6 +653,8 @@ struct proxy_wstunnel_raw {
     proxy_wstunnel_end end[2];
     apr_interval_time_t idle_timeout;  /* 0: no idle limit */
     apr_interval_time_t write_timeout; /* how long an end may refuse what we write (the server's Timeout) */
+    apr_interval_time_t fin_timeout;   /* how long after fin_since the tunnel may live on (0: no limit) */
+    apr_time_t fin_since;              /* the first FIN or relayed close frame (0: none yet) */
     apr_time_t last_activity;
     int closed;
     proxy_wstunnel_raw *prev, *next; /* the event loop's list */
@@ -583,9 +675,12 @@ static short proxy_wstunnel_raw_wanted(const proxy_wstunnel_raw *t, int i)
     return events;
 }
 
+/* Both ends sent their FIN, or both their close frames, and everything was delivered. */
 static int proxy_wstunnel_raw_finished(const proxy_wstunnel_raw *t)
 {
-    return t->end[0].read_done && t->end[1].read_done && !t->end[0].pending && !t->end[1].pending;
+    return ((t->end[0].read_done && t->end[1].read_done)
+            || (t->end[0].frames.closed && t->end[1].frames.closed))
+           && !t->end[0].pending && !t->end[1].pending;
 }
 
 /* Pass our FIN on to `end` once the other end has sent its last byte and all of it was delivered. */
@@ -631,6 +726,22 @@ static int proxy_wstunnel_raw_write(proxy_wstunnel_raw *t, int i, const char *da
     return 0;
 }
 
+/* Was the EOF just read on `fd` a reset? A reset's error is reported once: when someone else read it first (the
+ * MPM on its own descriptor of a handed-off socket), recv() says 0 as for a FIN. A FIN leaves the socket in
+ * CLOSE-WAIT (when we have not sent ours); a reset leaves it closed. */
+static int proxy_wstunnel_was_reset(int fd)
+{
+#if defined(__linux__) && defined(TCP_INFO)
+    struct tcp_info info;
+    socklen_t size = sizeof(info);
+    memset(&info, 0, sizeof(info));
+    return getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &size) == 0 && info.tcpi_state == TCP_CLOSE;
+#else
+    (void)fd;
+    return 0;
+#endif
+}
+
 /* End `i` is ready (`revents` as poll() reports them; a hang-up or error counts as ready for whatever the
  * end was waiting for, and the read or write then says what happened). 1: the tunnel has ended cleanly,
  * both ways; -1: it is broken (reset, error), end it now; 0: go on. */
@@ -672,13 +783,24 @@ static int proxy_wstunnel_raw_ready(proxy_wstunnel_raw *t, int i, short revents,
         } while (got < 0 && errno == EINTR);
         if (got > 0) {
             t->last_activity = now;
+            proxy_wstunnel_frames_feed(&end->frames, buffer, (apr_size_t)got);
             if (proxy_wstunnel_raw_write(t, 1 - i, buffer, (apr_size_t)got, now) != 0) {
                 return -1;
             }
+            if (end->frames.closed && t->fin_since == 0) {
+                t->fin_since = now; /* a close frame relayed: the answer has the fin timeout to come */
+            }
         }
         else if (got == 0) {
-            /* Half-close: pass the FIN on, keep the other direction open for what it still sends. */
+            if (!end->write_shut && proxy_wstunnel_was_reset(end->fd)) {
+                return -1;
+            }
+            /* Half-close: pass the FIN on, keep the other direction open for what it still sends (for at most
+             * the fin timeout). */
             end->read_done = 1;
+            if (t->fin_since == 0) {
+                t->fin_since = now;
+            }
             proxy_wstunnel_raw_pass_fin(t, 1 - i);
         }
         else if (errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -691,10 +813,14 @@ static int proxy_wstunnel_raw_ready(proxy_wstunnel_raw *t, int i, short revents,
     return proxy_wstunnel_raw_finished(t) ? 1 : 0;
 }
 
-/* Has the tunnel been silent longer than its idle limit, or a receiver refused our bytes too long? */
+/* Has the tunnel been silent longer than its idle limit, or a receiver refused our bytes too long (1)? Or has
+ * one side finished (FIN, close frame) longer than the fin timeout ago (2)? 0: neither. */
 static int proxy_wstunnel_raw_expired(const proxy_wstunnel_raw *t, apr_time_t now)
 {
     int i;
+    if (t->fin_timeout > 0 && t->fin_since != 0 && now - t->fin_since >= t->fin_timeout) {
+        return 2;
+    }
     if (t->idle_timeout > 0 && now - t->last_activity >= t->idle_timeout) {
         return 1;
     }
@@ -709,23 +835,43 @@ static int proxy_wstunnel_raw_expired(const proxy_wstunnel_raw *t, apr_time_t no
 /* How long poll() may sleep before the next deadline of `t`, in milliseconds (-1: no deadline). */
 static int proxy_wstunnel_raw_wait_ms(const proxy_wstunnel_raw *t, apr_time_t now)
 {
-    apr_interval_time_t wait = -1;
-    int i;
+    apr_time_t deadlines[4];
+    apr_interval_time_t wait;
+    int count = 0, i;
     if (t->idle_timeout > 0) {
-        wait = t->last_activity + t->idle_timeout - now;
+        deadlines[count++] = t->last_activity + t->idle_timeout;
+    }
+    if (t->fin_timeout > 0 && t->fin_since != 0) {
+        deadlines[count++] = t->fin_since + t->fin_timeout;
     }
     for (i = 0; i < 2; i++) {
         if (t->end[i].pending && t->write_timeout > 0) {
-            apr_interval_time_t left = t->end[i].blocked_since + t->write_timeout - now;
-            if (wait < 0 || left < wait) {
-                wait = left;
-            }
+            deadlines[count++] = t->end[i].blocked_since + t->write_timeout;
         }
     }
-    if (wait < 0) {
-        return wait == -1 ? -1 : 0;
+    if (count == 0) {
+        return -1;
     }
-    return (int)((wait + 999) / 1000);
+    wait = deadlines[0] - now;
+    for (i = 1; i < count; i++) {
+        if (deadlines[i] - now < wait) {
+            wait = deadlines[i] - now;
+        }
+    }
+    return wait <= 0 ? 0 : (int)((wait + 999) / 1000);
+}
+
+/* A tunnel that ends other than cleanly (the fin timeout, the idle limit, a reset or error) closes the backend
+ * with a reset (zero linger) unless the backend sent its FIN: a backend that does not close on EOF (broadwayd)
+ * would sit in CLOSE-WAIT for good after a FIN, holding the dead client's session. The reset takes its socket
+ * away at once and tells it, at its next read or write, that the client is gone. The client's side is closed as
+ * always (what was sent to it still arrives). */
+static void proxy_wstunnel_reset_on_close(int fd)
+{
+    struct linger abort_close;
+    abort_close.l_onoff = 1;
+    abort_close.l_linger = 0;
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort_close, sizeof(abort_close));
 }
 
 static void proxy_wstunnel_raw_free_pending(proxy_wstunnel_raw *t)
@@ -738,19 +884,22 @@ static void proxy_wstunnel_raw_free_pending(proxy_wstunnel_raw *t)
 }
 
 static void proxy_wstunnel_raw_init(proxy_wstunnel_raw *t, int client_fd, int backend_fd,
-                                    apr_interval_time_t idle_timeout, apr_interval_time_t write_timeout)
+                                    apr_interval_time_t idle_timeout, apr_interval_time_t fin_timeout,
+                                    apr_interval_time_t write_timeout)
 {
     memset(t, 0, sizeof(*t));
     t->end[0].fd = client_fd;
     t->end[1].fd = backend_fd;
     t->end[0].tunnel = t->end[1].tunnel = t;
     t->idle_timeout = idle_timeout;
+    t->fin_timeout = fin_timeout;
     t->write_timeout = write_timeout;
     t->last_activity = apr_time_now();
 }
 
-/* The worker runs the raw tunnel itself until it ends. APR_SUCCESS: both sides finished; APR_TIMEUP: idle
- * or stuck past the limit; APR_ECONNRESET: a side broke off. */
+/* The worker runs the raw tunnel itself until it ends. APR_SUCCESS: both sides finished (FINs or close frames);
+ * APR_TIMEUP: idle or stuck past the limit; APR_EOF: one side finished and the fin timeout passed;
+ * APR_ECONNRESET: a side broke off. */
 static apr_status_t proxy_wstunnel_raw_run(proxy_wstunnel_raw *t, char *buffer)
 {
     for (;;) {
@@ -770,12 +919,6 @@ static apr_status_t proxy_wstunnel_raw_run(proxy_wstunnel_raw *t, char *buffer)
             return APR_FROM_OS_ERROR(errno);
         }
         now = apr_time_now();
-        if (polled == 0) {
-            if (proxy_wstunnel_raw_expired(t, now)) {
-                return APR_TIMEUP;
-            }
-            continue;
-        }
         /* Each end gets one read of at most PWS_RAW_BYTES per round: a flood one way cannot starve the other. */
         for (i = 0; i < 2; i++) {
             int step;
@@ -789,6 +932,15 @@ static apr_status_t proxy_wstunnel_raw_run(proxy_wstunnel_raw *t, char *buffer)
             if (step < 0) {
                 return APR_ECONNRESET;
             }
+        }
+        /* Deadlines count even while bytes flow: a half-closed tunnel ends after the fin timeout, busy or not. */
+        switch (proxy_wstunnel_raw_expired(t, now)) {
+        case 1:
+            return APR_TIMEUP;
+        case 2:
+            return APR_EOF;
+        default:
+            break;
         }
     }
 }
@@ -844,10 +996,15 @@ static int proxy_wstunnel_loop_register(proxy_wstunnel_loop *loop, proxy_wstunne
     return 0;
 }
 
-/* Unlink and close a tunnel; it is freed after the batch of events that may still name it. */
-static void proxy_wstunnel_loop_close(proxy_wstunnel_loop *loop, proxy_wstunnel_raw *t, proxy_wstunnel_raw **dead)
+/* Unlink and close a tunnel (`clean`: it finished both ways; else its backend is reset unless it sent its FIN);
+ * it is freed after the batch of events that may still name it. */
+static void proxy_wstunnel_loop_close(proxy_wstunnel_loop *loop, proxy_wstunnel_raw *t, int clean,
+                                      proxy_wstunnel_raw **dead)
 {
     int i;
+    if (!clean && !t->end[1].read_done) {
+        proxy_wstunnel_reset_on_close(t->end[1].fd);
+    }
     for (i = 0; i < 2; i++) {
         struct epoll_event event;
         memset(&event, 0, sizeof(event));
@@ -904,7 +1061,7 @@ static void *proxy_wstunnel_loop_run(void *data)
                                             sizeof(loop->buffer), now);
             if (step != 0 || proxy_wstunnel_loop_register(loop, &t->end[0]) != 0
                 || proxy_wstunnel_loop_register(loop, &t->end[1]) != 0) {
-                proxy_wstunnel_loop_close(loop, t, &dead);
+                proxy_wstunnel_loop_close(loop, t, step > 0, &dead);
             }
         }
         if (now - last_sweep >= (apr_time_t)PWS_LOOP_TICK_MS * 1000) {
@@ -912,7 +1069,7 @@ static void *proxy_wstunnel_loop_run(void *data)
             for (t = loop->tunnels; t; t = next) {
                 next = t->next;
                 if (proxy_wstunnel_raw_expired(t, now)) {
-                    proxy_wstunnel_loop_close(loop, t, &dead);
+                    proxy_wstunnel_loop_close(loop, t, 0, &dead);
                 }
             }
         }
@@ -1037,10 +1194,11 @@ static int proxy_wstunnel_dup(int fd)
 #endif
 }
 
-/* Give the raw tunnel to this child's event loop. The loop works on duplicates of the two descriptors: Apache
- * closes its own when the request ends (without a shutdown: the connections are marked aborted), and the
- * sockets live on in the loop. 1: handed off; 0: the worker keeps the tunnel (no loop, loop full, no fds). */
-static int proxy_wstunnel_hand_off(request_rec *r, int client_fd, int backend_fd, apr_interval_time_t idle_timeout)
+/* Give the raw tunnel `prepared` (the worker's, on Apache's descriptors) to this child's event loop. The loop
+ * works on a copy with duplicates of the two descriptors: Apache closes its own when the request ends (without
+ * a shutdown: the connections are marked aborted), and the sockets live on in the loop. 1: handed off; 0: the
+ * worker keeps the tunnel (no loop, loop full, no fds). */
+static int proxy_wstunnel_hand_off(request_rec *r, const proxy_wstunnel_raw *prepared)
 {
     proxy_wstunnel_loop *loop = proxy_wstunnel_loop_get(r->server);
     proxy_wstunnel_raw *t;
@@ -1062,8 +1220,8 @@ static int proxy_wstunnel_hand_off(request_rec *r, int client_fd, int backend_fd
                       loop->count);
         return 0;
     }
-    copies[0] = proxy_wstunnel_dup(client_fd);
-    copies[1] = copies[0] >= 0 ? proxy_wstunnel_dup(backend_fd) : -1;
+    copies[0] = proxy_wstunnel_dup(prepared->end[0].fd);
+    copies[1] = copies[0] >= 0 ? proxy_wstunnel_dup(prepared->end[1].fd) : -1;
     if (copies[1] < 0) {
         pthread_mutex_unlock(&loop->lock);
         if (copies[0] >= 0) {
@@ -1074,7 +1232,11 @@ static int proxy_wstunnel_hand_off(request_rec *r, int client_fd, int backend_fd
                       PWS_LOGNO(0017) "no descriptors for the event loop: this worker keeps the tunnel");
         return 0;
     }
-    proxy_wstunnel_raw_init(t, copies[0], copies[1], idle_timeout, r->server->timeout);
+    *t = *prepared;
+    for (i = 0; i < 2; i++) {
+        t->end[i].fd = copies[i];
+        t->end[i].tunnel = t;
+    }
     t->next = loop->tunnels;
     if (loop->tunnels) {
         loop->tunnels->prev = t;
@@ -1084,7 +1246,7 @@ static int proxy_wstunnel_hand_off(request_rec *r, int client_fd, int backend_fd
     for (i = 0; i < 2; i++) {
         if (proxy_wstunnel_loop_register(loop, &t->end[i]) != 0) {
             proxy_wstunnel_raw *dead = NULL;
-            proxy_wstunnel_loop_close(loop, t, &dead); /* closes the copies only: the worker keeps the tunnel */
+            proxy_wstunnel_loop_close(loop, t, 1, &dead); /* closes the copies only: the worker keeps the tunnel */
             pthread_mutex_unlock(&loop->lock);
             free(dead);
             return 0;
@@ -1124,6 +1286,7 @@ typedef struct {
     int read_done;   /* EOF seen: nothing more comes from this side */
     int pending;     /* the turn ended with bytes maybe still in the filters: read again without polling */
     int empty_reads; /* 2.2's core filter answers a non-blocking read at EOF with an empty brigade first */
+    proxy_wstunnel_frames frames; /* the frames read from this side */
 } proxy_wstunnel_side;
 
 /* Move what is readable now from `from` to `to`, at most PWS_TURN_BYTES in one turn, then flush once.
@@ -1169,6 +1332,11 @@ static apr_status_t proxy_wstunnel_pump(proxy_wstunnel_side *from, proxy_wstunne
         moved += length;
         /* mod_ssl hands out transient buckets over a buffer it reuses on the next read: keep a copy. */
         for (bucket = APR_BRIGADE_FIRST(bb); bucket != APR_BRIGADE_SENTINEL(bb); bucket = APR_BUCKET_NEXT(bucket)) {
+            const char *data;
+            apr_size_t size;
+            if (!APR_BUCKET_IS_METADATA(bucket) && apr_bucket_read(bucket, &data, &size, APR_BLOCK_READ) == APR_SUCCESS) {
+                proxy_wstunnel_frames_feed(&from->frames, data, size); /* read already: in memory */
+            }
             rv = apr_bucket_setaside(bucket, pool);
             if (rv != APR_SUCCESS && !APR_STATUS_IS_ENOTIMPL(rv)) {
                 return rv;
@@ -1197,7 +1365,7 @@ static apr_status_t proxy_wstunnel_pump(proxy_wstunnel_side *from, proxy_wstunne
 }
 
 static int proxy_wstunnel_tunnel(request_rec *r, proxy_conn_rec *backend, apr_interval_time_t idle_timeout,
-                                 int handoff)
+                                 apr_interval_time_t fin_timeout, int handoff)
 {
     conn_rec *client = r->connection;
     apr_socket_t *client_socket = ap_get_module_config(client->conn_config, &core_module);
@@ -1206,7 +1374,8 @@ static int proxy_wstunnel_tunnel(request_rec *r, proxy_conn_rec *backend, apr_in
     apr_bucket_brigade *bb = apr_brigade_create(r->pool, client->bucket_alloc);
     apr_bucket_brigade *out = apr_brigade_create(r->pool, client->bucket_alloc);
     apr_status_t rv = APR_SUCCESS;
-    int i, raw = 0, plain = proxy_wstunnel_is_plain(client) && proxy_wstunnel_is_plain(backend->connection);
+    apr_time_t fin_since = 0; /* the first FIN or relayed close frame */
+    int i, raw = 0, backend_finished, plain = proxy_wstunnel_is_plain(client) && proxy_wstunnel_is_plain(backend->connection);
 
     if (apr_pollset_create(&pollset, 2, r->pool, 0) != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
@@ -1237,13 +1406,32 @@ static int proxy_wstunnel_tunnel(request_rec *r, proxy_conn_rec *backend, apr_in
         }
         apr_int32_t count = 0;
         int ready[2] = {0, 0};
-        int any_pending = sides[0].pending || sides[1].pending;
-        apr_status_t polled = apr_pollset_poll(pollset, any_pending ? 0 : (idle_timeout ? idle_timeout : -1),
-                                               &count, &signalled);
+        int any_pending = sides[0].pending || sides[1].pending, fin_nearer = 0;
+        apr_interval_time_t wait = idle_timeout ? idle_timeout : -1;
+        apr_status_t polled;
+        if (fin_timeout > 0 && fin_since != 0) {
+            apr_interval_time_t left = fin_since + fin_timeout - apr_time_now();
+            if (left <= 0) {
+                ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
+                              PWS_LOGNO(0022) "one side finished %" APR_TIME_T_FMT " ms ago, the other did not: "
+                                              "closing the tunnel (ProxyWebsocketFinTimeout)",
+                              (apr_time_t)apr_time_as_msec(fin_timeout));
+                rv = APR_EOF;
+                break;
+            }
+            if (wait < 0 || left < wait) {
+                wait = left;
+                fin_nearer = 1;
+            }
+        }
+        polled = apr_pollset_poll(pollset, any_pending ? 0 : wait, &count, &signalled);
         if (APR_STATUS_IS_EINTR(polled)) {
             continue;
         }
         if (APR_STATUS_IS_TIMEUP(polled) && !any_pending) {
+            if (fin_nearer) {
+                continue; /* the fin timeout is up: said and done at the top */
+            }
             ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, PWS_LOGNO(0002) "idle timeout, closing the tunnel");
             rv = APR_TIMEUP;
             break;
@@ -1268,7 +1456,8 @@ static int proxy_wstunnel_tunnel(request_rec *r, proxy_conn_rec *backend, apr_in
             }
             pumped = proxy_wstunnel_pump(from, to, bb, out, r->pool);
             if (APR_STATUS_IS_EOF(pumped)) {
-                /* Half-close: pass the FIN on, keep the other direction open for what it still sends. */
+                /* Half-close: pass the FIN on, keep the other direction open for what it still sends (for at
+                 * most the fin timeout). */
                 from->read_done = 1;
                 from->pending = 0;
                 apr_pollset_remove(pollset, &from->pollfd);
@@ -1277,15 +1466,28 @@ static int proxy_wstunnel_tunnel(request_rec *r, proxy_conn_rec *backend, apr_in
             else if (pumped != APR_SUCCESS) {
                 rv = pumped;
             }
+            if (fin_since == 0 && (from->read_done || from->frames.closed)) {
+                fin_since = apr_time_now(); /* a FIN, or a close frame relayed: the other side's answer is due */
+            }
+        }
+        if (rv == APR_SUCCESS && sides[0].frames.closed && sides[1].frames.closed) {
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, PWS_LOGNO(0023) "close frames relayed both ways");
+            break;
         }
     }
+    backend_finished = sides[1].read_done;
     if (raw) {
         apr_os_sock_t client_fd, backend_fd;
         proxy_wstunnel_raw tunnel;
         apr_os_sock_get(&client_fd, client_socket);
         apr_os_sock_get(&backend_fd, backend->sock);
+        proxy_wstunnel_raw_init(&tunnel, client_fd, backend_fd, idle_timeout, fin_timeout, r->server->timeout);
+        tunnel.fin_since = fin_since; /* what the first rounds saw (a close frame right behind the handshake) */
+        for (i = 0; i < 2; i++) {
+            tunnel.end[i].frames = sides[i].frames;
+        }
 #if PWS_HANDOFF
-        if (handoff && proxy_wstunnel_hand_off(r, client_fd, backend_fd, idle_timeout)) {
+        if (handoff && proxy_wstunnel_hand_off(r, &tunnel)) {
             ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, PWS_LOGNO(0018) "tunnel handed to the event loop");
             /* Apache closes its own descriptors now, without a shutdown (aborted): the loop's copies go on. */
             backend->close = 1;
@@ -1296,16 +1498,29 @@ static int proxy_wstunnel_tunnel(request_rec *r, proxy_conn_rec *backend, apr_in
 #else
         (void)handoff;
 #endif
-        proxy_wstunnel_raw_init(&tunnel, client_fd, backend_fd, idle_timeout, r->server->timeout);
         rv = proxy_wstunnel_raw_run(&tunnel, apr_palloc(r->pool, PWS_RAW_BYTES));
         proxy_wstunnel_raw_free_pending(&tunnel);
+        backend_finished = tunnel.end[1].read_done;
         if (APR_STATUS_IS_TIMEUP(rv)) {
-            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, PWS_LOGNO(0002) "idle timeout, closing the tunnel");
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, PWS_LOGNO(0021) "idle timeout, closing the raw tunnel");
+        }
+        else if (APR_STATUS_IS_EOF(rv)) {
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
+                          PWS_LOGNO(0024) "one side finished %" APR_TIME_T_FMT " ms ago, the other did not: "
+                                          "closing the raw tunnel (ProxyWebsocketFinTimeout)",
+                          (apr_time_t)apr_time_as_msec(fin_timeout));
         }
     }
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, rv, r, PWS_LOGNO(0003) "tunnel finished");
     /* Close both ends now: the backend must not wait for a timeout to learn the client is gone. */
-    apr_socket_shutdown(backend->sock, APR_SHUTDOWN_READWRITE);
+    if (rv != APR_SUCCESS && !backend_finished) {
+        apr_os_sock_t backend_fd;
+        apr_os_sock_get(&backend_fd, backend->sock);
+        proxy_wstunnel_reset_on_close(backend_fd); /* no FIN first: it would only be read as one more EOF */
+    }
+    else {
+        apr_socket_shutdown(backend->sock, APR_SHUTDOWN_READWRITE);
+    }
     backend->close = 1;
     client->keepalive = AP_CONN_CLOSE;
     client->aborted = 1; /* nothing more may be written on this connection (no late HTTP headers) */
@@ -1498,7 +1713,9 @@ static int proxy_wstunnel_handler(request_rec *r, proxy_worker *worker, proxy_se
                        : conf->timeout_set                    ? conf->timeout
                                                               : r->server->timeout;
     }
-    result = proxy_wstunnel_tunnel(r, backend, idle_timeout, dconf->handoff == 1 && proxy_wstunnel_threaded);
+    result = proxy_wstunnel_tunnel(r, backend, idle_timeout,
+                                   dconf->fin_timeout >= 0 ? dconf->fin_timeout : PWS_DEFAULT_FIN_TIMEOUT,
+                                   dconf->handoff == 1 && proxy_wstunnel_threaded);
 
 done:
     if (result != OK) {
@@ -1579,6 +1796,9 @@ static void proxy_wstunnel_register_hooks(apr_pool_t *p)
 static const command_rec proxy_wstunnel_commands[] = {
     AP_INIT_TAKE1("ProxyWebsocketIdleTimeout", proxy_wstunnel_set_idle_timeout, NULL, RSRC_CONF | ACCESS_CONF,
                   "How long a WebSocket tunnel may stay silent before it is closed (300, 500ms, 5mi; 0: no limit)"),
+    AP_INIT_TAKE1("ProxyWebsocketFinTimeout", proxy_wstunnel_set_fin_timeout, NULL, RSRC_CONF | ACCESS_CONF,
+                  "How long a WebSocket tunnel lives on after one side's FIN or close frame (default 5; 0: until "
+                  "the idle limit)"),
     AP_INIT_FLAG("ProxyWebsocketUpgrade", proxy_wstunnel_set_upgrade, NULL, RSRC_CONF | ACCESS_CONF,
                  "On: tunnel WebSocket upgrades that arrive on http:// and https:// ProxyPass routes here"),
     AP_INIT_FLAG("ProxyWebsocketHandoff", proxy_wstunnel_set_handoff, NULL, RSRC_CONF | ACCESS_CONF,

@@ -194,11 +194,12 @@ STYLES = {"2.4.4": (None,), "2.4.46": (None, "apachews"), "2.4.69": (None, "wstu
 @pytest.mark.parametrize("distro", ("generic", "debian", "rhel", "gentoo"))
 @pytest.mark.parametrize("version", ("2.4.4", "2.4.46", "2.4.69"))
 def test_every_24_rendering_passes_httpd_t_without_warnings(system_httpd: Httpd, version: str, distro: str) -> None:
-    # The apachews module's own directives (ProxyWebsocketUpgrade) need it: checked where it is built.
+    # The apachews module's own directives (ProxyWebsocketUpgrade, ProxyWebsocketIdleTimeout) need it: checked
+    # where it is built.
     for preset in PRESETS:
         for prefer in STYLES[version]:
             rendering = _render(preset, version, distro, prefer=prefer)
-            if "ProxyWebsocketUpgrade" in rendering.text():
+            if "ProxyWebsocketUpgrade" in rendering.text() or "ProxyWebsocketIdleTimeout" in rendering.text():
                 continue
             result = config.check(rendering)
             assert result.clean, f"{preset} {version} {distro} {prefer}: {result.output}"
@@ -242,3 +243,19 @@ def test_without_apache_the_server_here_decides(system_httpd: Httpd) -> None:
     payload = json.loads(result.stdout)
     assert payload["apache"] == str(system_httpd.version)
     assert "no --apache given" in payload["notes"][0] and str(system_httpd.version) in payload["notes"][0]
+
+
+def test_what_ends_a_vanished_clients_tunnel_is_said_and_rendered_per_style() -> None:
+    # Stock 2.4.52+: proxy-nohalfclose on the routes that carry WebSockets (a killed browser's FIN ends the
+    # tunnel); the apachews module: the idle limit from the app's heartbeat (GateOne: 5 s, six of them).
+    stock = _render("gateone", "2.4.69", "generic")
+    assert "SetEnv proxy-nohalfclose 1" in stock.text() and "env" in stock.modules
+    assert any("Timeout 30 in the <VirtualHost>" in note for note in stock.notes)
+    module = _render("gateone", "2.4.69", "generic", prefer="apachews")
+    assert "ProxyWebsocketIdleTimeout 30" in module.text() and "proxy-nohalfclose" not in module.text()
+    assert any("ProxyWebsocketFinTimeout (default 5 s)" in note for note in module.notes)
+    # No heartbeat (GTK 3's broadway.js sends nothing on its own): no idle limit is rendered.
+    assert "ProxyWebsocketIdleTimeout" not in _render("broadway", "2.4.69", "generic", prefer="apachews").text()
+    # Before 2.4.52 there is no proxy-nohalfclose; before 2.4.47 nothing bounds a client gone silently.
+    assert "proxy-nohalfclose" not in _render("gateone", "2.4.50", "generic").text()
+    assert any("nothing bounds" in note for note in _render("broadway", "2.4.46", "generic").notes)

@@ -31,13 +31,17 @@ def _apache_children() -> set[int]:
     return mine
 
 
-def test_full_suite_is_green_on_the_system_apache(system_httpd: Httpd) -> None:
+def test_full_suite_is_green_on_the_system_apache_but_for_the_orphans_stock_leaves(system_httpd: Httpd) -> None:
+    # Stock tunnelling (mod_proxy_http upgrade=websocket here) passes a vanished client's FIN on and waits for
+    # its idle limit; at its end, or on a client's reset, it closes the backend with a FIN, which a backend
+    # that never closes on EOF (broadwayd) leaves in CLOSE-WAIT. abrupt-disconnect shows it; the rest is green.
     report = verify.run(system_httpd)
-    assert report.ok, report.table()
     names = {check.name for check in report.checks}
     assert {"handshake", "echo-1mib", "abrupt-disconnect", "refuse-200", "refuse-403", "backend-dies"} <= names
-    reset = next(check for check in report.checks if check.name == "abrupt-disconnect")
-    assert reset.figure is not None and reset.figure < 1.0
+    assert {check.name for check in report.checks if not check.passed} == {"abrupt-disconnect"}, report.table()
+    orphans = next(check for check in report.checks if check.name == "abrupt-disconnect")
+    assert "backend drained in 0." in orphans.detail  # the echo backend, which closes on EOF, is freed at once
+    assert "CLOSE-WAIT" in orphans.detail and orphans.figure == verify.ORPHAN_WAIT_SECONDS
 
 
 def test_stock_wstunnel_style_is_green_too(system_httpd: Httpd) -> None:
