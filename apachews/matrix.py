@@ -141,6 +141,24 @@ def machine_description() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
+def status_lines(progress: Progress) -> Callable[[Sequence[Row]], None]:
+    """An `on_change` for logs (stderr not a terminal): one progress line each time a row changes state
+    (running fetch, build, verify; ok, failed, cached), where a terminal redraws the table."""
+    said: dict[int, str] = {}
+
+    def report(rows: Sequence[Row]) -> None:
+        for index, row in enumerate(rows):
+            state = row.status + (" (cached)" if row.cached else "")
+            if said.get(index) == state:
+                continue
+            said[index] = state
+            name = f"Apache {row.version}" + (f" ({row.mpm})" if row.mpm else "")
+            detail = f": {row.error}" if row.status == "failed" and row.error else ""
+            progress.step(f"{name}: {state}{detail}")
+
+    return report
+
+
 # -- one version ------------------------------------------------------------------------------------------
 def _image_identity(plan: BuildPlan) -> str:
     """The plan's image for its cache key; without an engine or a base image yet, a name that never hits."""
