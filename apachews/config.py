@@ -64,6 +64,7 @@ class Rendering:
     sizing: Sizing | None = None  # the MPM sizing (--max-websockets), rendered as capacity_file
     capacity_file: str | None = None  # its name in `files`
     handoff: bool = False  # ProxyWebsocketHandoff On on the module's routes
+    h2: bool = False  # H2WebSockets on: WebSockets over HTTP/2 (2.4.58+, the vhost has Protocols h2)
 
     def to_dict(self) -> dict[str, object]:
         data: dict[str, object] = {
@@ -80,6 +81,8 @@ class Rendering:
             data["capacity"] = {**self.sizing.to_dict(), "file": self.capacity_file}
         if self.handoff:
             data["handoff"] = True
+        if self.h2:
+            data["h2"] = True
         return data
 
     def text(self) -> str:
@@ -268,9 +271,12 @@ def render(
     sticky: bool = False,
     sizing: Sizing | None = None,
     handoff: bool = False,
+    h2: bool = False,
 ) -> Rendering:
     """`sizing` (capacity.size for --max-websockets) adds the MPM sizing file; `handoff` puts
-    `ProxyWebsocketHandoff On` on the routes the apachews module tunnels (refused in other styles)."""
+    `ProxyWebsocketHandoff On` on the routes the apachews module tunnels (refused in other styles); `h2` says
+    the vhost speaks HTTP/2 (Protocols h2): on 2.4.58+ WebSockets then open over it too (H2WebSockets on),
+    before that a note says browsers open them over HTTP/1.1."""
     spec = get_preset(preset)
     release = apache if isinstance(apache, Release) else catalogue.load().get(apache)
     layout = distros.get(distro)
@@ -281,6 +287,13 @@ def render(
             f"tunnels via {style.description}",
             hint=f"add --prefer apachews (the module: apachews build --apache {release.version} --backport), "
             "or leave out --handoff",
+        )
+    h2_websockets = h2 and tunnelling.has_h2_websockets(release)
+    if h2_websockets and style is Tunnelling.APACHEWS:
+        raise BadInput(
+            "--h2: a WebSocket over HTTP/2 is one stream of a shared connection, which mod_http2 hands to "
+            "mod_proxy's own tunnel; the apachews module polls the client's TCP socket, which carries every stream",
+            hint=f"Apache {release.version} tunnels with its stock modules: leave out --prefer apachews and --handoff",
         )
     if sizing is not None and sizing.family != release.family:
         raise BadInput(f"the MPM sizing is for Apache {sizing.family}, the config for {release.version}")
@@ -377,6 +390,8 @@ def render(
             modules.append("headers")
     if uses_tls:
         modules.append("ssl")
+    if h2_websockets:
+        modules.append("http2")
 
     proxy_conf = (
         template_environment("apache")
@@ -393,6 +408,7 @@ def render(
             locations=[r.to_template() for r in routes],
             family=release.family,
             allow=allowed,
+            h2=h2_websockets,
         )
     )
     parts = distros.Parts(
@@ -411,6 +427,17 @@ def render(
             "lives in its child's event loop, on the worker and event MPMs only (under prefork every tunnel holds "
             f"its process); a loop holds (the open-files hard limit, at most {capacity.LOOP_MAX_OPEN_FILES}, - "
             f"{capacity.LOOP_RESERVED_FDS}) / 2 tunnels, more keep their worker."
+        )
+    if h2_websockets:
+        notes.append(
+            "H2WebSockets on: browsers open these WebSockets over HTTP/2 (RFC 8441) on a vhost with Protocols h2 "
+            "(TLS) or h2c; mod_http2 hands each to the route above. Other vhosts keep HTTP/1.1 upgrades."
+        )
+    elif h2:
+        notes.append(
+            f"--h2: Apache {release.version}'s mod_http2 carries no WebSockets (H2WebSockets came in "
+            f"{tunnelling.H2_WEBSOCKETS_SINCE}): browsers open them over HTTP/1.1 on a connection of their own, "
+            "while the page itself uses HTTP/2. Nothing to configure for that."
         )
     if rewrites:
         notes.append(
@@ -439,6 +466,7 @@ def render(
         sizing=sizing,
         capacity_file=capacity_file,
         handoff=handoff,
+        h2=h2_websockets,
     )
 
 

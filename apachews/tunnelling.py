@@ -9,9 +9,11 @@ from apachews.errors import BadInput
 REWRITE_WS_SINCE = Version(2, 4, 7)
 # 2.4.6-2.4.46's stock mod_proxy_wstunnel tunnels whatever the backend answers (CVE-2019-17567).
 CVE_2019_17567 = (Version(2, 4, 6), Version(2, 4, 46))
+# mod_http2 carries WebSockets over HTTP/2 (RFC 8441 extended CONNECT, H2WebSockets) from 2.4.58.
+H2_WEBSOCKETS_SINCE = Version(2, 4, 58)
 
 
-__all__ = ["Tunnelling", "choose", "default_for", "has_cve_2019_17567"]
+__all__ = ["Tunnelling", "choose", "default_for", "has_cve_2019_17567", "has_h2_websockets"]
 
 
 def default_for(release: Release) -> Tunnelling:
@@ -43,3 +45,8 @@ def choose(release: Release, prefer: str | Tunnelling | None) -> Tunnelling:
 def has_cve_2019_17567(release: Release) -> bool:
     low, high = CVE_2019_17567
     return release.stock_wstunnel and low <= release.version <= high
+
+
+def has_h2_websockets(release: Release) -> bool:
+    """Whether mod_http2 of `release` opens WebSockets over HTTP/2 (H2WebSockets, RFC 8441)."""
+    return release.version >= H2_WEBSOCKETS_SINCE
