@@ -11,6 +11,7 @@ import ipaddress
 import json
 import os
 import re
+import shlex
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -393,14 +394,39 @@ def render(
     if h2_websockets:
         modules.append("http2")
 
-    proxy_conf = (
+    header = (
         template_environment("apache")
-        .get_template("proxy.conf.j2")
+        .get_template("header.j2")
         .render(
             apachews_version=__version__,
             preset=preset,
             apache=str(release.version),
+            layout=layout.name,
             tunnelling=style.description,
+            why=tunnelling.why(release, style, asked=prefer is not None),
+            command=reproduce_command(
+                preset,
+                release,
+                layout.name,
+                backends=backends,
+                path=path if path != spec.path else None,
+                allow=allow,
+                tls=tls,
+                prefer=style if prefer is not None else None,
+                sticky=sticky,
+                sizing=sizing,
+                handoff=handoff,
+                h2=h2,
+            ),
+        )
+    )
+    proxy_conf = (
+        template_environment("apache")
+        .get_template("proxy.conf.j2")
+        .render(
+            header=header.rstrip("\n"),
+            preset=preset,
+            apache=str(release.version),
             preserve_host=preset == "code-server",
             tls=uses_tls,
             balancer=balancer,
@@ -451,6 +477,7 @@ def render(
         capacity_file = layout.capacity_file(release.family)
         files[capacity_file] = capacity.render(sizing, __version__, str(release.version))
         notes += capacity_notes(sizing, layout)
+    files = {name: with_header(text, header) for name, text in files.items()}
     return Rendering(
         preset=preset,
         apache=str(release.version),
@@ -468,6 +495,46 @@ def render(
         handoff=handoff,
         h2=h2_websockets,
     )
+
+
+def with_header(text: str, header: str) -> str:
+    """`text` starting with the rendering's header (once, wherever a layout put the rendered routes); a capacity
+    file keeps its marker line first (doctor reads it back)."""
+    lines = set(header.splitlines())
+    body = "".join(line for line in text.splitlines(keepends=True) if line.strip() not in lines)
+    if body.startswith(capacity.MARKER):
+        marker, _, rest = body.partition("\n")
+        return f"{marker}\n{header}\n{rest.lstrip(chr(10))}"
+    return f"{header}\n{body.lstrip(chr(10))}"
+
+
+def reproduce_command(
+    preset: str,
+    release: Release,
+    layout: str,
+    *,
+    backends: Sequence[str] = (),
+    path: str | None = None,
+    allow: Sequence[str] = (),
+    tls: bool = False,
+    prefer: Tunnelling | None = None,
+    sticky: bool = False,
+    sizing: Sizing | None = None,
+    handoff: bool = False,
+    h2: bool = False,
+) -> str:
+    """The `apachews config` command line that renders the same files (values are validated already)."""
+    words = ["apachews", "config", preset, "--apache", str(release.version), "--distro", layout]
+    words += [item for backend in backends for item in ("--backend", backend)]
+    words += ["--path", path] if path else []
+    words += [item for client in allow for item in ("--allow", client)]
+    words += ["--prefer", prefer.value] if prefer is not None else []
+    if sizing is not None:
+        words += ["--max-websockets", str(sizing.websockets), "--http-reserve", str(sizing.http_reserve)]
+        words += ["--mpm", sizing.mpm]
+    flags = {"--tls": tls, "--sticky": sticky, "--handoff": handoff, "--h2": h2}
+    words += [flag for flag, given in flags.items() if given]
+    return " ".join(shlex.quote(word) for word in words)
 
 
 def capacity_notes(sizing: Sizing, layout: distros.Layout) -> list[str]:

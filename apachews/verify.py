@@ -162,7 +162,8 @@ class Target:
     refuse_paths: dict[int, str] = field(default_factory=lambda: {200: "/ws-refuse200", 403: "/ws-refuse403"})
     max_websockets: int | None = None  # the capacity check opens this many (None: it is skipped)
     server_capacity: str = ""  # the workers the server under test has, and whether apachews sized it
-    h2: str = ""  # "": WebSockets over HTTP/2 are on (H2WebSockets, Protocols h2 h2c); else why they are not
+    # "": WebSockets over HTTP/2 are on (H2WebSockets, Protocols h2 h2c, as running_proxy sets up); else why not
+    h2: str = "not set up on this server (H2WebSockets on, Protocols h2c: verify's own server has them)"
 
     def ws(self, path: str | None = None) -> str:
         return f"ws://127.0.0.1:{self.apache_port}{path or self.ws_path}"
