@@ -273,6 +273,21 @@ def test_origin_check_403_and_a_wrong_path_404(tmp_path: Path) -> None:
             assert "no route serves /nothing" in missing["cause"] and "/ws ->" in missing["cause"]
 
 
+def test_a_config_rendered_for_another_release(tmp_path: Path) -> None:
+    from apachews import config, distros
+
+    with EchoServer() as echo, _server(tmp_path, ("proxy", "proxy_http"), "") as server:
+        rendering = config.render("generic", apache="2.4.41", distro="debian", backends=[echo.url])
+        distros.place(rendering, server.conf_root)
+        _restart(server)
+        data = json.loads(CliRunner().invoke(main, ["--json", "diagnose", "--apachectl", str(server.ctl)]).stdout)
+        [rendered] = data["rendered"]
+        assert rendered["apache"] == "2.4.41" and rendered["tunnelling"] == "stock mod_proxy_wstunnel"
+        found = {f["signature"]: f for f in data["findings"]}["rendered-for-another-server"]
+        version = diagnose.read_server(server.ctl).version
+        assert found["commands"][0].startswith(f"apachews config generic --apache {version} --distro debian")
+
+
 def test_a_healthy_server_has_no_findings_and_exits_0(tmp_path: Path) -> None:
     with EchoServer() as echo:
         conf = f'<Location "/ws">\n    ProxyPass "http://127.0.0.1:{echo.port}/" upgrade=websocket\n</Location>\n'

@@ -80,6 +80,7 @@ def diagnose_command(
         "server": {"control": view.control, "apache": view.version, "layout": view.distro, "logs": view.error_logs},
         "findings": [f.to_dict() for f in findings],
         "probe": probed.to_dict() if probed else None,
+        "rendered": [vars(r) for r in diagnose.rendered_files(view.config_files)],
         "not_seen": blind,
     }
     lines = [f"Apache {view.version} ({view.control}), {view.distro} layout; read: {', '.join(view.error_logs) or '-'}"]
