@@ -174,13 +174,13 @@ def _words(text: str) -> list[str]:
 def scan_routes(files: Iterable[str], loaded: dict[str, str]) -> list[Route]:
     """The proxy routes in `files` (in reading order), honouring <IfModule>; Location context is kept."""
     routes: list[Route] = []
+    flags: dict[tuple[str, str | None], bool] = {}  # (directive, <Location> or None: server/vhost) -> on
     for name in files:
         try:
             raw = Path(name).read_text(errors="replace").replace("\\\n", " ")
         except OSError:
             continue
         stack: list[tuple[str, str, bool]] = []  # (section, argument, active)
-        location_flags: dict[str, bool] = {}
         for number, line in enumerate(raw.splitlines(), 1):
             stripped = line.strip()
             if not stripped or stripped.startswith("#"):
@@ -201,9 +201,9 @@ def scan_routes(files: Iterable[str], loaded: dict[str, str]) -> list[Route]:
             words = _words(stripped)
             directive = words[0].lower()
             if directive == "proxywebsocketfallbacktoproxyhttp" and len(words) > 1:
-                location_flags[f"fallback:{location}"] = words[1].lower() == "off"
+                flags["fallback-off", location] = words[1].lower() == "off"
             elif directive == "proxypreservehost" and len(words) > 1:
-                location_flags[f"preserve:{location}"] = words[1].lower() == "on"
+                flags["preserve-host", location] = words[1].lower() == "on"
             elif directive == "proxypass" and len(words) >= 2:
                 args = words[1:]
                 path = location if location is not None else args.pop(0)
@@ -216,14 +216,9 @@ def scan_routes(files: Iterable[str], loaded: dict[str, str]) -> list[Route]:
             elif directive == "balancermember" and len(words) >= 2:
                 params = [tuple(a.split("=", 1)) for a in words[2:] if "=" in a]
                 routes.append(Route(name, number, "BalancerMember", "", words[1], params, stripped))  # type: ignore[arg-type]
-        for route in routes:
-            if route.file == name:
-                route.fallback_off = location_flags.get(
-                    f"fallback:{route.path}", location_flags.get("fallback:None", False)
-                )
-                route.preserve_host = location_flags.get(
-                    f"preserve:{route.path}", location_flags.get("preserve:None", False)
-                )
+    for route in routes:  # a <Location>'s own setting, else the server's (vhosts are not told apart)
+        route.fallback_off = flags.get(("fallback-off", route.path), flags.get(("fallback-off", None), False))
+        route.preserve_host = flags.get(("preserve-host", route.path), flags.get(("preserve-host", None), False))
     return routes
 
 
