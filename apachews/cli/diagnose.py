@@ -65,12 +65,15 @@ def diagnose_command(
         raise BadInput("--host, --origin and --idle go with --url", hint="add --url ws://127.0.0.1/PATH")
     if url is not None:
         diagnose.loopback_url(url)  # refused before anything is read
+    progress = session.progress()
+    progress.step("reading the server: apachectl -V, -M, -t, its config files and error log")
     view = diagnose.read_server(apachectl, config_file, logs)
     websocket_paths = [validate_path(p, "--path") for p in paths]
     findings = diagnose.examine(view, websocket_paths)
     probed = None
     if url is not None:
         marks = diagnose.log_marks(view)
+        progress.step(f"handshake to {url}" + (f", then {idle:g} s silent" if idle else ""))
         probed = diagnose.probe(url, host, origin, idle)
         explained = diagnose.explain(view, probed, marks)
         # What the handshake just caused replaces what the log said of the same failure before it.
