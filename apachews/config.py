@@ -608,8 +608,11 @@ def _style_notes(release: Release, style: Tunnelling, preset: str) -> list[str]:
     if tunnelling.has_cve_2019_17567(release):
         return [
             f"Apache {version}'s stock mod_proxy_wstunnel tunnels whatever the backend answers, even a refusal "
-            f"(CVE-2019-17567). Fix: Apache 2.4.47+, or the apachews module: `apachews build --apache {version} "
-            f"--backport` and `apachews config {preset} --apache {version} --prefer apachews`."
+            "(CVE-2019-17567), unless your vendor backported the fix (its package changelog names the CVE). This "
+            "config uses it: nothing to build. The other choice is the apachews module, which passes a refusal on "
+            "as a refusal and, with --handoff, gives each open tunnel's worker back (worker and event MPMs): "
+            f"`apachews build --apache {version} --backport`, then `apachews config {preset} --apache {version} "
+            "--prefer apachews --handoff`. Apache 2.4.47+ fixes it too."
         ]
     return []
 

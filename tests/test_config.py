@@ -235,11 +235,17 @@ def test_list_and_json() -> None:
     assert runner.invoke(main, ["config", "nosuch"]).exit_code == 2
 
 
-STYLES = {"2.4.4": (None,), "2.4.46": (None, "apachews"), "2.4.69": (None, "wstunnel")}
+STYLES = {
+    "2.4.4": (None,),
+    "2.4.37": (None, "apachews"),
+    "2.4.41": (None, "apachews"),
+    "2.4.46": (None, "apachews"),
+    "2.4.69": (None, "wstunnel"),
+}
 
 
 @pytest.mark.parametrize("distro", ("generic", "debian", "rhel", "gentoo"))
-@pytest.mark.parametrize("version", ("2.4.4", "2.4.46", "2.4.69"))
+@pytest.mark.parametrize("version", tuple(STYLES))
 def test_every_24_rendering_passes_httpd_t_without_warnings(system_httpd: Httpd, version: str, distro: str) -> None:
     # The apachews module's own directives (ProxyWebsocketUpgrade) need it: checked where it is built.
     for preset in PRESETS:
