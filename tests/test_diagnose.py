@@ -306,3 +306,18 @@ def test_only_loopback_urls(tmp_path: Path) -> None:
     assert diagnose.loopback_url("wss://[::1]/a?b=1") == ("wss", "::1", 443, "/a?b=1")
     result = CliRunner().invoke(main, ["diagnose", "--url", "ws://example.org/ws"])
     assert result.exit_code == 2 and "only talks to this machine" in result.output
+
+
+def test_probe_over_tls_with_an_idle_echo() -> None:
+    from apachews import httpd, verify
+
+    try:
+        server = httpd.locate()
+    except BadInput as error:
+        pytest.skip(error.message)
+    with verify.running_proxy(server) as proxy:
+        if proxy.target.tls_port is None:
+            pytest.skip("this Apache has no mod_ssl")
+        result = diagnose.probe(f"wss://127.0.0.1:{proxy.target.tls_port}{proxy.target.ws_path}", idle=0.5)
+    assert result.status == 101 and result.accepted and result.echoed, result
+    assert result.origin == f"https://127.0.0.1:{proxy.target.tls_port}"
