@@ -70,7 +70,9 @@ SIGNATURES: dict[str, Signature] = {
             ("AH01144",),
             "no module handles the route's URL scheme",
             re.compile(
-                r"AH01144: No protocol handler was valid for the URL (?P<uri>\S+) \(scheme '(?P<scheme>[^']+)'\)"
+                # 2.2 says "proxy: " where 2.4 has the AH number, and names no scheme
+                r"(?:AH01144: |proxy: )No protocol handler was valid for the URL (?P<uri>\S+?)"
+                r"(?: \(scheme '(?P<scheme>[^']+)'\)|\.(?:\s|$))"
             ),
             "load-module",
         ),
@@ -88,7 +90,7 @@ SIGNATURES: dict[str, Signature] = {
             "reqtimeout",
             ("AH01382",),
             "mod_reqtimeout ends open tunnels",
-            re.compile(r"AH01382: Request (?P<stage>\w+) read timeout"),
+            re.compile(r"(?:AH01382: |\] )Request (?P<stage>\w+) read timeout"),
             "reqtimeout",
         ),
         Signature(
@@ -96,7 +98,8 @@ SIGNATURES: dict[str, Signature] = {
             ("AH01102", "AH00898"),
             "the backend did not answer the handshake",
             re.compile(
-                _ERRNO + r"AH01102: error reading status line from remote server (?P<host>[^\s:]+):(?P<port>\d+)"
+                _ERRNO + r"(?:AH01102: |proxy: )error reading status line from remote server "
+                r"(?P<host>[^\s:]+):(?P<port>\d+)"
             ),
             "backend-timeout",
         ),
@@ -105,7 +108,8 @@ SIGNATURES: dict[str, Signature] = {
             ("AH00957", "AH01114", "AH02452", "AH10101"),
             "the backend refuses connections",
             re.compile(
-                _ERRNO + r"AH00957: (?P<scheme>[\w]+): attempt to connect to (?P<addr>\S+) \((?P<host>[^)]*)\) failed"
+                _ERRNO + r"(?:AH00957: |proxy: )(?P<scheme>\w+): attempt to connect to (?P<addr>\S+) "
+                r"\((?P<host>[^)]*)\) failed"
             ),
             "backend-down",
         ),
@@ -130,7 +134,7 @@ SIGNATURES: dict[str, Signature] = {
 }
 # AH00898 follows AH01102 for the same request ("Error reading from remote server returned by /ws"): the URI.
 _STARTED = re.compile(r"AH00(163|489|492|493): .*(resuming normal operations|configured)")
-_RETURNED_BY = re.compile(r"AH00898: (?P<message>.+?) returned by (?P<uri>\S+)")
+_RETURNED_BY = re.compile(r"(?:AH00898: |proxy: )(?P<message>.+?) returned by (?P<uri>\S+)")
 
 
 # -- the server's routes -----------------------------------------------------------------------------------
@@ -409,7 +413,7 @@ def from_logs(view: ServerView, lines: Sequence[str]) -> list[Finding]:
             }[signature.name]
             groups.setdefault((signature.name, *(match[g] or "" for g in subject)), []).append((match, line))
             if signature.name == "backend-read":  # the request's URI is on the next AH00898 line
-                after = next((_RETURNED_BY.search(n) for n in lines[index + 1 : index + 4] if "AH00898" in n), None)
+                after = next((m for n in lines[index + 1 : index + 4] if (m := _RETURNED_BY.search(n))), None)
                 if after:
                     returned_by[line] = after["uri"]
     findings = []
@@ -418,7 +422,9 @@ def from_logs(view: ServerView, lines: Sequence[str]) -> list[Finding]:
         match, last = hits[-1]
         evidence = [last.strip()]
         if name == "no-protocol-handler":
-            findings.append(_load_fix(view, match["scheme"].lower(), evidence, len(hits)))
+            route = route_for(view.routes, match["uri"])  # 2.2 names no scheme: the route's says it
+            scheme = match["scheme"] or (route.scheme if route is not None else "ws")
+            findings.append(_load_fix(view, scheme.lower(), evidence, len(hits)))
         elif name == "worker-sharing":
             findings.append(_worker_fix(view, match, evidence, len(hits)))
         elif name == "reqtimeout":

@@ -321,3 +321,41 @@ def test_probe_over_tls_with_an_idle_echo() -> None:
         result = diagnose.probe(f"wss://127.0.0.1:{proxy.target.tls_port}{proxy.target.ws_path}", idle=0.5)
     assert result.status == 101 and result.accepted and result.echoed, result
     assert result.origin == f"https://127.0.0.1:{proxy.target.tls_port}"
+
+
+def test_the_same_failures_in_22_log_lines() -> None:
+    # Apache 2.2 logs these without AH numbers ("proxy: ..."): the lines as 2.2.31's sources write them.
+    view = diagnose.ServerView(
+        control="/usr/sbin/apache2ctl",
+        version="2.2.31",
+        distro="debian",
+        modules_dir="/usr/lib/apache2/modules",
+        loaded={"proxy_module": "shared", "proxy_http_module": "shared"},
+        config_files=[],
+        error_logs=[],
+        routes=[diagnose.Route("site.conf", 3, "ProxyPass", "/ws", "ws://127.0.0.1:8080/", [], 'ProxyPass "ws://..."')],
+        syntax="Syntax OK",
+        timeout={"Timeout": "300"},
+        reqtimeout=[],
+        log_level="info",
+    )
+    lines = [
+        "[Sun Dec 06 03:41:05 2026] [warn] [client 127.0.0.1] proxy: No protocol handler was valid for the URL /ws. "
+        "If you are using a DSO version of mod_proxy, make sure the proxy submodules are included in the "
+        "configuration using LoadModule.",
+        "[Sun Dec 06 03:41:06 2026] [error] [client 127.0.0.1] (70007)The timeout specified has expired: proxy: error "
+        "reading status line from remote server 127.0.0.1:8080",
+        "[Sun Dec 06 03:41:06 2026] [error] [client 127.0.0.1] proxy: Error reading from remote server returned by /ws",
+        "[Sun Dec 06 03:41:07 2026] [error] (111)Connection refused: proxy: HTTP: attempt to connect to "
+        "127.0.0.1:8080 (127.0.0.1) failed",
+        "[Sun Dec 06 03:41:08 2026] [info] [client 127.0.0.1] Request body read timeout",
+    ]
+    found = {f.signature: f for f in diagnose.from_logs(view, lines)}
+    assert set(found) == {"no-protocol-handler", "backend-read", "backend-down", "reqtimeout"}
+    assert "mod_proxy_wstunnel is not loaded" in found["no-protocol-handler"].cause
+    assert (
+        "LoadModule proxy_wstunnel_module /usr/lib/apache2/modules/mod_proxy_wstunnel.so"
+        in found["no-protocol-handler"].fix
+    )
+    assert "did not answer" in found["backend-read"].cause and "request: /ws" in found["backend-read"].evidence
+    assert "127.0.0.1:8080" in found["backend-down"].cause
