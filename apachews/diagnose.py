@@ -11,6 +11,7 @@ from the client side (loopback only) and `explain()` maps its answer (400, 403, 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import ipaddress
 import os
@@ -127,6 +128,13 @@ SIGNATURES: dict[str, Signature] = {
             None,
             "upgrade-dropped",
         ),
+        Signature(
+            "keepalive-rewrite",
+            (),
+            "a keep-alive workaround strips the upgrade (force-proxy-request-1.0, RequestHeader unset Upgrade)",
+            None,
+            "keepalive",
+        ),
         Signature("idle-timeout", (), "an idle WebSocket is closed without a close frame (1006)", None, "idle-timeout"),
         Signature("origin-check", (), "the application refuses the handshake's Origin", None, "preserve-host"),
         Signature("wrong-path", (), "no route, or the backend has nothing, at the WebSocket's path", None, ""),
@@ -217,6 +225,13 @@ def scan_routes(files: Iterable[str], loaded: dict[str, str]) -> list[Route]:
                 routes.append(Route(name, number, "ProxyPass", path or "/", args[0], params, stripped))  # type: ignore[arg-type]
             elif directive == "rewriterule" and len(words) >= 4 and re.search(r"\bP\b", words[3].upper()):
                 routes.append(Route(name, number, "RewriteRule", words[1], words[2], [], stripped))
+            elif directive in ("setenv", "setenvif", "setenvifnocase", "browsermatch") and any(
+                w.lower().lstrip("!").startswith("force-proxy-request-1.0") and not w.startswith("!") for w in words[1:]
+            ):
+                routes.append(Route(name, number, "force10", location or "", "", [], stripped))
+            elif directive == "requestheader" and len(words) >= 3 and words[1].lower() == "unset":
+                if words[2].lower() == "upgrade" and not any(w.startswith("expr=") for w in words[3:]):
+                    routes.append(Route(name, number, "unset-upgrade", location or "", "", [], stripped))
             elif directive == "balancermember" and len(words) >= 2:
                 params = [tuple(a.split("=", 1)) for a in words[2:] if "=" in a]
                 routes.append(Route(name, number, "BalancerMember", "", words[1], params, stripped))  # type: ignore[arg-type]
@@ -532,9 +547,30 @@ def _backend_down(view: ServerView, match: re.Match[str], evidence: list[str], c
 
 
 def from_config(view: ServerView, websocket_paths: Sequence[str] = ()) -> list[Finding]:
-    """Findings the config shows by itself: ws:// routes mod_proxy_http takes (2.4.48+), and http:// routes
-    that carry the WebSocket path without passing the upgrade on."""
+    """Findings the config shows by itself: keep-alive workarounds that strip the upgrade, ws:// routes
+    mod_proxy_http takes (2.4.48+), and http:// routes that carry a WebSocket path without passing it on."""
     findings = []
+    for route in view.routes:
+        if route.kind not in ("force10", "unset-upgrade"):
+            continue
+        where = f"in <Location {route.path}>" if route.path else "at server or vhost level"
+        what = (
+            "sends every proxied request as HTTP/1.0 with Connection: close (force-proxy-request-1.0)"
+            if route.kind == "force10"
+            else "drops the client's Upgrade header before mod_proxy sees it"
+        )
+        findings.append(
+            Finding(
+                "keepalive-rewrite",
+                [],
+                SIGNATURES["keepalive-rewrite"].title,
+                f"this line, {where}, {what}: mod_proxy_http then sends no Upgrade and no Connection: Upgrade, "
+                "the backend answers the handshake as a plain GET (200, 400 or 426), never 101",
+                [f"{route.text}  ({route.where()})"],
+                _render("keepalive", kind=route.kind, replaces=_replaces(route)),
+                [_reload(view)],
+            )
+        )
     if view.release >= FALLBACK_SINCE and view.has("proxy_http") and view.has("proxy_wstunnel"):
         taken = [r for r in view.routes if r.kind == "ProxyPass" and r.scheme in ("ws", "wss") and not r.fallback_off]
         for route in taken:
@@ -874,8 +910,11 @@ def explain(view: ServerView, result: Probe, log_before: dict[str, int] | None =
         )
     elif status in (200, 400, 426) and route is not None:
         dropped = _upgrade_dropped(view, path, evidence)
+        stripped = [f for f in from_config(view) if f.signature == "keepalive-rewrite"]
         if dropped is not None:
             findings.append(dropped)
+        elif stripped:
+            findings += [dataclasses.replace(f, evidence=[*evidence, *f.evidence]) for f in stripped]
         elif status == 400:
             findings.append(_host_origin(view, route, path, evidence, status))
     elif status == 403:

@@ -208,6 +208,24 @@ def test_upgrade_dropped_on_an_http_route(tmp_path: Path) -> None:
             assert _handshake(server, "/app/socket") == 101
 
 
+@pytest.mark.parametrize(
+    "workaround",
+    ["SetEnv force-proxy-request-1.0 1\nSetEnv proxy-nokeepalive 1", "RequestHeader unset Upgrade"],
+)
+def test_a_keepalive_workaround_strips_the_upgrade(tmp_path: Path, workaround: str) -> None:
+    with EchoServer() as echo:
+        route = f'<Location "/ws">\n    ProxyPass "http://127.0.0.1:{echo.port}/" upgrade=websocket\n</Location>\n'
+        with _server(tmp_path, ("proxy", "proxy_http", "headers", "setenvif"), f"{workaround}\n{route}") as server:
+            found = _findings(server, "--url", f"ws://127.0.0.1:{server.port}/ws")["keepalive-rewrite"]
+            assert not echo.requests[-1].upgrade  # the backend got a plain GET
+            assert (
+                any("200" in line for line in found["evidence"]) and workaround.split("\n")[0] in found["evidence"][-1]
+            )
+            _apply(server, found["fix"])
+            assert "keepalive-rewrite" not in _findings(server)
+            assert _handshake(server, "/ws") == 101 and echo.requests[-1].upgrade
+
+
 def test_idle_timeout_1006(tmp_path: Path) -> None:
     with EchoServer() as echo:
         route = f'<Location "/ws">\n    ProxyPass "http://127.0.0.1:{echo.port}/" upgrade=websocket\n</Location>\n'
