@@ -140,19 +140,23 @@ SIGNATURES: dict[str, Signature] = {
         Signature("wrong-path", (), "no route, or the backend has nothing, at the WebSocket's path", None, ""),
     )
 }
+# The server stopped or restarted: what the log said before is history. (Not the "resuming normal operations"
+# line of the start: children may serve, and log, before the parent writes it.)
+_STOPPED = re.compile(
+    r"caught SIGTERM, shutting down|caught SIGWINCH|SIGUSR1 received|SIGHUP received|Graceful restart requested"
+)
 # AH00898 follows AH01102 for the same request ("Error reading from remote server returned by /ws"): the URI.
-_STARTED = re.compile(r"AH00(163|489|492|493): .*(resuming normal operations|configured)")
 _RETURNED_BY = re.compile(r"(?:AH00898: |proxy: )(?P<message>.+?) returned by (?P<uri>\S+)")
 
 
 # -- the server's routes -----------------------------------------------------------------------------------
 @dataclass
 class Route:
-    """A ProxyPass (or RewriteRule [P], BalancerMember) with where it is."""
+    """A ProxyPass (or RewriteRule [P], BalancerMember, or a line that strips upgrades) with where it is."""
 
     file: str
     line: int
-    kind: str  # ProxyPass, RewriteRule, BalancerMember
+    kind: str  # ProxyPass, RewriteRule, BalancerMember; force10, unset-upgrade (keep-alive workarounds)
     path: str  # the URL path (or the rule's pattern) it serves
     url: str  # the backend URL
     params: list[tuple[str, str]] = field(default_factory=list)
@@ -336,8 +340,10 @@ class Finding:
         return "\n".join(lines)
 
 
-def _render(template: str, **values: object) -> str:
+def _render(signature: str, **values: object) -> str:
+    """The fix of `signature` (its template in templates/apache/fixes/) for these values."""
     values.setdefault("replaces", [])
+    template = SIGNATURES[signature].fix
     return template_environment("apache").get_template(f"fixes/{template}.j2").render(**values)
 
 
@@ -368,7 +374,7 @@ def _load_fix(view: ServerView, scheme: str, evidence: list[str], count: int) ->
         SIGNATURES["no-protocol-handler"].title,
         f"a route proxies to {scheme}:// but mod_{module} is not loaded{also}: mod_proxy answers 500",
         evidence,
-        _render("load-module", scheme=scheme, load_lines=lines.rstrip("\n")),
+        _render("no-protocol-handler", scheme=scheme, load_lines=lines.rstrip("\n")),
         [*commands, _reload(view)],
         count,
     )
@@ -496,7 +502,7 @@ def _backend_read(view: ServerView, match: re.Match[str], uri: str | None, evide
     fix = ""
     if route is not None and route.kind == "ProxyPass" and timed_out:
         fix = _render(
-            "backend-timeout",
+            "backend-read",
             current=current,
             path=route.path,
             url=route.url,
@@ -567,7 +573,7 @@ def from_config(view: ServerView, websocket_paths: Sequence[str] = ()) -> list[F
                 f"this line, {where}, {what}: mod_proxy_http then sends no Upgrade and no Connection: Upgrade, "
                 "the backend answers the handshake as a plain GET (200, 400 or 426), never 101",
                 [f"{route.text}  ({route.where()})"],
-                _render("keepalive", kind=route.kind, replaces=_replaces(route)),
+                _render("keepalive-rewrite", kind=route.kind, replaces=_replaces(route)),
                 [_reload(view)],
             )
         )
@@ -586,7 +592,7 @@ def from_config(view: ServerView, websocket_paths: Sequence[str] = ()) -> list[F
                     "this path reach the WebSocket backend",
                     [f"{route.text}  ({route.where()})"],
                     _render(
-                        "fallback",
+                        "fallback-to-proxy-http",
                         path=route.path,
                         http_url=http_url,
                         params=route.with_params(upgrade="websocket"),
@@ -638,10 +644,10 @@ def _upgrade_dropped(view: ServerView, path: str, evidence: list[str]) -> Findin
 
 
 def since_start(lines: Sequence[str]) -> list[str]:
-    """The log lines since the server last (re)started (AH00163/AH00489 "... resuming normal operations"): what
-    an earlier config or an earlier backend did is not this server's problem any more."""
-    starts = [i for i, line in enumerate(lines) if _STARTED.search(line)]
-    return list(lines[starts[-1] + 1 :] if starts else lines)
+    """The log lines since the server last stopped or restarted (AH00491, AH00493, AH00494...): what an earlier
+    config or an earlier backend did is not this server's problem any more."""
+    stops = [i for i, line in enumerate(lines) if _STOPPED.search(line)]
+    return list(lines[stops[-1] + 1 :] if stops else lines)
 
 
 @dataclass
@@ -965,7 +971,7 @@ def _host_origin(view: ServerView, route: Route, path: str, evidence: list[str],
             f"it receives, and without ProxyPreserveHost it receives the backend's ({route.url}), not the "
             "browser's",
             evidence,
-            _render("preserve-host", path=route.path),
+            _render("origin-check", path=route.path),
             [_reload(view)],
         )
     return Finding(
