@@ -67,3 +67,11 @@ def test_h2_websocket_is_skipped_where_the_server_cannot(h2_httpd: Httpd) -> Non
     assert "apachews module" in verify.h2_unavailable(h2_httpd, "debian", Tunnelling.APACHEWS)
     report = verify.run(h2_httpd, checks=["h2-websocket"], h2=False)
     assert report.checks[0].skipped and "not asked for" in report.checks[0].detail
+
+
+@pytest.mark.parametrize("distro", ("generic", "debian", "rhel", "gentoo"))
+def test_h2_renderings_pass_httpd_t(h2_httpd: Httpd, distro: str) -> None:
+    for preset in ("generic", "jupyter", "balancer"):
+        rendering = config.render(preset, apache=str(h2_httpd.version), distro=distro, h2=True)
+        result = config.check(rendering)
+        assert result.clean, f"{preset} {distro}: {result.output}"
