@@ -163,6 +163,7 @@ class Route:
     text: str = ""  # the line as written
     fallback_off: bool = False  # ProxyWebsocketFallbackToProxyHttp Off applies to it
     preserve_host: bool = False  # ProxyPreserveHost On applies to it
+    vhost: tuple[str, ...] = ()  # the ServerName and ServerAliases of its <VirtualHost>; () at server level
 
     @property
     def scheme(self) -> str:
@@ -197,6 +198,7 @@ def scan_routes(files: Iterable[str], loaded: dict[str, str]) -> list[Route]:
         except OSError:
             continue
         stack: list[tuple[str, str, bool]] = []  # (section, argument, active)
+        vhost_start, vhost_names = -1, []  # index of the vhost's first route; its names
         for number, line in enumerate(raw.splitlines(), 1):
             stripped = line.strip()
             if not stripped or stripped.startswith("#"):
@@ -207,7 +209,13 @@ def scan_routes(files: Iterable[str], loaded: dict[str, str]) -> list[Route]:
                 if closing:
                     if stack:
                         stack.pop()
+                    if kind == "virtualhost" and vhost_start >= 0:
+                        for route in routes[vhost_start:]:
+                            route.vhost = tuple(vhost_names)
+                        vhost_start, vhost_names = -1, []
                     continue
+                if kind == "virtualhost":
+                    vhost_start, vhost_names = len(routes), []
                 active = doctor._module_present(argument, loaded) if kind == "ifmodule" else True
                 stack.append((kind, argument.strip('"'), active))
                 continue
@@ -216,7 +224,9 @@ def scan_routes(files: Iterable[str], loaded: dict[str, str]) -> list[Route]:
             location = next((arg for kind, arg, _ in reversed(stack) if kind.startswith("location")), None)
             words = _words(stripped)
             directive = words[0].lower()
-            if directive == "proxywebsocketfallbacktoproxyhttp" and len(words) > 1:
+            if directive in ("servername", "serveralias") and vhost_start >= 0:
+                vhost_names += [_host_name(w) for w in words[1:]]
+            elif directive == "proxywebsocketfallbacktoproxyhttp" and len(words) > 1:
                 flags["fallback-off", location] = words[1].lower() == "off"
             elif directive == "proxypreservehost" and len(words) > 1:
                 flags["preserve-host", location] = words[1].lower() == "on"
@@ -245,9 +255,18 @@ def scan_routes(files: Iterable[str], loaded: dict[str, str]) -> list[Route]:
     return routes
 
 
-def route_for(routes: Sequence[Route], path: str) -> Route | None:
-    """The ProxyPass serving `path`: the longest path prefix (2.4 <Location>s merge; the longest usually wins)."""
+def _host_name(value: str) -> str:
+    """A ServerName or Host header without scheme and port, lower-case."""
+    value = value.split("://", 1)[-1].lower()
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def route_for(routes: Sequence[Route], path: str, host: str | None = None) -> Route | None:
+    """The ProxyPass serving `path` (for the Host `host`: that <VirtualHost>'s routes and the server-level
+    ones, when a vhost has that name): the longest path prefix (2.4 <Location>s merge; the longest wins)."""
     candidates = [r for r in routes if r.kind == "ProxyPass" and _under(path, r.path)]
+    if host is not None and any(_host_name(host) in r.vhost for r in candidates):
+        candidates = [r for r in candidates if not r.vhost or _host_name(host) in r.vhost]
     return max(candidates, key=lambda r: len(r.path), default=None)
 
 
@@ -608,8 +627,8 @@ def from_config(view: ServerView, websocket_paths: Sequence[str] = ()) -> list[F
     return findings
 
 
-def _upgrade_dropped(view: ServerView, path: str, evidence: list[str]) -> Finding | None:
-    route = route_for(view.routes, path)
+def _upgrade_dropped(view: ServerView, path: str, evidence: list[str], host: str | None = None) -> Finding | None:
+    route = route_for(view.routes, path, host)
     if route is None or route.scheme not in ("http", "https") or route.param("upgrade"):
         return None
     if any(r.kind == "RewriteRule" and r.url.lower().startswith("ws") for r in view.routes):
@@ -873,7 +892,7 @@ def _idle_then_echo(sock: socket.socket, pending: bytes, idle: float, result: Pr
 def explain(view: ServerView, result: Probe, log_before: dict[str, int] | None = None) -> list[Finding]:
     """The likely causes of what the probe met, from the server's routes and what its logs said meanwhile."""
     path = urlsplit(result.url).path or "/"
-    route = route_for(view.routes, path)
+    route = route_for(view.routes, path, result.host)
     fresh = _new_log_lines(view, log_before or {})
     evidence = [f"probe: {result.text()}"]
     findings = from_logs(view, fresh)
@@ -915,7 +934,7 @@ def explain(view: ServerView, result: Probe, log_before: dict[str, int] | None =
             )
         )
     elif status in (200, 400, 426) and route is not None:
-        dropped = _upgrade_dropped(view, path, evidence)
+        dropped = _upgrade_dropped(view, path, evidence, result.host)
         stripped = [f for f in from_config(view) if f.signature == "keepalive-rewrite"]
         if dropped is not None:
             findings.append(dropped)

@@ -226,6 +226,29 @@ def test_a_keepalive_workaround_strips_the_upgrade(tmp_path: Path, workaround: s
             assert _handshake(server, "/ws") == 101 and echo.requests[-1].upgrade
 
 
+def test_the_probes_host_picks_the_vhost(tmp_path: Path) -> None:
+    # Two name-based vhosts on one port: /ws passes the upgrade on in one, not in the other.
+    with EchoServer() as echo:
+        with _server(tmp_path, ("proxy", "proxy_http"), "") as server:
+            vhosts = "".join(
+                f'<VirtualHost *:{server.port}>\n    ServerName {name}\n    <Location "/ws">\n'
+                f'        ProxyPass "http://127.0.0.1:{echo.port}/{name}"{options}\n    </Location>\n</VirtualHost>\n'
+                for name, options in (("good.example", " upgrade=websocket"), ("bad.example", ""))
+            )
+            _site(server, vhosts)
+            _restart(server)
+            url = f"ws://127.0.0.1:{server.port}/ws"
+            assert _findings(server, "--url", url, "--host", "good.example") == {}
+            dropped = _findings(server, "--url", url, "--host", "bad.example")["upgrade-dropped"]
+            assert f'ProxyPass "http://127.0.0.1:{echo.port}/bad.example" upgrade=websocket' in dropped["fix"]
+            assert [
+                r.vhost for r in diagnose.scan_routes([str(server.conf_root / "conf-enabled" / "zz-site.conf")], {})
+            ] == [
+                ("good.example",),
+                ("bad.example",),
+            ]
+
+
 def test_idle_timeout_1006(tmp_path: Path) -> None:
     with EchoServer() as echo:
         route = f'<Location "/ws">\n    ProxyPass "http://127.0.0.1:{echo.port}/" upgrade=websocket\n</Location>\n'
