@@ -66,6 +66,7 @@ class Rendering:
     capacity_file: str | None = None  # its name in `files`
     handoff: bool = False  # ProxyWebsocketHandoff On on the module's routes
     h2: bool = False  # H2WebSockets on: WebSockets over HTTP/2 (2.4.58+, the vhost has Protocols h2)
+    header: str = ""  # the comment lines every file starts with (what it is for, why, how to render it again)
 
     def to_dict(self) -> dict[str, object]:
         data: dict[str, object] = {
@@ -494,6 +495,7 @@ def render(
         capacity_file=capacity_file,
         handoff=handoff,
         h2=h2_websockets,
+        header=header,
     )
 
 
