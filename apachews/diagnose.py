@@ -779,6 +779,9 @@ class Probe:
         return said
 
 
+_HEADER_VALUE = re.compile(r"[!-~]{1,255}")  # printable ASCII, no spaces or line breaks
+
+
 def loopback_url(url: str) -> tuple[str, str, int, str]:
     """(scheme, host, port, path?query) of a ws:// or wss:// URL on this machine; anything else is refused."""
     try:
@@ -806,6 +809,9 @@ def probe(url: str, host: str | None = None, origin: str | None = None, idle: fl
     """A browser's handshake to `url` (loopback), with a realistic Host and Origin; with `idle`, the open
     WebSocket then stays silent that long and a message is sent: echoed, or how it was closed."""
     scheme, address, port, path = loopback_url(url)
+    for option, value in (("--host", host), ("--origin", origin)):
+        if value is not None and not _HEADER_VALUE.fullmatch(value):
+            raise BadInput(f"{option} {value!r} is not a header value", hint="e.g. --host example.org:443")
     default_port = 443 if scheme == "wss" else 80
     host = host or (address if port == default_port else f"{address}:{port}")
     origin = origin or f"{'https' if scheme == 'wss' else 'http'}://{host}"

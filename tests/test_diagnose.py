@@ -345,6 +345,8 @@ def test_only_loopback_urls(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="ws:// or wss://"):
         diagnose.loopback_url("http://127.0.0.1/ws")
     assert diagnose.loopback_url("wss://[::1]/a?b=1") == ("wss", "::1", 443, "/a?b=1")
+    with pytest.raises(BadInput, match="not a header value"):
+        diagnose.probe("ws://127.0.0.1:9/ws", host="a\r\nX-Injected: 1")
     result = CliRunner().invoke(main, ["diagnose", "--url", "ws://example.org/ws"])
     assert result.exit_code == 2 and "only talks to this machine" in result.output
 
