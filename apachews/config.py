@@ -11,6 +11,7 @@ import ipaddress
 import json
 import os
 import re
+import shlex
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -76,6 +77,8 @@ class Rendering:
     sizing: Sizing | None = None  # the MPM sizing (--max-websockets), rendered as capacity_file
     capacity_file: str | None = None  # its name in `files`
     handoff: bool = False  # ProxyWebsocketHandoff On on the module's routes
+    h2: bool = False  # H2WebSockets on: WebSockets over HTTP/2 (2.4.58+, the vhost has Protocols h2)
+    header: str = ""  # the comment lines every file starts with (what it is for, why, how to render it again)
 
     def to_dict(self) -> dict[str, object]:
         data: dict[str, object] = {
@@ -92,6 +95,8 @@ class Rendering:
             data["capacity"] = {**self.sizing.to_dict(), "file": self.capacity_file}
         if self.handoff:
             data["handoff"] = True
+        if self.h2:
+            data["h2"] = True
         return data
 
     def text(self) -> str:
@@ -286,9 +291,12 @@ def render(
     sticky: bool = False,
     sizing: Sizing | None = None,
     handoff: bool = False,
+    h2: bool = False,
 ) -> Rendering:
     """`sizing` (capacity.size for --max-websockets) adds the MPM sizing file; `handoff` puts
-    `ProxyWebsocketHandoff On` on the routes the apachews module tunnels (refused in other styles)."""
+    `ProxyWebsocketHandoff On` on the routes the apachews module tunnels (refused in other styles); `h2` says
+    the vhost speaks HTTP/2 (Protocols h2): on 2.4.58+ WebSockets then open over it too (H2WebSockets on),
+    before that a note says browsers open them over HTTP/1.1."""
     spec = get_preset(preset)
     release = apache if isinstance(apache, Release) else catalogue.load().get(apache)
     layout = distros.get(distro)
@@ -299,6 +307,13 @@ def render(
             f"tunnels via {style.description}",
             hint=f"add --prefer apachews (the module: apachews build --apache {release.version} --backport), "
             "or leave out --handoff",
+        )
+    h2_websockets = h2 and tunnelling.has_h2_websockets(release)
+    if h2_websockets and style is Tunnelling.APACHEWS:
+        raise BadInput(
+            "--h2: a WebSocket over HTTP/2 is one stream of a shared connection, which mod_http2 hands to "
+            "mod_proxy's own tunnel; the apachews module polls the client's TCP socket, which carries every stream",
+            hint=f"Apache {release.version} tunnels with its stock modules: leave out --prefer apachews and --handoff",
         )
     if sizing is not None and sizing.family != release.family:
         raise BadInput(f"the MPM sizing is for Apache {sizing.family}, the config for {release.version}")
@@ -407,15 +422,42 @@ def render(
         modules.append("ssl")
     if any(r.nohalfclose for r in routes):
         modules.append("env")
+    if h2_websockets:
+        modules.append("http2")
 
-    proxy_conf = (
+    header = (
         template_environment("apache")
-        .get_template("proxy.conf.j2")
+        .get_template("header.j2")
         .render(
             apachews_version=__version__,
             preset=preset,
             apache=str(release.version),
+            layout=layout.name,
             tunnelling=style.description,
+            why=tunnelling.why(release, style, asked=prefer is not None),
+            command=reproduce_command(
+                preset,
+                release,
+                layout.name,
+                backends=backends,
+                path=path if path != spec.path else None,
+                allow=allow,
+                tls=tls,
+                prefer=style if prefer is not None else None,
+                sticky=sticky,
+                sizing=sizing,
+                handoff=handoff,
+                h2=h2,
+            ),
+        )
+    )
+    proxy_conf = (
+        template_environment("apache")
+        .get_template("proxy.conf.j2")
+        .render(
+            header=header.rstrip("\n"),
+            preset=preset,
+            apache=str(release.version),
             preserve_host=preset == "code-server",
             tls=uses_tls,
             balancer=balancer,
@@ -423,6 +465,7 @@ def render(
             locations=[r.to_template() for r in routes],
             family=release.family,
             allow=allowed,
+            h2=h2_websockets,
         )
     )
     parts = distros.Parts(
@@ -443,6 +486,17 @@ def render(
             f"its process); a loop holds (the open-files hard limit, at most {capacity.LOOP_MAX_OPEN_FILES}, - "
             f"{capacity.LOOP_RESERVED_FDS}) / 2 tunnels, more keep their worker."
         )
+    if h2_websockets:
+        notes.append(
+            "H2WebSockets on: browsers open these WebSockets over HTTP/2 (RFC 8441) on a vhost with Protocols h2 "
+            "(TLS) or h2c; mod_http2 hands each to the route above. Other vhosts keep HTTP/1.1 upgrades."
+        )
+    elif h2:
+        notes.append(
+            f"--h2: Apache {release.version}'s mod_http2 carries no WebSockets (H2WebSockets came in "
+            f"{tunnelling.H2_WEBSOCKETS_SINCE}): browsers open them over HTTP/1.1 on a connection of their own, "
+            "while the page itself uses HTTP/2. Nothing to configure for that."
+        )
     if rewrites:
         notes.append(
             "The RewriteRule routes WebSocket upgrades only inside the <VirtualHost> that serves this path: "
@@ -455,6 +509,7 @@ def render(
         capacity_file = layout.capacity_file(release.family)
         files[capacity_file] = capacity.render(sizing, __version__, str(release.version))
         notes += capacity_notes(sizing, layout)
+    files = {name: with_header(text, header) for name, text in files.items()}
     return Rendering(
         preset=preset,
         apache=str(release.version),
@@ -470,7 +525,49 @@ def render(
         sizing=sizing,
         capacity_file=capacity_file,
         handoff=handoff,
+        h2=h2_websockets,
+        header=header,
     )
+
+
+def with_header(text: str, header: str) -> str:
+    """`text` starting with the rendering's header (once, wherever a layout put the rendered routes); a capacity
+    file keeps its marker line first (doctor reads it back)."""
+    lines = set(header.splitlines())
+    body = "".join(line for line in text.splitlines(keepends=True) if line.strip() not in lines)
+    if body.startswith(capacity.MARKER):
+        marker, _, rest = body.partition("\n")
+        return f"{marker}\n{header}\n{rest.lstrip(chr(10))}"
+    return f"{header}\n{body.lstrip(chr(10))}"
+
+
+def reproduce_command(
+    preset: str,
+    release: Release,
+    layout: str,
+    *,
+    backends: Sequence[str] = (),
+    path: str | None = None,
+    allow: Sequence[str] = (),
+    tls: bool = False,
+    prefer: Tunnelling | None = None,
+    sticky: bool = False,
+    sizing: Sizing | None = None,
+    handoff: bool = False,
+    h2: bool = False,
+) -> str:
+    """The `apachews config` command line that renders the same files (values are validated already)."""
+    words = ["apachews", "config", preset, "--apache", str(release.version), "--distro", layout]
+    words += [item for backend in backends for item in ("--backend", backend)]
+    words += ["--path", path] if path else []
+    words += [item for client in allow for item in ("--allow", client)]
+    words += ["--prefer", prefer.value] if prefer is not None else []
+    if sizing is not None:
+        words += ["--max-websockets", str(sizing.websockets), "--http-reserve", str(sizing.http_reserve)]
+        words += ["--mpm", sizing.mpm]
+    flags = {"--tls": tls, "--sticky": sticky, "--handoff": handoff, "--h2": h2}
+    words += [flag for flag, given in flags.items() if given]
+    return " ".join(shlex.quote(word) for word in words)
 
 
 def capacity_notes(sizing: Sizing, layout: distros.Layout) -> list[str]:
@@ -583,8 +680,11 @@ def _style_notes(release: Release, style: Tunnelling, preset: str) -> list[str]:
     if tunnelling.has_cve_2019_17567(release):
         return [
             f"Apache {version}'s stock mod_proxy_wstunnel tunnels whatever the backend answers, even a refusal "
-            f"(CVE-2019-17567). Fix: Apache 2.4.47+, or the apachews module: `apachews build --apache {version} "
-            f"--backport` and `apachews config {preset} --apache {version} --prefer apachews`."
+            "(CVE-2019-17567), unless your vendor backported the fix (its package changelog names the CVE). This "
+            "config uses it: nothing to build. The other choice is the apachews module, which passes a refusal on "
+            "as a refusal and, with --handoff, gives each open tunnel's worker back (worker and event MPMs): "
+            f"`apachews build --apache {version} --backport`, then `apachews config {preset} --apache {version} "
+            "--prefer apachews --handoff`. Apache 2.4.47+ fixes it too."
         ]
     return []
 

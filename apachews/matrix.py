@@ -22,7 +22,7 @@ from apachews import __version__, build, config, httpd, images, patches, resourc
 from apachews.errors import ApachewsError, BadInput, JobFailed
 from apachews.fsutil import fingerprint, write_atomic
 from apachews.plan import BuildPlan
-from apachews.progress import Progress
+from apachews.progress import Labelled, Progress
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,28 @@ def machine_description() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
+def _label(row: Row) -> str:
+    return f"Apache {row.version}" + (f" ({row.mpm})" if row.mpm else "")
+
+
+def status_lines(progress: Progress) -> Callable[[Sequence[Row]], None]:
+    """An `on_change` for logs (stderr not a terminal): one progress line each time a row changes state
+    (running fetch, build, verify; ok, failed, cached), where a terminal redraws the table."""
+    said: dict[int, str] = {}
+
+    def report(rows: Sequence[Row]) -> None:
+        for index, row in enumerate(rows):
+            state = row.status + (" (cached)" if row.cached else "")
+            if said.get(index, "pending") == state:
+                continue
+            said[index] = state
+            name = _label(row)
+            detail = f": {row.error}" if row.status == "failed" and row.error else ""
+            progress.step(f"{name}: {state}{detail}")
+
+    return report
+
+
 # -- one version ------------------------------------------------------------------------------------------
 def _image_identity(plan: BuildPlan) -> str:
     """The plan's image for its cache key; without an engine or a base image yet, a name that never hits."""
@@ -154,7 +176,7 @@ def _image_identity(plan: BuildPlan) -> str:
 
 def _verify_identity(presets: Sequence[str]) -> str:
     """What a verify result also depends on besides the build: the presets and their templates."""
-    templates = sorted((resources.templates_dir() / "apache").iterdir())
+    templates = sorted(path for path in (resources.templates_dir() / "apache").rglob("*") if path.is_file())
     return fingerprint([list(presets), *(path.read_text() for path in templates)])
 
 
@@ -347,7 +369,7 @@ def run(
                 plans[index],
                 rows[index],
                 on_change=changed,
-                progress=progress if jobs == 1 else Progress(),
+                progress=progress if jobs == 1 else Labelled(progress, _label(rows[index])),
                 presets=presets,
             )
             for index in start_order(plans)

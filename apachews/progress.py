@@ -49,6 +49,29 @@ class Progress:
         yield Transfer(total)
 
 
+class Labelled(Progress):
+    """Another progress with every step and note prefixed by a label: one of several jobs in parallel (the
+    matrix's versions) in one log."""
+
+    def __init__(self, inner: Progress, label: str) -> None:
+        self.inner = inner
+        self.label = label
+
+    def step(self, message: str) -> None:
+        self.inner.step(f"{self.label}: {message}")
+
+    def note(self, message: str) -> None:
+        self.inner.note(f"{self.label}: {message}")
+
+    def output(self, line: str) -> None:
+        self.inner.output(line)
+
+    @contextmanager
+    def transfer(self, label: str, total: int | None) -> Iterator[Transfer]:
+        with self.inner.transfer(f"{self.label}: {label}", total) as transfer:
+            yield transfer
+
+
 # What a build line says it is doing: libtool/gcc compiles and links, make entering a directory, configure.
 _COMPILE = re.compile(r"(?:^|\s)-c\s+(?:\S*/)?([\w.+-]+\.c)\b")
 _LINK = re.compile(r"--mode=link\b.*?\s-o\s+(?:\S*/)?(\S+)")

@@ -1,4 +1,4 @@
-"""`apachews torture`: a real Apache in front of misbehaving raw-socket backends, case by case (issue 18).
+"""`apachews torture`: a real Apache in front of misbehaving raw-socket backends, case by case.
 
 Each case drives one protocol corner or abuse pattern through the proxy and returns a `CaseResult` (a
 `verify.Check` with a figure): a 101 without `Upgrade`, a wrong `Sec-WebSocket-Accept`, `100 Continue`
@@ -69,7 +69,7 @@ TICK = 0.02  # the ticker backend's period
 
 @dataclass
 class Settings:
-    """How hard the heavy cases push. The defaults keep a run short; `heavy()` is the issue's numbers."""
+    """How hard the heavy cases push. The defaults keep a run short; `heavy()` is full size."""
 
     big_body: int = 32 * MIB
     resets: int = 100

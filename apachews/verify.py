@@ -30,7 +30,7 @@ from pathlib import Path
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from apachews import capacity, catalogue, config, module, sources, tunnelling
+from apachews import capacity, catalogue, config, h2client, module, sources, tunnelling
 from apachews.distros import trees
 from apachews.echo import (
     MAX_MESSAGE,
@@ -176,6 +176,8 @@ class Target:
     refuse_paths: dict[int, str] = field(default_factory=lambda: {200: "/ws-refuse200", 403: "/ws-refuse403"})
     max_websockets: int | None = None  # the capacity check opens this many (None: it is skipped)
     server_capacity: str = ""  # the workers the server under test has, and whether apachews sized it
+    # "": WebSockets over HTTP/2 are on (H2WebSockets, Protocols h2 h2c, as running_proxy sets up); else why not
+    h2: str = "not set up on this server (H2WebSockets on, Protocols h2c: verify's own server has them)"
 
     def ws(self, path: str | None = None) -> str:
         return f"ws://127.0.0.1:{self.apache_port}{path or self.ws_path}"
@@ -743,6 +745,37 @@ async def check_capacity(t: Target) -> Check:
     return outcome(passed, worst, "s", detail)
 
 
+H2_PROTOCOLS = "Protocols h2 h2c http/1.1\n"  # verify's server: h2 over TLS (ALPN), h2c with prior knowledge
+
+
+async def check_h2_websocket(t: Target) -> Check:
+    """A WebSocket over HTTP/2 (RFC 8441): an extended CONNECT on an h2c connection (and h2 over TLS where the
+    server has a TLS front), frames echoed through it, as a browser does on a vhost with Protocols h2."""
+    if t.h2:
+        return skipped(t.h2)
+    messages = [b"over HTTP/2", os.urandom(64 * 1024), b""]
+    origin = f"http://127.0.0.1:{t.apache_port}"
+    runs = [("h2c", t.apache_port, None)]
+    if t.tls_port is not None and t.tls_ca is not None:
+        runs.append(("h2 over TLS", t.tls_port, ssl.create_default_context(cafile=str(t.tls_ca))))
+    said, elapsed = [], 0.0
+    for name, port, context in runs:
+        try:
+            exchange = await asyncio.to_thread(
+                h2client.echo, "127.0.0.1", port, t.ws_path, messages, origin=origin, tls=context
+            )
+        except (h2client.H2WebSocketError, OSError) as error:
+            return outcome(False, None, "", f"{name}: {error}")
+        if exchange.status != 200:
+            return outcome(False, None, "", f"{name}: the extended CONNECT got {exchange.status}, not 200")
+        if exchange.echoed != messages:
+            return outcome(False, None, "", f"{name}: {len(exchange.echoed)} echoes, not the {len(messages)} sent")
+        elapsed = max(elapsed, exchange.seconds)
+        said.append(name)
+    detail = f"extended CONNECT, {len(messages)} frames echoed over " + " and ".join(said)
+    return outcome(True, elapsed * 1000, "ms", detail)
+
+
 async def check_error_log(t: Target) -> Check:
     text = t.error_log.read_text(errors="replace") if t.error_log.exists() else ""
     bad = [line for line in text.splitlines() if any(marker in line for marker in CRASH_MARKERS)]
@@ -770,6 +803,7 @@ CHECKS: dict[str, Callable[[Target], Awaitable[Check]]] = {
     "tls-backend": check_tls_backend,
     "tls-front": check_tls_front,
     "capacity": check_capacity,
+    "h2-websocket": check_h2_websocket,
     "error-log-clean": check_error_log,  # last: it reads what the others left in the log
 }
 
@@ -1000,6 +1034,7 @@ def running_proxy(
     progress: Progress | None = None,
     max_websockets: int | None = None,
     handoff: bool = False,
+    h2: bool | None = None,
 ) -> Iterator[Proxy]:
     """Start the backends and Apache in front of them, laid out as `layout`; stop and remove all on exit.
 
@@ -1007,7 +1042,8 @@ def running_proxy(
     that a check goes red on a config that is wrong in the way users' configs are. `max_websockets`: the
     server gets the MPM sizing `apachews config --max-websockets` renders (the same function and template),
     this process and Apache a raised open-files limit, and the capacity check opens that many WebSockets.
-    `handoff`: the routes get ProxyWebsocketHandoff On (the apachews module only)."""
+    `handoff`: the routes get ProxyWebsocketHandoff On (the apachews module only). `h2`: WebSockets over HTTP/2
+    (H2WebSockets on, Protocols h2 h2c); None: wherever the server can (h2_unavailable)."""
     progress = progress or Progress()
     if max_websockets is not None:
         max_websockets = validate_capacity_count(max_websockets)
@@ -1025,6 +1061,10 @@ def running_proxy(
     sizing = stock = None
     if max_websockets is not None:
         sizing, stock = verify_sizing(httpd, layout, max_websockets, handoff)
+    h2_off = h2_unavailable(httpd, layout, style)
+    if h2 and h2_off:
+        raise BadInput(f"no WebSockets over HTTP/2 here: {h2_off}")
+    h2_off = h2_off or ("not asked for" if h2 is False else "")
     progress.step("starting the backends")
     with contextlib.ExitStack() as stack:
         if sizing is not None:
@@ -1055,11 +1095,14 @@ def running_proxy(
                 prefer=style,
                 sizing=sizing,
                 handoff=handoff,
+                h2=not h2_off,
             )
         except BadInput as error:
             raise CannotRender(error.message, hint=error.hint) from None
         nohalfclose = "SetEnv proxy-nohalfclose 1" in rendering.proxy_conf
         routes = verify_routes({**backends, "hold": holding}, style, tls_ca, nohalfclose)
+        if not h2_off:
+            routes = H2_PROTOCOLS + routes
         port = free_port()
         tls_port = free_port() if has_ssl else None
         progress.step(f"starting Apache {httpd.version} ({httpd.binary}), {layout} layout")
@@ -1111,10 +1154,26 @@ def running_proxy(
             max_websockets=max_websockets,
             holding=holding,
             holding_path=f"{VERIFY_PREFIX}/hold",
+            h2=h2_off,
         )
         if sizing is not None and stock is not None:
             target.server_capacity = sizing_note if sized else f"{stock.summary()}, not sized"
         yield Proxy(target, server, style.value, layout, sizing)
+
+
+def h2_unavailable(httpd: Httpd, layout: str, style: Tunnelling) -> str:
+    """Why verify's server cannot carry WebSockets over HTTP/2, or "" when it can: mod_http2 2.4.58+ (H2WebSockets),
+    a stock tunnel (mod_http2 hands each stream to mod_proxy's tunnel), and an MPM mod_http2 runs under."""
+    release = catalogue.load().get(str(httpd.version))
+    if not tunnelling.has_h2_websockets(release):
+        return f"Apache {httpd.version} has no H2WebSockets (from {tunnelling.H2_WEBSOCKETS_SINCE})"
+    if not httpd.has_module("http2"):
+        return f"{httpd.binary} has no mod_http2"
+    if style is Tunnelling.APACHEWS:
+        return "the apachews module tunnels on the client's TCP socket, not on HTTP/2 streams"
+    if trees.layout_mpm(layout, httpd) == "prefork":
+        return "mod_http2 does not serve HTTP/2 under the prefork MPM"
+    return ""
 
 
 def check_names(checks: Sequence[str] | None) -> list[str]:
@@ -1137,6 +1196,7 @@ def run(
     progress: Progress | None = None,
     max_websockets: int | None = None,
     handoff: bool = False,
+    h2: bool | None = None,
 ) -> VerifyReport:
     progress = progress or Progress()
     names = check_names(checks)
@@ -1150,6 +1210,7 @@ def run(
         progress=progress,
         max_websockets=max_websockets,
         handoff=handoff,
+        h2=h2,
     ) as proxy:
         report = VerifyReport(
             str(httpd.version),

@@ -161,3 +161,27 @@ def test_installed_wheel_finds_its_data(tmp_path: Path):
         assert sorted(str(p.relative_to(installed)) for p in installed.rglob("*") if p.is_file()) == shipped
         checked += 1
     assert checked, "neither templates/ nor patches/ holds a file"
+
+
+def _commands(group, prefix: tuple[str, ...] = ()):
+    import click
+
+    for name, command in group.commands.items():
+        yield (*prefix, name), command
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*prefix, name))
+
+
+def test_no_help_text_names_an_issue_number():
+    # Users never saw the project's issue tracker: help texts say what a thing does, not which issue asked for it.
+    import re
+
+    from click.testing import CliRunner
+
+    from apachews.cli import main
+
+    runner = CliRunner()
+    for path, _ in [((), main), *_commands(main)]:
+        done = runner.invoke(main, [*path, "--help"])
+        assert done.exit_code == 0, (path, done.output)
+        assert not re.search(r"issue[\s-]*\d+|the issue", done.output, re.IGNORECASE), (path, done.output)

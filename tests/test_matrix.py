@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -118,6 +121,21 @@ def test_matrix_command_exit_code_and_json(apachews_cache: Path, httpd_mirror: H
     assert payload["ok"] is False and payload["versions"][0]["failed_stage"] == "fetch"
     unknown = CliRunner().invoke(main, ["matrix", "--apache", "2.4.64,2.2.99", "--json"])
     assert unknown.exit_code == 2 and json.loads(unknown.stdout)["error_type"] == "BadInput"
+
+
+def test_a_log_gets_a_line_per_stage_of_each_version(apachews_cache: Path, httpd_mirror: HttpdMirror, tmp_path: Path):
+    # stderr a pipe (CI, `make demo | tee`): no table is redrawn, yet the log shows every version moving.
+    args = ["--apache", "2.4.64,2.4.65", "--mirror", httpd_mirror.url("good"), "-o", str(tmp_path / "dist")]
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"}  # builds fail: no engine
+    done = subprocess.run(
+        [sys.executable, "-m", "apachews", "matrix", *args], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.splitlines()
+    for said in ("Apache 2.4.64 (event): running fetch", "Apache 2.4.65 (event): running build"):
+        assert any(line.endswith(said) for line in lines), done.stderr
+    assert any("Apache 2.4.65 (event): failed: no Docker engine" in line for line in lines), done.stderr
+    assert all(line.startswith(("[", "note:", "error:", "hint:")) for line in lines if line), done.stderr
 
 
 def test_every_mpm_gives_each_its_row_and_its_own_output(tmp_path: Path):

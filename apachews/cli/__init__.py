@@ -38,6 +38,7 @@ from apachews.cli import (  # noqa: E402,F401
     build,
     cache,
     config,
+    diagnose,
     doctor,
     fetch,
     image,

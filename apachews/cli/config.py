@@ -60,6 +60,11 @@ from apachews.errors import BadInput, JobFailed
     is_flag=True,
     help="ProxyWebsocketHandoff On (apachews module, worker/event MPMs): an open tunnel gives its worker back.",
 )
+@click.option(
+    "--h2",
+    is_flag=True,
+    help="The vhost speaks HTTP/2 (Protocols h2): on 2.4.58+ WebSockets open over it too (H2WebSockets on).",
+)
 def config_command(
     session: Session,
     preset: str | None,
@@ -80,6 +85,7 @@ def config_command(
     http_reserve: str | None,
     mpm: str | None,
     handoff: bool,
+    h2: bool,
 ) -> Result:
     """Render (and optionally check and write) the Apache config for PRESET."""
     if list_only:
@@ -116,6 +122,7 @@ def config_command(
         sticky=sticky,
         sizing=sizing,
         handoff=handoff,
+        h2=h2,
     )
     if sizing_note:
         rendering.notes.append(sizing_note)

@@ -14,6 +14,7 @@ from apachews.cli import main
 from apachews.cli._common import RELEASES, Result, Session, command, plan_options
 from apachews.errors import BadInput
 from apachews.plan import BuildPlan
+from apachews.progress import Progress
 
 
 def _live_table(stream=sys.stderr):
@@ -63,12 +64,20 @@ def matrix_command(
     presets: str,
 ) -> Result:
     """For each version: fetch, patch check, build, config check, verify; then one table."""
-    live = None if session.json or not sys.stderr.isatty() else _live_table()
+    # A terminal gets the table redrawn in place; a log (CI, `make demo | tee`) a line per stage of each
+    # version and the build's and checks' own steps, so it never sits silent for minutes.
+    progress = session.progress()
+    if session.json or session.quiet:
+        live = None
+    elif sys.stderr.isatty():
+        live, progress = _live_table(), Progress()
+    else:
+        live = matrix.status_lines(progress)
     plans = [plan_for(release, with_httpd=True, jobs=jobs) for release in releases]
     if every_mpm:
         if click.get_current_context().params.get("mpm"):
             raise BadInput("--every-mpm and --mpm ask for different MPMs", hint="give one of them")
         plans = matrix.every_mpm(plans)
-    report = matrix.run(plans, jobs=parallel, on_change=live, presets=matrix.preset_names(presets))
+    report = matrix.run(plans, jobs=parallel, progress=progress, on_change=live, presets=matrix.preset_names(presets))
     text = matrix.markdown_table(report) if markdown else matrix.text_table(report.rows)
     return Result(data=report.to_dict(), text=text, ok=report.ok)

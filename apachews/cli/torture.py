@@ -25,7 +25,7 @@ from apachews.cli._common import Result, Session, command
 @click.option("--module", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="apachews .so to test.")
 @click.option("--dist", type=click.Path(path_type=Path), help="Also a dir made by `apachews build --with-httpd`.")
 @click.option("--case", "cases", multiple=True, help="Run only this case (repeatable).")
-@click.option("--heavy", is_flag=True, help="The issue's numbers: 100 MiB, 1000 resets, 200 clients x 60 s soak.")
+@click.option("--heavy", is_flag=True, help="Full-size cases: 100 MiB, 1000 resets, 200 clients x 60 s soak.")
 @click.option("--soak", is_flag=True, help="Add the soak case (left out by default).")
 @click.option("--handoff", is_flag=True, help="Also each apachews target with ProxyWebsocketHandoff On.")
 def torture_command(
@@ -39,7 +39,7 @@ def torture_command(
     soak: bool,
     handoff: bool,
 ) -> Result:
-    """Run the torture cases (issue 18) against each target and print one table, case x target."""
+    """Run the torture cases (misbehaving backends, abusive clients) against each target: one table, case x target."""
     server = httpd.locate(binary=binary)
     kinds = kinds or (("stock-http", "stock-ws", "apachews") if server.version >= Version(2, 4, 47) else ("apachews",))
     # The soak first: its RSS baseline is then a fresh server's, not what the endless refusal left behind.

@@ -87,7 +87,7 @@ class Debian(Layout):
             # Our module replaces the backport .load a 2.2 rendering carries, and the stock one if enabled.
             files.pop("mods-available/proxy_wstunnel.load", None)
             files[f"mods-available/{placement.MODULE_NAME}.load"] = (
-                f'# Depends: proxy\nLoadModule proxy_wstunnel_module "{installed}"\n'
+                f'{rendering.header}# Depends: proxy\nLoadModule proxy_wstunnel_module "{installed}"\n'
             )
             names = [placement.MODULE_NAME if name == "proxy_wstunnel" else name for name in names]
             for stock in ("proxy_wstunnel.load", "proxy_wstunnel.conf"):
