@@ -8,9 +8,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from tests.cli_process import wait_for_line
 from tests.fixtures.sources import TEST_HTTPD
 
 
@@ -24,12 +24,16 @@ def test_two_builds_of_one_release_at_once(base_image: str, httpd24_tarball: Pat
             [sys.executable, "-m", "apachews", *args, "-o", str(tmp_path / name), "--json", "-v"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
+            bufsize=0,
             env=env,
         )
-    time.sleep(1)
+    # Each printed its first progress step: both are running now.
+    started = {name: wait_for_line(p.stderr, "] ") for name, p in processes.items()}
     assert all(p.poll() is None for p in processes.values()), "both builds must run at the same time"
-    outputs = {name: p.communicate(timeout=1500) for name, p in processes.items()}
+    outputs = {}
+    for name, process in processes.items():
+        stdout, rest = process.communicate(timeout=1500)
+        outputs[name] = (stdout, started[name] + rest.decode(errors="replace"))
     for name, process in processes.items():
         stdout, stderr = outputs[name]
         assert process.returncode == 0, stderr[-3000:]

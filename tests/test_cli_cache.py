@@ -63,7 +63,7 @@ def test_file_cache_listed_with_sizes_and_pruned(tmp_path: Path):
 
 
 @pytest.fixture
-def test_volumes(docker_engine):
+def build_volumes(docker_engine):
     """A labelled build volume (with a file in it) and an unlabelled one named like the volumes of old builds."""
     if not images.image_exists(docker_engine, images.DEFAULT_BASE_IMAGE):
         pytest.skip(f"no {images.DEFAULT_BASE_IMAGE} to fill a volume with: `apachews image bootstrap` makes it")
@@ -87,8 +87,8 @@ def test_volumes(docker_engine):
             pass
 
 
-def test_build_volumes_listed_with_labels_and_sizes(docker_engine, test_volumes, tmp_path: Path):
-    labelled, legacy = test_volumes
+def test_build_volumes_listed_with_labels_and_sizes(docker_engine, build_volumes, tmp_path: Path):
+    labelled, legacy = build_volumes
     volumes = entries(run("list", "--kind", "volume", cache=tmp_path))
     assert volumes[labelled]["labels"]["apachews"] == "build" and volumes[labelled]["version"] == UNUSED_RELEASE
     assert volumes[labelled]["size"] >= 2_000_000
@@ -97,8 +97,8 @@ def test_build_volumes_listed_with_labels_and_sizes(docker_engine, test_volumes,
     assert labelled in only and legacy not in only
 
 
-def test_prune_spares_a_volume_whose_build_is_running(docker_engine, test_volumes, tmp_path: Path):
-    labelled, _ = test_volumes
+def test_prune_spares_a_volume_whose_build_is_running(docker_engine, build_volumes, tmp_path: Path):
+    labelled, _ = build_volumes
     with images.workspace_lock(labelled.removeprefix(images.BUILD_VOLUME_PREFIX)):  # what a running build holds
         held = run("prune", "--kind", "volume", "--apache", UNUSED_RELEASE, cache=tmp_path)
         kept = entries(held, "kept")

@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from click.testing import CliRunner
 
 from apachews import catalogue
 from apachews.cli import main
+from tests.cli_process import start_cli
 
 ENV_ISSUES = ("Traceback", 'File "')
 
@@ -123,6 +123,7 @@ def _silent_server() -> socket.socket:
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(8)
+    server.settimeout(60)
     return server
 
 
@@ -132,19 +133,21 @@ def test_interrupted_download_exits_cleanly(tmp_path: Path, sig: int, code: int,
     cache = tmp_path / "cache"
     try:
         url = f"http://127.0.0.1:{server.getsockname()[1]}/"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "apachews", "fetch", "--apache", "2.2.31", "--mirror", url, "--json"],
+        process = start_cli(
+            *["fetch", "--apache", "2.2.31", "--mirror", url, "--json"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, "APACHEWS_CACHE": str(cache)},
         )
-        deadline = time.monotonic() + 30
-        while not (cache / "downloads").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)  # the download began: its directory exists
-        time.sleep(0.3)
-        process.send_signal(sig)
-        stdout, stderr = process.communicate(timeout=30)
+        try:
+            connection, _ = server.accept()  # the download began: it connected, and waits for an answer
+        except socket.timeout:
+            process.kill()
+            raise AssertionError(f"the download never connected: {process.communicate()}") from None
+        with connection:
+            process.send_signal(sig)
+            stdout, stderr = process.communicate(timeout=60)
     finally:
         server.close()
     assert process.returncode == code, stderr

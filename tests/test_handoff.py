@@ -149,8 +149,10 @@ def wait_for(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
 
 
 def parent_pid(root: ServerRoot) -> int:
-    assert root.root is not None
-    return int((root.root / "run" / "httpd.pid").read_text().strip())
+    """httpd's parent: the process ServerRoot started (-DFOREGROUND), known before any pid file is written."""
+    process = root.server.process
+    assert process is not None and process.poll() is None, root.log_tail()
+    return process.pid
 
 
 @pytest.mark.parametrize("handoff", [True, False], ids=["handoff", "worker-held"])
@@ -195,9 +197,10 @@ def test_graceful_restart_keeps_handed_off_tunnels(threaded: Target) -> None:
 def test_recycled_child_keeps_its_tunnels_until_they_end(threaded: Target) -> None:
     with proxy(threaded, True, sizing={"MaxConnectionsPerChild": 3}) as (root, _):
         parent = parent_pid(root)
-        first = children(parent)
         with ws(root) as tunnel:
             assert echoes(tunnel)
+            first = children(parent)  # the child serving the tunnel exists now
+            assert first, "no child process serves the tunnel"
             for _ in range(4):  # past MaxConnectionsPerChild: the child retires
                 http_answers(root.port)
             assert wait_for(lambda: bool(children(parent) - first), 10), "the child was not replaced"

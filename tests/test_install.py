@@ -16,9 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tarfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from apachews.errors import BadInput
 from apachews.plan import BuildPlan
 from apachews.sources import SourceOptions
 from tests import debian_tree
+from tests.cli_process import start_cli, wait_for_line
 
 pytestmark = pytest.mark.skipif(debian_tree.available() is not None, reason=str(debian_tree.available()))
 
@@ -226,21 +225,16 @@ def test_live_verify_restores_the_config_on_ctrl_c(server) -> None:
     etc = server.conf_root
     before = debian_tree.snapshot(etc)
     live_conf = etc / "conf-enabled" / "apachews-live-verify.conf"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "apachews", "live-verify", "--apachectl", str(server.ctl)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    process = start_cli(
+        *["live-verify", "--apachectl", str(server.ctl)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, bufsize=0
     )
     try:
-        deadline = time.monotonic() + 30
-        while not live_conf.exists() and time.monotonic() < deadline and process.poll() is None:
-            time.sleep(0.01)
-        assert live_conf.exists(), "the temporary route never appeared"
+        # The idle check outwaits mod_reqtimeout's body limit (seconds, by design): Ctrl-C lands inside the run.
+        said = wait_for_line(process.stderr, "check idle")
         temporary_port = int(re.search(r"Listen 127.0.0.1:(\d+)", live_conf.read_text()).group(1))
-        debian_tree.wait_for_port(temporary_port, 15)  # reloaded: the checks are running
-        time.sleep(0.3)
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=60)
+        err = said.encode() + err
     finally:
         if process.poll() is None:
             process.kill()

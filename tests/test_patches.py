@@ -209,6 +209,28 @@ BAD = {
 }
 
 
+def test_parsing_keeps_the_bytes_gnu_patch_reads(tmp_path: Path) -> None:
+    """unidiff parses; each hunk line keeps its own bytes: CRLF and a lone CR stay, a tab-led context line
+    (its space eaten) counts as context, "\\ No newline" takes the newline off; a file whose headers end in
+    CRLF (a git deletion here) has its hunk lines' CRs stripped, as GNU patch does; a cut hunk is refused."""
+    plain = tmp_path / "plain.patch"
+    plain.write_bytes(b"--- a/f.c\n+++ b/f.c\n@@ -1,3 +1,3 @@ f\n a\r\n\tb\n-c\rd\n\\ No newline at end of file\n+C\n")
+    (file,) = patches.parse_patch(plain).files
+    assert file.hunks[0].lines == [(" ", b"a\r\n"), (" ", b"\tb\n"), ("-", b"c\rd"), ("+", b"C\n")]
+    assert file.hunks[0].section == "f" and not file.is_new and not file.is_deleted
+    crlf = tmp_path / "crlf.patch"
+    crlf.write_bytes(
+        b"diff --git a/g.c b/g.c\r\ndeleted file mode 100644\r\nindex 1234567..0000000\r\n"
+        b"--- a/g.c\r\n+++ /dev/null\r\n@@ -1 +0,0 @@\r\n-x\r\n"
+    )
+    (deleted,) = patches.parse_patch(crlf).files
+    assert deleted.is_deleted and deleted.old_path == "a/g.c" and deleted.hunks[0].lines == [("-", b"x\n")]
+    cut = tmp_path / "cut.patch"
+    cut.write_bytes(b"--- a/f.c\n+++ b/f.c\n@@ -1,3 +1,3 @@\n a\n-b\n")
+    with pytest.raises(BadInput, match="not a valid unified diff"):
+        patches.parse_patch(cut)
+
+
 @pytest.mark.parametrize("kind", BAD)
 def test_bad_input_is_refused_and_tree_untouched(kind: str, tmp_path: Path, httpd24_tree: Path) -> None:
     patch = tmp_path / "bad.patch"

@@ -40,7 +40,7 @@ def start_echo(wsload: Path) -> tuple[subprocess.Popen[str], str]:
     return process, f"ws://127.0.0.1:{port}"
 
 
-def stop(process: subprocess.Popen[str]) -> None:
+def stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -118,11 +118,13 @@ def test_a_peer_that_goes_away_is_an_error_not_a_crash(wsload: Path) -> None:
         client = subprocess.Popen(
             [str(wsload), "load", "-u", url, "-c", "5", "-n", "100000000", "-s", "64", "-d", "10", "-t", "15"],
             stdout=subprocess.PIPE,
-            text=True,
+            stderr=subprocess.PIPE,
+            bufsize=0,
         )
-        assert client.stdout is not None
+        assert client.stdout is not None and client.stderr is not None
         try:
-            asyncio.run(asyncio.sleep(0.3))
+            said = client.stderr.readline().decode()
+            assert "5 of 5 connections open" in said, said  # the round trips are under way
             process.kill()
             out, _ = client.communicate(timeout=15)
         finally:

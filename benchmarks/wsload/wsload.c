@@ -991,6 +991,9 @@ static int run_client(int idle, const char *url, int conns, long rounds, size_t 
         return cl.errors ? 1 : 0;
     }
     long connect_errors = cl.errors;
+    /* The moment the round trips start, for a caller that acts on it (the tests stop the server then). */
+    fprintf(stderr, "wsload load: %d of %d connections open, round trips start\n", cl.opened, conns);
+    fflush(stderr);
     cl.measuring = 1;
     double start = now(), deadline = start + duration;
     if (deadline > hard)
