@@ -90,7 +90,7 @@ def test_compile_error_names_the_step_and_leaves_nothing(
     with pytest.raises(JobFailed) as caught:
         build.build(BuildPlan(release, source=sources.SourceOptions(source=httpd24_tree), out_dir=out))
     error = caught.value
-    assert error.details["step"] == "make"
+    assert error.details["step"] == "module"
     assert "mod_proxy_wstunnel.c" in (error.hint or "")
     assert Path(str(error.details["log"])).exists()
     assert list(out.iterdir()) == []

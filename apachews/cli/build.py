@@ -6,7 +6,7 @@ from typing import Callable
 
 import click
 
-from apachews import build
+from apachews import build, floor
 from apachews.catalogue import Release
 from apachews.cli import main
 from apachews.cli._common import RELEASE, Result, Session, command, plan_options
@@ -22,6 +22,7 @@ def install_instructions(result: build.BuildResult) -> str:
             f"{done} {result.module}",
             f"  ({result.info['kind']} module, {result.info.get('mpm') or '?'} MPM, {result.info['builder']} builder,"
             f" {result.info['seconds']} s; details in {result.dist / 'build.json'})",
+            *([f"  {floor.summary(result.info['module'])}"] if isinstance(result.info.get("module"), dict) else []),
             "",
             "Install it on the server that runs Apache " + str(version) + ":",
             "  cp mod_proxy_wstunnel.so into the server's modules directory",
