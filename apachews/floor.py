@@ -17,6 +17,7 @@ not versioned by the stubs, so the module would fail to load there with "undefin
 from __future__ import annotations
 
 import importlib.util
+import os
 import platform
 import shlex
 import subprocess
@@ -129,6 +130,22 @@ def write_wrapper(directory: Path, floor: Floor, zig: Path | None = None) -> Pat
     path.write_text(wrapper_script(str(zig or zig_dir() / "zig"), floor.zig_target()))
     path.chmod(0o755)
     return path
+
+
+def zig_env() -> dict[str, str]:
+    """The environment for zig on this host: its caches in the apachews cache (cold, zig first builds the
+    floor's libc stubs, some tens of seconds; then it reuses them)."""
+    from apachews.sources.cache import cache_dir
+
+    cache = cache_dir() / "zig"
+    cache.mkdir(parents=True, exist_ok=True)
+    return {**os.environ, "ZIG_GLOBAL_CACHE_DIR": str(cache), "ZIG_LOCAL_CACHE_DIR": str(cache)}
+
+
+def link(wrapper: Path, objects: list[Path], so: Path) -> subprocess.CompletedProcess[str]:
+    """Link a module with the wrapper (libtool would link with the compiler its tree was configured with)."""
+    argv = [str(wrapper), *LINK_ARGS, "-o", str(so), *map(str, objects)]
+    return subprocess.run(argv, capture_output=True, text=True, check=False, env=zig_env())
 
 
 # -- the check ----------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import click
@@ -47,6 +48,18 @@ def install_instructions(result: build.BuildResult) -> str:
 @click.option("--jobs", "-j", default=2, show_default=True, help="Parallel make jobs.")
 @click.option("--rebuild", is_flag=True, help="Build even when the output is up to date.")
 @click.option("--apxs", metavar="PATH", help="Compile with this apxs and its headers (the server's dev package).")
+@click.option(
+    "--dev-package",
+    "dev_packages",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="A distribution's apache2-dev / httpd-devel .deb or .rpm, then its apr and apr-util devel packages "
+    "(--dev-package A.deb B.deb C.deb): compile against their headers at that distribution's glibc, here.",
+)
+@click.argument(
+    "more_packages", nargs=-1, metavar="[FILE]...", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 def build_command(
     session: Session,
     release: Release | None,
@@ -55,15 +68,41 @@ def build_command(
     jobs: int,
     rebuild: bool,
     apxs: str | None,
+    dev_packages: tuple[Path, ...],
+    more_packages: tuple[Path, ...],
 ) -> Result:
     """Build mod_proxy_wstunnel.so for one Apache release, in an image matching the target server."""
+    if more_packages and not dev_packages:
+        raise BadInput(f"unexpected argument {more_packages[0]}", hint="package files follow --dev-package")
+    dev_packages += more_packages
+    if dev_packages:  # apachews/devpackage.py
+        from apachews import devpackage
+
+        params = click.get_current_context().params
+        if release is not None or apxs:
+            raise BadInput("--dev-package builds for the packages' headers: leave out --apache and --apxs")
+        built = devpackage.build(
+            dev_packages,
+            params["output"],
+            target=params["target"] or "",
+            glibc=params["glibc"] or "",
+            progress=session.progress(),
+        )
+        return Result(data=built.to_dict(), text=built.text())
     if apxs:  # on the host, or inside --base-image: apachews/serverbuild.py
         from apachews import serverbuild
 
         if release is not None:
             raise BadInput("--apxs builds for the headers apxs has: leave out --apache")
         params = click.get_current_context().params
-        built = serverbuild.build_with(apxs, params["base_image"], params["output"], session.progress())
+        built = serverbuild.build_with(
+            apxs,
+            params["base_image"],
+            params["output"],
+            session.progress(),
+            target=params["target"] or "",
+            glibc=params["glibc"] or "",
+        )
         return Result(data=built.to_dict(), text=built.text())
     plan = plan_for(release, with_httpd=with_httpd, jobs=jobs)
     result = build.build(plan, progress=session.progress(), rebuild=rebuild)
