@@ -146,3 +146,15 @@ def test_dev_package_refuses_another_distributions_abi(debian11_dev_packages: li
         devpackage.build([p for p in debian11_dev_packages if "libapr1" not in p.name], tmp_path)
     assert "libapr1-dev" in (caught.value.hint or "")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_readme_which_build_table_is_the_generated_one() -> None:
+    from apachews.cli.versions import which_build_table
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert which_build_table() in readme, "regenerate README's table: apachews versions --distributions"
+    result = CliRunner().invoke(main, ["versions", "--distributions", "--json"])
+    payload = json.loads(result.stdout)
+    assert payload["family_floors"] == {"2.2": "2.5", "2.4": "2.17"}
+    debian11 = next(d for d in payload["distributions"] if d["target"] == "debian11")
+    assert debian11["build"] == "apachews build --apache 2.4.62 --backport --target debian11"
