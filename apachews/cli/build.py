@@ -71,7 +71,8 @@ def build_command(
     dev_packages: tuple[Path, ...],
     more_packages: tuple[Path, ...],
 ) -> Result:
-    """Build mod_proxy_wstunnel.so for one Apache release, in an image matching the target server."""
+    """Build mod_proxy_wstunnel.so for one Apache release, loadable on every distribution of its family
+    (or --target DISTRO), or against a distribution's dev packages (--dev-package FILE...)."""
     if more_packages and not dev_packages:
         raise BadInput(f"unexpected argument {more_packages[0]}", hint="package files follow --dev-package")
     dev_packages += more_packages
