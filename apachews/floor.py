@@ -27,6 +27,7 @@ from pathlib import Path
 from apachews.binary import GlibcVersion, ModuleBinary, inspect_module, machine_name
 from apachews.distros import catalogue as distros
 from apachews.errors import BadInput, JobFailed
+from apachews.sources.cache import cache_dir
 
 WRAPPER_NAME = "zig-cc"
 DOCKER_ZIG_DIR = "/opt/zig"  # where the build container sees the host's ziglang package (read-only)
@@ -135,8 +136,6 @@ def write_wrapper(directory: Path, floor: Floor, zig: Path | None = None) -> Pat
 def zig_env() -> dict[str, str]:
     """The environment for zig on this host: its caches in the apachews cache (cold, zig first builds the
     floor's libc stubs, some tens of seconds; then it reuses them)."""
-    from apachews.sources.cache import cache_dir
-
     cache = cache_dir() / "zig"
     cache.mkdir(parents=True, exist_ok=True)
     return {**os.environ, "ZIG_GLOBAL_CACHE_DIR": str(cache), "ZIG_LOCAL_CACHE_DIR": str(cache)}
