@@ -80,8 +80,11 @@ def build_command(
         from apachews import devpackage
 
         params = click.get_current_context().params
-        if release is not None or apxs:
-            raise BadInput("--dev-package builds for the packages' headers: leave out --apache and --apxs")
+        if release is not None or apxs or with_httpd:
+            raise BadInput(
+                "--dev-package builds the module alone, for the packages' headers",
+                hint="leave out --apache, --apxs and --with-httpd",
+            )
         built = devpackage.build(
             dev_packages,
             params["output"],
