@@ -134,9 +134,9 @@ def write_wrapper(directory: Path, floor: Floor, zig: Path | None = None) -> Pat
 
 
 def zig_env() -> dict[str, str]:
-    """The environment for zig on this host: its caches in the apachews cache (cold, zig first builds the
-    floor's libc stubs, some tens of seconds; then it reuses them)."""
-    cache = cache_dir() / "zig"
+    """The environment for zig on this host: its cache beside the compiler cache, where the local builder
+    keeps it too (cold, zig first builds the floor's libc stubs, some tens of seconds; then it reuses them)."""
+    cache = cache_dir() / "ccache" / "zig"
     cache.mkdir(parents=True, exist_ok=True)
     return {**os.environ, "ZIG_GLOBAL_CACHE_DIR": str(cache), "ZIG_LOCAL_CACHE_DIR": str(cache)}
 
