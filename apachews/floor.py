@@ -9,8 +9,9 @@ module is compiled this way; a lab httpd (`--with-httpd`) stays built by the ima
 ever runs on the build host.
 
 The wrapper script (`zig-cc`) is what the builders hand to make or apxs as CC. Besides the target it
-drops `-I/usr/include` (apxs adds it: the build host's glibc headers would shadow the target's) and
-ends with `-U_FORTIFY_SOURCE` (fortified calls such as __poll_chk are newer than the old glibcs and are
+drops `-I/usr/include` (apxs adds it: the build host's glibc headers would shadow the target's), turns
+RHEL apxs' `-Wp,-D_FORTIFY_SOURCE=2` into a plain -D and drops its `-mtune=generic` (zig cc refuses
+both), and ends with `-U_FORTIFY_SOURCE` (fortified calls such as __poll_chk are newer than the old glibcs and are
 not versioned by the stubs, so the module would fail to load there with "undefined symbol").
 """
 
@@ -115,10 +116,14 @@ def wrapper_script(zig: str, zig_target: str) -> str:
     return (
         "#!/bin/sh\n"
         f"# apachews: zig cc -target {zig_target} (a glibc floor), for the module only.\n"
-        "# The build host's glibc headers must not shadow the target's: -I/usr/include is dropped.\n"
+        "# The build host's glibc headers must not shadow the target's: -I/usr/include is dropped. gcc flags\n"
+        "# of distributions' apxs that zig cc refuses: -Wp,-D... becomes -D..., -mtune=generic goes.\n"
         "for arg do\n"
         "    shift\n"
-        "    case $arg in -I/usr/include|-I/usr/include/) continue ;; esac\n"
+        "    case $arg in\n"
+        "        -I/usr/include|-I/usr/include/|-mtune=generic) continue ;;\n"
+        "        -Wp,-D*|-Wp,-U*) arg=${arg#-Wp,} ;;\n"
+        "    esac\n"
         '    set -- "$@" "$arg"\n'
         "done\n"
         f'exec {shlex.quote(zig)} cc -target {zig_target} "$@" -U_FORTIFY_SOURCE\n'
