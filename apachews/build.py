@@ -7,6 +7,9 @@ The recipe is one shell script (templates/build/build.sh.j2) run by either build
 - "local": the same script with the host toolchain, its tree kept in the user cache dir.
 Both use ccache when it is installed, with one cache for every release (the apachews-ccache volume, or
 <cache>/ccache). Without --with-httpd only the module is made. A dist built from the same inputs is kept.
+The module itself is compiled by zig cc at the plan's glibc floor (apachews/floor.py): the Docker builder
+mounts the host's ziglang package read-only at /opt/zig, and zig's cache lives beside ccache's. The
+finished .so is read back (apachews/binary.py) into build.json; a module above its floor fails the build.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 
 from docker.errors import DockerException
 
-from apachews import __version__, images, module, patches, sources, toolchain
+from apachews import __version__, floor, images, module, patches, sources, toolchain
 from apachews.catalogue import Release
 from apachews.errors import BadInput, JobFailed
 from apachews.fsutil import move_into_place, scratch_dir, sha256_file, write_atomic
@@ -56,7 +59,15 @@ class BuildResult:
         return {"dist": str(self.dist), "module": str(self.module), "build": self.info}
 
 
-def render_script(recipe: toolchain.Recipe, jobs: int, with_httpd: bool) -> str:
+def render_script(
+    recipe: toolchain.Recipe,
+    jobs: int,
+    with_httpd: bool,
+    glibc_floor: floor.Floor | None = None,
+    zig: str = f"{floor.DOCKER_ZIG_DIR}/zig",
+) -> str:
+    """The build script; `zig`: the zig binary as the builder sees it (the Docker builder's mount by default)."""
+    glibc_floor = glibc_floor or floor.resolve(recipe.version.family)
     return (
         template_environment("build")
         .get_template("build.sh.j2")
@@ -67,6 +78,10 @@ def render_script(recipe: toolchain.Recipe, jobs: int, with_httpd: bool) -> str:
             make_args=[shlex.quote(f"{name}={value}") for name, value in recipe.make_vars],
             with_httpd=with_httpd,
             prefix=toolchain.PREFIX,
+            wrapper=floor.wrapper_script(zig, glibc_floor.zig_target()),
+            zig=shlex.quote(zig),
+            zig_target=glibc_floor.zig_target(),
+            link_args=" ".join(floor.LINK_ARGS),
         )
     )
 
@@ -205,7 +220,12 @@ def _run_container(
         image,
         command=["bash", "/incoming/.apachews-build.sh"],
         network_mode="none",
-        volumes={volume: {"bind": "/build", "mode": "rw"}, CCACHE_VOLUME: {"bind": "/ccache", "mode": "rw"}},
+        volumes={
+            volume: {"bind": "/build", "mode": "rw"},
+            CCACHE_VOLUME: {"bind": "/ccache", "mode": "rw"},
+            # zig (a static binary and its libc stubs and headers) from the host's ziglang package
+            str(floor.zig_dir()): {"bind": floor.DOCKER_ZIG_DIR, "mode": "ro"},
+        },
         labels={"apachews": "build"},
     )
     log.info("build container %s (image %s, volume %s, no network)", container.short_id, image, volume)
@@ -291,7 +311,7 @@ def _check_builder(plan: BuildPlan, progress: Progress) -> None:
     elif shutil.which("gcc") is None or shutil.which("make") is None:
         raise BadInput("--builder local needs gcc and make on this machine", hint="apt-get install build-essential")
     else:
-        progress.note("builder: local (the host's toolchain; the .so links against this host's libc)")
+        progress.note("builder: local (the host's gcc for the tree, zig cc at the glibc floor for the module)")
 
 
 def _builder_image(plan: BuildPlan, progress: Progress) -> images.ImageInfo | None:
@@ -328,7 +348,8 @@ def build(
         patched = prepare_tree(plan, tree.path, stage / "work", progress)
         progress.step("packing the sources")
         archive = _input_archive(patched, recipe)
-        script = render_script(recipe, plan.jobs, plan.with_httpd)
+        zig = f"{floor.DOCKER_ZIG_DIR}/zig" if image_info else str(floor.zig_dir() / "zig")
+        script = render_script(recipe, plan.jobs, plan.with_httpd, plan.floor, zig)
         key = plan.cache_key(image_info.tag if image_info else "local", scope="workspace")
         image_identity = [image_info.tag, image_info.id] if image_info else "local"
         identity = [_content_digest(archive), script, image_identity, plan.kind]
@@ -351,8 +372,9 @@ def build(
         shutil.move(str(artifacts / "out"), dist)
         shutil.rmtree(stage / "work", ignore_errors=True)
         (dist / "build.log").write_text(log_text)
-        compiler = (dist / "compiler.txt").read_text().strip()
+        compiler, _, module_compiler = (dist / "compiler.txt").read_text().strip().partition("\n")
         (dist / "compiler.txt").unlink()
+        binary = floor.check(dist / "modules" / "mod_proxy_wstunnel.so", plan.floor)  # JobFailed: above it
         files = sorted(p for p in dist.rglob("*") if p.is_file() and p.name != "build.log" and not p.is_symlink())
         info: dict[str, object] = {
             "apachews": __version__,
@@ -365,6 +387,8 @@ def build(
             "base_image": plan.base_image if plan.builder == "docker" else None,
             "image": image_info.to_dict() if image_info else None,
             "compiler": compiler,
+            "module_compiler": module_compiler,
+            "module": floor.record(binary, plan.floor),
             "recipe": recipe.to_dict(),
             "mpm": plan.mpm,
             "with_httpd": plan.with_httpd,

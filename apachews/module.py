@@ -18,7 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from apachews import floor
 from apachews.errors import BadInput, JobFailed
+from apachews.floor import Floor
 from apachews.resources import data_dir, patches_dir
 
 SOURCE_NAME = "mod_proxy_wstunnel.c"
@@ -93,10 +95,17 @@ class ApxsBuild:
 
 
 def build_with_apxs(
-    out_dir: Path, apxs: str = "apxs", extra_cflags: Sequence[str] = (), source: str | None = None
+    out_dir: Path,
+    apxs: str = "apxs",
+    extra_cflags: Sequence[str] = (),
+    source: str | None = None,
+    glibc_floor: Floor | None = None,
 ) -> ApxsBuild:
     """Compile the module against an installed httpd's headers (apache2-dev / httpd-devel) with -Wall.
 
+    `glibc_floor`: compile with `apxs -S CC=zig-cc` at that floor and link the object with the same
+    wrapper (apxs links through libtool, which uses the compiler it was configured with); None: apxs'
+    own compiler, linked against this host's glibc.
     `source`: C text to build instead of module/mod_proxy_wstunnel.c (the tests build earlier revisions)."""
     if shutil.which(apxs) is None:
         raise BadInput(f"{apxs} not found", hint="apt-get install apache2-dev (or yum install httpd-devel)")
@@ -109,13 +118,28 @@ def build_with_apxs(
         else:
             source_file.write_text(source)
         flags = [f"-Wc,{flag}" for flag in ("-Wall", *extra_cflags)]
+        compiler: list[str] = []
+        env = None
+        if glibc_floor is not None:
+            wrapper = floor.write_wrapper(Path(scratch), glibc_floor)
+            compiler, env = ["-S", f"CC={wrapper}"], floor.zig_env()
         result = subprocess.run(
-            [apxs, "-c", *flags, str(source_file)], cwd=scratch, capture_output=True, text=True, check=False
+            [apxs, *compiler, "-c", *flags, str(source_file)],
+            cwd=scratch,
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
         )
         output = result.stdout + result.stderr
         if result.returncode != 0:
             raise JobFailed("apxs could not compile mod_proxy_wstunnel", hint=output[-4000:])
         built = Path(scratch) / ".libs" / "mod_proxy_wstunnel.so"
+        if glibc_floor is not None:
+            linked = floor.link(wrapper, [built.with_suffix(".o")], built)
+            output += linked.stdout + linked.stderr
+            if linked.returncode != 0:
+                raise JobFailed("zig cc could not link mod_proxy_wstunnel", hint=output[-4000:])
         target = out_dir / built.name
         shutil.copy(built, target)
     warnings = [line for line in output.splitlines() if "warning:" in line]

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from apachews import __version__, config, distros, doctor
+from apachews.binary import inspect_module
 from apachews.distros import load_module_lines
 from apachews.distros.placement import MODULE_FILE, MODULE_NAME
 from apachews.errors import BadInput, JobFailed
@@ -122,6 +123,32 @@ def _mmn_major(apxs: str | None) -> tuple[int, str]:
     return info.mmn_major, info.version
 
 
+@dataclass(frozen=True)
+class Needs:
+    """What the module needs of the server, as measured from the .so (apachews.binary) and apxs' headers."""
+
+    mmn: int  # the module ABI (MMN major)
+    headers: str  # the Apache version of the headers apxs points at (what a preset is rendered for)
+    glibc: str | None  # the highest GLIBC_x.y version the module binds to; None: nothing versioned
+
+    @property
+    def old_rpm(self) -> bool:
+        """A 2.2 module, for CentOS 5 too, whose rpm 4.4 reads neither sha256 file digests nor xz payloads."""
+        return self.mmn < 20120211
+
+
+def _needs(module_so: Path, apxs: str | None) -> Needs:
+    """The module's measured glibc floor and MMN; refuse a module whose MMN is not that of apxs' headers."""
+    mmn, headers = _mmn_major(apxs)
+    binary = inspect_module(module_so)
+    if binary.mmn_major is not None and binary.mmn_major != mmn:
+        raise BadInput(
+            f"{module_so} was built for MMN {binary.mmn_major}, apxs' headers are Apache {headers} (MMN {mmn})",
+            hint="pass the --apxs of the Apache the module was built for",
+        )
+    return Needs(mmn, headers, str(binary.glibc_floor) if binary.glibc_floor else None)
+
+
 def load_file(modules: Sequence[str], modules_dir: Path = DEBIAN_MODULES) -> str:
     """The .load file: what the module needs, each guarded, then the apachews module itself."""
     needed = load_module_lines([m for m in modules if m != "proxy_wstunnel"], modules_dir)
@@ -147,7 +174,8 @@ def build_deb(
         raise BadInput(f"no module at {module_so}", hint="apachews build --apxs $(which apxs)")
     if shutil.which("dpkg-deb") is None:
         raise BadInput("dpkg-deb not found", hint="apt-get install dpkg-dev (or run on Debian/Ubuntu)")
-    mmn, headers = _mmn_major(apxs)
+    needs = _needs(module_so, apxs)
+    mmn, headers = needs.mmn, needs.headers
     arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=True).stdout.strip()
     modules = ["proxy", "proxy_wstunnel"]
     conf_name = None
@@ -161,7 +189,8 @@ def build_deb(
         (conf_name,) = [name for name in rendering.files if name.startswith(("conf-available/", "conf.d/"))]
         conf_text = rendering.files[conf_name]
     version = f"{__version__}-1"
-    depends = f"apache2-api-{mmn}"
+    # libc6's version is glibc's (2.31-13+deb11u11 for 2.31): the module's measured floor, then the ABI.
+    depends = ", ".join([*([f"libc6 (>= {needs.glibc})"] if needs.glibc else []), f"apache2-api-{mmn}"])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{PACKAGE}_{version}_{arch}.deb"
@@ -218,6 +247,7 @@ def build_deb(
             (control_dir / name).chmod(0o755)
         staged = out_dir / f".{target.name}.tmp"
         result = subprocess.run(
+            # xz: what the oldest catalogued Debian and Ubuntu (7, 12.04: dpkg 1.16) read; never zstd
             ["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(root), str(staged)],
             capture_output=True,
             text=True,
@@ -245,7 +275,7 @@ Release: 1
 Summary: WebSocket tunnelling for Apache httpd (apachews mod_proxy_wstunnel)
 License: Apache-2.0
 Requires: httpd-mmn = {mmn}
-AutoReqProv: no
+{glibc_requires}AutoReqProv: no
 
 %description
 The apachews mod_proxy_wstunnel built with apxs against Apache {headers} headers (module ABI {mmn}),
@@ -311,7 +341,8 @@ def build_rpm(
         raise BadInput(f"no module at {module_so}", hint="apachews build --apxs $(which apxs)")
     if shutil.which("rpmbuild") is None:
         raise BadInput("rpmbuild not found", hint="apt-get install rpm (Debian) or dnf install rpm-build")
-    mmn, headers = _mmn_major(apxs)
+    needs = _needs(module_so, apxs)
+    mmn, headers = needs.mmn, needs.headers
     release = headers
     modules = ["proxy", "proxy_wstunnel"]
     conf: tuple[str, str] | None = None
@@ -348,6 +379,7 @@ def build_rpm(
                 modules=RPM_MODULES,
                 module_file=MODULE_FILE,
                 conf_line=f"%config(noreplace) {conf[0]}\n" if conf else "",
+                glibc_requires=f"Requires: glibc >= {needs.glibc}\n" if needs.glibc else "",
                 reload=_RPM_RELOAD,
             )
         )
@@ -362,6 +394,11 @@ def build_rpm(
                 # no strip or other post-processing: the module ships byte for byte as built, as in the .deb
                 "--define",
                 "__os_install_post %{nil}",
+                # a payload every catalogued RHEL's rpm reads (CentOS 5's 4.4 has no xz, none has zstd)
+                "--define",
+                "_binary_payload w9.gzdio",
+                # CentOS 5's rpm predates sha256 file digests (rpmlib(FileDigests)): md5 for a 2.2 module
+                *(["--define", "_binary_filedigest_algorithm 1"] if needs.old_rpm else []),
                 str(spec),
             ],  # fmt: skip
             capture_output=True,
@@ -375,4 +412,5 @@ def build_rpm(
         staged = out_dir / f".{target.name}.tmp"
         shutil.copyfile(built[0], staged)
         staged.replace(target)
-    return RpmPackage(target, RPM_NAME, f"{__version__}-1", f"httpd-mmn = {mmn}", sorted(files))
+    requires = ", ".join([f"httpd-mmn = {mmn}", *([f"glibc >= {needs.glibc}"] if needs.glibc else [])])
+    return RpmPackage(target, RPM_NAME, f"{__version__}-1", requires, sorted(files))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from apachews import __version__, catalogue, module, patches, toolchain
+from apachews import __version__, catalogue, floor, module, patches, toolchain
 from apachews.catalogue import Release
 from apachews.errors import BadInput
 from apachews.fsutil import fingerprint, sha256_file
@@ -35,6 +35,8 @@ class BuildPlan:
     jobs: int = 2  # parallel make jobs
     out_dir: Path = Path("dist")
     mpm: str = ""  # the MPM compiled in; "" is the release's default (build-flags.json), set in __post_init__
+    target: str = ""  # --target DISTRO: the module's glibc floor is that distribution's (floor.py)
+    glibc: str = ""  # --glibc X.Y: this floor instead; neither: the family's (its oldest distribution's)
 
     def __post_init__(self) -> None:
         # Callers that still hold a version string (cli/verify.py) get it looked up here, once.
@@ -47,6 +49,12 @@ class BuildPlan:
             raise BadInput("--jobs must be between 1 and 64")
         # Resolved (and checked against the release) here, so every stage and cache key sees the real MPM.
         object.__setattr__(self, "mpm", toolchain.recipe(self.release.version, self.mpm or None).mpm)
+        self.floor  # noqa: B018 - an unknown --target, a --target of the other family or a bad --glibc: BadInput now
+
+    @property
+    def floor(self) -> floor.Floor:
+        """The glibc the module may need at most (zig cc pins it; the build checks it)."""
+        return floor.resolve(self.release.family, self.target, self.glibc)
 
     @property
     def version(self) -> str:
@@ -99,7 +107,8 @@ class BuildPlan:
             "recipe": self.recipe.to_dict(),
             "mpm": self.mpm,
         }
-        if scope == "result":
+        if scope == "result":  # the module is compiled afresh in every build: the floor is no part of the tree
+            parts["glibc_floor"] = str(self.floor.glibc)
             parts |= {
                 "apachews": __version__,
                 "with_httpd": self.with_httpd,
@@ -119,6 +128,7 @@ class BuildPlan:
             "backport": self.backport,
             "with_httpd": self.with_httpd,
             "mpm": self.mpm,
+            "glibc_floor": self.floor.to_dict(),
             "jobs": self.jobs,
             "out_dir": str(self.out_dir),
         }

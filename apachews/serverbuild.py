@@ -7,6 +7,8 @@ builds go: dist/apxs-<headers version>/modules/mod_proxy_wstunnel.so with a buil
 
 On the host (`build_for_server`), or in a Docker image that has the dev package (`build_in_image`, no
 network: the source goes in and the module comes out as archives), for servers whose headers this host lacks.
+Either way apxs compiles with `-S CC=zig-cc` at the glibc floor of the headers' family (or --target /
+--glibc; apachews/floor.py), zig links the object, and the .so is read back into build.json.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from apachews import doctor, module
+from apachews import doctor, floor, module
+from apachews.catalogue import Version
 from apachews.errors import BadInput, JobFailed
 from apachews.progress import Progress
 
@@ -32,14 +35,21 @@ class ServerBuild:
     info: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"dist": str(self.dist), "module": str(self.module), **self.info}
+        """build.json's facts, with "module" the .so's path and "binary" what build.json says of it."""
+        data = {"dist": str(self.dist), **self.info}
+        data["binary"] = data.pop("module", None)
+        return {**data, "module": str(self.module)}
 
     def text(self) -> str:
         lines = [
             f"Built {self.module}",
-            f"  (apachews module, apxs builder with {self.info['apxs']}, headers {self.info['headers']},"
+            f"  (apachews module, {self.info['builder']} builder"
+            + (f" with {self.info['apxs']}" if self.info.get("apxs") else f" for --target {self.info.get('target')}")
+            + f", headers {self.info['headers']},"
             f" MMN {self.info['mmn_major']}, {self.info['seconds']} s; details in {self.dist / 'build.json'})",
         ]
+        if isinstance(self.info.get("module"), dict):
+            lines.append(f"  {floor.summary(self.info['module'])}")
         if self.info.get("server"):
             lines.append(f"  server: {self.info['server']}")
         lines += [f"  warning: {w}" for w in self.info["warnings"]]
@@ -52,6 +62,8 @@ def build_for_server(
     out_dir: Path = Path("dist"),
     apachectl: str | None = None,
     progress: Progress | None = None,
+    target: str = "",
+    glibc: str = "",
 ) -> ServerBuild:
     """Compile with `apxs -c` against the headers apxs points at; refuse headers of another module ABI than
     the server's (it would not load)."""
@@ -85,11 +97,13 @@ def build_for_server(
         server_note = f"Apache {server_version} ({control}): {headers.detail}"
     else:
         warnings.append("no running server found to compare the headers with")
+    glibc_floor = floor.resolve(Version.parse(headers.version).family, target, glibc)
     dist = Path(out_dir) / f"apxs-{headers.version}"
-    progress.step(f"apxs -c against {headers.include_dir}")
+    progress.step(f"apxs -c against {headers.include_dir}, zig cc -target {glibc_floor.zig_target()}")
     started = time.monotonic()
-    built = module.build_with_apxs(dist / "modules", apxs=path)
+    built = module.build_with_apxs(dist / "modules", apxs=path, glibc_floor=glibc_floor)
     seconds = round(time.monotonic() - started, 1)
+    binary = floor.check(built.so, glibc_floor)
     warnings += built.warnings
     info_out = {
         "kind": "apachews",
@@ -98,6 +112,7 @@ def build_for_server(
         "headers": headers.version,
         "include_dir": headers.include_dir,
         "mmn_major": headers.mmn_major,
+        "module": floor.record(binary, glibc_floor),
         "server": server_note,
         "seconds": seconds,
         "warnings": warnings,
@@ -108,7 +123,7 @@ def build_for_server(
     return ServerBuild(dist, built.so, info_out)
 
 
-def _header_values(text: str) -> tuple[str | None, int | None]:
+def header_values(text: str) -> tuple[str | None, int | None]:
     """(version, MMN major) from the text of ap_release.h + ap_mmn.h."""
 
     def define(name: str) -> str | None:
@@ -120,13 +135,20 @@ def _header_values(text: str) -> tuple[str | None, int | None]:
     return (".".join(parts) if all(parts) else None), (int(major) if major else None)  # type: ignore[arg-type]
 
 
+# The floor follows the headers' family: one zig-cc wrapper per family goes in (zig-cc-2.2, zig-cc-2.4).
 _IMAGE_SCRIPT = """set -e
 cd /tmp/apachews
-{apxs} -c -Wc,-Wall mod_proxy_wstunnel.c > apxs.log 2>&1 || {{ cat apxs.log; exit 3; }}
-cat apxs.log
 include=$({apxs} -q INCLUDEDIR)
 cat "$include/ap_release.h" "$include/ap_mmn.h" > headers.txt
-cp .libs/mod_proxy_wstunnel.so out.so
+minor=$(sed -n 's/^#define AP_SERVER_MINORVERSION_NUMBER *\\([0-9]*\\).*/\\1/p' headers.txt)
+cc=/tmp/apachews/zig-cc-2.$minor
+[ -x "$cc" ] || {{ echo "no glibc floor for Apache 2.$minor headers"; exit 4; }}
+ZIG_GLOBAL_CACHE_DIR=/tmp/zig
+if [ -d /ccache ] && [ -w /ccache ]; then ZIG_GLOBAL_CACHE_DIR=/ccache/zig; fi
+export ZIG_GLOBAL_CACHE_DIR ZIG_LOCAL_CACHE_DIR=$ZIG_GLOBAL_CACHE_DIR
+{apxs} -S CC="$cc" -c -Wc,-Wall mod_proxy_wstunnel.c > apxs.log 2>&1 || {{ cat apxs.log; exit 3; }}
+"$cc" {link_args} -o out.so .libs/mod_proxy_wstunnel.o >> apxs.log 2>&1 || {{ cat apxs.log; exit 3; }}
+cat apxs.log
 """
 
 
@@ -136,10 +158,12 @@ def build_in_image(
     out_dir: Path = Path("dist"),
     apachectl: str | None = None,
     progress: Progress | None = None,
+    target: str = "",
+    glibc: str = "",
 ) -> ServerBuild:
     """Compile with the apxs inside `image` (an image with the server's dev package: httpd-devel on a CentOS
     image, apache2-dev on Debian's), networking off. Refuses headers of another ABI than a given server's."""
-    from apachews import images
+    from apachews import build, images
 
     progress = progress or Progress()
     if not re.fullmatch(r"[A-Za-z0-9._/-]+", apxs):
@@ -147,13 +171,32 @@ def build_in_image(
     engine = images.client()
     if not images.image_exists(engine, image):
         raise BadInput(f"no image {image} on this Docker engine", hint="build or load one that has apxs")
+    floors = {}
+    for family in ("2.2", "2.4"):
+        try:
+            floors[family] = floor.resolve(family, target, glibc)
+        except BadInput:
+            if not target:
+                raise  # a bad --glibc; a --target of the other family is refused once the headers are known
+    wrappers = {
+        f"zig-cc-{family}": floor.wrapper_script(f"{floor.DOCKER_ZIG_DIR}/zig", chosen.zig_target())
+        for family, chosen in floors.items()
+    }
     progress.step(f"apxs -c in {image}")
     started = time.monotonic()
+    script = _IMAGE_SCRIPT.format(apxs=apxs, link_args=" ".join(floor.LINK_ARGS))
     container = engine.containers.create(
-        image, ["sh", "-c", _IMAGE_SCRIPT.format(apxs=apxs)], network_disabled=True, user="0"
+        image,
+        ["sh", "-c", script],
+        network_disabled=True,
+        user="0",
+        volumes={
+            str(floor.zig_dir()): {"bind": floor.DOCKER_ZIG_DIR, "mode": "ro"},
+            build.CCACHE_VOLUME: {"bind": "/ccache", "mode": "rw"},  # zig's cache, shared with the builds
+        },
     )
     try:
-        container.put_archive("/tmp", _source_tar())
+        container.put_archive("/tmp", _source_tar(wrappers))
         container.start()
         status = container.wait(timeout=600)
         output = container.logs().decode(errors="replace")
@@ -163,15 +206,17 @@ def build_in_image(
         headers_text = _fetch(container, "/tmp/apachews/headers.txt").decode(errors="replace")
     finally:
         container.remove(force=True)
-    version, mmn = _header_values(headers_text)
+    version, mmn = header_values(headers_text)
     if version is None:
         raise JobFailed(f"cannot read the header version of {apxs} in {image}")
+    glibc_floor = floor.resolve(Version.parse(version).family, target, glibc)
     warnings = [line for line in output.splitlines() if "warning:" in line]
     server_note = _check_server(apachectl, version, mmn, warnings)
     dist = Path(out_dir) / f"apxs-{version}"
     (dist / "modules").mkdir(parents=True, exist_ok=True)
     staged = dist / "modules" / ".mod_proxy_wstunnel.so.tmp"
     staged.write_bytes(so)
+    binary = floor.check(staged, glibc_floor)
     staged.replace(dist / "modules" / "mod_proxy_wstunnel.so")
     info = {
         "kind": "apachews",
@@ -181,6 +226,7 @@ def build_in_image(
         "headers": version,
         "include_dir": None,
         "mmn_major": mmn,
+        "module": floor.record(binary, glibc_floor),
         "server": server_note,
         "seconds": round(time.monotonic() - started, 1),
         "warnings": warnings,
@@ -191,16 +237,19 @@ def build_in_image(
     return ServerBuild(dist, dist / "modules" / "mod_proxy_wstunnel.so", info)
 
 
-def _source_tar() -> bytes:
+def _source_tar(scripts: dict[str, str]) -> bytes:
+    """apachews/: the module's source and the given executable scripts."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         folder = tarfile.TarInfo("apachews")
         folder.type, folder.mode = tarfile.DIRTYPE, 0o755
         tar.addfile(folder)
-        data = module.source_path().read_bytes()
-        info = tarfile.TarInfo(f"apachews/{module.SOURCE_NAME}")
-        info.size, info.mode = len(data), 0o644
-        tar.addfile(info, io.BytesIO(data))
+        files = {module.SOURCE_NAME: (module.source_path().read_bytes(), 0o644)}
+        files |= {name: (text.encode(), 0o755) for name, text in scripts.items()}
+        for name, (data, mode) in files.items():
+            info = tarfile.TarInfo(f"apachews/{name}")
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
 
 
@@ -234,8 +283,15 @@ def _check_server(apachectl: str | None, version: str, mmn: int | None, warnings
     return f"Apache {info['version']} ({control}): headers {version}, MMN {mmn}"
 
 
-def build_with(apxs: str, base_image: str | None, out_dir: Path, progress: Progress | None = None) -> ServerBuild:
+def build_with(
+    apxs: str,
+    base_image: str | None,
+    out_dir: Path,
+    progress: Progress | None = None,
+    target: str = "",
+    glibc: str = "",
+) -> ServerBuild:
     """`apachews build --apxs PATH [--base-image IMAGE]`: on the host, or in the image when one is named."""
     if base_image:
-        return build_in_image(base_image, apxs=apxs, out_dir=out_dir, progress=progress)
-    return build_for_server(apxs, out_dir=out_dir, progress=progress)
+        return build_in_image(base_image, apxs=apxs, out_dir=out_dir, progress=progress, target=target, glibc=glibc)
+    return build_for_server(apxs, out_dir=out_dir, progress=progress, target=target, glibc=glibc)

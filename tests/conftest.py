@@ -14,12 +14,14 @@ pytest_plugins = [
     "tests.fixtures.mirror",
     "tests.fixtures.docker",
     "tests.fixtures.target",
+    "tests.fixtures.distros",
 ]
 
 # fixture -> the markers every test using it gets
 FIXTURE_MARKERS = {
     "docker_engine": ("docker",),
     "base_image": ("docker", "slow"),  # its users build httpd in a container (a minute or more, cold)
+    "debian11_image": ("docker",),
 }
 
 

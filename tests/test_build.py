@@ -13,9 +13,12 @@ import pytest
 from click.testing import CliRunner
 
 from apachews import build, catalogue, httpd, images, sources, toolchain
+from apachews.binary import GlibcVersion
 from apachews.cli import main
+from apachews.distros import catalogue as distros
 from apachews.errors import BadInput, JobFailed
 from apachews.plan import BuildPlan
+from tests.fixtures.distros import loads_in
 from tests.fixtures.sources import TEST_HTTPD
 
 # Markers come from the fixtures each test uses (tests/conftest.py): docker_engine/base_image -> docker.
@@ -90,7 +93,7 @@ def test_compile_error_names_the_step_and_leaves_nothing(
     with pytest.raises(JobFailed) as caught:
         build.build(BuildPlan(release, source=sources.SourceOptions(source=httpd24_tree), out_dir=out))
     error = caught.value
-    assert error.details["step"] == "make"
+    assert error.details["step"] == "module"
     assert "mod_proxy_wstunnel.c" in (error.hint or "")
     assert Path(str(error.details["log"])).exists()
     assert list(out.iterdir()) == []
@@ -263,3 +266,50 @@ def test_git_release_builds_and_tunnels(base_image: str, httpd_git: Path, tmp_pa
     assert info["mpm"] == plan.mpm and _server_mpm(result.dist).lower() == plan.mpm
     report = verify.run(httpd.locate(prefix=result.dist / "httpd"), module=result.module, checks=["handshake"])
     assert report.ok, report.table()
+
+
+# ---- the glibc floor: every module loads on its family's oldest distribution -----------------------------------
+def _objdump_highest_glibc(so: Path) -> GlibcVersion:
+    """The highest GLIBC_x.y `objdump -T` lists (a second reader beside apachews.binary)."""
+    text = subprocess.run(["objdump", "-T", str(so)], capture_output=True, text=True, check=True).stdout
+    return max(GlibcVersion.parse(w.strip("()")) for w in text.split() if w.strip("()").startswith("GLIBC_"))
+
+
+def _assert_within_family_floor(result: build.BuildResult, family: str) -> dict:
+    info = json.loads((result.dist / "build.json").read_text())
+    module_info = info["module"]
+    asked = distros.family_floor(family)
+    assert module_info["floor"]["glibc"] == str(asked) and module_info["floor"]["target"] is None
+    needed = GlibcVersion.parse(module_info["glibc_floor"])
+    assert needed <= asked, module_info
+    assert _objdump_highest_glibc(result.module) == needed
+    assert info["module_compiler"].startswith("zig ") and f"linux-gnu.{asked}" in info["module_compiler"]
+    assert module_info["machine"] == "x86_64" and module_info["mmn"].split(":")[0] == str(
+        distros.shipping(family)[0].mmn
+    )
+    return info
+
+
+def test_pypi_backport_module_needs_at_most_the_24_floor(
+    base_image: str, debian11_image: str, docker_engine, tmp_path: Path
+) -> None:
+    """`apachews build --apache 2.4.69 --from-pypi --backport`: the module binds to nothing above CentOS 7's
+    glibc, per build.json and objdump; the text and --json say so; Debian 11's own apache2 loads it."""
+    args = ["build", "--apache", TEST_HTTPD, "--from-pypi", "--backport", "-o", str(tmp_path)]
+    result = CliRunner().invoke(main, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    built = build.BuildResult(Path(payload["dist"]), Path(payload["module"]), payload["build"])
+    info = _assert_within_family_floor(built, "2.4")
+    assert payload["build"]["module"] == info["module"]
+    text = CliRunner().invoke(main, args).output  # kept: same inputs
+    assert f"module: x86_64, needs glibc >= {info['module']['glibc_floor']} (floor 2.17 asked" in text
+    ok, output = loads_in(debian11_image, docker_engine, built.module)
+    assert ok, output
+
+
+def test_git_22_module_needs_at_most_the_22_floor(base_image: str, httpd_git: Path, tmp_path: Path) -> None:
+    """`apachews build --apache 2.2.15 --git ...` (CentOS 6's release): within CentOS 5's glibc."""
+    plan = BuildPlan("2.2.15", source=sources.SourceOptions(git=httpd_git), out_dir=tmp_path)
+    info = _assert_within_family_floor(build.build(plan), "2.2")
+    assert {"centos5", "centos6"} <= set(info["module"]["floor"]["loads_on"])

@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from apachews import module, package
+from apachews import floor, module, package
+from apachews.binary import inspect_module
 from apachews.cli import main
+from apachews.distros import catalogue as distros
 from tests import debian_tree
 
 TREES = (Path("/etc/apache2"), Path("/usr/lib/apache2/modules"), Path("/var/lib/apache2"))
@@ -43,7 +45,20 @@ def _ctl(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def built_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return module.build_with_apxs(tmp_path_factory.mktemp("apxs")).so
+    """The module as `build --apxs` makes it: apxs with zig cc at the 2.4 family's glibc floor."""
+    return module.build_with_apxs(tmp_path_factory.mktemp("apxs"), glibc_floor=floor.resolve("2.4")).so
+
+
+def test_deb_declares_libc6_floor_and_module_abi(tmp_path: Path, built_module: Path) -> None:
+    """Depends names the module's measured glibc floor and the apache2 ABI; the members are xz, never zstd."""
+    built = package.build_deb(built_module, tmp_path)
+    needs = inspect_module(built_module)
+    info = subprocess.run(["dpkg-deb", "-I", str(built.path)], capture_output=True, text=True, check=True).stdout
+    mmn = package._mmn_major(None)[0]
+    assert f"Depends: libc6 (>= {needs.glibc_floor}), apache2-api-{mmn}" in info
+    assert needs.glibc_floor is not None and needs.glibc_floor <= distros.family_floor("2.4")
+    members = subprocess.run(["ar", "t", str(built.path)], capture_output=True, text=True, check=True).stdout.split()
+    assert members == ["debian-binary", "control.tar.xz", "data.tar.xz"]
 
 
 @pytest.fixture
@@ -117,9 +132,13 @@ def test_rpm_carries_the_module_and_its_config_and_erases_cleanly(tmp_path, buil
         package.RPM_LOAD_CONF,
         f"{package.RPM_MODULES}/mod_proxy_wstunnel_apachews.so",
     ]
-    requires = subprocess.run(["rpm", "-qpR", str(rpm)], capture_output=True, text=True, check=True).stdout
+    requires = subprocess.run(["rpm", "-qp", "--requires", str(rpm)], capture_output=True, text=True, check=True)
     mmn = package._mmn_major(None)[0]
-    assert f"httpd-mmn = {mmn}" in requires
+    assert f"httpd-mmn = {mmn}" in requires.stdout
+    assert f"glibc >= {inspect_module(built_module).glibc_floor}" in requires.stdout
+    assert "rpmlib(PayloadIsXz)" not in requires.stdout and "rpmlib(PayloadIsZstd)" not in requires.stdout
+    compressor = ["rpm", "-qp", "--qf", "%{PAYLOADCOMPRESSOR}", str(rpm)]
+    assert subprocess.run(compressor, capture_output=True, text=True, check=True).stdout == "gzip"
     root = tmp_path / "root"
     root.mkdir()
     rpm_root = ["rpm", "--root", str(root), "--dbpath", "/rpmdb"]

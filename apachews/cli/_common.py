@@ -363,6 +363,13 @@ def plan_options(fn: Callable) -> Callable:
     )
     @output_option("Directory that receives httpd-V/ (the module, build.json, the log).")
     @click.option("--mpm", type=click.Choice(MPMS), help="MPM (default: 2.2 prefork, 2.4 event).")
+    @click.option(
+        "--target",
+        metavar="DISTRO",
+        help="The module must load on this distribution (centos6, debian11, ...): its glibc is the floor "
+        "(default: the oldest distribution of the release's family; see `apachews versions --distributions`).",
+    )
+    @click.option("--glibc", metavar="X.Y", help="The module must load with this glibc or newer (instead of --target).")
     @functools.wraps(fn)
     def wrapper(
         sources: SourceOptions,
@@ -371,6 +378,8 @@ def plan_options(fn: Callable) -> Callable:
         builder: str,
         output: Path,
         mpm: str | None,
+        target: str | None,
+        glibc: str | None,
         **params: Any,
     ) -> Any:
         if base_image and builder == "local":
@@ -380,7 +389,7 @@ def plan_options(fn: Callable) -> Callable:
             release = release or release_of(sources)
             return BuildPlan(
                 release, source=sources, base_image=base_image or "", backport=backport, builder=builder,
-                out_dir=output, mpm=mpm or "", **more,
+                out_dir=output, mpm=mpm or "", target=target or "", glibc=glibc or "", **more,
             )  # fmt: skip
 
         return fn(plan_for=plan_for, **params)

@@ -13,6 +13,7 @@ from apachews import catalogue
 from apachews.catalogue import Release
 from apachews.cli import main
 from apachews.cli._common import RELEASE, Result, Session, command
+from apachews.distros import catalogue as distros
 from apachews.errors import BadInput
 from apachews.tunnelling import has_cve_2019_17567
 
@@ -89,6 +90,45 @@ def which_version_table(releases: list[Release]) -> str:
     return "\n".join(lines)
 
 
+DEV_PACKAGES = {
+    # layout -> (family -> the dev packages to fetch, the tool that fetches them, the files it leaves)
+    "debian": (
+        {"2.2": "apache2-prefork-dev libapr1-dev libaprutil1-dev", "2.4": "apache2-dev libapr1-dev libaprutil1-dev"},
+        "apt-get download",
+        "*.deb",
+    ),
+    "rhel": ({"2.2": "httpd-devel apr-devel apr-util-devel", "2.4": "httpd-devel apr-devel apr-util-devel"},
+             "yumdownloader", "*.rpm"),
+}  # fmt: skip
+
+
+def build_command_for(distribution: distros.Distribution) -> str:
+    """The build whose module loads on `distribution`, at its glibc (our module: --backport where the
+    release has a stock one)."""
+    release = catalogue.load().get(str(distribution.apache))
+    backport = "" if release.needs_backport else " --backport"
+    return f"apachews build --apache {distribution.apache}{backport} --target {distribution.key}"
+
+
+def which_build_table() -> str:
+    """The catalogue's distributions: each family's default glibc floor, then per distribution the build
+    for exactly it and the one from its own dev packages, as Markdown."""
+    lines = ["| Apache family | default glibc floor | so the module loads on |", "|---|---|---|"]
+    for family in ("2.2", "2.4"):
+        names = ", ".join(d.name for d in distros.shipping(family))
+        lines.append(f"| {family} | {distros.family_floor(family)} | {names} |")
+    lines += [
+        "",
+        "| your server | glibc | Apache (MMN) | build for exactly it | or against its own dev packages |",
+        "|---|---|---|---|---|",
+    ]
+    for d in distros.distributions().values():
+        packages, tool, files = DEV_PACKAGES[d.layout]
+        dev = f"`{tool} {packages[d.family]}`, then `apachews build --dev-package {files}`"
+        lines.append(f"| {d.name} | {d.glibc} | {d.apache} ({d.mmn}) | `{build_command_for(d)}` | {dev} |")
+    return "\n".join(lines)
+
+
 def release_table(releases: list[Release], width: int | None) -> str:
     """One row per release; the "WebSockets via" column wraps (never cuts) to fit `width` columns."""
     rows = [[str(r.version), _yes(r.released), r.tunnelling, r.series or "-"] for r in releases]
@@ -120,10 +160,27 @@ def _terminal_width() -> int | None:
 @click.option("--family", type=click.Choice(["2.2", "2.4"]), help="Only this family.")
 @click.option("--all", "include_unreleased", is_flag=True, help="Include versions that were never released.")
 @click.option("--markdown", is_flag=True, help="A 'which version do I need' table in Markdown (not with --apache).")
+@click.option(
+    "--distributions",
+    is_flag=True,
+    help="Which build for which server: the distributions, their glibc and Apache, and the command (Markdown).",
+)
 def versions_command(
-    session: Session, release: Release | None, family: str | None, include_unreleased: bool, markdown: bool
+    session: Session,
+    release: Release | None,
+    family: str | None,
+    include_unreleased: bool,
+    markdown: bool,
+    distributions: bool,
 ) -> Result:
     """List Apache releases, or explain what one release needs (--apache V)."""
+    if distributions:
+        if release or family or include_unreleased:
+            raise BadInput("--distributions lists every distribution", hint="apachews versions --distributions")
+        known = distros.distributions().values()
+        data = [{**d.to_dict(), "build": build_command_for(d)} for d in known]
+        floors = {family: str(distros.family_floor(family)) for family in ("2.2", "2.4")}
+        return Result(data={"family_floors": floors, "distributions": data}, text=which_build_table())
     releases = catalogue.load()
     if release:
         given = [
