@@ -8,6 +8,7 @@ state directory records exactly what was changed, so `uninstall` removes that an
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -20,10 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from apachews import config, distros, doctor
+from apachews import config, distros, doctor, transaction
+from apachews.distros import placement
 from apachews.distros.placement import apply as apply_plan
 from apachews.errors import BadInput, JobFailed
 from apachews.progress import Progress
+from apachews.transport import LOCAL, Transport
 
 STATE_ENV = "APACHEWS_STATE_DIR"
 DEFAULT_STATE = Path("/var/lib/apachews")
@@ -49,13 +52,15 @@ class Control:
     path: Path
     pid_file: Path
     error_log: Path | None
+    host: Transport = LOCAL
 
     @classmethod
-    def of(cls, report: doctor.Report) -> Control:
-        return cls(Path(report.control), Path(report.pid_file), Path(report.error_log) if report.error_log else None)
+    def of(cls, report: doctor.Report, host: Transport = LOCAL) -> Control:
+        log = Path(report.error_log) if report.error_log else None
+        return cls(Path(report.control), Path(report.pid_file), log, host)
 
     def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return doctor.run_control(self.path, *args, timeout=timeout)
+        return doctor.run_control(self.path, *args, timeout=timeout, host=self.host)
 
     def config_test(self) -> tuple[bool, str]:
         result = self.run("-t")
@@ -65,12 +70,14 @@ class Control:
         """The running parent's pid, or None. An empty pid file is one being rewritten: read it again."""
         for _ in range(20):
             try:
-                pid = int(self.pid_file.read_text().strip())
+                pid = int(self.host.read_text(self.pid_file).strip())
             except OSError:
                 return None
             except ValueError:
                 time.sleep(0.05)
                 continue
+            if self.host.remote:
+                return pid if self.host.test("-d", f"/proc/{pid}") else None
             return pid if _alive(pid) else None
         return None
 
@@ -176,11 +183,11 @@ class InstallResult:
         return "\n".join(lines)
 
 
-def loaded_from(config_files: Sequence[str], module: str) -> str | None:
+def loaded_from(config_files: Sequence[str], module: str, host: Transport = LOCAL) -> str | None:
     """file:line of the first active `LoadModule <module>` in the server's config files."""
     for name in config_files:
         try:
-            lines = Path(name).read_text(errors="replace").splitlines()
+            lines = host.read_text(name).splitlines()
         except OSError:
             continue
         for number, line in enumerate(lines, 1):
@@ -188,6 +195,18 @@ def loaded_from(config_files: Sequence[str], module: str) -> str | None:
             if len(words) >= 2 and words[0].lower() == "loadmodule" and words[1] == module:
                 return f"{name}:{number}"
     return None
+
+
+def refuse_unloadable(report: doctor.Report, module: Path) -> None:
+    """BadInput, before anything changes, when the server could not load `module` (glibc, architecture, MMN),
+    naming the build that would."""
+    verdict = doctor.check_module(report, module)
+    if not verdict.loads:
+        where = report.host or report.control
+        raise BadInput(
+            f"{module} would not load into Apache {report.version} at {where}: {'; '.join(verdict.reasons)}",
+            hint=f"build one that does: {verdict.build} (nothing was changed)",
+        )
 
 
 def manifest_path(states: Path, conf_root: str, preset: str) -> Path:
@@ -216,11 +235,14 @@ def install(
     states: Path | None = None,
     dry_run: bool = False,
     progress: Progress | None = None,
+    host: Transport = LOCAL,
 ) -> InstallResult:
+    """Install `preset` into the server behind `apachectl` (on this machine, or the one `host` reaches)."""
     progress = progress or Progress()
     progress.step("reading the server (doctor)")
-    report = doctor.examine(apachectl, config_file=config_file)
+    report = doctor.examine(apachectl, config_file=config_file, host=host)
     if module is not None:
+        refuse_unloadable(report, module)
         prefer = prefer or module_style()  # a given module must be the one tunnelling
     rendering = config.render(
         preset,
@@ -233,7 +255,7 @@ def install(
     )
     if module is not None and report.distro in ("generic", "gentoo"):
         # Their main config loads modules before any file we add: a mod_proxy_wstunnel it loads would win.
-        loaded_by = loaded_from(report.config_files, "proxy_wstunnel_module")
+        loaded_by = loaded_from(report.config_files, "proxy_wstunnel_module", host)
         if loaded_by:
             raise BadInput(
                 f"{loaded_by} already loads a mod_proxy_wstunnel, which would be used instead of {module}",
@@ -243,6 +265,9 @@ def install(
     conf_root = Path(report.conf_root)
     modules_dir = Path(modules_dir) if modules_dir else Path(report.modules_dir) if report.modules_dir else None
     layout = distros.get(report.distro)
+    if host.remote:
+        remote = RemoteInstall(host, report, preset, rendering, module, modules_dir, states)
+        return remote.install(dry_run, progress)
     # generic layout: an Include line at the end of the main config file enables the files.
     actions, notes = layout.plan(
         rendering, conf_root, module_so=module, modules_dir=modules_dir, main_config=Path(report.config_file)
@@ -349,9 +374,12 @@ def uninstall(
     dry_run: bool = False,
     force: bool = False,
     progress: Progress | None = None,
+    host: Transport = LOCAL,
 ) -> UninstallResult:
     progress = progress or Progress()
-    report = doctor.examine(apachectl, config_file=config_file)
+    report = doctor.examine(apachectl, config_file=config_file, host=host)
+    if host.remote:
+        return RemoteInstall(host, report, preset or "", None, None, None, states).uninstall(dry_run, force, progress)
     here = [m for m in installed(states) if m["placement"]["conf_root"] == report.conf_root]
     chosen = [m for m in here if preset is None or m["preset"] == preset]
     if not chosen:
@@ -419,3 +447,159 @@ def _restore(saved: list[tuple[dict[str, Any], bytes | str | None]]) -> None:
         elif isinstance(content, bytes) and not os.path.lexists(path):
             path.write_bytes(content)
             path.chmod(0o644)
+
+
+# -- over SSH: the plan made on a mirror of the server's files, applied there as one transaction ----------------
+def _chosen(entries: list[dict[str, Any]], conf_root: str, preset: str | None, where: str) -> dict[str, Any]:
+    """The one install manifest of `preset` (or the only one) for the server whose config root is conf_root."""
+    here = [m for m in entries if m["placement"]["conf_root"] == conf_root]
+    chosen = [m for m in here if not preset or m["preset"] == preset]
+    if not chosen:
+        names = ", ".join(m["preset"] for m in here) or "none"
+        raise BadInput(f"no apachews install{f' of {preset}' if preset else ''} {where} (installed: {names})")
+    if len(chosen) > 1:
+        raise BadInput("several presets are installed here", hint="name one: " + ", ".join(m["preset"] for m in chosen))
+    return chosen[0]
+
+
+def with_parents(paths: Sequence[Path], root: Path) -> list[Path]:
+    """paths and each of their ancestors below root (the directories a placement may create)."""
+    found: dict[Path, None] = {}
+    for path in paths:
+        for parent in reversed(path.parents):
+            if parent != root and root in parent.parents:
+                found[parent] = None
+        found[path] = None
+    return list(found)
+
+
+@dataclass
+class RemoteInstall:
+    """install / uninstall on a server reached over SSH: the same plan and placement code as on this machine,
+    run on a mirror of the server's files; what changed there goes to the server as one transaction
+    (transaction.run) with the manifest among its files, so uninstall works from any machine."""
+
+    host: Transport
+    report: doctor.Report
+    preset: str
+    rendering: config.Rendering | None
+    module: Path | None
+    modules_dir: Path | None
+    states: Path | None
+
+    @property
+    def state_dir(self) -> str:
+        return str(self.states or DEFAULT_STATE)  # on the server: this machine's environment says nothing of it
+
+    def _run(self, ops: list[transaction.Op], progress: Progress) -> bool:
+        report = self.report
+        with transaction.run(
+            self.host,
+            self.state_dir,
+            ops,
+            control=report.control,
+            pid_file=report.pid_file,
+            error_log=report.error_log,
+            progress=progress,
+        ) as change:
+            change.commit()
+        return change.reloaded
+
+    def _config_test(self) -> None:
+        ok, output = Control.of(self.report, self.host).config_test()
+        if not ok:
+            raise BadInput("the server's config fails apachectl -t before any change", hint=output[-2000:])
+
+    def install(self, dry_run: bool, progress: Progress) -> InstallResult:
+        report, host, rendering = self.report, self.host, self.rendering
+        assert rendering is not None
+        conf_root = report.conf_root
+        layout = distros.get(report.distro)
+        modules = str(self.modules_dir or layout.default_modules_dir(Path(conf_root)))
+        manifest = str(manifest_path(Path(self.state_dir), conf_root, self.preset))
+        fetch = [conf_root, report.config_file, f"{modules}/{placement.MODULE_FILE}", manifest]
+        progress.step(f"reading {conf_root} on {host.name}")
+        with transaction.mirrored(host, fetch) as mirror:
+            mirror.local(modules).mkdir(parents=True, exist_ok=True)
+            actions, notes = layout.plan(
+                rendering,
+                mirror.local(conf_root),
+                module_so=self.module,
+                modules_dir=mirror.local(modules),
+                main_config=mirror.local(report.config_file),
+            )
+            actions = [dataclasses.replace(a, text=mirror.unmirror(a.text)) if a.text else a for a in actions]
+            result = InstallResult(
+                self.preset,
+                f"{host.name}:{report.control}",
+                report.version,
+                report.distro,
+                [mirror.unmirror(action.describe()) for action in actions],
+                dry_run,
+                notes=[mirror.unmirror(note) for note in notes],
+                rendering=rendering.to_dict(),
+            )
+            if dry_run:
+                return result
+            if mirror.local(manifest).exists():
+                raise BadInput(
+                    f"{self.preset} is already installed on {host.name} ({manifest})",
+                    hint=f"apachews uninstall {self.preset} --host {host.name} first",
+                )
+            if not actions:
+                raise BadInput("nothing to install: every file is already in place")
+            self._config_test()
+            touched = with_parents([a.path for a in actions], mirror.root)
+            before = mirror.states([mirror.remote(path) for path in touched])
+            placed = apply_plan(mirror.local(conf_root), actions, notes)
+            record = {
+                "preset": self.preset,
+                "server": report.control,
+                "apache": report.version,
+                "distro": report.distro,
+                "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "placement": json.loads(mirror.unmirror(json.dumps(placed.to_dict()))),
+            }
+            ops = mirror.ops(before)
+            data = (json.dumps(record, indent=2) + "\n").encode()
+            ops.append(transaction.Op(manifest, transaction.State("none"), transaction.State("file", data, 0o600)))
+            progress.step(f"changing {len(ops)} paths on {host.name} (one transaction)")
+            result.reloaded = self._run(ops, progress)
+        result.manifest = f"{host.name}:{manifest}"
+        return result
+
+    def uninstall(self, dry_run: bool, force: bool, progress: Progress) -> UninstallResult:
+        report, host = self.report, self.host
+        entries = []
+        for name in host.glob(f"{self.state_dir}/install-*.json"):
+            entries.append({**json.loads(host.read_text(name)), "manifest": name})
+        entry = _chosen(entries, report.conf_root, self.preset, f"on {host.name}")
+        record = distros.Placement.from_dict(entry["placement"])
+        removed = [str(p) for p in record.paths] + [f"the Include lines at the end of {p}" for p in record.appended]
+        restored = [c["path"] for c in record.changes if c["kind"] == "unlink"]
+        result = UninstallResult(entry["preset"], removed, restored, False, dry_run)
+        if dry_run:
+            return result
+        paths = [c["path"] for c in record.changes] + record.created_dirs
+        with transaction.mirrored(host, [report.conf_root, *paths, entry["manifest"]]) as mirror:
+            before = mirror.states(paths)
+            local = distros.Placement(
+                mirror.local(record.conf_root),
+                [{**c, "path": str(mirror.local(c["path"]))} for c in record.changes],
+                [str(mirror.local(d)) for d in record.created_dirs],
+                record.notes,
+            )
+            distros.unplace(local, force=force)
+            ops = mirror.ops(before)
+            manifest = mirror.states([entry["manifest"]])[entry["manifest"]]
+            ops.append(transaction.Op(entry["manifest"], manifest, transaction.State("none")))
+            progress.step(f"changing {len(ops)} paths on {host.name} (one transaction)")
+            try:
+                result.reloaded = self._run(ops, progress)
+            except JobFailed as error:
+                if "apachectl -t rejected" in error.message:
+                    raise JobFailed(
+                        "apachectl -t fails without the apachews files: they were put back", hint=error.hint
+                    ) from None
+                raise
+        return result

@@ -13,12 +13,14 @@ pytest_plugins = [
     "tests.fixtures.apache",
     "tests.fixtures.mirror",
     "tests.fixtures.docker",
+    "tests.fixtures.remote",
 ]
 
 # fixture -> the markers every test using it gets
 FIXTURE_MARKERS = {
     "docker_engine": ("docker",),
     "base_image": ("docker", "slow"),  # its users build httpd in a container (a minute or more, cold)
+    "ssh_server": ("docker",),  # a container of Debian 11's apache2 behind a real sshd
 }
 
 

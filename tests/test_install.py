@@ -199,7 +199,36 @@ def test_doctor_install_live_verify_uninstall(server, apxs_module, tmp_path) -> 
     assert str(server.modules_dir / placement.MODULE_FILE) not in _mapped(pid)  # unloaded by the reload
 
 
-def test_a_config_apachectl_rejects_is_rolled_back_and_never_loaded(server, fake_module, tmp_path) -> None:
+@pytest.fixture
+def unloadable_module(tmp_path: Path) -> Path:
+    """A real ELF module for this server's architecture, glibc and MMN (so install's checks pass) that
+    dlopen still refuses: it calls a function nothing defines."""
+    if shutil.which("gcc") is None or not Path("/usr/include/apache2/ap_mmn.h").exists():
+        pytest.skip("needs gcc and the Apache headers (apt-get install apache2-dev)")
+    source = tmp_path / "unloadable.c"
+    source.write_text(
+        '#include "ap_mmn.h"\nextern void apachews_nowhere(void);\n'
+        "struct { int version; int minor_version; } proxy_wstunnel_module = "
+        "{MODULE_MAGIC_NUMBER_MAJOR, MODULE_MAGIC_NUMBER_MINOR};\n"
+        "void apachews_call(void) { apachews_nowhere(); }\n"
+    )
+    so = tmp_path / "mod_proxy_wstunnel.so"
+    subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-I/usr/include/apache2", "-o", str(so), str(source)],
+        check=True,
+        capture_output=True,
+    )
+    return so
+
+
+def test_install_refuses_a_module_this_server_cannot_load(server, fake_module, tmp_path) -> None:
+    before = debian_tree.snapshot(server.conf_root)
+    with pytest.raises(BadInput, match="not an ELF"):
+        install.install("generic", apachectl=server.ctl, module=fake_module, states=tmp_path / "state")
+    assert debian_tree.snapshot(server.conf_root) == before and not (tmp_path / "state").exists()
+
+
+def test_a_config_apachectl_rejects_is_rolled_back_and_never_loaded(server, unloadable_module, tmp_path) -> None:
     etc = server.conf_root
     before = debian_tree.snapshot(etc)
     pid = server.pid()
@@ -208,7 +237,7 @@ def test_a_config_apachectl_rejects_is_rolled_back_and_never_loaded(server, fake
     result = CliRunner().invoke(
         main,
         [
-            "install", "generic", "--apachectl", str(server.ctl), "--module", str(fake_module),
+            "install", "generic", "--apachectl", str(server.ctl), "--module", str(unloadable_module),
             "--modules-dir", str(server.modules_dir), "--state-dir", str(tmp_path / "state"),
         ],
     )  # fmt: skip

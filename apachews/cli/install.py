@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -9,6 +10,9 @@ import click
 from apachews import config, install
 from apachews.cli import main
 from apachews.cli._common import Result, Session, command
+from apachews.cli._hosts import host_options, on_hosts
+from apachews.errors import BadInput
+from apachews.transport import LOCAL, Transport
 
 _APACHECTL = click.option(
     "--apachectl", metavar="PATH", help="The server's apachectl / apache2ctl / httpd (default: found here)."
@@ -22,8 +26,14 @@ _CONFIG = click.option(
 _STATE = click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help=f"Where install manifests live (default: ${install.STATE_ENV} or {install.DEFAULT_STATE}).",
+    help=f"Where install manifests live (default: ${install.STATE_ENV} or {install.DEFAULT_STATE}; with --host, "
+    f"on the server: {install.DEFAULT_STATE}).",
 )
+
+
+def _local_only(hosts: tuple[str, ...], config_file: Path | None) -> None:
+    if hosts and config_file is not None:
+        raise BadInput("--config names a file on this machine", hint="with --host, give --apachectl on the server")
 
 
 @command(main, "install")
@@ -38,6 +48,7 @@ _STATE = click.option(
 @click.option("--prefer", type=click.Choice(config.PREFER), help="2.4.47+: tunnel with mod_proxy_wstunnel.")
 @_STATE
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@host_options
 def install_command(
     session: Session,
     preset: str,
@@ -51,23 +62,31 @@ def install_command(
     prefer: str | None,
     state_dir: Path | None,
     dry_run: bool,
+    hosts: tuple[str, ...],
+    connect: Callable[[str], Transport],
 ) -> Result:
     """Install PRESET's config (and --module) the server's way; apachectl -t, then a graceful reload."""
-    result = install.install(
-        preset,
-        apachectl=apachectl,
-        config_file=config_file,
-        module=module,
-        modules_dir=modules_dir,
-        backends=backends,
-        path=path,
-        allow=allow,
-        prefer=prefer,
-        states=state_dir,
-        dry_run=dry_run,
-        progress=session.progress(),
-    )
-    return Result(data=result.to_dict(), text=result.text())
+    _local_only(hosts, config_file)
+
+    def run(host: Transport) -> Result:
+        result = install.install(
+            preset,
+            apachectl=apachectl,
+            config_file=config_file,
+            module=module,
+            modules_dir=modules_dir,
+            backends=backends,
+            path=path,
+            allow=allow,
+            prefer=prefer,
+            states=state_dir,
+            dry_run=dry_run,
+            progress=session.progress(),
+            host=host,
+        )
+        return Result(data=result.to_dict(), text=result.text())
+
+    return on_hosts(hosts, connect, run) if hosts else run(LOCAL)
 
 
 @command(main, "uninstall")
@@ -77,6 +96,7 @@ def install_command(
 @_STATE
 @click.option("--dry-run", is_flag=True, help="Say what would be removed; change nothing.")
 @click.option("--force", is_flag=True, help="Remove installed files even if edited since.")
+@host_options
 def uninstall_command(
     session: Session,
     preset: str | None,
@@ -85,18 +105,26 @@ def uninstall_command(
     state_dir: Path | None,
     dry_run: bool,
     force: bool,
+    hosts: tuple[str, ...],
+    connect: Callable[[str], Transport],
 ) -> Result:
     """Remove exactly what `apachews install` added (from its manifest); apachectl -t, graceful reload."""
-    result = install.uninstall(
-        preset,
-        apachectl=apachectl,
-        config_file=config_file,
-        states=state_dir,
-        dry_run=dry_run,
-        force=force,
-        progress=session.progress(),
-    )
-    return Result(data=result.to_dict(), text=result.text())
+    _local_only(hosts, config_file)
+
+    def run(host: Transport) -> Result:
+        result = install.uninstall(
+            preset,
+            apachectl=apachectl,
+            config_file=config_file,
+            states=state_dir,
+            dry_run=dry_run,
+            force=force,
+            progress=session.progress(),
+            host=host,
+        )
+        return Result(data=result.to_dict(), text=result.text())
+
+    return on_hosts(hosts, connect, run) if hosts else run(LOCAL)
 
 
 @command(main, "live-verify")

@@ -1,0 +1,87 @@
+"""The server stage over SSH against a real sshd in front of Debian 11's own apache2 (glibc 2.31, no Python):
+doctor, whether a module loads, install / verify --live / uninstall, and the rollback when the connection
+drops halfway (tests/fixtures/remote.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from apachews.cli import main
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+def test_doctor_reads_debian11_over_ssh(ssh_server) -> None:
+    code, out = _cli("doctor", "--host", ssh_server.host, "--json")
+    assert code == 0, out
+    report = json.loads(out)
+    assert report["host"] == "debian11" and report["version"] == "2.4.62"
+    assert report["vendor"] == "Debian" and report["mpm"] == "event" and report["distro"] == "debian"
+    assert report["conf_root"] == "/etc/apache2" and report["modules_dir"] == "/usr/lib/apache2/modules"
+    assert report["glibc"] == "2.31" and report["machine"] == "x86_64"
+    assert report["package"].startswith("apache2 2.4.62")
+    code, text = _cli("doctor", "--host", ssh_server.host)
+    assert code == 0 and "debian11: Apache 2.4.62 (Debian build), MPM event" in text
+    assert "platform    x86_64, glibc 2.31" in text
+
+
+def test_doctor_module_says_whether_it_loads_there(ssh_server, portable_module, host_module) -> None:
+    code, out = _cli("doctor", "--host", ssh_server.host, "--module", str(portable_module), "--json")
+    assert code == 0, out
+    assert json.loads(out)["module"]["loads"] is True
+    code, out = _cli("doctor", "--host", ssh_server.host, "--module", str(host_module), "--json")
+    verdict = json.loads(out)["module"]
+    assert code == 1 and verdict["loads"] is False
+    (reason,) = verdict["reasons"]
+    assert "needs glibc 2.3" in reason and "the server has 2.31" in reason and "GLIBC_2.34" in reason
+    assert verdict["build"] == "apachews build --apache 2.4.62 --target debian11"
+
+
+def test_install_refuses_a_module_the_server_cannot_load(ssh_server, host_module) -> None:
+    before = ssh_server.tree_hash()
+    modules = ssh_server.tree_hash("/usr/lib/apache2/modules")
+    code, out = _cli("install", "jupyter", "--host", ssh_server.host, "--module", str(host_module))
+    assert code == 2, out
+    assert "would not load into Apache 2.4.62" in out and "GLIBC_2.34" in out
+    assert "apachews build --apache 2.4.62 --target debian11" in out
+    assert ssh_server.tree_hash() == before and ssh_server.tree_hash("/usr/lib/apache2/modules") == modules
+    assert ssh_server.exec("ls /var/lib/apachews 2>/dev/null || true") == ""
+
+
+def test_sudo_and_fleets(ssh_server) -> None:
+    code, out = _cli("doctor", "--host", ssh_server.admin, "--sudo", "--host", ssh_server.host, "--json")
+    assert code == 0, out
+    hosts = json.loads(out)["hosts"]
+    assert [h["host"] for h in hosts] == [ssh_server.admin, ssh_server.host]
+    assert all(h["ok"] and h["version"] == "2.4.62" for h in hosts)
+    code, out = _cli("doctor", "--host", "nobody@127.0.0.1:1", "--host", ssh_server.host, "--json")
+    hosts = json.loads(out)["hosts"]
+    assert code == 1 and not hosts[0]["ok"] and "cannot reach" in hosts[0]["error"] and hosts[1]["ok"]
+
+
+def test_install_then_uninstall_leaves_etc_apache2_as_it_was(ssh_server, portable_module) -> None:
+    before = ssh_server.tree_hash()
+    modules = ssh_server.tree_hash("/usr/lib/apache2/modules")
+    pid = ssh_server.exec("cat /var/run/apache2/apache2.pid").strip()
+    code, out = _cli("install", "jupyter", "--host", ssh_server.host, "--module", str(portable_module), "--dry-run")
+    assert code == 0 and "mods-enabled/proxy_wstunnel_apachews.load" in out and ssh_server.tree_hash() == before
+    code, out = _cli("install", "jupyter", "--host", ssh_server.host, "--module", str(portable_module), "--json")
+    assert code == 0, out
+    done = json.loads(out)
+    assert done["reloaded"] and done["manifest"] == "debian11:" + ssh_server.exec("ls /var/lib/apachews/*.json").strip()
+    # A graceful reload (same parent), and the parent mapped our module.
+    assert ssh_server.exec("cat /var/run/apache2/apache2.pid").strip() == pid
+    assert "mod_proxy_wstunnel_apachews.so" in ssh_server.exec(f"cat /proc/{pid}/maps")
+    assert ssh_server.exec("ls -A /var/lib/apachews").split() == [Path(done["manifest"]).name]
+    # Uninstall from "another machine": nothing local is needed, the manifest is on the server.
+    code, out = _cli("uninstall", "--host", ssh_server.host)
+    assert code == 0, out
+    assert ssh_server.tree_hash() == before and ssh_server.tree_hash("/usr/lib/apache2/modules") == modules
+    assert ssh_server.exec("ls -A /var/lib/apachews") == ""
+    assert ssh_server.exec("cat /var/run/apache2/apache2.pid").strip() == pid
