@@ -518,6 +518,8 @@ class RemoteInstall:
         modules = str(self.modules_dir or layout.default_modules_dir(Path(conf_root)))
         manifest = str(manifest_path(Path(self.state_dir), conf_root, self.preset))
         fetch = [conf_root, report.config_file, f"{modules}/{placement.MODULE_FILE}", manifest]
+        if not dry_run:
+            self._recover(progress)
         progress.step(f"reading {conf_root} on {host.name}")
         with transaction.mirrored(host, fetch) as mirror:
             mirror.local(modules).mkdir(parents=True, exist_ok=True)
@@ -568,8 +570,14 @@ class RemoteInstall:
         result.manifest = f"{host.name}:{manifest}"
         return result
 
+    def _recover(self, progress: Progress) -> None:
+        for stage in transaction.recover(self.host, self.state_dir):
+            progress.step(f"rolled back an unfinished change on {self.host.name} ({stage})")
+
     def uninstall(self, dry_run: bool, force: bool, progress: Progress) -> UninstallResult:
         report, host = self.report, self.host
+        if not dry_run:
+            self._recover(progress)
         entries = []
         for name in host.glob(f"{self.state_dir}/install-*.json"):
             entries.append({**json.loads(host.read_text(name)), "manifest": name})

@@ -5,11 +5,14 @@ drops halfway (tests/fixtures/remote.py)."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from click.testing import CliRunner
 
+from apachews import transaction
 from apachews.cli import main
+from apachews.errors import JobFailed
 
 
 def _cli(*args: str) -> tuple[int, str]:
@@ -85,3 +88,60 @@ def test_install_then_uninstall_leaves_etc_apache2_as_it_was(ssh_server, portabl
     assert ssh_server.tree_hash() == before and ssh_server.tree_hash("/usr/lib/apache2/modules") == modules
     assert ssh_server.exec("ls -A /var/lib/apachews") == ""
     assert ssh_server.exec("cat /var/run/apache2/apache2.pid").strip() == pid
+
+
+def _wait(condition, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _drop_connection(change: transaction.Transaction) -> None:
+    """The network goes: the ssh client and its master connection die without a word to the server."""
+    change.process.kill()
+    change.host.close()
+
+
+def test_a_connection_dropped_mid_install_is_rolled_back_by_the_server(ssh_server, portable_module, monkeypatch):
+    before = ssh_server.tree_hash()
+    pid = ssh_server.exec("cat /var/run/apache2/apache2.pid").strip()
+    seen = {}
+
+    def drop(change: transaction.Transaction) -> None:
+        # The server has placed every file, passed apachectl -t and reloaded onto the new config.
+        seen["applied"] = ssh_server.tree_hash()
+        seen["mapped"] = "mod_proxy_wstunnel_apachews.so" in ssh_server.exec(f"cat /proc/{pid}/maps")
+        _drop_connection(change)
+        raise JobFailed("connection lost (test)")
+
+    monkeypatch.setattr(transaction.Transaction, "commit", drop)
+    code, out = _cli("install", "jupyter", "--host", ssh_server.host, "--module", str(portable_module))
+    assert code == 1 and "connection lost" in out
+    assert seen["applied"] != before and seen["mapped"]
+    assert _wait(lambda: ssh_server.exec("ls -A /var/lib/apachews") == ""), "the server never rolled back"
+    assert ssh_server.tree_hash() == before
+    assert not ssh_server.exec("ls /usr/lib/apache2/modules | grep apachews || true")
+    # Reloaded back onto the old config: same parent, our module unloaded.
+    assert ssh_server.exec("cat /var/run/apache2/apache2.pid").strip() == pid
+    assert _wait(lambda: "mod_proxy_wstunnel_apachews.so" not in ssh_server.exec(f"cat /proc/{pid}/maps"))
+
+
+def test_a_transaction_killed_on_the_server_is_rolled_back_by_the_next_run(ssh_server, portable_module, monkeypatch):
+    before = ssh_server.tree_hash()
+
+    def crash(change: transaction.Transaction) -> None:
+        ssh_server.exec("kill -9 $(cat /var/lib/apachews/txn-*/pid)")  # the script dies with no chance to undo
+        _drop_connection(change)
+        raise JobFailed("the server went away (test)")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(transaction.Transaction, "commit", crash)
+        code, out = _cli("install", "jupyter", "--host", ssh_server.host, "--module", str(portable_module))
+    assert code == 1, out
+    assert ssh_server.tree_hash() != before and ssh_server.exec("ls /var/lib/apachews/txn-*/journal")
+    code, out = _cli("uninstall", "--host", ssh_server.host)  # the next run finds the journal first
+    assert code == 2 and "no apachews install" in out
+    assert ssh_server.tree_hash() == before and ssh_server.exec("ls -A /var/lib/apachews") == ""
