@@ -10,7 +10,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from apachews import transaction
+from apachews import transaction, verify
 from apachews.cli import main
 from apachews.errors import JobFailed
 
@@ -145,3 +145,22 @@ def test_a_transaction_killed_on_the_server_is_rolled_back_by_the_next_run(ssh_s
     code, out = _cli("uninstall", "--host", ssh_server.host)  # the next run finds the journal first
     assert code == 2 and "no apachews install" in out
     assert ssh_server.tree_hash() == before and ssh_server.exec("ls -A /var/lib/apachews") == ""
+
+
+def test_install_verify_live_uninstall_over_ssh(ssh_server, portable_module) -> None:
+    before = ssh_server.tree_hash()
+    code, out = _cli("install", "jupyter", "--host", ssh_server.host, "--module", str(portable_module))
+    assert code == 0, out
+    installed = ssh_server.tree_hash()
+    code, out = _cli("verify", "--live", "--host", ssh_server.host, "--json")
+    report = json.loads(out)
+    assert code == 0 and report["ok"], out
+    assert report["host"] == "debian11" and "upgrade" not in report["tunnelling"]
+    checks = {check["name"]: check for check in report["checks"]}
+    assert set(checks) == set(verify.CHECKS)
+    assert all(check["passed"] for check in checks.values() if not check["skipped"]), report["checks"]
+    assert not checks["error-log-clean"]["skipped"] and not checks["echo-text"]["skipped"]
+    assert ssh_server.tree_hash() == installed  # the temporary route is gone again
+    code, out = _cli("uninstall", "--host", ssh_server.host)
+    assert code == 0, out
+    assert ssh_server.tree_hash() == before

@@ -132,14 +132,43 @@ def uninstall_command(
 @_CONFIG
 @click.option("--prefer", type=click.Choice(config.PREFER), help="Tunnelling style of the temporary route.")
 @click.option("--check", "checks", multiple=True, help="Run only this check (repeatable).")
+@host_options
 def live_verify_command(
-    session: Session, apachectl: str | None, config_file: Path | None, prefer: str | None, checks: tuple[str, ...]
+    session: Session,
+    apachectl: str | None,
+    config_file: Path | None,
+    prefer: str | None,
+    checks: tuple[str, ...],
+    hosts: tuple[str, ...],
+    connect: Callable[[str], Transport],
 ) -> Result:
     """Run the WebSocket suite through the running server via a temporary loopback route, then remove it."""
+    _local_only(hosts, config_file)
+    return live_on_hosts(session, hosts, connect, apachectl, config_file, prefer, checks)
+
+
+def live_on_hosts(
+    session: Session,
+    hosts: tuple[str, ...],
+    connect: Callable[[str], Transport],
+    apachectl: str | None,
+    config_file: Path | None,
+    prefer: str | None,
+    checks: tuple[str, ...],
+) -> Result:
+    """live-verify (and verify --live) on this machine's server or on each --host."""
     from apachews import live
 
-    report = live.live_verify(
-        apachectl, config_file=config_file, checks=checks or None, prefer=prefer, progress=session.progress()
-    )
-    text = f"Apache {report.apache} ({report.httpd}), live, tunnelling via {report.tunnelling}\n{report.table()}"
-    return Result(data=report.to_dict(), text=text, ok=report.ok)
+    def run(host: Transport) -> Result:
+        report = live.live_verify(
+            apachectl,
+            config_file=config_file,
+            checks=checks or None,
+            prefer=prefer,
+            progress=session.progress(),
+            host=host,
+        )
+        text = f"Apache {report.apache} ({report.httpd}), live, tunnelling via {report.tunnelling}\n{report.table()}"
+        return Result(data=report.to_dict(), text=text, ok=report.ok)
+
+    return on_hosts(hosts, connect, run) if hosts else run(LOCAL)
