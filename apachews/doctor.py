@@ -684,7 +684,7 @@ def _workers(
 
 
 def _advise(report: Report) -> None:
-    ctl = f" --apachectl {report.control}"
+    ctl = f" --apachectl {report.control}" + (f" --host {report.host}" if report.host else "")
     version = Version.parse(report.version)
     has_none = version < Version(2, 4, 5)
     try:

@@ -5,9 +5,14 @@ drops halfway (tests/fixtures/remote.py)."""
 from __future__ import annotations
 
 import json
+import re
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from apachews import transaction, verify
@@ -164,3 +169,36 @@ def test_install_verify_live_uninstall_over_ssh(ssh_server, portable_module) -> 
     code, out = _cli("uninstall", "--host", ssh_server.host)
     assert code == 0, out
     assert ssh_server.tree_hash() == before
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_verify_live_puts_the_config_back_when_interrupted(ssh_server, signum, code) -> None:
+    before = ssh_server.tree_hash()
+    live_conf = "/etc/apache2/conf-enabled/apachews-live-verify.conf"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "apachews", "verify", "--live", "--host", ssh_server.host],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        # The route is in and the server listens on it: the checks are running.
+        assert _wait(lambda: ssh_server.exec(f"cat {live_conf} 2>/dev/null || true") or process.poll() is not None)
+        port = re.search(r"Listen 127.0.0.1:(\d+)", ssh_server.exec(f"cat {live_conf}")).group(1)
+        assert _wait(lambda: f"127.0.0.1:{port}" in ssh_server.exec("ss -ltn"))
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == code, err.decode()
+    assert ssh_server.tree_hash() == before and ssh_server.exec("ls -A /var/lib/apachews 2>/dev/null || true") == ""
+    assert _wait(lambda: f"127.0.0.1:{port}" not in ssh_server.exec("ss -ltn"))  # reloaded without it
+
+
+def test_config_takes_the_remote_servers_view(ssh_server) -> None:
+    code, out = _cli("config", "jupyter", "--host", ssh_server.host, "--max-websockets", "200", "--json")
+    assert code == 0, out
+    rendering = json.loads(out)
+    assert rendering["apache"] == "2.4.62" and rendering["distro"] == "debian"
+    assert any("debian11:/usr/sbin/apache2ctl" in note for note in rendering["notes"])
+    assert any("sized from the settings of the server at debian11:" in note for note in rendering["notes"])
