@@ -177,11 +177,12 @@ def parse_includes(text: str) -> list[str]:
 
 
 # -- reading config files ----------------------------------------------------------------------------------
-def _logical_lines(path: Path, host: Transport = LOCAL) -> list[str]:
-    try:
-        raw = host.read_text(path)
-    except OSError:
-        return []
+def _logical_lines(path: Path, host: Transport = LOCAL, raw: str | None = None) -> list[str]:
+    if raw is None:
+        try:
+            raw = host.read_text(path)
+        except OSError:
+            return []
     return [
         line for line in raw.replace("\\\n", " ").splitlines() if line.strip() and not line.lstrip().startswith("#")
     ]
@@ -232,9 +233,10 @@ def scan_directives(
     inside <IfModule prefork.c> counts only under prefork). Other sections (vhosts...) are read through."""
     wanted = {n.lower(): n for n in names}
     found: dict[str, list[str]] = {n: [] for n in names}
+    texts = host.read_texts(list(files))  # one round trip to a remote server
     for name in files:
         active: list[bool] = []
-        for line in _logical_lines(Path(name), host):
+        for line in _logical_lines(Path(name), host, texts.get(name, "")):
             stripped = line.strip()
             opening = re.match(r"<IfModule\s+([^>\s]+)\s*>", stripped, re.IGNORECASE)
             if opening:

@@ -89,6 +89,16 @@ class Transport:
     def read_text(self, path: str | Path) -> str:
         return self.read_bytes(path).decode(errors="replace")
 
+    def read_texts(self, paths: Sequence[str]) -> dict[str, str]:
+        """The files among paths that can be read, as text (one round trip to a remote server: a tar stream)."""
+        found: dict[str, str] = {}
+        for path in paths:
+            try:
+                found[path] = self.read_text(path)
+            except OSError:
+                continue
+        return found
+
     def kinds(self, paths: Sequence[str | Path]) -> list[str]:
         """ "file", "dir", "link", "other" or "none" for each path (links not followed)."""
         if not paths:
@@ -312,6 +322,21 @@ class Ssh(Transport):
         subprocess.run(
             [*self.base, "-O", "cancel", flag, spec, *self._target()], capture_output=True, timeout=30, check=False
         )
+
+    def read_texts(self, paths: Sequence[str]) -> dict[str, str]:
+        if not paths:
+            return {}
+        script = (
+            'for p; do [ -f "$p" ] && [ -r "$p" ] && printf "%s\\n" "${p#/}"; done | tar -C / -chf - -T - 2>/dev/null'
+        )
+        done = self.run_bytes(["sh", "-c", script, "sh", *paths], timeout=120)
+        found: dict[str, str] = {}
+        with tarfile.open(fileobj=io.BytesIO(done.stdout)) as archive:
+            for member in archive.getmembers():
+                handle = archive.extractfile(member) if member.isfile() else None
+                if handle is not None:
+                    found["/" + member.name] = handle.read().decode(errors="replace")
+        return found
 
     def fetch_tree(self, paths: Sequence[str], dest: Path) -> None:
         script = (
