@@ -127,16 +127,6 @@ class Transport:
         done = self.sh(script, name)
         return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout.strip() else None
 
-    def write_atomic(self, path: str | Path, data: bytes, mode: int = 0o644) -> None:
-        """Write beside, then rename: the server sees the old file or the new one, never half of it."""
-        script = (
-            'set -e; d=$(dirname "$1"); mkdir -p "$d"; t="$d/.$(basename "$1").apachews-tmp"; '
-            'cat > "$t"; chmod "$2" "$t"; mv -f "$t" "$1"'
-        )
-        done = self.sh(script, str(path), f"{mode:o}", input=data)
-        if done.returncode != 0:
-            raise JobFailed(f"cannot write {self.name}:{path}", hint=done.stderr.strip())
-
 
 def outermost(paths: Sequence[str]) -> list[str]:
     """paths without those inside another of them (a tree fetched once)."""
@@ -262,7 +252,7 @@ class Ssh(Transport):
             raise JobFailed(
                 f"cannot reach {self.name} over ssh: {done.stderr.strip() or f'exit {done.returncode}'}",
                 hint=f"`ssh -o BatchMode=yes {self.name} true` must work without a prompt: a key in your agent "
-                "or ~/.ssh/config (apachews never asks for a password)",
+                "or ~/.ssh/config, the server's host key in known_hosts (apachews never asks for a password)",
             )
         if self.sudo:
             check = subprocess.run(
@@ -282,13 +272,18 @@ class Ssh(Transport):
     def run_bytes(
         self, argv: Sequence[str], *, input: bytes | None = None, timeout: float = 60
     ) -> subprocess.CompletedProcess[bytes]:
-        done = subprocess.run(
-            [*self.base, *self._target(), self.command(argv)],
-            input=input if input is not None else b"",
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
+        try:
+            done = subprocess.run(
+                [*self.base, *self._target(), self.command(argv)],
+                input=input if input is not None else b"",
+                capture_output=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as error:
+            raise JobFailed(
+                f"{argv[0]} on {self.name} did not finish in {timeout:.0f} s", hint="is the server overloaded?"
+            ) from error
         if done.returncode == 255:
             raise JobFailed(
                 f"lost the ssh connection to {self.name}: {done.stderr.decode(errors='replace').strip()}",

@@ -3,7 +3,9 @@
 set -euo pipefail
 need=()
 # libpcre3: httpd 2.2 and early 2.4 built by `apachews build --with-httpd` link it; `verify --dist` runs them here.
-for pkg in apache2 apache2-dev docker.io debootstrap libpcre3 curl ca-certificates patch openssl rpm; do
+# openssh-client: `--host` and its tests (ssh, ssh-keygen). No openssh-server here: the tests' sshd runs in the
+# Debian 11 target image, and a host sshd would listen on the network.
+for pkg in apache2 apache2-dev docker.io debootstrap libpcre3 curl ca-certificates patch openssl rpm openssh-client; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
