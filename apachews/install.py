@@ -1,9 +1,14 @@
-"""`apachews install` / `uninstall`: a rendering (and the apachews module) into the running server's layout.
+"""`apachews install` / `uninstall`: a rendering (and the apachews module) into the running server's layout,
+on this machine or on one reached over SSH, by the same code.
 
-install: read the server (doctor), render the preset for it, place the files the distribution's way
-(distros.place), `apachectl -t`, and only then a graceful reload. Any failure puts every file back byte for
-byte (the server keeps running the old config: it was never reloaded onto a bad one). A manifest in the
-state directory records exactly what was changed, so `uninstall` removes that and nothing else.
+install: read the server (doctor), refuse a module it could not load, render the preset for it, plan the files
+the distribution's way (distros layouts) on a mirror of the server's config tree (transaction.Mirror: a copy
+on this machine), and send what changed there as one transaction that the server runs by itself
+(transaction.run): every path backed up and journalled, `apachectl -t`, only then a graceful reload, kept
+only on commit. Any failure, Ctrl-C or a dropped connection puts every file back byte for byte (and reloads
+again if the new config was loaded). The manifest in the server's state directory is written in the same
+transaction and records exactly what was changed, so `uninstall` (from any machine) removes that and
+nothing else.
 """
 
 from __future__ import annotations
@@ -12,11 +17,9 @@ import dataclasses
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,6 @@ from apachews.transport import LOCAL, Transport
 
 STATE_ENV = "APACHEWS_STATE_DIR"
 DEFAULT_STATE = Path("/var/lib/apachews")
-RELOAD_TIMEOUT = 20.0
 
 
 def module_style() -> str:
@@ -39,15 +41,18 @@ def module_style() -> str:
     return "apachews" if "apachews" in config.PREFER else "wstunnel"
 
 
-def state_dir(explicit: Path | None = None) -> Path:
-    """Where install manifests live (outside the server's tree, so uninstall leaves the tree as it was)."""
+def state_dir(explicit: Path | None = None, host: Transport = LOCAL) -> Path:
+    """Where install manifests live on the server (outside its tree, so uninstall leaves the tree as it was).
+    This machine's environment names it only for this machine."""
+    if host.remote:
+        return Path(explicit or DEFAULT_STATE)
     return Path(explicit or os.environ.get(STATE_ENV) or DEFAULT_STATE)
 
 
 # -- the server's control command ----------------------------------------------------------------------------
 @dataclass
 class Control:
-    """apachectl for one server: config test, graceful reload (waited for), is it running."""
+    """apachectl for one server: config test, is it running (the reload is the transaction's)."""
 
     path: Path
     pid_file: Path
@@ -76,64 +81,12 @@ class Control:
             except ValueError:
                 time.sleep(0.05)
                 continue
-            if self.host.remote:
-                return pid if self.host.test("-d", f"/proc/{pid}") else None
-            return pid if _alive(pid) else None
+            return (
+                pid
+                if self.host.test("-d", f"/proc/{pid}") or self.host.run(["kill", "-0", str(pid)]).returncode == 0
+                else None
+            )
         return None
-
-    def _log_size(self) -> int:
-        try:
-            return self.error_log.stat().st_size if self.error_log else 0
-        except OSError:
-            return 0
-
-    def graceful(self) -> None:
-        """Graceful reload, returning once the parent has re-read its config (the error log says so)."""
-        parent = self.pid()
-        if parent is None:
-            raise JobFailed(f"the server is not running (no live pid in {self.pid_file})", hint="start it first")
-        offset = self._log_size()
-        result = self.run("-k", "graceful")
-        if result.returncode != 0:
-            raise JobFailed("graceful reload failed", hint=(result.stdout + result.stderr).strip())
-        deadline = time.monotonic() + RELOAD_TIMEOUT
-        while time.monotonic() < deadline:
-            # The parent keeps its pid across a graceful restart; its pid file is rewritten meanwhile (2.2
-            # truncates it first), so watch the process, not the file.
-            if not _alive(parent):
-                raise JobFailed("the server exited during the reload", hint=f"see {self.error_log}")
-            if self.error_log is None:  # logs to syslog or a pipe: nothing to watch
-                time.sleep(1)
-                return
-            with self.error_log.open("rb") as log:
-                log.seek(offset)
-                if b"resuming normal operations" in log.read():  # AH00489 (2.4), also 2.2's wording
-                    return
-            time.sleep(0.05)
-        raise JobFailed(f"no sign of the reload in {self.error_log} after {RELOAD_TIMEOUT:.0f} s")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@contextmanager
-def no_interrupts() -> Iterator[None]:
-    """Hold Ctrl-C while putting a server's config back: a half-restored tree is worse than a late exit."""
-    blocked = hasattr(signal, "pthread_sigmask")
-    if blocked:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        yield
-    finally:
-        if blocked:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 # -- install ---------------------------------------------------------------------------------------------------
@@ -214,13 +167,6 @@ def manifest_path(states: Path, conf_root: str, preset: str) -> Path:
     return states / f"install-{preset}-{tag}.json"
 
 
-def _write_manifest(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staged = path.with_name(f".{path.name}.tmp")
-    staged.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(staged, path)
-
-
 def install(
     preset: str,
     *,
@@ -262,71 +208,8 @@ def install(
                 hint="comment out that LoadModule line (install then loads the given module), "
                 "or leave out --module to keep the loaded one",
             )
-    conf_root = Path(report.conf_root)
     modules_dir = Path(modules_dir) if modules_dir else Path(report.modules_dir) if report.modules_dir else None
-    layout = distros.get(report.distro)
-    if host.remote:
-        remote = RemoteInstall(host, report, preset, rendering, module, modules_dir, states)
-        return remote.install(dry_run, progress)
-    # generic layout: an Include line at the end of the main config file enables the files.
-    actions, notes = layout.plan(
-        rendering, conf_root, module_so=module, modules_dir=modules_dir, main_config=Path(report.config_file)
-    )
-    result = InstallResult(
-        preset,
-        report.control,
-        report.version,
-        report.distro,
-        [action.describe() for action in actions],
-        dry_run,
-        notes=notes,
-        rendering=rendering.to_dict(),
-    )
-    manifest = manifest_path(state_dir(states), str(conf_root), preset)
-    if dry_run:
-        return result
-    if manifest.exists():
-        raise BadInput(f"{preset} is already installed here ({manifest})", hint=f"apachews uninstall {preset} first")
-    if not actions:
-        raise BadInput("nothing to install: every file is already in place")
-    control = Control.of(report)
-    ok, output = control.config_test()
-    if not ok:  # we could not tell our change from an existing fault
-        raise BadInput("the server's config fails apachectl -t before any change", hint=output[-2000:])
-    running = control.pid() is not None
-    progress.step(f"placing {len(actions)} files and links")
-    placement = apply_plan(conf_root, actions, notes)
-    reloading = False
-    try:
-        progress.step("apachectl -t")
-        ok, output = control.config_test()
-        if not ok:
-            raise JobFailed("apachectl -t rejected the new config: every file was put back", hint=output[-2000:])
-        _write_manifest(
-            manifest,
-            {
-                "preset": preset,
-                "server": report.control,
-                "apache": report.version,
-                "distro": report.distro,
-                "installed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "placement": placement.to_dict(),
-            },
-        )
-        if running:
-            progress.step("graceful reload")
-            reloading = True
-            control.graceful()
-    except BaseException:
-        with no_interrupts():
-            distros.unplace(placement, force=True)
-            manifest.unlink(missing_ok=True)
-            if reloading and control.pid() is not None:
-                control.graceful()  # back onto the old config, in case the new one got loaded
-        raise
-    result.reloaded = running
-    result.manifest = str(manifest)
-    return result
+    return Staged(host, report, preset, rendering, module, modules_dir, states).install(dry_run, progress)
 
 
 # -- uninstall -------------------------------------------------------------------------------------------------
@@ -356,15 +239,6 @@ class UninstallResult:
         return "\n".join(lines)
 
 
-def installed(states: Path | None = None) -> list[dict[str, Any]]:
-    found = []
-    for manifest in sorted(state_dir(states).glob("install-*.json")):
-        data = json.loads(manifest.read_text())
-        data["manifest"] = str(manifest)
-        found.append(data)
-    return found
-
-
 def uninstall(
     preset: str | None = None,
     *,
@@ -376,80 +250,12 @@ def uninstall(
     progress: Progress | None = None,
     host: Transport = LOCAL,
 ) -> UninstallResult:
+    """Remove exactly what install put into the server behind `apachectl` (its manifest says what)."""
     progress = progress or Progress()
     report = doctor.examine(apachectl, config_file=config_file, host=host)
-    if host.remote:
-        return RemoteInstall(host, report, preset or "", None, None, None, states).uninstall(dry_run, force, progress)
-    here = [m for m in installed(states) if m["placement"]["conf_root"] == report.conf_root]
-    chosen = [m for m in here if preset is None or m["preset"] == preset]
-    if not chosen:
-        names = ", ".join(m["preset"] for m in here) or "none"
-        raise BadInput(f"no apachews install{f' of {preset}' if preset else ''} on this server (installed: {names})")
-    if len(chosen) > 1:
-        raise BadInput("several presets are installed here", hint="name one: " + ", ".join(m["preset"] for m in chosen))
-    entry = chosen[0]
-    placement = distros.Placement.from_dict(entry["placement"])
-    removed = [str(p) for p in placement.paths] + [f"the Include lines at the end of {p}" for p in placement.appended]
-    restored = [c["path"] for c in placement.changes if c["kind"] == "unlink"]
-    result = UninstallResult(entry["preset"], removed, restored, False, dry_run)
-    if dry_run:
-        return result
-    control = Control.of(report)
-    running = control.pid() is not None
-    saved = _save(placement)
-    progress.step(f"removing {len(removed)} files and links")
-    distros.unplace(placement, force=force)
-    reloading = False
-    try:
-        ok, output = control.config_test()
-        if not ok:
-            raise JobFailed("apachectl -t fails without the apachews files: they were put back", hint=output[-2000:])
-        if running:
-            progress.step("graceful reload")
-            reloading = True
-            control.graceful()
-    except BaseException:
-        with no_interrupts():
-            _restore(saved)
-            if reloading and control.pid() is not None:
-                control.graceful()
-        raise
-    Path(entry["manifest"]).unlink()
-    result.reloaded = running
-    return result
+    return Staged(host, report, preset or "", None, None, None, states).uninstall(dry_run, force, progress)
 
 
-def _save(placement: distros.Placement) -> list[tuple[dict[str, Any], bytes | str | None]]:
-    saved: list[tuple[dict[str, Any], bytes | str | None]] = []
-    for change in placement.changes:
-        path = Path(change["path"])
-        if change["kind"] == "unlink":
-            saved.append((change, None))
-        elif path.is_symlink():
-            saved.append((change, os.readlink(path)))
-        elif path.exists():
-            saved.append((change, path.read_bytes()))
-    return saved
-
-
-def _restore(saved: list[tuple[dict[str, Any], bytes | str | None]]) -> None:
-    """Put back what uninstall removed (and take away the links it re-created)."""
-    for change, content in saved:
-        path = Path(change["path"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if change["kind"] == "unlink":
-            if path.is_symlink():
-                path.unlink()
-        elif isinstance(content, str) and not os.path.lexists(path):
-            os.symlink(content, path)
-        elif change["kind"] == "append" and isinstance(content, bytes):
-            path.write_bytes(content)  # the main config as it was, our Include lines included
-        elif isinstance(content, bytes) and not os.path.lexists(path):
-            path.write_bytes(content)
-            path.chmod(0o644)
-
-
-# -- over SSH: the plan made on a mirror of the server's files, applied there as one transaction ----------------
 def _chosen(entries: list[dict[str, Any]], conf_root: str, preset: str | None, where: str) -> dict[str, Any]:
     """The one install manifest of `preset` (or the only one) for the server whose config root is conf_root."""
     here = [m for m in entries if m["placement"]["conf_root"] == conf_root]
@@ -474,10 +280,10 @@ def with_parents(paths: Sequence[Path], root: Path) -> list[Path]:
 
 
 @dataclass
-class RemoteInstall:
-    """install / uninstall on a server reached over SSH: the same plan and placement code as on this machine,
-    run on a mirror of the server's files; what changed there goes to the server as one transaction
-    (transaction.run) with the manifest among its files, so uninstall works from any machine."""
+class Staged:
+    """install / uninstall through a transport: the distribution's plan and placement run on a mirror of the
+    server's files; what changed there goes to the server as one transaction (transaction.run) with the
+    manifest among its files, so uninstall works from any machine."""
 
     host: Transport
     report: doctor.Report
@@ -489,7 +295,11 @@ class RemoteInstall:
 
     @property
     def state_dir(self) -> str:
-        return str(self.states or DEFAULT_STATE)  # on the server: this machine's environment says nothing of it
+        return str(state_dir(self.states, self.host))
+
+    @property
+    def where(self) -> str:
+        return f" on {self.host.name}" if self.host.remote else " here"
 
     def _run(self, ops: list[transaction.Op], progress: Progress) -> bool:
         report = self.report
@@ -516,11 +326,13 @@ class RemoteInstall:
         conf_root = report.conf_root
         layout = distros.get(report.distro)
         modules = str(self.modules_dir or layout.default_modules_dir(Path(conf_root)))
+        if not modules.startswith("/"):  # the generic layout's "modules", relative to ServerRoot
+            modules = str(Path(report.server_root) / modules)
         manifest = str(manifest_path(Path(self.state_dir), conf_root, self.preset))
         fetch = [conf_root, report.config_file, f"{modules}/{placement.MODULE_FILE}", manifest]
         if not dry_run:
             self._recover(progress)
-        progress.step(f"reading {conf_root} on {host.name}")
+        progress.step(f"reading {conf_root}" + (f" on {host.name}" if host.remote else ""))
         with transaction.mirrored(host, fetch) as mirror:
             mirror.local(modules).mkdir(parents=True, exist_ok=True)
             actions, notes = layout.plan(
@@ -533,7 +345,7 @@ class RemoteInstall:
             actions = [dataclasses.replace(a, text=mirror.unmirror(a.text)) if a.text else a for a in actions]
             result = InstallResult(
                 self.preset,
-                f"{host.name}:{report.control}",
+                f"{host.name}:{report.control}" if host.remote else report.control,
                 report.version,
                 report.distro,
                 [mirror.unmirror(action.describe()) for action in actions],
@@ -544,9 +356,10 @@ class RemoteInstall:
             if dry_run:
                 return result
             if mirror.local(manifest).exists():
+                again = f" --host {host.name}" if host.remote else ""
                 raise BadInput(
-                    f"{self.preset} is already installed on {host.name} ({manifest})",
-                    hint=f"apachews uninstall {self.preset} --host {host.name} first",
+                    f"{self.preset} is already installed{self.where} ({manifest})",
+                    hint=f"apachews uninstall {self.preset}{again} first",
                 )
             if not actions:
                 raise BadInput("nothing to install: every file is already in place")
@@ -565,14 +378,14 @@ class RemoteInstall:
             ops = mirror.ops(before)
             data = (json.dumps(record, indent=2) + "\n").encode()
             ops.append(transaction.Op(manifest, transaction.State("none"), transaction.State("file", data, 0o600)))
-            progress.step(f"changing {len(ops)} paths on {host.name} (one transaction)")
+            progress.step(f"changing {len(ops)} paths{self.where} (one transaction)")
             result.reloaded = self._run(ops, progress)
-        result.manifest = f"{host.name}:{manifest}"
+        result.manifest = f"{host.name}:{manifest}" if host.remote else manifest
         return result
 
     def _recover(self, progress: Progress) -> None:
         for stage in transaction.recover(self.host, self.state_dir):
-            progress.step(f"rolled back an unfinished change on {self.host.name} ({stage})")
+            progress.step(f"rolled back an unfinished change{self.where} ({stage})")
 
     def uninstall(self, dry_run: bool, force: bool, progress: Progress) -> UninstallResult:
         report, host = self.report, self.host
@@ -581,7 +394,7 @@ class RemoteInstall:
         entries = []
         for name in host.glob(f"{self.state_dir}/install-*.json"):
             entries.append({**json.loads(host.read_text(name)), "manifest": name})
-        entry = _chosen(entries, report.conf_root, self.preset, f"on {host.name}")
+        entry = _chosen(entries, report.conf_root, self.preset, self.where.strip())
         record = distros.Placement.from_dict(entry["placement"])
         removed = [str(p) for p in record.paths] + [f"the Include lines at the end of {p}" for p in record.appended]
         restored = [c["path"] for c in record.changes if c["kind"] == "unlink"]
@@ -601,7 +414,7 @@ class RemoteInstall:
             ops = mirror.ops(before)
             manifest = mirror.states([entry["manifest"]])[entry["manifest"]]
             ops.append(transaction.Op(entry["manifest"], manifest, transaction.State("none")))
-            progress.step(f"changing {len(ops)} paths on {host.name} (one transaction)")
+            progress.step(f"removing {len(removed)} files and links{self.where} (one transaction)")
             try:
                 result.reloaded = self._run(ops, progress)
             except JobFailed as error:

@@ -1,10 +1,12 @@
 """`apachews live-verify` (verify --live): the WebSocket suite through the running server and its real modules.
 
 A temporary loopback-only virtual host (`Listen 127.0.0.1:<free port>`, so no route of the server's own sites
-is shadowed) proxies to the bundled echo backends; it is placed the distribution's way (distros.place, which
-also enables any proxy module not loaded yet), checked with `apachectl -t`, and made live with a graceful
-reload. The checks are apachews.verify's, run through it. Then the vhost is removed and the server reloaded
-again: the config tree is byte for byte as before, also when a check fails, a step breaks, or on Ctrl-C.
+is shadowed) proxies to the bundled echo backends. It is planned the distribution's way (the layouts, which
+also enable any proxy module not loaded yet) on a mirror of the server's tree and goes in as a transaction
+(transaction.run: `apachectl -t`, a graceful reload) that is never committed: when the checks end, one fails,
+a step breaks, on Ctrl-C or SIGTERM, or (over SSH) when the connection drops, the server puts every file back
+and reloads again, so the config tree is byte for byte as before. Over SSH the route listens on the server's
+127.0.0.1, the backends on this machine reach it through `ssh -R` forwards and the checks through `ssh -L`.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from apachews import config, distros, doctor, echo, httpd, transaction, verify
 from apachews.distros.placement import apply as apply_plan
 from apachews.echo import EchoServer
 from apachews.errors import BadInput, JobFailed
-from apachews.httpd import free_port, wait_for_port
-from apachews.install import DEFAULT_STATE, Control, module_style, no_interrupts, with_parents
+from apachews.httpd import free_port
+from apachews.install import Control, module_style, state_dir, with_parents
 from apachews.progress import Progress
 from apachews.transport import LOCAL, Ssh, Transport
 
@@ -130,38 +132,7 @@ def live_verify(
     ok, before = control.config_test()
     if not ok:
         raise BadInput("the server's config fails apachectl -t before any change", hint=before[-2000:])
-    if isinstance(host, Ssh):
-        return _live_over_ssh(host, report, control, names, prefer, before, progress)
-    port = free_port()
-    progress.step("starting the echo backends")
-    with contextlib.ExitStack() as stack:
-        backends = {mode: stack.enter_context(EchoServer(mode)) for mode in echo.MODES}
-        rendering, tunnelling, ws_path = live_rendering(report, backends, port, prefer)
-        layout = distros.get(report.distro)
-        actions, _ = layout.plan(rendering, Path(report.conf_root), main_config=Path(report.config_file))
-        offset = _log_offset(control.error_log)
-        progress.step(f"adding a temporary vhost on 127.0.0.1:{port}")
-        placement = apply_plan(Path(report.conf_root), actions)
-        reloaded = False
-        try:
-            ok, after = control.config_test()
-            if not ok:
-                raise JobFailed("apachectl -t rejected the temporary route", hint=after[-2000:])
-            progress.step("graceful reload")
-            reloaded = True
-            control.graceful()
-            if not wait_for_port(port, 10):
-                raise JobFailed(f"the reloaded server does not listen on 127.0.0.1:{port}")
-            result = verify.VerifyReport(report.version, report.control, None, tunnelling)
-            extras = _target_extras(report, before, after)
-            result.checks = asyncio.run(_run(control, backends, port, ws_path, names, offset, extras, progress))
-        finally:
-            with no_interrupts():
-                distros.unplace(placement, force=True)
-                if reloaded and control.pid() is not None:
-                    progress.step("graceful reload (route removed)")
-                    control.graceful()
-    return result
+    return _live_staged(host, report, control, names, prefer, before, progress)
 
 
 def _warnings(output: str) -> list[str]:
@@ -241,8 +212,10 @@ class Forwarded:
         return f"ws://127.0.0.1:{self.port}/"
 
 
-def free_remote_port(host: Transport) -> int:
+def free_server_port(host: Transport) -> int:
     """A TCP port nothing uses on the server's loopback (read from /proc/net/tcp, below the ephemeral range)."""
+    if not host.remote:
+        return free_port()
     tables = host.sh("cat /proc/net/tcp /proc/net/tcp6 2>/dev/null").stdout
     used = {int(m, 16) for m in re.findall(r"^\s*\d+:\s+[0-9A-F]+:([0-9A-F]{4})\s", tables, re.MULTILINE)}
     choices = [port for port in range(20000, 32000) if port not in used]
@@ -251,11 +224,14 @@ def free_remote_port(host: Transport) -> int:
 
 @contextlib.contextmanager
 def _forwards(
-    host: Ssh, backends: dict[str, EchoServer], server_port: int
-) -> Iterator[tuple[dict[str, Forwarded], int]]:
-    """-R for each backend (the server picks the ports), -L from a local port to the route on the server;
-    cancelled after."""
-    remote: dict[str, Forwarded] = {}
+    host: Transport, backends: dict[str, EchoServer], server_port: int
+) -> Iterator[tuple[dict[str, Forwarded | EchoServer], int]]:
+    """Over SSH: -R for each backend (the server picks the ports), -L from a local port to the route on the
+    server, cancelled after. On this machine: the backends and the route as they are."""
+    if not isinstance(host, Ssh):
+        yield dict(backends), server_port
+        return
+    remote: dict[str, Forwarded | EchoServer] = {}
     local_port = free_port()
     try:
         for mode, backend in backends.items():
@@ -271,8 +247,8 @@ def _forwards(
         host.cancel(f"{local_port}:127.0.0.1:{server_port}")
 
 
-def _live_over_ssh(
-    host: Ssh,
+def _live_staged(
+    host: Transport,
     report: doctor.Report,
     control: Control,
     names: list[str],
@@ -280,14 +256,15 @@ def _live_over_ssh(
     before: str,
     progress: Progress,
 ) -> verify.VerifyReport:
-    """live_verify on a server over SSH: the temporary vhost goes in as a transaction that is never committed
-    (the server takes it out again when the checks end, fail, are interrupted, or the connection drops)."""
-    port = free_remote_port(host)
+    """The temporary vhost goes in as a transaction that is never committed: the server takes it out again
+    when the checks end, fail, are interrupted, or (over SSH) the connection drops."""
+    port = free_server_port(host)
     progress.step("starting the echo backends")
     with contextlib.ExitStack() as stack:
         backends = {mode: stack.enter_context(EchoServer(mode)) for mode in echo.MODES}
         views, local_port = stack.enter_context(_forwards(host, backends, port))
         rendering, tunnelling, ws_path = live_rendering(report, views, port, prefer)  # type: ignore[arg-type]
+        where = f"{host.name}'s " if host.remote else ""
         conf_root = report.conf_root
         with transaction.mirrored(host, [conf_root, report.config_file]) as mirror:
             layout = distros.get(report.distro)
@@ -298,11 +275,11 @@ def _live_over_ssh(
             apply_plan(mirror.local(conf_root), actions)
             ops = mirror.ops(states)
         offset = _log_offset(control.error_log, host)
-        progress.step(f"adding a temporary vhost on {host.name}'s 127.0.0.1:{port}")
+        progress.step(f"adding a temporary vhost on {where}127.0.0.1:{port}")
         change = stack.enter_context(
             transaction.run(
                 host,
-                str(DEFAULT_STATE),
+                str(state_dir(None, host)),
                 ops,
                 control=report.control,
                 pid_file=report.pid_file,
@@ -311,11 +288,12 @@ def _live_over_ssh(
             )
         )
         if not change.reloaded:
-            raise JobFailed(f"the server on {host.name} did not reload onto the temporary route")
+            raise JobFailed("the server did not reload onto the temporary route")
         after = control.config_test()[1]
-        result = verify.VerifyReport(report.version, f"{host.name}:{report.control}", None, tunnelling)
+        server = f"{host.name}:{report.control}" if host.remote else report.control
+        result = verify.VerifyReport(report.version, server, None, tunnelling)
         extras = _target_extras(report, before, after)
         result.checks = asyncio.run(_run(control, backends, local_port, ws_path, names, offset, extras, progress))
-        progress.step(f"removing the temporary vhost on {host.name} (graceful reload)")
+        progress.step("removing the temporary vhost (graceful reload)")
         change.rollback()
     return result

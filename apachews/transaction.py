@@ -161,6 +161,7 @@ finish() {  # finish CODE MESSAGE: roll back, say why, remove the staging direct
     say "rolledback $2"
     [ -f "$S/configtest" ] && sed 's/^/| /' "$S/configtest" 2>/dev/null
     rm -rf "$S"
+    rmdir "$(dirname "$S")" 2>/dev/null  # a state directory this change made and left empty
     exit "$1"
 }
 __OPS__
@@ -330,8 +331,8 @@ class Transaction:
 
 
 _FAILURES = {
-    "configtest": "apachectl -t rejected the new config on the server: every file was put back",
-    "reload": "the graceful reload did not finish on the server: every file was put back and the server reloaded",
+    "configtest": "apachectl -t rejected the new config: every file was put back",
+    "reload": "the graceful reload did not finish: every file was put back and the server reloaded",
     "connection-lost": "the connection dropped: the server put every file back",
     "interrupted": "interrupted: the server put every file back",
 }
@@ -369,7 +370,7 @@ def run(
         line = raw.decode(errors="replace").rstrip("\n")
         lines.append(line)
         if line.startswith("step "):
-            progress.step(f"{host.name}: {line[5:]}")
+            progress.step(f"{host.name}: {line[5:]}" if host.remote else line[5:])
         elif line == "reloaded":
             reloaded = True
         elif line == "applied" or line.startswith("rolledback"):
@@ -377,7 +378,7 @@ def run(
     if not lines or lines[-1] != "applied":
         rest = process.stdout.read().decode(errors="replace") if process.stdout else ""
         process.wait(timeout=RELOAD_TIMEOUT * 3)
-        said = "\n".join(lines) + rest
+        said = "\n".join([*lines, rest])
         why = next((ln.split(" ", 1)[1] for ln in said.splitlines() if ln.startswith("rolledback ")), "")
         detail = "\n".join(ln[2:] for ln in said.splitlines() if ln.startswith("| "))
         if why.startswith("changed-since-read:"):
