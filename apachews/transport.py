@@ -241,7 +241,11 @@ class Ssh(Transport):
         self.base += list(options)
         self.base += [*(["-p", str(self.spec.port)] if self.spec.port else [])]
         self.base += [*(["-l", self.spec.user] if self.spec.user else [])]
-        self._connect()
+        try:
+            self._connect()
+        except BaseException:
+            self.close()
+            raise
 
     def _target(self) -> list[str]:
         return [self.spec.host]

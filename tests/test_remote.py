@@ -204,3 +204,15 @@ def test_config_takes_the_remote_servers_view(ssh_server) -> None:
     assert rendering["apache"] == "2.4.62" and rendering["distro"] == "debian"
     assert any("debian11:/usr/sbin/apache2ctl" in note for note in rendering["notes"])
     assert any("sized from the settings of the server at debian11:" in note for note in rendering["notes"])
+
+
+def test_install_and_uninstall_as_a_sudo_user(ssh_server, portable_module) -> None:
+    before = ssh_server.tree_hash()
+    code, out = _cli("install", "jupyter", "--host", ssh_server.admin, "--sudo", "--module", str(portable_module))
+    assert code == 0, out
+    assert ssh_server.exec("stat -c %U /etc/apache2/conf-available/apachews-jupyter.conf").strip() == "root"
+    code, out = _cli("install", "jupyter", "--host", ssh_server.admin, "--module", str(portable_module))
+    assert code != 0  # without --sudo, the admin user cannot change the server
+    code, out = _cli("uninstall", "--host", ssh_server.admin, "--sudo")
+    assert code == 0, out
+    assert ssh_server.tree_hash() == before
