@@ -28,6 +28,7 @@ import stat
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -40,6 +41,7 @@ from apachews.progress import Progress
 from apachews.transport import Transport
 
 RELOAD_TIMEOUT = 20
+SILENCE = 30  # seconds without a word from apachews after which the server rolls an open transaction back
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ LOG=__ERRORLOG__
 RELOAD=__RELOAD__
 umask 022
 RELOADED=
+WATCHDOG=
 say() { printf '%s\n' "$*" 2>/dev/null; }
 running() { [ -f "$PIDFILE" ] && p=$(cat "$PIDFILE" 2>/dev/null) && [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
 pause() { sleep 0.1 2>/dev/null || sleep 1; }
@@ -150,13 +153,14 @@ undo() {  # undo N PATH [DIRMODE]
     elif [ -f "$S/b/$1.none" ]; then if [ -d "$2" ] && [ ! -L "$2" ]; then rmdir "$2"; else rm -f "$2"; fi; fi
 }
 restore() {
-    trap '' HUP INT TERM PIPE
+    trap '' HUP INT TERM PIPE USR1
     [ -f "$S/journal" ] && for n in $(sort -rn "$S/journal"); do undo_op "$n"; done
     rm -f "$S/journal"
     if [ -n "$RELOADED" ] || [ "${1:-}" = recover ]; then running && graceful; fi
 }
 finish() {  # finish CODE MESSAGE: roll back, say why, remove the staging directory
-    trap '' HUP INT TERM PIPE
+    trap '' HUP INT TERM PIPE USR1
+    [ -z "$WATCHDOG" ] || kill "$WATCHDOG" 2>/dev/null
     restore
     say "rolledback $2"
     [ -f "$S/configtest" ] && sed 's/^/| /' "$S/configtest" 2>/dev/null
@@ -172,6 +176,7 @@ fi
 echo $$ > "$S/pid"
 trap 'finish 130 interrupted' HUP INT TERM
 trap 'finish 141 connection-lost' PIPE
+trap 'finish 142 connection-silent' USR1
 mkdir -p "$S/b"
 __CHECKS__
 say "step applying"
@@ -188,10 +193,25 @@ if [ -n "$CTL" ]; then
     fi
 fi
 say "applied"
+# A connection can die without the server noticing (a cut cable: no FIN, and sshd may not probe): the
+# client says "wait" every few seconds, and __SILENCE__ s without a word roll the change back.
+MAIN=$$
+(
+    n=0
+    while [ -d "$S" ]; do
+        sleep 1
+        if [ -f "$S/beat" ]; then rm -f "$S/beat"; n=0; else n=$((n + 1)); fi
+        [ "$n" -lt __SILENCE__ ] || { kill -USR1 "$MAIN" 2>/dev/null; exit 0; }
+    done
+) < /dev/null > /dev/null 2>&1 &
+WATCHDOG=$!
 answer=
-read answer || answer=
+while read answer; do
+    if [ "$answer" = wait ]; then : > "$S/beat"; else break; fi
+done
 if [ "$answer" = commit ]; then
-    trap '' HUP INT TERM PIPE
+    trap '' HUP INT TERM PIPE USR1
+    kill "$WATCHDOG" 2>/dev/null
     echo committed > "$S/state.new" && mv -f "$S/state.new" "$S/state"
     rm -rf "$S"
     say "committed"
@@ -249,6 +269,7 @@ def _script(
     undo += ["    esac", "}"]
     text = SCRIPT.replace("__OPS__", "\n".join(undo)).replace("__CHECKS__", "\n".join(checks))
     text = text.replace("__APPLY__", "\n".join(apply)).replace("__TICKS__", str(RELOAD_TIMEOUT * 10))
+    text = text.replace("__SILENCE__", str(SILENCE))
     for name, value in (
         ("__STAGE__", stage),
         ("__CONTROL__", control),
@@ -294,22 +315,42 @@ def recover(host: Transport, states: str) -> list[str]:
 @dataclass
 class Transaction:
     """A started transaction: the server has applied it (and reloaded) and waits for `commit()` or
-    `rollback()`. Leaving its `with` block without a commit rolls it back."""
+    `rollback()`, hearing "wait" from a heartbeat thread meanwhile. Leaving its `with` block without a commit
+    rolls it back."""
 
     host: Transport
     process: subprocess.Popen[bytes]
     reloaded: bool
 
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        threading.Thread(target=self._heartbeat, name="apachews-heartbeat", daemon=True).start()
+
     @property
     def open(self) -> bool:
         return self.process.stdin is not None and not self.process.stdin.closed
 
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(SILENCE / 6):
+            with self._lock:
+                if not self.open:
+                    return
+                try:
+                    assert self.process.stdin is not None
+                    self.process.stdin.write(b"wait\n")
+                    self.process.stdin.flush()
+                except OSError:
+                    return
+
     def _finish(self, answer: str) -> str:
         process = self.process
+        self._stop.set()
         try:
             assert process.stdin is not None and process.stdout is not None
-            process.stdin.write(f"{answer}\n".encode())
-            process.stdin.close()
+            with self._lock:
+                process.stdin.write(f"{answer}\n".encode())
+                process.stdin.close()
             said = process.stdout.read().decode(errors="replace")
         except (BrokenPipeError, OSError):
             said = ""
@@ -335,6 +376,7 @@ _FAILURES = {
     "reload": "the graceful reload did not finish: every file was put back and the server reloaded",
     "connection-lost": "the connection dropped: the server put every file back",
     "interrupted": "interrupted: the server put every file back",
+    "connection-silent": f"no word from apachews for {SILENCE} s: the server put every file back",
 }
 
 

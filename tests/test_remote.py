@@ -216,3 +216,25 @@ def test_install_and_uninstall_as_a_sudo_user(ssh_server, portable_module) -> No
     code, out = _cli("uninstall", "--host", ssh_server.admin, "--sudo")
     assert code == 0, out
     assert ssh_server.tree_hash() == before
+
+
+def test_a_connection_gone_silent_is_rolled_back_by_the_server(ssh_server, portable_module, monkeypatch):
+    """A cut cable: no FIN reaches the server, its sshd keeps the session; apachews' heartbeat stops."""
+    before = ssh_server.tree_hash()
+    monkeypatch.setattr(transaction, "SILENCE", 3)
+    restored = {}
+
+    def hang(change: transaction.Transaction) -> None:
+        change._stop.set()  # this side goes quiet; the connection itself stays open
+        change.process.send_signal(signal.SIGSTOP)
+        try:
+            restored["tree"] = _wait(lambda: ssh_server.tree_hash() == before, 30)
+        finally:
+            change.process.send_signal(signal.SIGCONT)
+            _drop_connection(change)
+        raise JobFailed("the network went away (test)")
+
+    monkeypatch.setattr(transaction.Transaction, "commit", hang)
+    code, out = _cli("install", "jupyter", "--host", ssh_server.host, "--module", str(portable_module))
+    assert code == 1 and restored["tree"], out
+    assert _wait(lambda: ssh_server.exec("ls -A /var/lib/apachews 2>/dev/null || true") == "")
