@@ -400,7 +400,8 @@ def run(
     script = _script(stage, ops, control, pid_file, error_log, reload)
     unpacked = host.sh('umask 077 && mkdir -p "$1" && tar -C "$1" -xf -', stage, input=_stage_archive(script, ops))
     if unpacked.returncode != 0:
-        raise JobFailed(f"cannot stage the change on {host.name}: {unpacked.stderr.strip()}", hint="is --sudo needed?")
+        hint = "is --sudo needed?" if host.remote else "run apachews as root, or give --state-dir a writable directory"
+        raise JobFailed(f"cannot stage the change in {states} on {host.name}: {unpacked.stderr.strip()}", hint=hint)
     process = host.popen(["sh", f"{stage}/run.sh"])
     assert process.stdout is not None
     lines: list[str] = []
