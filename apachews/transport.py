@@ -29,7 +29,7 @@ SSH_CONFIG_ENV = "APACHEWS_SSH_CONFIG"
 _HOST = re.compile(
     r"^(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(?P<port>\d+))?$"
 )
-# What `ls -ld`-free path kinds look like: one word per path.
+# One word per path: what it is, links not followed (Transport.kinds).
 _KIND_SCRIPT = (
     'for p; do if [ -L "$p" ]; then echo link; elif [ -d "$p" ]; then echo dir; '
     'elif [ -f "$p" ]; then echo file; elif [ -e "$p" ]; then echo other; else echo none; fi; done'
@@ -104,9 +104,6 @@ class Transport:
         if not paths:
             return []
         return self.sh(_KIND_SCRIPT, *map(str, paths)).stdout.split()
-
-    def kind(self, path: str | Path) -> str:
-        return self.kinds([path])[0]
 
     def test(self, flag: str, path: str | Path) -> bool:
         """`test -f` / `-d` / `-e` / `-x` (links followed) on the server."""
