@@ -14,6 +14,7 @@ nothing else.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import os
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from apachews import config, distros, doctor, transaction
+from apachews import catalogue, config, distros, doctor, transaction, tunnelling, vhosts
 from apachews.distros import placement
 from apachews.distros.placement import apply as apply_plan
 from apachews.errors import BadInput, JobFailed
@@ -102,6 +103,8 @@ class InstallResult:
     manifest: str | None = None
     notes: list[str] = field(default_factory=list)
     rendering: dict[str, Any] = field(default_factory=dict)
+    diff: str = ""  # the unified diff of every file written or edited, in the server's paths
+    vhost: dict[str, object] | None = None  # the VirtualHost the routes went into (None: server level)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -109,7 +112,9 @@ class InstallResult:
             "server": self.server,
             "apache": self.apache,
             "distro": self.distro,
+            "vhost": self.vhost,
             "plan": self.plan,
+            "diff": self.diff,
             "dry_run": self.dry_run,
             "reloaded": self.reloaded,
             "manifest": self.manifest,
@@ -124,6 +129,8 @@ class InstallResult:
             else f"Installed the {self.preset} preset into Apache {self.apache} ({self.distro} layout):"
         )
         lines = [head, *(f"  {step}" for step in self.plan)]
+        if self.diff:
+            lines += ["", self.diff.rstrip("\n"), ""]
         if self.dry_run:
             lines += [
                 "  then: apachectl -t, and only if it passes, apachectl -k graceful",
@@ -162,6 +169,81 @@ def refuse_unloadable(report: doctor.Report, module: Path) -> None:
         )
 
 
+def unified_diff(ops: Sequence[transaction.Op]) -> str:
+    """The unified diff (difflib) of the ops, in the server's paths: files written or edited as text; links,
+    directories and binary files as one `#` line each (which patch(1) skips)."""
+
+    def text(state: transaction.State) -> list[str] | None:
+        if state.kind == "none":
+            return []
+        if state.kind != "file" or b"\0" in state.data:
+            return None
+        try:
+            return state.data.decode().splitlines(keepends=True)
+        except UnicodeDecodeError:
+            return None
+
+    out: list[str] = []
+    for op in ops:
+        before, after = text(op.before), text(op.after)
+        if op.after.kind == "link":
+            out.append(f"# link {op.path} -> {op.after.target}\n")
+        elif op.before.kind == "link" and op.after.kind == "none":
+            out.append(f"# remove link {op.path} (-> {op.before.target})\n")
+        elif "dir" in (op.before.kind, op.after.kind):
+            out.append(f"# {'make' if op.after.kind == 'dir' else 'remove'} directory {op.path}\n")
+        elif before is None or after is None:
+            size = len(op.after.data)
+            out.append(
+                f"# binary file {op.path} ({size} bytes)\n" if op.after.kind == "file" else f"# remove {op.path}\n"
+            )
+        else:
+            old = "/dev/null" if op.before.kind == "none" else op.path
+            new = "/dev/null" if op.after.kind == "none" else op.path
+            for line in difflib.unified_diff(before, after, old, new):
+                out.append(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
+    return "".join(out)
+
+
+def tunnel_choice(version: str, mpm: str, module: Path | None) -> tuple[str | None, bool, list[str]]:
+    """--prefer, handoff and what to tell the user, for a server whose release has no mod_proxy_http
+    upgrade=websocket but a stock mod_proxy_wstunnel (EL8's 2.4.37, Ubuntu 20.04's 2.4.41: 2.4.5-2.4.46). With
+    a module: the apachews module, with ProxyWebsocketHandoff where the MPM has threads. Without: the stock
+    module, and why that may not do. Other releases: (None, False, []) (the usual choice)."""
+    release = catalogue.load().get(version)
+    if release.proxy_http_upgrade or not release.stock_wstunnel or not release.stock_wstunnel_usable:
+        return None, False, []
+    if module is None:
+        cve = (
+            " It tunnels whatever the backend answers, a refused handshake included (CVE-2019-17567)."
+            if tunnelling.has_cve_2019_17567(release)
+            else ""
+        )
+        return (
+            None,
+            False,
+            [
+                f"Apache {version} has no mod_proxy_http upgrade=websocket (2.4.47+): the routes use the stock "
+                f"mod_proxy_wstunnel.{cve} The apachews module fixes that and can hand open tunnels to an event loop: "
+                f"apachews build --apache {version} --backport, then install again with --module FILE."
+            ],
+        )
+    handoff = mpm in ("worker", "event")
+    why = (
+        f"with ProxyWebsocketHandoff On (the {mpm} MPM): an open tunnel gives its worker back"
+        if handoff
+        else f"without ProxyWebsocketHandoff (the {mpm} MPM has no threads to give back)"
+    )
+    return (
+        "apachews",
+        handoff,
+        [
+            f"Apache {version} has no mod_proxy_http upgrade=websocket (2.4.47+), and its stock mod_proxy_wstunnel "
+            f"tunnels refused handshakes (CVE-2019-17567): the routes use the apachews module {module.name}, {why}."
+        ],
+    )
+
+
 def manifest_path(states: Path, conf_root: str, preset: str) -> Path:
     tag = hashlib.sha256(conf_root.encode()).hexdigest()[:12]
     return states / f"install-{preset}-{tag}.json"
@@ -182,13 +264,25 @@ def install(
     dry_run: bool = False,
     progress: Progress | None = None,
     host: Transport = LOCAL,
+    vhost: str | None = None,
+    server_wide: bool = False,
 ) -> InstallResult:
-    """Install `preset` into the server behind `apachectl` (on this machine, or the one `host` reaches)."""
+    """Install `preset` into the server behind `apachectl` (on this machine, or the one `host` reaches).
+
+    vhost: NAME[:PORT], the server's own VirtualHost the routes go into (one Include line before its
+    </VirtualHost>); without it, the only one of the preset's scheme (vhosts.choose), else server level.
+    server_wide: server level whatever the vhosts."""
     progress = progress or Progress()
+    if vhost is not None and server_wide:
+        raise BadInput("--vhost and --server-wide contradict each other", hint="give one of them")
     progress.step("reading the server (doctor)")
     report = doctor.examine(apachectl, config_file=config_file, host=host)
+    handoff, choice_notes = False, []
     if module is not None:
         refuse_unloadable(report, module)
+    if prefer is None:
+        prefer, handoff, choice_notes = tunnel_choice(report.version, report.mpm, module)
+    if module is not None:
         prefer = prefer or module_style()  # a given module must be the one tunnelling
     rendering = config.render(
         preset,
@@ -198,7 +292,15 @@ def install(
         path=path,
         allow=allow,
         prefer=prefer,
+        handoff=handoff,
     )
+    choice = vhosts.Choice(None)
+    if not server_wide:
+        progress.step("reading the VirtualHosts (apachectl -S)")
+        where = f" on {host.name}" if host.remote else ""
+        choice = vhosts.choose(vhosts.read(report.control, host), vhost, where)
+    if choice.vhost is not None:  # the rewrite rules are in the vhost: nothing left to include by hand
+        rendering.notes = [note for note in rendering.notes if note != config.VHOST_REWRITE_NOTE]
     if module is not None and report.distro in ("generic", "gentoo"):
         # Their main config loads modules before any file we add: a mod_proxy_wstunnel it loads would win.
         loaded_by = loaded_from(report.config_files, "proxy_wstunnel_module", host)
@@ -209,7 +311,10 @@ def install(
                 "or leave out --module to keep the loaded one",
             )
     modules_dir = Path(modules_dir) if modules_dir else Path(report.modules_dir) if report.modules_dir else None
-    return Staged(host, report, preset, rendering, module, modules_dir, states).install(dry_run, progress)
+    staged = Staged(host, report, preset, rendering, module, modules_dir, states, choice.vhost)
+    result = staged.install(dry_run, progress)
+    result.notes = [*([choice.note] if choice.note else []), *choice_notes, *result.notes]
+    return result
 
 
 # -- uninstall -------------------------------------------------------------------------------------------------
@@ -253,7 +358,7 @@ def uninstall(
     """Remove exactly what install put into the server behind `apachectl` (its manifest says what)."""
     progress = progress or Progress()
     report = doctor.examine(apachectl, config_file=config_file, host=host)
-    return Staged(host, report, preset or "", None, None, None, states).uninstall(dry_run, force, progress)
+    return Staged(host, report, preset or "", None, None, None, states, None).uninstall(dry_run, force, progress)
 
 
 def _chosen(entries: list[dict[str, Any]], conf_root: str, preset: str | None, where: str) -> dict[str, Any]:
@@ -292,6 +397,7 @@ class Staged:
     module: Path | None
     modules_dir: Path | None
     states: Path | None
+    vhost: vhosts.VHost | None
 
     @property
     def state_dir(self) -> str:
@@ -330,11 +436,19 @@ class Staged:
             modules = str(Path(report.server_root) / modules)
         manifest = str(manifest_path(Path(self.state_dir), conf_root, self.preset))
         fetch = [conf_root, report.config_file, f"{modules}/{placement.MODULE_FILE}", manifest]
+        vhost = self.vhost
+        if vhost is not None:
+            fetch.append(vhost.real_file)
         if not dry_run:
             self._recover(progress)
         progress.step(f"reading {conf_root}" + (f" on {host.name}" if host.remote else ""))
         with transaction.mirrored(host, fetch) as mirror:
             mirror.local(modules).mkdir(parents=True, exist_ok=True)
+            into: list[distros.Action] = []
+            if vhost is not None:
+                routes = mirror.local(vhosts.include_path(conf_root, self.preset))
+                where = mirror.local(vhost.real_file)
+                rendering, into = placement.into_vhost(rendering, routes, where, vhost.line - 1, vhost.close_line - 1)
             actions, notes = layout.plan(
                 rendering,
                 mirror.local(conf_root),
@@ -342,7 +456,7 @@ class Staged:
                 modules_dir=mirror.local(modules),
                 main_config=mirror.local(report.config_file),
             )
-            actions = [dataclasses.replace(a, text=mirror.unmirror(a.text)) if a.text else a for a in actions]
+            actions = [dataclasses.replace(a, text=mirror.unmirror(a.text)) if a.text else a for a in [*actions, *into]]
             result = InstallResult(
                 self.preset,
                 f"{host.name}:{report.control}" if host.remote else report.control,
@@ -351,22 +465,26 @@ class Staged:
                 [mirror.unmirror(action.describe()) for action in actions],
                 dry_run,
                 notes=[mirror.unmirror(note) for note in notes],
-                rendering=rendering.to_dict(),
+                rendering=self.rendering.to_dict() if self.rendering else {},
+                vhost=vhost.to_dict() if vhost else None,
             )
-            if dry_run:
-                return result
-            if mirror.local(manifest).exists():
+            if mirror.local(manifest).exists() and not dry_run:
                 again = f" --host {host.name}" if host.remote else ""
                 raise BadInput(
                     f"{self.preset} is already installed{self.where} ({manifest})",
                     hint=f"apachews uninstall {self.preset}{again} first",
                 )
+            if not actions and dry_run:
+                return result
             if not actions:
                 raise BadInput("nothing to install: every file is already in place")
-            self._config_test()
             touched = with_parents([a.path for a in actions], mirror.root)
             before = mirror.states([mirror.remote(path) for path in touched])
             placed = apply_plan(mirror.local(conf_root), actions, notes)
+            result.diff = mirror.unmirror(unified_diff(mirror.ops(before)))
+            if dry_run:
+                return result
+            self._config_test()
             record = {
                 "preset": self.preset,
                 "server": report.control,
@@ -397,6 +515,7 @@ class Staged:
         entry = _chosen(entries, report.conf_root, self.preset, self.where.strip())
         record = distros.Placement.from_dict(entry["placement"])
         removed = [str(p) for p in record.paths] + [f"the Include lines at the end of {p}" for p in record.appended]
+        removed += [f"the line {text.strip()} from {p}" for p, text in record.inserted]
         restored = [c["path"] for c in record.changes if c["kind"] == "unlink"]
         result = UninstallResult(entry["preset"], removed, restored, False, dry_run)
         if dry_run:

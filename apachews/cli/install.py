@@ -46,8 +46,18 @@ def _local_only(hosts: tuple[str, ...], config_file: Path | None) -> None:
 @click.option("--path", metavar="PATH", help="URL path on this server (default: the preset's).")
 @click.option("--allow", multiple=True, metavar="HOST|CIDR", help="Only these clients (repeatable).")
 @click.option("--prefer", type=click.Choice(config.PREFER), help="2.4.47+: tunnel with mod_proxy_wstunnel.")
+@click.option(
+    "--vhost",
+    metavar="NAME[:PORT]",
+    help="Put the routes into this VirtualHost of the server (as apachectl -S names it): one Include line "
+    "before its </VirtualHost>. Default: the only one of the preset's scheme (https when it has any), if one.",
+)
+@click.option("--server-wide", is_flag=True, help="Put the routes at server level, whatever the VirtualHosts.")
 @_STATE
-@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and the diff; change nothing.")
+@click.option(
+    "--diff", "diff_only", is_flag=True, help="Print only the diff of every file it would change; change nothing."
+)
 @host_options
 def install_command(
     session: Session,
@@ -60,12 +70,16 @@ def install_command(
     path: str | None,
     allow: tuple[str, ...],
     prefer: str | None,
+    vhost: str | None,
+    server_wide: bool,
     state_dir: Path | None,
     dry_run: bool,
+    diff_only: bool,
     hosts: tuple[str, ...],
     connect: Callable[[str], Transport],
 ) -> Result:
-    """Install PRESET's config (and --module) the server's way; apachectl -t, then a graceful reload."""
+    """Install PRESET's config (and --module) the server's way: print the diff, then apply it; apachectl -t,
+    then a graceful reload (any failure puts every file back)."""
     _local_only(hosts, config_file)
 
     def run(host: Transport) -> Result:
@@ -80,11 +94,13 @@ def install_command(
             allow=allow,
             prefer=prefer,
             states=state_dir,
-            dry_run=dry_run,
+            dry_run=dry_run or diff_only,
             progress=session.progress(),
             host=host,
+            vhost=vhost,
+            server_wide=server_wide,
         )
-        return Result(data=result.to_dict(), text=result.text())
+        return Result(data=result.to_dict(), text=result.diff.rstrip("\n") if diff_only else result.text())
 
     return on_hosts(hosts, connect, run) if hosts else run(LOCAL)
 

@@ -1,0 +1,263 @@
+"""`install --vhost`: the server's own VirtualHosts read the way the server sees them (apachectl -S), the
+routes placed inside one with a single Include line, and `uninstall` restoring every file byte for byte.
+
+The server is a throwaway copy of this machine's Debian apache2 tree (tests/debian_tree.py) with name-based
+vhosts: two plain ones (a.test with an alias, b.test), a TLS one (secure.test, mod_ssl with a certificate
+made here), and certbot's layout for le.test: its redirecting :80 vhost and `le.test-le-ssl.conf` (the
+<VirtualHost> inside <IfModule mod_ssl.c>, SSLEngine set in an included options file, linked into
+sites-enabled by an absolute path). WebSockets go through each vhost with its Host header (and SNI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from apachews import config, distros, install, vhosts
+from apachews.cli import main
+from apachews.distros import placement
+from apachews.echo import EchoServer
+from apachews.errors import BadInput
+from apachews.httpd import free_port
+from apachews.verify import make_certificate
+from tests import debian_tree
+
+pytestmark = pytest.mark.skipif(debian_tree.available() is not None, reason=str(debian_tree.available()))
+
+WS_PATH = "/api/kernels/0c5e4c7a/channels"  # one of the jupyter preset's WebSocket paths
+
+
+@dataclass
+class Sites:
+    server: debian_tree.DebianServer
+    tls_port: int
+    ca: Path
+
+    @property
+    def etc(self) -> Path:
+        return self.server.conf_root
+
+    @property
+    def ctl(self) -> str:
+        return str(self.server.ctl)
+
+
+def _site(etc: Path, name: str, text: str, absolute: bool = False) -> None:
+    (etc / "sites-available" / name).write_text(text)
+    target = str(etc / "sites-available" / name) if absolute else f"../sites-available/{name}"
+    (etc / "sites-enabled" / name).symlink_to(target)
+
+
+def make_sites(root: Path) -> Sites:
+    server = debian_tree.make(root)
+    etc, port, tls = server.conf_root, server.port, free_port()
+    with (etc / "ports.conf").open("a") as ports:
+        ports.write(f"Listen 127.0.0.1:{tls}\n")
+    cert, key = make_certificate(root)
+    for action in distros.get("debian")._enable_modules(etc, ["ssl"], {}):  # what a2enmod ssl links
+        os.symlink(str(action.target), action.path)
+    docroot = root / "www"
+    docroot.mkdir()
+    _site(
+        etc,
+        "a.conf",
+        f"<VirtualHost *:{port}>\n\tServerName a.test\n\tServerAlias www.a.test\n\tDocumentRoot {docroot}\n"
+        "</VirtualHost>\n",
+    )
+    _site(etc, "b.conf", f"<VirtualHost *:{port}>\n  ServerName b.test\n  DocumentRoot {docroot}\n</VirtualHost>\n")
+    _site(
+        etc,
+        "secure.conf",
+        f"<VirtualHost *:{tls}>\n    ServerName secure.test\n    DocumentRoot {docroot}\n    SSLEngine on\n"
+        f"    SSLCertificateFile {cert}\n    SSLCertificateKeyFile {key}\n</VirtualHost>\n",
+    )
+    # certbot --apache: the :80 vhost redirects, the -le-ssl copy serves TLS (its options file sets SSLEngine).
+    letsencrypt = root / "letsencrypt"
+    letsencrypt.mkdir()
+    (letsencrypt / "options-ssl-apache.conf").write_text(
+        "# This file contains important security parameters.\nSSLEngine on\nSSLProtocol all -SSLv2 -SSLv3\n"
+    )
+    _site(
+        etc,
+        "le.test.conf",
+        f"<VirtualHost *:{port}>\n    ServerName le.test\n    DocumentRoot {docroot}\nRewriteEngine on\n"
+        "RewriteCond %{SERVER_NAME} =le.test\nRewriteRule ^ https://%{SERVER_NAME}%{REQUEST_URI} [END,NE,R=permanent]\n"
+        "</VirtualHost>\n",
+    )
+    _site(
+        etc,
+        "le.test-le-ssl.conf",
+        f"<IfModule mod_ssl.c>\n<VirtualHost *:{tls}>\n    ServerName le.test\n    DocumentRoot {docroot}\n"
+        f"Include {letsencrypt}/options-ssl-apache.conf\nSSLCertificateFile {cert}\nSSLCertificateKeyFile {key}\n"
+        "</VirtualHost>\n</IfModule>\n",
+        absolute=True,
+    )
+    (etc / "mods-enabled" / "rewrite.load").symlink_to("../mods-available/rewrite.load")
+    return Sites(server, tls, cert)
+
+
+@pytest.fixture
+def sites(tmp_path: Path) -> Iterator[Sites]:
+    made = make_sites(tmp_path / "server")
+    made.server.start()
+    try:
+        yield made
+    finally:
+        made.server.stop()
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+async def _echo(sites: Sites, name: str, tls: bool) -> str:
+    """A WebSocket to the server on 127.0.0.1 with Host (and SNI) `name`: the vhost that answers it."""
+    port = sites.tls_port if tls else sites.server.port
+    context = None
+    if tls:
+        context = ssl.create_default_context(cafile=str(sites.ca))
+        context.check_hostname = False  # the test certificate names 127.0.0.1; SNI still says `name`
+    url = f"{'wss' if tls else 'ws'}://{name}:{port}{WS_PATH}"
+    extra = {"ssl": context, "server_hostname": name} if tls else {}
+    async with connect(url, host="127.0.0.1", port=port, open_timeout=10, **extra) as ws:
+        await ws.send(f"through {name}")
+        return str(await asyncio.wait_for(ws.recv(), 10))
+
+
+def test_reads_the_vhosts_as_the_server_sees_them(sites) -> None:
+    found = {(v.name, v.port): v for v in vhosts.read(sites.ctl)}
+    port, tls, etc = sites.server.port, sites.tls_port, sites.etc
+    assert set(found) >= {("a.test", port), ("b.test", port), ("le.test", port), ("secure.test", tls), ("le.test", tls)}
+    assert found["a.test", port].aliases == ("www.a.test",) and not found["a.test", port].tls
+    assert found["secure.test", tls].tls and found["le.test", tls].tls and not found["le.test", port].tls
+    le_ssl = found["le.test", tls]
+    assert le_ssl.file == str(etc / "sites-enabled/le.test-le-ssl.conf")
+    assert le_ssl.real_file == str(etc / "sites-available/le.test-le-ssl.conf")
+    assert (le_ssl.line, le_ssl.close_line) == (2, 8)  # inside <IfModule mod_ssl.c>
+
+
+@pytest.mark.parametrize(
+    ("spec", "name", "tls", "edited"),
+    [
+        ("www.a.test", "a.test", False, "a.conf"),  # by its alias
+        ("secure.test", "secure.test", True, "secure.conf"),
+        ("le.test:{tls}", "le.test", True, "le.test-le-ssl.conf"),  # certbot's
+    ],
+)
+def test_install_into_a_vhost_and_uninstall_byte_for_byte(sites, tmp_path, spec, name, tls, edited) -> None:
+    etc, states = sites.etc, tmp_path / "state"
+    before = debian_tree.snapshot(etc)
+    spec = spec.format(tls=sites.tls_port)
+    with EchoServer("echo") as backend:
+        common = ["--apachectl", sites.ctl, "--state-dir", str(states), "--backend", backend.url]
+        code, out = _cli("install", "jupyter", "--vhost", spec, *common, "--diff")
+        assert code == 0, out
+        include = f'Include "{etc}/apachews/jupyter.conf"'
+        assert f"+++ {etc}/sites-available/{edited}\n" in out and include in out
+        assert f"--- /dev/null\n+++ {etc}/apachews/jupyter.conf\n" in out
+        assert debian_tree.snapshot(etc) == before and not states.exists()  # --diff changes nothing
+
+        code, out = _cli("install", "jupyter", "--vhost", spec, *common, "--json")
+        assert code == 0, out
+        result = json.loads(out)
+        assert result["vhost"]["name"] == name and result["reloaded"]
+        assert result["vhost"]["edited"] == str(etc / "sites-available" / edited)
+        # One line, just before the vhost's </VirtualHost>; the routes are in the included file only.
+        lines = (etc / "sites-available" / edited).read_text().splitlines()
+        (at,) = [i for i, line in enumerate(lines) if include in line]
+        assert lines[at + 1] == "</VirtualHost>"
+        assert not (etc / "conf-enabled/apachews-jupyter.conf").exists()
+        assert asyncio.run(_echo(sites, name, tls)) == f"through {name}"
+        # Only that vhost has the routes: b.test on the same port serves its DocumentRoot (which Debian's
+        # apache2.conf denies outside /var/www), and the backend never sees the request.
+        seen = len(backend.requests)
+        with pytest.raises(InvalidStatus) as refused:
+            asyncio.run(_echo(sites, "b.test", False))
+        assert refused.value.response.status_code == 403 and len(backend.requests) == seen
+
+    code, out = _cli("uninstall", "--apachectl", sites.ctl, "--state-dir", str(states))
+    assert code == 0, out
+    assert f"the line {include} from {etc}/sites-available/{edited}" in out
+    assert debian_tree.snapshot(etc) == before
+
+
+@pytest.mark.parametrize(
+    ("spec", "why"), [("nosuch.test", "no VirtualHost answers to nosuch.test"), ("le.test", "2 VirtualHosts")]
+)
+def test_refuses_no_match_and_several_matches_changing_nothing(sites, tmp_path, spec, why) -> None:
+    before, states = debian_tree.snapshot(sites.etc), tmp_path / "state"
+    code, out = _cli("install", "jupyter", "--vhost", spec, "--apachectl", sites.ctl, "--state-dir", str(states))
+    assert code == 2 and why in out, out
+    assert "le.test:" in out  # names the vhosts (or the matches) to choose from
+    assert debian_tree.snapshot(sites.etc) == before and not states.exists()
+
+
+def test_without_vhost_the_only_one_of_the_scheme_is_used_and_said(sites) -> None:
+    found = vhosts.read(sites.ctl)
+    # Certbot's usual server: one TLS vhost (-le-ssl) besides plain ones: the routes go there.
+    certbot = [v for v in found if v.name != "secure.test"]
+    choice = vhosts.choose(certbot, None)
+    assert choice.vhost is not None and choice.vhost.file.endswith("le.test-le-ssl.conf")
+    assert "the only https one" in choice.note
+    # Two TLS vhosts: server level, and the note says how to pick one.
+    choice = vhosts.choose(found, None)
+    assert choice.vhost is None and "--vhost NAME[:PORT]" in choice.note
+    # Only plain vhosts, one of them: that one.
+    plain = [v for v in found if v.name == "a.test"]
+    assert vhosts.choose(plain, None).vhost == plain[0]
+
+
+def test_a_rewrite_based_config_goes_into_the_vhost_and_passes_apachectl(sites) -> None:
+    """2.4.7-2.4.46's mixed routes (mod_rewrite ws://) only work inside a vhost: placed there, the note
+    about including it by hand is not needed, and the server's own apachectl -t takes the result."""
+    rendering = config.render("mixed", apache="2.4.41", distro="debian")
+    assert config.VHOST_REWRITE_NOTE in rendering.notes and "RewriteRule" in rendering.proxy_conf
+    (vhost,) = [v for v in vhosts.read(sites.ctl) if v.name == "b.test"]
+    rest, actions = placement.into_vhost(
+        rendering, sites.etc / "apachews/mixed.conf", Path(vhost.real_file), vhost.line - 1, vhost.close_line - 1
+    )
+    assert not any(name.startswith("conf-") for name in rest.files)  # no server-level routes left
+    before = debian_tree.snapshot(sites.etc)
+    enable, _ = distros.get("debian").plan(rest, sites.etc)  # a2enmod proxy proxy_http proxy_wstunnel rewrite
+    placed = placement.apply(sites.etc, [*enable, *actions])
+    assert (sites.etc / "sites-available/b.conf").read_text().splitlines()[-2] == (
+        f'  Include "{sites.etc}/apachews/mixed.conf"'  # the vhost's own indentation
+    )
+    assert sites.server.run("-t").returncode == 0
+    distros.unplace(placed)
+    assert debian_tree.snapshot(sites.etc) == before
+
+
+def test_el8_and_focal_releases_say_which_tunnel_and_why(tmp_path) -> None:
+    """2.4.37 (EL8) and 2.4.41 (Ubuntu 20.04): no upgrade=websocket. Without a module, the stock
+    mod_proxy_wstunnel with the CVE note; with one, the apachews module, with handoff on a threaded MPM."""
+    so = tmp_path / "mod_proxy_wstunnel.so"
+    so.write_bytes(b"\x7fELF")
+    for version in ("2.4.37", "2.4.41"):
+        prefer, handoff, notes = install.tunnel_choice(version, "event", None)
+        assert (prefer, handoff) == (None, False) and "CVE-2019-17567" in notes[0]
+        assert f"apachews build --apache {version} --backport" in notes[0]
+        prefer, handoff, notes = install.tunnel_choice(version, "event", so)
+        assert (prefer, handoff) == ("apachews", True) and "ProxyWebsocketHandoff On" in notes[0]
+        rendering = config.render("jupyter", apache=version, distro="debian", prefer=prefer, handoff=handoff)
+        assert "ProxyWebsocketHandoff On" in rendering.proxy_conf
+        assert install.tunnel_choice(version, "prefork", so)[:2] == ("apachews", False)
+    assert install.tunnel_choice("2.4.71", "event", so) == (None, False, [])
+
+
+def test_vhost_spec_is_checked() -> None:
+    assert vhosts.parse_spec("example.org:443") == ("example.org", 443)
+    assert vhosts.parse_spec("[::1]:80") == ("[::1]", 80)
+    with pytest.raises(BadInput, match="NAME:PORT"):
+        vhosts.parse_spec("a b")
