@@ -299,6 +299,8 @@ def install(
         progress.step("reading the VirtualHosts (apachectl -S)")
         where = f" on {host.name}" if host.remote else ""
         choice = vhosts.choose(vhosts.read(report.control, host), vhost, where)
+        if vhost is None and choice.vhost is not None and not placement.routes_separable(rendering):
+            choice = vhosts.Choice(None)  # this layout keeps the routes in its own wrapper: server level
     if choice.vhost is not None:  # the rewrite rules are in the vhost: nothing left to include by hand
         rendering.notes = [note for note in rendering.notes if note != config.VHOST_REWRITE_NOTE]
     if module is not None and report.distro in ("generic", "gentoo"):

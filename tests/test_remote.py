@@ -210,7 +210,11 @@ def test_install_and_uninstall_as_a_sudo_user(ssh_server, portable_module) -> No
     before = ssh_server.tree_hash()
     code, out = _cli("install", "jupyter", "--host", ssh_server.admin, "--sudo", "--module", str(portable_module))
     assert code == 0, out
-    assert ssh_server.exec("stat -c %U /etc/apache2/conf-available/apachews-jupyter.conf").strip() == "root"
+    # The routes went into the only vhost (000-default): the file it includes, and the vhost's own file, root's.
+    owners = ssh_server.exec(
+        "stat -c %U /etc/apache2/apachews/jupyter.conf /etc/apache2/sites-available/000-default.conf"
+    )
+    assert owners.split() == ["root", "root"]
     code, out = _cli("install", "jupyter", "--host", ssh_server.admin, "--module", str(portable_module))
     assert code != 0  # without --sudo, the admin user cannot change the server
     code, out = _cli("uninstall", "--host", ssh_server.admin, "--sudo")
@@ -236,5 +240,5 @@ def test_a_connection_gone_silent_is_rolled_back_by_the_server(ssh_server, porta
 
     monkeypatch.setattr(transaction.Transaction, "commit", hang)
     code, out = _cli("install", "jupyter", "--host", ssh_server.host, "--module", str(portable_module))
-    assert code == 1 and restored["tree"], out
+    assert code == 1 and restored.get("tree"), out
     assert _wait(lambda: ssh_server.exec("ls -A /var/lib/apachews 2>/dev/null || true") == "")

@@ -166,7 +166,9 @@ def test_install_into_a_vhost_and_uninstall_byte_for_byte(sites, tmp_path, spec,
         include = f'Include "{etc}/apachews/jupyter.conf"'
         assert f"+++ {etc}/sites-available/{edited}\n" in out and include in out
         assert f"--- /dev/null\n+++ {etc}/apachews/jupyter.conf\n" in out
-        assert debian_tree.snapshot(etc) == before and not states.exists()  # --diff changes nothing
+        code, planned = _cli("install", "jupyter", "--vhost", spec, *common, "--dry-run", "--json")
+        assert code == 0 and json.loads(planned)["diff"].rstrip("\n") in out
+        assert debian_tree.snapshot(etc) == before and not states.exists()  # --diff, --dry-run change nothing
 
         code, out = _cli("install", "jupyter", "--vhost", spec, *common, "--json")
         assert code == 0, out
@@ -186,9 +188,17 @@ def test_install_into_a_vhost_and_uninstall_byte_for_byte(sites, tmp_path, spec,
             asyncio.run(_echo(sites, "b.test", False))
         assert refused.value.response.status_code == 403 and len(backend.requests) == seen
 
+    # The admin edits their vhost meanwhile: uninstall still takes out only its own line (and keeps the edit).
+    vhost_file = etc / "sites-available" / edited
+    vhost_file.write_text(vhost_file.read_text().replace("DocumentRoot", "# the admin's comment\n    DocumentRoot", 1))
+    edited_text = vhost_file.read_text()
     code, out = _cli("uninstall", "--apachectl", sites.ctl, "--state-dir", str(states))
     assert code == 0, out
     assert f"the line {include} from {etc}/sites-available/{edited}" in out
+    assert vhost_file.read_text() == "".join(
+        line for line in edited_text.splitlines(keepends=True) if include not in line
+    )
+    vhost_file.write_bytes(before[f"sites-available/{edited}"][1])  # type: ignore[arg-type]
     assert debian_tree.snapshot(etc) == before
 
 
@@ -261,3 +271,72 @@ def test_vhost_spec_is_checked() -> None:
     assert vhosts.parse_spec("[::1]:80") == ("[::1]", 80)
     with pytest.raises(BadInput, match="NAME:PORT"):
         vhosts.parse_spec("a b")
+
+
+def _dists() -> list[str]:
+    """Builds made by `apachews build --with-httpd` to run this on too ($APACHEWS_TEST_DISTS, ':'-separated:
+    a 2.2 one shows the NameVirtualHost layout)."""
+    return [d for d in os.environ.get("APACHEWS_TEST_DISTS", "").split(":") if d]
+
+
+@pytest.mark.parametrize("dist", ["system", *_dists()])
+def test_name_based_vhosts_of_each_release_family(tmp_path, dist) -> None:
+    """NameVirtualHost (2.2's way; 2.4 ignores it with AH00548): the dump of that httpd, read through a control
+    script, gives both vhosts with their aliases (2.2 prints none: they come from the blocks)."""
+    from apachews import httpd
+
+    found = httpd.locate() if dist == "system" else httpd.locate(prefix=Path(dist) / "httpd")
+    body = (
+        "NameVirtualHost 127.0.0.1:{port}\n<VirtualHost 127.0.0.1:{port}>\n    ServerName one.test\n"
+        "    ServerAlias www.one.test *.wild.test\n</VirtualHost>\n"
+        "<VirtualHost 127.0.0.1:{port}>\n    ServerName two.test\n</VirtualHost>\n"
+    )
+    with httpd.ServerRoot(found, {"vhosts.conf": ""}) as root:
+        assert root.root is not None
+        (root.root / "snippets" / "vhosts.conf").write_text(body.format(port=root.port))
+        ctl = tmp_path / "apachectl"
+        env = "".join(f"{name}={value!r} " for name, value in root.server.env.items())
+        ctl.write_text(f'#!/bin/sh\n{env}exec {" ".join(map(repr, root.server.argv()))} "$@"\n')
+        ctl.chmod(0o755)
+        one, two = vhosts.read(str(ctl))
+    assert (one.name, one.port, one.line, one.close_line) == ("one.test", root.port, 2, 5)
+    assert (two.name, two.line, two.close_line) == ("two.test", 6, 8)
+    assert one.answers("x.wild.test", root.port) and one.answers("www.one.test", None)
+    assert not one.answers("one.test", root.port + 1) and not one.tls
+
+
+# -- the same over SSH, against Debian 11's apache2 (tests/fixtures/remote.py) ------------------------------
+def test_install_into_a_vhost_over_ssh(ssh_server) -> None:
+    port = ssh_server.http_port
+    for name in ("a.test", "b.test"):
+        site = f"<VirtualHost 127.0.0.1:{port}>\\n    ServerName {name}\\n</VirtualHost>\\n"
+        ssh_server.exec(f"printf '{site}' > /etc/apache2/sites-available/{name}.conf && a2ensite -q {name}")
+    try:
+        before = ssh_server.tree_hash()
+        code, out = _cli("install", "jupyter", "--host", ssh_server.host, "--vhost", "nosuch.test")
+        assert code == 2 and "no VirtualHost on debian11 answers to nosuch.test" in out, out
+        with EchoServer("echo") as backend:  # the container shares the host's network: 127.0.0.1 reaches it
+            args = ["install", "jupyter", "--host", ssh_server.host, "--vhost", "a.test", "--backend", backend.url]
+            code, out = _cli(*args, "--diff")
+            assert code == 0 and "+++ /etc/apache2/sites-available/a.test.conf" in out, out
+            assert '+    Include "/etc/apache2/apachews/jupyter.conf"' in out and ssh_server.tree_hash() == before
+            code, out = _cli(*args)
+            assert code == 0 and "into the VirtualHost a.test:" in out, out
+            assert ssh_server.exec("tail -2 /etc/apache2/sites-available/a.test.conf") == (
+                '    Include "/etc/apache2/apachews/jupyter.conf"\n</VirtualHost>\n'
+            )
+
+            async def echo(name: str) -> str:
+                url = f"ws://{name}:{port}{WS_PATH}"
+                async with connect(url, host="127.0.0.1", port=port, open_timeout=10) as ws:
+                    await ws.send(f"through {name}")
+                    return str(await asyncio.wait_for(ws.recv(), 10))
+
+            assert asyncio.run(echo("a.test")) == "through a.test"
+            with pytest.raises(InvalidStatus):
+                asyncio.run(echo("b.test"))
+        code, out = _cli("uninstall", "--host", ssh_server.host)
+        assert code == 0, out
+        assert ssh_server.tree_hash() == before
+    finally:
+        ssh_server.exec("a2dissite -q a.test b.test; rm -f /etc/apache2/sites-available/[ab].test.conf")

@@ -347,14 +347,13 @@ def unplace(placement: Placement, force: bool = False) -> list[Path]:
                 edited.append(str(path))
         elif change["kind"] == "append" and not path.read_bytes().endswith(change["text"].encode()):
             raise BadInput(f"{path} no longer ends with the lines install added", hint="remove them by hand")
-        elif (
-            change["kind"] == "insert"
-            and path.read_bytes().splitlines(keepends=True).count(change["text"].encode()) != 1
-        ):
-            raise BadInput(
-                f"{path} no longer holds the line install added once: {change['text'].strip()}",
-                hint="put it back as it was, or remove it and the file it includes by hand",
-            )
+        elif change["kind"] == "insert":
+            # The vhost's file is the admin's: edits elsewhere in it are theirs to keep; only our line goes.
+            if path.read_bytes().splitlines(keepends=True).count(change["text"].encode()) != 1:
+                raise BadInput(
+                    f"{path} no longer holds the line install added once: {change['text'].strip()}",
+                    hint="put it back as it was, or remove it and the file it includes by hand",
+                )
         elif change["kind"] != "unlink" and path.is_file() and _sha256(path) != change["sha256"]:
             edited.append(str(path))
         elif change["kind"] == "unlink" and os.path.lexists(path):
@@ -412,6 +411,13 @@ def _has_directives(text: str) -> bool:
     return any(line.strip() and not line.lstrip().startswith("#") for line in text.splitlines())
 
 
+def routes_separable(rendering: Rendering) -> bool:
+    """Whether the rendering's routes can leave its files for a vhost: each file holding them ends with them
+    (Debian, RHEL, a plain build), none wraps them (Gentoo's <IfDefine>)."""
+    routes = rendering.proxy_conf
+    return all(text.endswith(routes) or routes.strip() not in text for text in rendering.files.values())
+
+
 def into_vhost(
     rendering: Rendering, routes_file: Path, vhost_file: Path, opening: int, closing: int
 ) -> tuple[Rendering, list[Action]]:
@@ -420,13 +426,13 @@ def into_vhost(
     line `closing`; `opening` is its <VirtualHost> line, whose body sets the indentation)."""
     routes = rendering.proxy_conf
     files = {}
+    if not routes_separable(rendering):
+        raise BadInput(
+            f"the {rendering.distro} layout wraps the routes in its file: they cannot go into a VirtualHost",
+            hint="install without --vhost (server level), or Include the rendered routes there yourself",
+        )
     for name, text in checked_files(rendering).items():
         if not text.endswith(routes):
-            if routes.strip() in text:
-                raise BadInput(
-                    f"the {rendering.distro} layout wraps the routes in {name}: they cannot go into a VirtualHost",
-                    hint="install without --vhost (server level), or Include the rendered routes there yourself",
-                )
             files[name] = text
         elif _has_directives(text[: len(text) - len(routes)]):
             files[name] = text[: len(text) - len(routes)]
