@@ -146,7 +146,11 @@ def read(control: str, host: Transport = LOCAL) -> list[VHost]:
     out = []
     for vhost in vhosts:
         lines = texts.get(vhost.file, "").splitlines()
-        start, end = block(lines, vhost.line)
+        try:
+            start, end = block(lines, vhost.line)
+        except JobFailed:  # not a file apachews can read or edit (mod_macro's `Use`, no permission): kept, unedited
+            out.append(replace(vhost, tls=vhost.port == 443, real_file=real[vhost.file]))
+            continue
         body = "\n".join(lines[start : end + 1])
         extra = [word for match in _SERVER_ALIAS.finditer(body) for word in match.group(1).split()]
         out.append(
@@ -162,11 +166,10 @@ def read(control: str, host: Transport = LOCAL) -> list[VHost]:
 
 
 def _resolved(files: Sequence[str], host: Transport) -> list[str]:
-    result = host.run(["readlink", "-f", *files])
-    resolved = result.stdout.splitlines()
-    if result.returncode != 0 or len(resolved) != len(files):
-        raise JobFailed(f"cannot resolve {', '.join(files)} on {host.name}: {result.stderr.strip()}")
-    return resolved
+    """Each file with its links resolved, in one round trip ("" where it cannot be)."""
+    result = host.sh('for f in "$@"; do readlink -f "$f" 2>/dev/null || echo; done', *files)
+    resolved = result.stdout.split("\n")[: len(files)]
+    return resolved + [""] * (len(files) - len(resolved))
 
 
 @dataclass
@@ -203,10 +206,15 @@ def choose(vhosts: Sequence[VHost], spec: str | None, where: str = "") -> Choice
                 f"{len(matches)} VirtualHosts{where} answer to {spec}: {'; '.join(v.label for v in matches)}",
                 hint=f"{hint} (nothing was changed)",
             )
+        if not matches[0].close_line:
+            raise BadInput(
+                f"the VirtualHost {matches[0].label} is not a <VirtualHost> block apachews can read and edit there",
+                hint="Include the rendered routes in it yourself (apachews config), or install without --vhost",
+            )
         return Choice(matches[0], f"into the VirtualHost {matches[0].label}")
     scheme = "https" if any(v.tls for v in vhosts) else "http"
     same = [v for v in vhosts if v.scheme == scheme]
-    if len(same) == 1:
+    if len(same) == 1 and same[0].close_line:
         return Choice(
             same[0],
             f"into the VirtualHost {same[0].label}: the only {scheme} one on the server "
@@ -215,8 +223,10 @@ def choose(vhosts: Sequence[VHost], spec: str | None, where: str = "") -> Choice
     if same:
         return Choice(
             None,
-            f"at server level: the server has {len(same)} {scheme} VirtualHosts; --vhost NAME[:PORT] puts the "
-            f"routes into one ({listing})",
+            f"at server level: the only {scheme} VirtualHost, {same[0].label}, is no block apachews can edit"
+            if len(same) == 1
+            else f"at server level: the server has {len(same)} {scheme} VirtualHosts; --vhost NAME[:PORT] puts the "
+            f"routes into one ({'; '.join(v.label for v in same)})",
             same,
         )
     return Choice(None)

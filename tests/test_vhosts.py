@@ -340,3 +340,23 @@ def test_install_into_a_vhost_over_ssh(ssh_server) -> None:
         assert ssh_server.tree_hash() == before
     finally:
         ssh_server.exec("a2dissite -q a.test b.test; rm -f /etc/apache2/sites-available/[ab].test.conf")
+
+
+def test_a_vhost_made_by_mod_macro_is_listed_but_not_edited(tmp_path) -> None:
+    """mod_macro's `Use` makes a vhost with no <VirtualHost> block at the place -S names: read() keeps it (no
+    other install may fail over it), --vhost refuses it, saying why, and the automatic choice passes it by."""
+    made = make_sites(tmp_path / "server")
+    etc, port = made.etc, made.server.port
+    (etc / "mods-enabled/macro.load").symlink_to("../mods-available/macro.load")
+    _site(
+        etc,
+        "m.conf",
+        f"<Macro Site $n>\n<VirtualHost *:{port}>\n    ServerName $n\n</VirtualHost>\n</Macro>\nUse Site m.test\n",
+    )
+    found = vhosts.read(made.ctl)
+    (macro,) = [v for v in found if v.name == "m.test"]
+    assert macro.close_line == 0 and "macro" in macro.file
+    with pytest.raises(BadInput, match="not a <VirtualHost> block apachews can read and edit"):
+        vhosts.choose(found, "m.test")
+    choice = vhosts.choose([v for v in found if not v.tls and v.name in ("m.test",)], None)
+    assert choice.vhost is None and "is no block apachews can edit" in choice.note
