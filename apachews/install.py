@@ -277,7 +277,7 @@ def install(
         raise BadInput("--vhost and --server-wide contradict each other", hint="give one of them")
     progress.step("reading the server (doctor)")
     report = doctor.examine(apachectl, config_file=config_file, host=host)
-    handoff, choice_notes = False, []
+    handoff, choice_notes = False, list[str]()
     if module is not None:
         refuse_unloadable(report, module)
     if prefer is None:
@@ -298,7 +298,14 @@ def install(
     if not server_wide:
         progress.step("reading the VirtualHosts (apachectl -S)")
         where = f" on {host.name}" if host.remote else ""
-        choice = vhosts.choose(vhosts.read(report.control, host), vhost, where)
+        try:
+            found = vhosts.read(report.control, host)
+        except JobFailed as error:
+            if vhost is not None:
+                raise
+            found = []  # today's server-level install; say why the vhosts were not looked at
+            choice_notes.append(f"at server level: {error.message}")
+        choice = vhosts.choose(found, vhost, where)
         if vhost is None and choice.vhost is not None and not placement.routes_separable(rendering):
             choice = vhosts.Choice(None)  # this layout keeps the routes in its own wrapper: server level
     if choice.vhost is not None:  # the rewrite rules are in the vhost: nothing left to include by hand

@@ -360,3 +360,15 @@ def test_a_vhost_made_by_mod_macro_is_listed_but_not_edited(tmp_path) -> None:
         vhosts.choose(found, "m.test")
     choice = vhosts.choose([v for v in found if not v.tls and v.name in ("m.test",)], None)
     assert choice.vhost is None and "is no block apachews can edit" in choice.note
+
+
+def test_debians_stock_server_gets_the_routes_in_its_one_vhost_unless_server_wide(tmp_path) -> None:
+    with debian_tree.running(tmp_path / "server") as server:
+        etc, args = server.conf_root, ["install", "jupyter", "--apachectl", str(server.ctl), "--dry-run"]
+        code, out = _cli(*args)
+        assert code == 0 and f"into the VirtualHost 127.0.0.1:{server.port} (http, " in out, out
+        assert "the only http one on the server" in out and f"+++ {etc}/sites-available/000-default.conf" in out
+        code, out = _cli(*args, "--server-wide")
+        assert code == 0 and f"link {etc}/conf-enabled/apachews-jupyter.conf" in out and "VirtualHost" not in out, out
+        code, out = _cli(*args, "--server-wide", "--vhost", "x.test")
+        assert code == 2 and "contradict" in out
