@@ -372,3 +372,21 @@ def test_debians_stock_server_gets_the_routes_in_its_one_vhost_unless_server_wid
         assert code == 0 and f"link {etc}/conf-enabled/apachews-jupyter.conf" in out and "VirtualHost" not in out, out
         code, out = _cli(*args, "--server-wide", "--vhost", "x.test")
         assert code == 2 and "contradict" in out
+
+
+@pytest.mark.parametrize("distro", ["generic", "rhel", "gentoo"])
+def test_what_stays_at_server_level_in_each_layout(tmp_path, distro) -> None:
+    """The routes leave the layout's files for the vhost; the LoadModule lines stay at server level (they are
+    not allowed inside a <VirtualHost>). Gentoo wraps both in <IfDefine PROXY>: not separable."""
+    rendering = config.render("gateone", apache="2.4.6", distro=distro, prefer=install.module_style())
+    vhost = tmp_path / "site.conf"
+    vhost.write_text("<VirtualHost *:80>\n    ServerName a.test\n</VirtualHost>\n")
+    if distro == "gentoo":
+        assert not placement.routes_separable(rendering)
+        with pytest.raises(BadInput, match="cannot go into a VirtualHost"):
+            placement.into_vhost(rendering, tmp_path / "routes.conf", vhost, 0, 2)
+        return
+    rest, actions = placement.into_vhost(rendering, tmp_path / "routes.conf", vhost, 0, 2)
+    kept = "".join(rest.files.values())
+    assert "LoadModule proxy_wstunnel_module" in kept and "<Location" not in kept and "ProxyPass" not in kept
+    assert [a.kind for a in actions] == ["write", "insert"] and actions[0].text == rendering.proxy_conf

@@ -415,7 +415,11 @@ def routes_separable(rendering: Rendering) -> bool:
     """Whether the rendering's routes can leave its files for a vhost: each file holding them ends with them
     (Debian, RHEL, a plain build), none wraps them (Gentoo's <IfDefine>)."""
     routes = rendering.proxy_conf
-    return all(text.endswith(routes) or routes.strip() not in text for text in rendering.files.values())
+    directives = {line.strip() for line in routes.splitlines() if _has_directives(line) and "</" not in line}
+    return all(
+        text.endswith(routes) or not directives & {line.strip() for line in text.splitlines()}
+        for text in rendering.files.values()
+    )
 
 
 def into_vhost(
