@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from apachews import vhosts
 from apachews.errors import BadInput, JobFailed
 from apachews.resources import template_environment
 
@@ -441,6 +442,8 @@ def into_vhost(
         elif _has_directives(text[: len(text) - len(routes)]):
             files[name] = text[: len(text) - len(routes)]
     lines = vhost_file.read_text(errors="replace").splitlines()
+    if vhosts.block(lines, opening + 1) != (opening, closing):
+        raise BadInput(f"{vhost_file} changed while apachews read it", hint="run the command again")
     body = [line for line in lines[opening + 1 : closing] if line.strip()]
     indent = body[0][: len(body[0]) - len(body[0].lstrip())] if body else "    "
     include = (
