@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from apachews import build, catalogue, config, distros, doctor, images, install, live, serverbuild, verify
 from apachews.cli import main
@@ -373,6 +374,47 @@ def test_vanilla_22_doctor_install_live_verify_uninstall(httpd22: Path, tmp_path
         assert str(prefix / "modules" / placement.MODULE_FILE) in _mapped(pid)
         report = live.live_verify(ctl, config_file=conf)
         assert report.ok, report.table()
+        install.uninstall(apachectl=ctl, config_file=conf, states=states)
+        assert {tree: debian_tree.snapshot(tree) for tree in trees} == before
+    finally:
+        subprocess.run([str(ctl), "-k", "stop"], capture_output=True)
+
+
+def test_vanilla_22_name_based_vhosts_install_into_one(httpd22: Path, tmp_path: Path) -> None:
+    """2.2's NameVirtualHost layout, both vhosts in httpd.conf: install --vhost puts one Include line in one of
+    them (and the module's LoadModule at the end of httpd.conf), a WebSocket with its Host gets through, the
+    other's does not; uninstall restores every file byte for byte."""
+    ctl, conf, port = _vanilla_server(httpd22, tmp_path)
+    prefix = conf.parent.parent
+    load = "LoadModule proxy_wstunnel_module modules/mod_proxy_wstunnel.so"
+    sites = "".join(
+        f"<VirtualHost 127.0.0.1:{port}>\n    ServerName {name}\n</VirtualHost>\n" for name in ("one.test", "two.test")
+    )
+    conf.write_text(conf.read_text().replace(load, f"#{load}") + f"NameVirtualHost 127.0.0.1:{port}\n{sites}")
+    trees = (prefix / "conf", prefix / "modules")
+    before = {tree: debian_tree.snapshot(tree) for tree in trees}
+    subprocess.run([str(ctl), "-k", "start"], check=True, capture_output=True)
+
+    async def echo(name: str) -> str:
+        async with connect(f"ws://{name}:{port}/ws", host="127.0.0.1", port=port, open_timeout=10) as ws:
+            await ws.send(name)
+            return str(await asyncio.wait_for(ws.recv(), 10))
+
+    try:
+        assert debian_tree.wait_for_port(port, 15)
+        states, module = tmp_path / "state", httpd22 / "modules" / "mod_proxy_wstunnel.so"
+        with EchoServer("echo") as backend:
+            options = dict(apachectl=ctl, config_file=conf, module=module, states=states, backends=[backend.url])
+            with pytest.raises(BadInput, match="no VirtualHost answers to three.test"):
+                install.install("generic", vhost="three.test", **options)
+            done = install.install("generic", vhost="one.test", **options)
+            assert done.vhost is not None and done.vhost["name"] == "one.test" and done.reloaded
+            lines = conf.read_text().splitlines()
+            at = lines.index(f'    Include "{prefix / "conf" / "apachews" / "generic.conf"}"')
+            assert lines[at - 1] == "    ServerName one.test" and lines[at + 1] == "</VirtualHost>"
+            assert asyncio.run(echo("one.test")) == "one.test"
+            with pytest.raises(InvalidStatus):
+                asyncio.run(echo("two.test"))
         install.uninstall(apachectl=ctl, config_file=conf, states=states)
         assert {tree: debian_tree.snapshot(tree) for tree in trees} == before
     finally:

@@ -346,8 +346,10 @@ def unplace(placement: Placement, force: bool = False) -> list[Path]:
         if change["kind"] == "link":
             if path.is_symlink() and os.readlink(path) != change["target"]:
                 edited.append(str(path))
-        elif change["kind"] == "append" and not path.read_bytes().endswith(change["text"].encode()):
-            raise BadInput(f"{path} no longer ends with the lines install added", hint="remove them by hand")
+        elif change["kind"] == "append":
+            # The main config is the admin's (and may hold a vhost install edited too): only our lines matter.
+            if not path.read_bytes().endswith(change["text"].encode()):
+                raise BadInput(f"{path} no longer ends with the lines install added", hint="remove them by hand")
         elif change["kind"] == "insert":
             # The vhost's file is the admin's: edits elsewhere in it are theirs to keep; only our line goes.
             if path.read_bytes().splitlines(keepends=True).count(change["text"].encode()) != 1:
