@@ -20,7 +20,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,7 @@ class InstallResult:
     rendering: dict[str, Any] = field(default_factory=dict)
     diff: str = ""  # the unified diff of every file written or edited, in the server's paths
     vhost: dict[str, object] | None = None  # the VirtualHost the routes went into (None: server level)
+    diff_shown: bool = False  # printed before the change was applied (install's show_diff): not again in text()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -129,7 +130,7 @@ class InstallResult:
             else f"Installed the {self.preset} preset into Apache {self.apache} ({self.distro} layout):"
         )
         lines = [head, *(f"  {step}" for step in self.plan)]
-        if self.diff:
+        if self.diff and not self.diff_shown:
             lines += ["", self.diff.rstrip("\n"), ""]
         if self.dry_run:
             lines += [
@@ -266,12 +267,14 @@ def install(
     host: Transport = LOCAL,
     vhost: str | None = None,
     server_wide: bool = False,
+    show_diff: Callable[[str], None] | None = None,
 ) -> InstallResult:
     """Install `preset` into the server behind `apachectl` (on this machine, or the one `host` reaches).
 
     vhost: NAME[:PORT], the server's own VirtualHost the routes go into (one Include line before its
     </VirtualHost>); without it, the only one of the preset's scheme (vhosts.choose), else server level.
-    server_wide: server level whatever the vhosts."""
+    server_wide: server level whatever the vhosts. show_diff: called with the diff before the change is sent
+    (the CLI prints it there, so it is seen also when apachectl -t then rejects the change)."""
     progress = progress or Progress()
     if vhost is not None and server_wide:
         raise BadInput("--vhost and --server-wide contradict each other", hint="give one of them")
@@ -320,7 +323,7 @@ def install(
                 "or leave out --module to keep the loaded one",
             )
     modules_dir = Path(modules_dir) if modules_dir else Path(report.modules_dir) if report.modules_dir else None
-    staged = Staged(host, report, preset, rendering, module, modules_dir, states, choice.vhost)
+    staged = Staged(host, report, preset, rendering, module, modules_dir, states, choice.vhost, show_diff)
     result = staged.install(dry_run, progress)
     result.notes = [*([choice.note] if choice.note else []), *choice_notes, *result.notes]
     return result
@@ -407,6 +410,7 @@ class Staged:
     modules_dir: Path | None
     states: Path | None
     vhost: vhosts.VHost | None
+    show_diff: Callable[[str], None] | None = None
 
     @property
     def state_dir(self) -> str:
@@ -494,6 +498,9 @@ class Staged:
             if dry_run:
                 return result
             self._config_test()
+            if self.show_diff is not None and result.diff:
+                self.show_diff(result.diff)
+                result.diff_shown = True
             record = {
                 "preset": self.preset,
                 "server": report.control,

@@ -322,6 +322,11 @@ def test_install_into_a_vhost_over_ssh(ssh_server) -> None:
             assert '+    Include "/etc/apache2/apachews/jupyter.conf"' in out and ssh_server.tree_hash() == before
             code, out = _cli(*args)
             assert code == 0 and "into the VirtualHost a.test:" in out, out
+            # The diff is printed before the change goes to the server, and not again after.
+            diff_at = out.index("+++ /etc/apache2/sites-available/a.test.conf")
+            assert (
+                diff_at < out.index("(one transaction)") and out.count("+++ /etc/apache2/sites-available/a.test") == 1
+            )
             assert ssh_server.exec("tail -2 /etc/apache2/sites-available/a.test.conf") == (
                 '    Include "/etc/apache2/apachews/jupyter.conf"\n</VirtualHost>\n'
             )

@@ -31,6 +31,10 @@ _STATE = click.option(
 )
 
 
+def _echo_diff(diff: str) -> None:
+    click.echo(diff.rstrip("\n") + "\n")
+
+
 def _local_only(hosts: tuple[str, ...], config_file: Path | None) -> None:
     if hosts and config_file is not None:
         raise BadInput("--config names a file on this machine", hint="with --host, give --apachectl on the server")
@@ -82,6 +86,9 @@ def install_command(
     then a graceful reload (any failure puts every file back)."""
     _local_only(hosts, config_file)
 
+    # The diff goes out before the change is applied (seen also when apachectl -t rejects it); one host only.
+    show = None if session.json or session.quiet or len(hosts) > 1 or diff_only or dry_run else _echo_diff
+
     def run(host: Transport) -> Result:
         result = install.install(
             preset,
@@ -99,6 +106,7 @@ def install_command(
             host=host,
             vhost=vhost,
             server_wide=server_wide,
+            show_diff=show,
         )
         return Result(data=result.to_dict(), text=result.diff.rstrip("\n") if diff_only else result.text())
 
