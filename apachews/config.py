@@ -41,6 +41,13 @@ _HOST_RE = re.compile(
 )
 
 
+VHOST_REWRITE_NOTE = (
+    "The RewriteRule routes WebSocket upgrades only inside the <VirtualHost> that serves this path: "
+    "Include the file there, not at server level (conf-enabled)."
+)
+"""A rewrite-based rendering's note: `apachews install --vhost` includes it there, and drops the note."""
+
+
 @dataclass(frozen=True)
 class Preset:
     name: str
@@ -498,10 +505,7 @@ def render(
             "while the page itself uses HTTP/2. Nothing to configure for that."
         )
     if rewrites:
-        notes.append(
-            "The RewriteRule routes WebSocket upgrades only inside the <VirtualHost> that serves this path: "
-            "Include the file there, not at server level (conf-enabled)."
-        )
+        notes.append(VHOST_REWRITE_NOTE)
     files = layout.files(parts)
     notes += layout.notes(parts)
     capacity_file = None

@@ -10,21 +10,22 @@ RequestReadTimeout, Timeout, LoadModule paths), the layout on disk, and the inst
 
 from __future__ import annotations
 
-import glob
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from apachews import capacity, catalogue
+from apachews.binary import GlibcVersion, ModuleBinary, machine_name
 from apachews.catalogue import Version
+from apachews.distros import catalogue as distributions
 from apachews.errors import BadInput
+from apachews.transport import LOCAL, Transport
 
 CONTROLS = ("apache2ctl", "apachectl", "httpd", "apache2")
-_SBIN = (Path("/usr/sbin"), Path("/usr/local/sbin"), Path("/usr/local/apache2/bin"))
+_SBIN = ("/usr/sbin", "/usr/local/sbin", "/usr/local/apache2/bin")
 _DIRECTIVE = re.compile(r"^\s*(\w+)\s*(.*?)\s*$")
 MPM_DIRECTIVES = ("MaxRequestWorkers", "MaxClients", "ServerLimit", "ThreadLimit", "ThreadsPerChild")
 
@@ -76,13 +77,19 @@ class Report:
     next_commands: list[str] = field(default_factory=list)
     config_files: list[str] = field(default_factory=list)
     package: str | None = None  # the distribution package that installed it, with its version
+    host: str | None = None  # [user@]server[:port] when read over SSH
+    machine: str | None = None  # `uname -m`: what a module must be built for
+    glibc: str | None = None  # the C library's version (getconf GNU_LIBC_VERSION): a module's floor must not pass it
+    module: dict[str, object] | None = None  # doctor --module: does that .so load here, and if not, why
 
     def text(self) -> str:
         lines = [
-            f"Apache {self.version}"
+            (f"{self.host}: " if self.host else "")
+            + f"Apache {self.version}"
             + (f" ({self.vendor} build)" if self.vendor else " (vanilla build)")
             + f", MPM {self.mpm}, MMN {self.mmn or '?'}",
             f"  control     {self.control}" + (f" (package {self.package})" if self.package else ""),
+            f"  platform    {self.machine or '?'}, glibc {self.glibc or '? (not glibc, or unreadable)'}",
             f"  layout      {self.distro}: config {self.conf_root}, modules {self.modules_dir or '?'}",
             f"  proxy       {', '.join(self.proxy_modules) or 'no proxy module loaded'}",
             "  reqtimeout  " + ("; ".join(self.reqtimeout) if self.reqtimeout else "mod_reqtimeout loaded, defaults")
@@ -94,6 +101,8 @@ class Report:
             lines += [f"  {name:<11} {line}" for name, line in self.capacity_lines]
         elif self.max_workers is not None:
             lines.append(f"  workers     {self.max_workers} ({self.max_workers_source})")
+        if self.module:
+            lines.append(f"  module      {self.module['path']}: {self.module['summary']}")
         if self.apxs:
             lines.append(f"  apxs        {self.apxs.path}: {self.apxs.detail}")
         else:
@@ -105,25 +114,30 @@ class Report:
 
 
 # -- talking to the server ---------------------------------------------------------------------------------
-def find_control(apachectl: str | Path | None = None) -> Path:
-    """The server's control command: the one given, else apache2ctl / apachectl / httpd on this machine."""
+def find_control(apachectl: str | Path | None = None, host: Transport = LOCAL) -> Path:
+    """The server's control command: the one given, else apache2ctl / apachectl / httpd on the server."""
+    where = "here" if not host.remote else f"on {host.name}"
     if apachectl is not None:
-        path = Path(apachectl) if os.sep in str(apachectl) else Path(shutil.which(str(apachectl)) or apachectl)
-        if not path.exists():
-            raise BadInput(f"no {apachectl} here", hint="give --apachectl the path of apachectl, apache2ctl or httpd")
-        return path
+        found = str(apachectl) if os.sep in str(apachectl) else host.which(str(apachectl)) or str(apachectl)
+        if not host.test("-e", found):
+            raise BadInput(
+                f"no {apachectl} {where}", hint="give --apachectl the path of apachectl, apache2ctl or httpd"
+            )
+        return Path(found)
     for name in CONTROLS:
-        found = shutil.which(name) or next((str(d / name) for d in _SBIN if (d / name).exists()), None)
-        if found:
-            return Path(found)
+        path = host.which(name, _SBIN)
+        if path:
+            return Path(path)
     raise BadInput(
-        "no Apache httpd found on this machine (apache2ctl, apachectl, httpd)",
+        f"no Apache httpd found {'on this machine' if not host.remote else where} (apache2ctl, apachectl, httpd)",
         hint="pass --apachectl PATH, or --apache V to say which version to assume",
     )
 
 
-def run_control(control: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(control), *args], capture_output=True, text=True, timeout=timeout, check=False)
+def run_control(
+    control: Path, *args: str, timeout: float = 60, host: Transport = LOCAL
+) -> subprocess.CompletedProcess[str]:
+    return host.run([str(control), *args], timeout=timeout)
 
 
 def parse_v(text: str) -> dict[str, object]:
@@ -163,17 +177,18 @@ def parse_includes(text: str) -> list[str]:
 
 
 # -- reading config files ----------------------------------------------------------------------------------
-def _logical_lines(path: Path) -> list[str]:
-    try:
-        raw = path.read_text(errors="replace")
-    except OSError:
-        return []
+def _logical_lines(path: Path, host: Transport = LOCAL, raw: str | None = None) -> list[str]:
+    if raw is None:
+        try:
+            raw = host.read_text(path)
+        except OSError:
+            return []
     return [
         line for line in raw.replace("\\\n", " ").splitlines() if line.strip() and not line.lstrip().startswith("#")
     ]
 
 
-def follow_includes(config_file: Path, server_root: Path, limit: int = 500) -> list[str]:
+def follow_includes(config_file: Path, server_root: Path, limit: int = 500, host: Transport = LOCAL) -> list[str]:
     """The config files Apache would read (for 2.2, which has no DUMP_INCLUDES): Include lines, globs sorted."""
     seen: list[str] = []
 
@@ -181,16 +196,16 @@ def follow_includes(config_file: Path, server_root: Path, limit: int = 500) -> l
         if len(seen) >= limit or str(path) in seen:
             return
         seen.append(str(path))
-        for line in _logical_lines(path):
+        for line in _logical_lines(path, host):
             match = re.match(r"\s*Include(?:Optional)?\s+\"?([^\"]+?)\"?\s*$", line, re.IGNORECASE)
             if not match:
                 continue
             pattern = match.group(1)
             pattern = pattern if pattern.startswith("/") else str(server_root / pattern)
-            if os.path.isdir(pattern):
+            if host.test("-d", pattern):
                 pattern = os.path.join(pattern, "*")
-            for name in sorted(glob.glob(pattern)):
-                if os.path.isfile(name):
+            for name in host.glob(pattern):
+                if host.test("-f", name):
                     visit(Path(name))
 
     visit(config_file)
@@ -211,14 +226,17 @@ def _module_present(condition: str, loaded: dict[str, str]) -> bool:
     return present != negate
 
 
-def scan_directives(files: Sequence[str], names: Sequence[str], loaded: dict[str, str]) -> dict[str, list[str]]:
+def scan_directives(
+    files: Sequence[str], names: Sequence[str], loaded: dict[str, str], host: Transport = LOCAL
+) -> dict[str, list[str]]:
     """Values of the named directives in the order Apache reads them, honouring <IfModule> (so a MaxClients
     inside <IfModule prefork.c> counts only under prefork). Other sections (vhosts...) are read through."""
     wanted = {n.lower(): n for n in names}
     found: dict[str, list[str]] = {n: [] for n in names}
+    texts = host.read_texts(list(files))  # one round trip to a remote server
     for name in files:
         active: list[bool] = []
-        for line in _logical_lines(Path(name)):
+        for line in _logical_lines(Path(name), host, texts.get(name, "")):
             stripped = line.strip()
             opening = re.match(r"<IfModule\s+([^>\s]+)\s*>", stripped, re.IGNORECASE)
             if opening:
@@ -236,49 +254,52 @@ def scan_directives(files: Sequence[str], names: Sequence[str], loaded: dict[str
     return found
 
 
-def detect_distro(server_root: Path, config_file: Path) -> tuple[str, Path]:
+def detect_distro(server_root: Path, config_file: Path, host: Transport = LOCAL) -> tuple[str, Path]:
     """(layout name, config root where placement puts files) from the tree on disk."""
     conf_dir = config_file.parent
-    if (conf_dir / "mods-available").is_dir() and (conf_dir / "mods-enabled").is_dir():
+    places = [conf_dir / "mods-available", conf_dir / "mods-enabled", server_root / "conf.d"]
+    places += [server_root / "conf" / "httpd.conf", conf_dir / "modules.d"]
+    kinds = dict(zip(places, host.kinds(places)))  # one round trip to a remote server
+    if kinds[places[0]] == "dir" and kinds[places[1]] == "dir":
         return "debian", conf_dir
-    if (server_root / "conf.d").is_dir() and (server_root / "conf" / "httpd.conf").exists():
+    if kinds[places[2]] == "dir" and kinds[places[3]] != "none":
         return "rhel", server_root
-    if (conf_dir / "modules.d").is_dir():
+    if kinds[places[4]] == "dir":
         return "gentoo", conf_dir
     return "generic", conf_dir
 
 
 # -- apxs ---------------------------------------------------------------------------------------------------
-def _header_define(path: Path, name: str) -> str | None:
+def _header_define(path: Path, name: str, host: Transport = LOCAL) -> str | None:
     try:
-        match = re.search(rf"#define\s+{name}\s+(\S+)", path.read_text(errors="replace"))
+        match = re.search(rf"#define\s+{name}\s+(\S+)", host.read_text(path))
     except OSError:
         return None
     return match.group(1) if match else None
 
 
-def find_apxs(apxs: str | None = None) -> str | None:
+def find_apxs(apxs: str | None = None, host: Transport = LOCAL) -> str | None:
     if apxs:
-        return apxs if os.sep in apxs else shutil.which(apxs)
+        return apxs if os.sep in apxs else host.which(apxs)
     for name in ("apxs", "apxs2"):
-        found = shutil.which(name) or next((str(d / name) for d in _SBIN if (d / name).exists()), None)
+        found = host.which(name, _SBIN)
         if found:
             return found
     return None
 
 
-def inspect_apxs(path: str, server_version: str, server_mmn: str | None) -> Apxs:
+def inspect_apxs(path: str, server_version: str, server_mmn: str | None, host: Transport = LOCAL) -> Apxs:
     """The headers apxs compiles against, compared with the running server (version and MMN major)."""
-    result = subprocess.run([path, "-q", "INCLUDEDIR"], capture_output=True, text=True, check=False, timeout=30)
+    result = host.run([path, "-q", "INCLUDEDIR"], timeout=30)
     include = result.stdout.strip() or None
     version = mmn = None
     if include:
         parts = [
-            _header_define(Path(include) / "ap_release.h", f"AP_SERVER_{n}_NUMBER")
+            _header_define(Path(include) / "ap_release.h", f"AP_SERVER_{n}_NUMBER", host)
             for n in ("MAJORVERSION", "MINORVERSION", "PATCHLEVEL")
         ]
         version = ".".join(parts) if all(p and p.isdigit() for p in parts) else None  # type: ignore[arg-type]
-        major = _header_define(Path(include) / "ap_mmn.h", "MODULE_MAGIC_NUMBER_MAJOR")
+        major = _header_define(Path(include) / "ap_mmn.h", "MODULE_MAGIC_NUMBER_MAJOR", host)
         mmn = int(major) if major and major.isdigit() else None
     server_major = int(server_mmn.split(":")[0]) if server_mmn and server_mmn.split(":")[0].isdigit() else None
     if version is None:
@@ -292,9 +313,91 @@ def inspect_apxs(path: str, server_version: str, server_mmn: str | None) -> Apxs
     )
 
 
+# -- will a module load here? ---------------------------------------------------------------------------------
+_PLATFORM = "uname -m; getconf GNU_LIBC_VERSION 2>/dev/null || ldd --version 2>&1 | head -n 1"
+
+
+def platform_of(host: Transport = LOCAL) -> tuple[str | None, GlibcVersion | None]:
+    """The server's architecture (as `uname -m` names it) and glibc version (None: not glibc, e.g. musl)."""
+    lines = host.sh(_PLATFORM).stdout.splitlines()
+    machine = machine_name(lines[0].strip()) if lines and lines[0].strip() else None
+    found = re.search(r"(?:glibc|GLIBC|GNU libc)\S*\s.*?(\d+\.\d+(?:\.\d+)?)\s*$", lines[1]) if len(lines) > 1 else None
+    return machine, GlibcVersion.parse(found.group(1)) if found else None
+
+
+@dataclass
+class ModuleVerdict:
+    """Whether a module file loads into a server: its glibc floor, architecture and MMN major against the
+    server's, why not, and the build that would."""
+
+    path: str
+    loads: bool
+    reasons: list[str]
+    build: str | None  # the build to make instead
+    binary: dict[str, object]
+
+    @property
+    def summary(self) -> str:
+        facts = self.binary
+        said = f"{facts['machine']}, glibc floor {facts['glibc_floor'] or 'none'}, MMN {facts['mmn'] or '?'}"
+        return f"loads here ({said})" if self.loads else f"does NOT load here: {'; '.join(self.reasons)}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {**asdict(self), "summary": self.summary}
+
+
+def build_for(report: Report) -> str:
+    """The `apachews build` that makes a module for this server: its catalogue --target when one matches its
+    Apache version and glibc, else its version with --glibc."""
+    if report.glibc:
+        glibc = GlibcVersion.parse(report.glibc)
+        for distribution in distributions.distributions().values():
+            if distribution.glibc == glibc and str(distribution.apache) == report.version:
+                return f"apachews build --apache {report.version} --target {distribution.key}"
+        return f"apachews build --apache {report.version} --glibc {glibc}"
+    return f"apachews build --apache {report.version}"
+
+
+def check_module(report: Report, module: Path | ModuleBinary) -> ModuleVerdict:
+    """Would Apache load `module` (an apachews mod_proxy_wstunnel.so)? Its architecture, the GLIBC versions
+    its symbols need, and the module magic number it was built with, against the server doctor read."""
+    from apachews.binary import inspect_module
+
+    binary = module if isinstance(module, ModuleBinary) else inspect_module(module)
+    reasons = []
+    if report.machine and binary.machine != machine_name(report.machine):
+        reasons.append(f"it is built for {binary.machine}, the server is {report.machine}")
+    floor = binary.glibc_floor
+    if report.glibc and floor is not None:
+        server = GlibcVersion.parse(report.glibc)
+        above = binary.symbols_above(server)
+        if above:
+            needs = ", ".join(f"{name} (GLIBC_{version})" for name, version in above.items())
+            reasons.append(f"it needs glibc {floor}, the server has {server}: {needs}")
+    elif floor is not None and report.glibc is None:
+        reasons.append(f"it needs glibc {floor}, and the server's C library is not glibc (or unreadable)")
+    server_major = report.mmn.split(":")[0] if report.mmn else None
+    if binary.mmn_major is None:
+        reasons.append(
+            "it has no proxy_wstunnel_module (not an apachews mod_proxy_wstunnel), so no module magic number"
+        )
+    elif server_major and server_major.isdigit() and binary.mmn_major != int(server_major):
+        reasons.append(
+            f"it was built for module magic number {binary.mmn_major}, the server's Apache {report.version} "
+            f"has {server_major}"
+        )
+    return ModuleVerdict(
+        str(binary.path), not reasons, reasons, None if not reasons else build_for(report), binary.to_dict()
+    )
+
+
 # -- the report ---------------------------------------------------------------------------------------------
 def locate_config(
-    control: Path, version: str, defines: dict[str, str], config_file: str | Path | None = None
+    control: Path,
+    version: str,
+    defines: dict[str, str],
+    config_file: str | Path | None = None,
+    host: Transport = LOCAL,
 ) -> tuple[Path, Path, dict[str, str], list[str]]:
     """(ServerRoot, main config file, DUMP_RUN_CFG, config files in reading order) of the server.
 
@@ -303,19 +406,19 @@ def locate_config(
     run_cfg: dict[str, str] = {}
     includes: list[str] = []
     if Version.parse(version) >= Version(2, 4, 0):
-        run_cfg = parse_run_cfg(run_control(control, "-t", "-D", "DUMP_RUN_CFG").stdout)
-        includes = parse_includes(run_control(control, "-t", "-D", "DUMP_INCLUDES").stdout)
+        run_cfg = parse_run_cfg(run_control(control, "-t", "-D", "DUMP_RUN_CFG", host=host).stdout)
+        includes = parse_includes(run_control(control, "-t", "-D", "DUMP_INCLUDES", host=host).stdout)
     server_root = Path(run_cfg.get("ServerRoot") or defines.get("HTTPD_ROOT", "/etc/httpd"))
     if includes:
         main_file = Path(includes[0])  # "(*)": the main config file, as the server resolved it
     else:
         name = str(config_file or defines.get("SERVER_CONFIG_FILE", "conf/httpd.conf"))
         main_file = Path(name) if name.startswith("/") else server_root / name
-        declared = scan_directives([str(main_file)], ["ServerRoot"], {})["ServerRoot"]
+        declared = scan_directives([str(main_file)], ["ServerRoot"], {}, host)["ServerRoot"]
         if declared:
             server_root = Path(declared[0].strip('"'))
-        includes = follow_includes(main_file, server_root)
-    if not main_file.is_file():
+        includes = follow_includes(main_file, server_root, host=host)
+    if not host.test("-f", main_file):
         raise BadInput(
             f"cannot find the server's main config file (looked at {main_file})",
             hint="pass --config FILE when its apachectl starts it with -f FILE",
@@ -329,22 +432,25 @@ def examine(
     config_file: str | Path | None = None,
     max_websockets: int | None = None,
     http_reserve: int | None = None,
+    host: Transport = LOCAL,
+    module: Path | None = None,
 ) -> Report:
-    """Read the server behind `apachectl` (or this machine's) and say what it needs; with `max_websockets`,
-    whether its MPM holds that many WebSockets and still serves HTTP, and the sizing that would."""
+    """Read the server behind `apachectl` (or this machine's, or the one `host` reaches) and say what it needs;
+    with `max_websockets`, whether its MPM holds that many WebSockets and still serves HTTP, and the sizing
+    that would; with `module`, whether that .so loads into it."""
     if max_websockets is not None:
         max_websockets = capacity.validate_websockets(max_websockets)
     if http_reserve is not None:
         http_reserve = capacity.validate_reserve(http_reserve)
-    control = find_control(apachectl)
-    v = run_control(control, "-V")
+    control = find_control(apachectl, host)
+    v = run_control(control, "-V", host=host)
     info = parse_v(v.stdout + v.stderr)
     version = str(info["version"])
     defines: dict[str, str] = info["defines"]  # type: ignore[assignment]
-    modules = run_control(control, "-M")
+    modules = run_control(control, "-M", host=host)
     loaded = parse_m(modules.stdout)
-    server_root, config_file, run_cfg, includes = locate_config(control, version, defines, config_file)
-    distro, conf_root = detect_distro(server_root, config_file)
+    server_root, config_file, run_cfg, includes = locate_config(control, version, defines, config_file, host)
+    distro, conf_root = detect_distro(server_root, config_file, host)
 
     directives = scan_directives(
         includes,
@@ -360,7 +466,9 @@ def examine(
             "PidFile",
         ),
         loaded,
+        host,
     )
+    machine, glibc = platform_of(host)
     report = Report(
         control=str(control),
         version=version,
@@ -380,7 +488,10 @@ def examine(
         proxy_modules=sorted(m.removesuffix("_module") for m in loaded if m.startswith("proxy")),
         reqtimeout=directives["RequestReadTimeout"],
         config_files=includes,
-        package=owning_package(control),
+        package=owning_package(control, host),
+        host=host.name if host.remote else None,
+        machine=machine,
+        glibc=str(glibc) if glibc else None,
     )
     if report.vendor is None and report.package:  # CentOS 6 says "(Unix)", yet its httpd is a vendor build
         report.vendor = report.package.split()[0]
@@ -393,35 +504,33 @@ def examine(
     for name in ("ProxyTimeout", "ProxyWebsocketIdleTimeout"):
         if directives[name]:
             report.timeout[name] = directives[name][-1]
-    _workers(report, directives, max_websockets, http_reserve)
-    apxs_path = find_apxs(apxs)
+    _workers(report, directives, max_websockets, http_reserve, host)
+    apxs_path = find_apxs(apxs, host)
     if apxs_path:
-        report.apxs = inspect_apxs(apxs_path, version, report.mmn)
+        report.apxs = inspect_apxs(apxs_path, version, report.mmn, host)
     _advise(report)
+    if module is not None:
+        verdict = check_module(report, module)
+        report.module = verdict.to_dict()
+        if not verdict.loads:
+            report.warnings.append(f"{module} would not load here; build one that does: {verdict.build}")
     if not loaded:  # -M parses the whole config: a broken one tells us nothing about modules
         said = (modules.stderr or modules.stdout).strip().splitlines()
         report.warnings.insert(0, f"`{control} -M` failed ({said[-1] if said else 'no output'}): fix the config first")
     return report
 
 
-def owning_package(path: Path) -> str | None:
+def owning_package(path: Path, host: Transport = LOCAL) -> str | None:
     """ "name version" of the dpkg or rpm package that installed path, or None (built from source, or a
     wrapper of ours). A distribution's httpd is not the vanilla release of its number: this says whose it is."""
-    if shutil.which("dpkg-query"):
-        found = subprocess.run(["dpkg", "-S", str(path)], capture_output=True, text=True, check=False)
+    if host.which("dpkg-query"):
+        found = host.run(["dpkg", "-S", str(path)])
         name = found.stdout.split(":", 1)[0].strip() if found.returncode == 0 else ""
         if name and " " not in name and "," not in name:
-            version = subprocess.run(
-                ["dpkg-query", "-W", "-f", "${Version}", name], capture_output=True, text=True, check=False
-            ).stdout.strip()
+            version = host.run(["dpkg-query", "-W", "-f", "${Version}", name]).stdout.strip()
             return f"{name} {version}".strip()
-    if shutil.which("rpm"):
-        found = subprocess.run(
-            ["rpm", "-qf", "--qf", "%{NAME} %{VERSION}-%{RELEASE}", str(path)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+    if host.which("rpm"):
+        found = host.run(["rpm", "-qf", "--qf", "%{NAME} %{VERSION}-%{RELEASE}", str(path)])
         if found.returncode == 0 and found.stdout.strip():
             return found.stdout.strip()
     return None
@@ -469,23 +578,24 @@ def mpm_settings(
     )
 
 
-def running_open_files(pid_file: str | Path) -> tuple[int, int] | None:
+def running_open_files(pid_file: str | Path, host: Transport = LOCAL) -> tuple[int, int] | None:
     """The running server's RLIMIT_NOFILE (soft, hard) from /proc/PID/limits, or None when it is not running."""
     try:
-        pid = int(Path(pid_file).read_text().strip())
-        limits = Path(f"/proc/{pid}/limits").read_text()
+        pid = int(host.read_text(pid_file).strip())
+        limits = host.read_text(f"/proc/{pid}/limits")
     except (OSError, ValueError):
         return None
     match = re.search(r"^Max open files\s+(\d+)\s+(\d+)", limits, re.MULTILINE)
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def apachews_sizing(files: Sequence[str]) -> dict[str, str] | None:
+def apachews_sizing(files: Sequence[str], host: Transport = LOCAL) -> dict[str, str] | None:
     """What an apachews capacity file among the config files was rendered for (its first line), or None."""
     for name in files:
+        if "capacity" not in Path(name).name:  # config renders it as apachews-capacity.conf
+            continue
         try:
-            with open(name, errors="replace") as handle:
-                found = capacity.parse_marker(handle.readline().rstrip("\n"))
+            found = capacity.parse_marker(host.read_text(name).split("\n", 1)[0])
         except OSError:
             continue
         if found:
@@ -494,16 +604,20 @@ def apachews_sizing(files: Sequence[str]) -> dict[str, str] | None:
 
 
 def _workers(
-    report: Report, directives: dict[str, list[str]], wanted: int | None = None, reserve: int | None = None
+    report: Report,
+    directives: dict[str, list[str]],
+    wanted: int | None = None,
+    reserve: int | None = None,
+    host: Transport = LOCAL,
 ) -> None:
     family = Version.parse(report.version).family
     if report.mpm not in capacity.MPMS:
         return
-    settings = mpm_settings(directives, family, report.mpm, running_open_files(report.pid_file))
+    settings = mpm_settings(directives, family, report.mpm, running_open_files(report.pid_file, host))
     current = capacity.compute(settings)
     report.max_workers, report.max_workers_source = current.workers, current.configured
     report.warnings += [f"httpd adjusts the MPM settings: {note}" for note in current.adjustments]
-    sized = apachews_sizing(report.config_files)
+    sized = apachews_sizing(report.config_files, host)
     data: dict[str, object] = current.to_dict()
     lines: list[tuple[str, str]] = [("workers", current.summary())]
     held = "a thread" if current.threaded else "a whole process"
@@ -572,7 +686,7 @@ def _workers(
 
 
 def _advise(report: Report) -> None:
-    ctl = f" --apachectl {report.control}"
+    ctl = f" --apachectl {report.control}" + (f" --host {report.host}" if report.host else "")
     version = Version.parse(report.version)
     has_none = version < Version(2, 4, 5)
     try:
@@ -647,7 +761,8 @@ class Defaults:
     apache: str
     distro: str
     mpm: str
-    source: str  # "server <control>" or "assumed"
+    source: str  # the server's control ("host:control" over SSH), or "assumed"
+    control: str | None = None  # its control command on the server
 
     def note(self) -> str:
         if self.source == "assumed":
@@ -655,41 +770,46 @@ class Defaults:
         return f"for the server at {self.source}: Apache {self.apache}, {self.distro} layout, {self.mpm} MPM"
 
 
-def server_defaults(apachectl: str | Path | None = None, config_file: str | Path | None = None) -> Defaults:
+def server_defaults(
+    apachectl: str | Path | None = None, config_file: str | Path | None = None, host: Transport = LOCAL
+) -> Defaults:
     """The running server's version, layout and MPM; without a server, the assumed newest 2.4."""
     try:
-        control = find_control(apachectl)
-        v = run_control(control, "-V")
+        control = find_control(apachectl, host)
+        v = run_control(control, "-V", host=host)
         info = parse_v(v.stdout + v.stderr)
     except (BadInput, OSError, subprocess.SubprocessError):
-        if apachectl is not None:
+        if apachectl is not None or host.remote:
             raise
         return Defaults(assumed_version(), "generic", "event", "assumed")
     defines: dict[str, str] = info["defines"]  # type: ignore[assignment]
     try:
-        server_root, main_file, _, _ = locate_config(control, str(info["version"]), defines, config_file)
-        distro, _ = detect_distro(server_root, main_file)
+        server_root, main_file, _, _ = locate_config(control, str(info["version"]), defines, config_file, host)
+        distro, _ = detect_distro(server_root, main_file, host)
     except BadInput:
-        if apachectl is not None or config_file is not None:
+        if apachectl is not None or config_file is not None or host.remote:
             raise
         distro = "generic"  # the version and MPM are still this server's
-    return Defaults(str(info["version"]), distro, str(info["mpm"]), str(control))
+    where = f"{host.name}:{control}" if host.remote else str(control)
+    return Defaults(str(info["version"]), distro, str(info["mpm"]), where, str(control))
 
 
-def server_settings(apachectl: str | Path | None = None, config_file: str | Path | None = None) -> capacity.Settings:
+def server_settings(
+    apachectl: str | Path | None = None, config_file: str | Path | None = None, host: Transport = LOCAL
+) -> capacity.Settings:
     """The MPM settings of the server behind `apachectl` (or this machine's): what `config --max-websockets`
     sizes from. Raises BadInput when there is no server or its MPM is not one of prefork, worker, event."""
-    control = find_control(apachectl)
-    v = run_control(control, "-V")
+    control = find_control(apachectl, host)
+    v = run_control(control, "-V", host=host)
     info = parse_v(v.stdout + v.stderr)
     version, mpm = str(info["version"]), str(info["mpm"])
     if mpm not in capacity.MPMS:
         raise BadInput(f"{control} runs the {mpm} MPM, not one apachews sizes", hint="pass --apache V and --mpm M")
     defines: dict[str, str] = info["defines"]  # type: ignore[assignment]
-    server_root, _, run_cfg, includes = locate_config(control, version, defines, config_file)
-    loaded = parse_m(run_control(control, "-M").stdout)
-    directives = scan_directives(includes, (*MPM_DIRECTIVES, "ProxyWebsocketHandoff", "PidFile"), loaded)
+    server_root, _, run_cfg, includes = locate_config(control, version, defines, config_file, host)
+    loaded = parse_m(run_control(control, "-M", host=host).stdout)
+    directives = scan_directives(includes, (*MPM_DIRECTIVES, "ProxyWebsocketHandoff", "PidFile"), loaded, host)
     default_pid = defines.get("DEFAULT_PIDLOG", "logs/httpd.pid")
     pid_file = run_cfg.get("PidFile") or (directives["PidFile"] or [default_pid])[-1]
-    open_files = running_open_files(_under(server_root, pid_file.strip('"')))
+    open_files = running_open_files(_under(server_root, pid_file.strip('"')), host)
     return mpm_settings(directives, Version.parse(version).family, mpm, open_files)

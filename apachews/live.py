@@ -1,10 +1,12 @@
 """`apachews live-verify` (verify --live): the WebSocket suite through the running server and its real modules.
 
 A temporary loopback-only virtual host (`Listen 127.0.0.1:<free port>`, so no route of the server's own sites
-is shadowed) proxies to the bundled echo backends; it is placed the distribution's way (distros.place, which
-also enables any proxy module not loaded yet), checked with `apachectl -t`, and made live with a graceful
-reload. The checks are apachews.verify's, run through it. Then the vhost is removed and the server reloaded
-again: the config tree is byte for byte as before, also when a check fails, a step breaks, or on Ctrl-C.
+is shadowed) proxies to the bundled echo backends. It is planned the distribution's way (the layouts, which
+also enable any proxy module not loaded yet) on a mirror of the server's tree and goes in as a transaction
+(transaction.run: `apachectl -t`, a graceful reload) that is never committed: when the checks end, one fails,
+a step breaks, on Ctrl-C or SIGTERM, or (over SSH) when the connection drops, the server puts every file back
+and reloads again, so the config tree is byte for byte as before. Over SSH the route listens on the server's
+127.0.0.1, the backends on this machine reach it through `ssh -R` forwards and the checks through `ssh -L`.
 """
 
 from __future__ import annotations
@@ -12,18 +14,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import random
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from apachews import config, distros, doctor, echo, httpd, verify
+from apachews import config, distros, doctor, echo, httpd, transaction, verify
 from apachews.distros.placement import apply as apply_plan
 from apachews.echo import EchoServer
 from apachews.errors import BadInput, JobFailed
-from apachews.httpd import free_port, wait_for_port
-from apachews.install import Control, module_style, no_interrupts
+from apachews.httpd import free_port
+from apachews.install import Control, module_style, state_dir, with_parents
 from apachews.progress import Progress
+from apachews.transport import LOCAL, Ssh, Transport
 
 _GUARDED_LOAD = re.compile(r"<IfModule !mod_(\w+)\.c>\n\s*LoadModule [^\n]*\n</IfModule>\n")
 _ROUTE = re.compile(r"^ProxyPass (\S+) (\S+)((?: \S+)*)$", re.MULTILINE)
@@ -80,11 +84,28 @@ def live_rendering(
     return rendering, tunnelling, ws_path
 
 
-def _log_offset(path: Path | None) -> int:
+def _log_offset(path: Path | None, host: Transport = LOCAL) -> int:
+    if host.remote:
+        size = host.sh('wc -c < "$1" 2>/dev/null || echo 0', str(path)).stdout.strip() if path else "0"
+        return int(size) if size.isdigit() else 0
     try:
         return path.stat().st_size if path else 0
     except OSError:
         return 0
+
+
+def _log_since(path: Path | None, offset: int, host: Transport = LOCAL) -> bytes:
+    """What the server's error log gained since `offset`."""
+    if path is None:
+        return b""
+    if host.remote:
+        return host.run_bytes(["tail", "-c", f"+{offset + 1}", str(path)]).stdout
+    try:
+        with path.open("rb") as log:
+            log.seek(offset)
+            return log.read()
+    except OSError:
+        return b""
 
 
 def live_verify(
@@ -94,6 +115,7 @@ def live_verify(
     checks: Sequence[str] | None = None,
     prefer: str | None = None,
     progress: Progress | None = None,
+    host: Transport = LOCAL,
 ) -> verify.VerifyReport:
     """Run verify's checks through the running server; its config is left byte for byte as it was."""
     progress = progress or Progress()
@@ -101,8 +123,8 @@ def live_verify(
     unknown = [name for name in names if name not in verify.CHECKS]
     if unknown:
         raise BadInput(f"unknown check(s): {', '.join(unknown)}", hint="checks: " + ", ".join(verify.CHECKS))
-    report = doctor.examine(apachectl, config_file=config_file)
-    control = Control.of(report)
+    report = doctor.examine(apachectl, config_file=config_file, host=host)
+    control = Control.of(report, host)
     if control.pid() is None:
         raise BadInput(f"the server behind {report.control} is not running", hint=f"{report.control} start")
     if "proxy_wstunnel_module" in report.loaded_modules and prefer is None:
@@ -110,36 +132,7 @@ def live_verify(
     ok, before = control.config_test()
     if not ok:
         raise BadInput("the server's config fails apachectl -t before any change", hint=before[-2000:])
-    port = free_port()
-    progress.step("starting the echo backends")
-    with contextlib.ExitStack() as stack:
-        backends = {mode: stack.enter_context(EchoServer(mode)) for mode in echo.MODES}
-        rendering, tunnelling, ws_path = live_rendering(report, backends, port, prefer)
-        layout = distros.get(report.distro)
-        actions, _ = layout.plan(rendering, Path(report.conf_root), main_config=Path(report.config_file))
-        offset = _log_offset(control.error_log)
-        progress.step(f"adding a temporary vhost on 127.0.0.1:{port}")
-        placement = apply_plan(Path(report.conf_root), actions)
-        reloaded = False
-        try:
-            ok, after = control.config_test()
-            if not ok:
-                raise JobFailed("apachectl -t rejected the temporary route", hint=after[-2000:])
-            progress.step("graceful reload")
-            reloaded = True
-            control.graceful()
-            if not wait_for_port(port, 10):
-                raise JobFailed(f"the reloaded server does not listen on 127.0.0.1:{port}")
-            result = verify.VerifyReport(report.version, report.control, None, tunnelling)
-            extras = _target_extras(report, before, after)
-            result.checks = asyncio.run(_run(control, backends, port, ws_path, names, offset, extras, progress))
-        finally:
-            with no_interrupts():
-                distros.unplace(placement, force=True)
-                if reloaded and control.pid() is not None:
-                    progress.step("graceful reload (route removed)")
-                    control.graceful()
-    return result
+    return _live_staged(host, report, control, names, prefer, before, progress)
 
 
 def _warnings(output: str) -> list[str]:
@@ -201,9 +194,106 @@ async def _run(
         )
         results = await verify.run_checks(target, [n for n in names if n != ERROR_LOG_CHECK], progress)
         if ERROR_LOG_CHECK in names:
-            if control.error_log and control.error_log.exists():
-                with control.error_log.open("rb") as log:
-                    log.seek(offset)
-                    excerpt.write_bytes(log.read())
+            excerpt.write_bytes(_log_since(control.error_log, offset, control.host))
             results += await verify.run_checks(target, [ERROR_LOG_CHECK], progress)
         return results
+
+
+# -- over SSH: the route on the server's loopback, the checks through the connection's port forwards ---------------
+@dataclasses.dataclass(frozen=True)
+class Forwarded:
+    """An echo backend as the server sees it: a port on the server's loopback, forwarded (ssh -R) to the
+    backend on this machine. Only its URL goes into the rendering."""
+
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+
+def free_server_port(host: Transport) -> int:
+    """A TCP port nothing uses on the server's loopback (read from /proc/net/tcp, below the ephemeral range)."""
+    if not host.remote:
+        return free_port()
+    tables = host.sh("cat /proc/net/tcp /proc/net/tcp6 2>/dev/null").stdout
+    used = {int(m, 16) for m in re.findall(r"^\s*\d+:\s+[0-9A-F]+:([0-9A-F]{4})\s", tables, re.MULTILINE)}
+    choices = [port for port in range(20000, 32000) if port not in used]
+    return random.choice(choices)
+
+
+@contextlib.contextmanager
+def _forwards(
+    host: Transport, backends: dict[str, EchoServer], server_port: int
+) -> Iterator[tuple[dict[str, Forwarded | EchoServer], int]]:
+    """Over SSH: -R for each backend (the server picks the ports), -L from a local port to the route on the
+    server, cancelled after. On this machine: the backends and the route as they are."""
+    if not isinstance(host, Ssh):
+        yield dict(backends), server_port
+        return
+    remote: dict[str, Forwarded | EchoServer] = {}
+    local_port = free_port()
+    try:
+        for mode, backend in backends.items():
+            port = host.forward(f"0:127.0.0.1:{backend.port}", remote=True)
+            if port is None:
+                raise JobFailed(f"ssh did not say which port it forwards to the {mode} backend on {host.name}")
+            remote[mode] = Forwarded(port)
+        host.forward(f"{local_port}:127.0.0.1:{server_port}")
+        yield remote, local_port
+    finally:
+        for mode, view in remote.items():
+            host.cancel(f"{view.port}:127.0.0.1:{backends[mode].port}", remote=True)
+        host.cancel(f"{local_port}:127.0.0.1:{server_port}")
+
+
+def _live_staged(
+    host: Transport,
+    report: doctor.Report,
+    control: Control,
+    names: list[str],
+    prefer: str | None,
+    before: str,
+    progress: Progress,
+) -> verify.VerifyReport:
+    """The temporary vhost goes in as a transaction that is never committed: the server takes it out again
+    when the checks end, fail, are interrupted, or (over SSH) the connection drops."""
+    port = free_server_port(host)
+    progress.step("starting the echo backends")
+    with contextlib.ExitStack() as stack:
+        backends = {mode: stack.enter_context(EchoServer(mode)) for mode in echo.MODES}
+        views, local_port = stack.enter_context(_forwards(host, backends, port))
+        rendering, tunnelling, ws_path = live_rendering(report, views, port, prefer)  # type: ignore[arg-type]
+        where = f"{host.name}'s " if host.remote else ""
+        conf_root = report.conf_root
+        with transaction.mirrored(host, [conf_root, report.config_file]) as mirror:
+            layout = distros.get(report.distro)
+            actions, _ = layout.plan(rendering, mirror.local(conf_root), main_config=mirror.local(report.config_file))
+            actions = [dataclasses.replace(a, text=mirror.unmirror(a.text)) if a.text else a for a in actions]
+            touched = with_parents([a.path for a in actions], mirror.root)
+            states = mirror.states([mirror.remote(path) for path in touched])
+            apply_plan(mirror.local(conf_root), actions)
+            ops = mirror.ops(states)
+        offset = _log_offset(control.error_log, host)
+        progress.step(f"adding a temporary vhost on {where}127.0.0.1:{port}")
+        change = stack.enter_context(
+            transaction.run(
+                host,
+                str(state_dir(None, host)),
+                ops,
+                control=report.control,
+                pid_file=report.pid_file,
+                error_log=report.error_log,
+                progress=progress,
+            )
+        )
+        if not change.reloaded:
+            raise JobFailed("the server did not reload onto the temporary route")
+        after = control.config_test()[1]
+        server = f"{host.name}:{report.control}" if host.remote else report.control
+        result = verify.VerifyReport(report.version, server, None, tunnelling)
+        extras = _target_extras(report, before, after)
+        result.checks = asyncio.run(_run(control, backends, local_port, ws_path, names, offset, extras, progress))
+        progress.step("removing the temporary vhost (graceful reload)")
+        change.rollback()
+    return result

@@ -15,6 +15,7 @@ pytest_plugins = [
     "tests.fixtures.docker",
     "tests.fixtures.target",
     "tests.fixtures.distros",
+    "tests.fixtures.remote",
 ]
 
 # fixture -> the markers every test using it gets
@@ -22,6 +23,7 @@ FIXTURE_MARKERS = {
     "docker_engine": ("docker",),
     "base_image": ("docker", "slow"),  # its users build httpd in a container (a minute or more, cold)
     "debian11_image": ("docker",),
+    "ssh_server": ("docker",),  # a container of Debian 11's apache2 behind a real sshd
 }
 
 

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from apachews import doctor
+from apachews import doctor, module
+from apachews.binary import GlibcVersion, inspect_module
 from apachews.cli import main
 from apachews.errors import BadInput
 from tests import debian_tree
@@ -118,3 +120,23 @@ def test_whose_build_it_is(tree) -> None:
     assert doctor.owning_package(debian_tree.SYSTEM_CTL) == f"apache2 {version}"
     assert doctor.owning_package(tree.ctl) is None
     assert doctor.examine(debian_tree.SYSTEM_CTL).package == f"apache2 {version}"  # reads, changes nothing
+
+
+def test_platform_and_whether_a_module_loads(tree, tmp_path) -> None:
+    report = doctor.examine(tree.ctl)
+    machine = subprocess.run(["uname", "-m"], capture_output=True, text=True, check=True).stdout.strip()
+    libc = subprocess.run(["getconf", "GNU_LIBC_VERSION"], capture_output=True, text=True, check=True).stdout
+    assert report.machine == machine and report.glibc == libc.split()[-1]
+    if shutil.which("apxs") is None:
+        pytest.skip("apxs not installed (apt-get install apache2-dev)")
+    built = module.build_with_apxs(tmp_path).so
+    assert doctor.examine(tree.ctl, module=built).module["loads"] is True
+    # The same module against this server as if its C library were Debian 11's (glibc 2.31).
+    binary = inspect_module(built)
+    report.glibc = "2.31"
+    verdict = doctor.check_module(report, binary)
+    if binary.glibc_floor <= GlibcVersion.parse("2.31"):
+        assert verdict.loads
+    else:
+        assert not verdict.loads and f"needs glibc {binary.glibc_floor}, the server has 2.31" in verdict.reasons[0]
+        assert verdict.build == f"apachews build --apache {report.version} --glibc 2.31"

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from apachews import build, catalogue, config, distros, doctor, images, install, live, serverbuild, verify
 from apachews.cli import main
@@ -198,7 +199,36 @@ def test_doctor_install_live_verify_uninstall(server, apxs_module, tmp_path) -> 
     assert str(server.modules_dir / placement.MODULE_FILE) not in _mapped(pid)  # unloaded by the reload
 
 
-def test_a_config_apachectl_rejects_is_rolled_back_and_never_loaded(server, fake_module, tmp_path) -> None:
+@pytest.fixture
+def unloadable_module(tmp_path: Path) -> Path:
+    """A real ELF module for this server's architecture, glibc and MMN (so install's checks pass) that
+    dlopen still refuses: it calls a function nothing defines."""
+    if shutil.which("gcc") is None or not Path("/usr/include/apache2/ap_mmn.h").exists():
+        pytest.skip("needs gcc and the Apache headers (apt-get install apache2-dev)")
+    source = tmp_path / "unloadable.c"
+    source.write_text(
+        '#include "ap_mmn.h"\nextern void apachews_nowhere(void);\n'
+        "struct { int version; int minor_version; } proxy_wstunnel_module = "
+        "{MODULE_MAGIC_NUMBER_MAJOR, MODULE_MAGIC_NUMBER_MINOR};\n"
+        "void apachews_call(void) { apachews_nowhere(); }\n"
+    )
+    so = tmp_path / "mod_proxy_wstunnel.so"
+    subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-I/usr/include/apache2", "-o", str(so), str(source)],
+        check=True,
+        capture_output=True,
+    )
+    return so
+
+
+def test_install_refuses_a_module_this_server_cannot_load(server, fake_module, tmp_path) -> None:
+    before = debian_tree.snapshot(server.conf_root)
+    with pytest.raises(BadInput, match="not an ELF"):
+        install.install("generic", apachectl=server.ctl, module=fake_module, states=tmp_path / "state")
+    assert debian_tree.snapshot(server.conf_root) == before and not (tmp_path / "state").exists()
+
+
+def test_a_config_apachectl_rejects_is_rolled_back_and_never_loaded(server, unloadable_module, tmp_path) -> None:
     etc = server.conf_root
     before = debian_tree.snapshot(etc)
     pid = server.pid()
@@ -207,7 +237,7 @@ def test_a_config_apachectl_rejects_is_rolled_back_and_never_loaded(server, fake
     result = CliRunner().invoke(
         main,
         [
-            "install", "generic", "--apachectl", str(server.ctl), "--module", str(fake_module),
+            "install", "generic", "--apachectl", str(server.ctl), "--module", str(unloadable_module),
             "--modules-dir", str(server.modules_dir), "--state-dir", str(tmp_path / "state"),
         ],
     )  # fmt: skip
@@ -338,6 +368,47 @@ def test_vanilla_22_doctor_install_live_verify_uninstall(httpd22: Path, tmp_path
         assert str(prefix / "modules" / placement.MODULE_FILE) in _mapped(pid)
         report = live.live_verify(ctl, config_file=conf)
         assert report.ok, report.table()
+        install.uninstall(apachectl=ctl, config_file=conf, states=states)
+        assert {tree: debian_tree.snapshot(tree) for tree in trees} == before
+    finally:
+        subprocess.run([str(ctl), "-k", "stop"], capture_output=True)
+
+
+def test_vanilla_22_name_based_vhosts_install_into_one(httpd22: Path, tmp_path: Path) -> None:
+    """2.2's NameVirtualHost layout, both vhosts in httpd.conf: install --vhost puts one Include line in one of
+    them (and the module's LoadModule at the end of httpd.conf), a WebSocket with its Host gets through, the
+    other's does not; uninstall restores every file byte for byte."""
+    ctl, conf, port = _vanilla_server(httpd22, tmp_path)
+    prefix = conf.parent.parent
+    load = "LoadModule proxy_wstunnel_module modules/mod_proxy_wstunnel.so"
+    sites = "".join(
+        f"<VirtualHost 127.0.0.1:{port}>\n    ServerName {name}\n</VirtualHost>\n" for name in ("one.test", "two.test")
+    )
+    conf.write_text(conf.read_text().replace(load, f"#{load}") + f"NameVirtualHost 127.0.0.1:{port}\n{sites}")
+    trees = (prefix / "conf", prefix / "modules")
+    before = {tree: debian_tree.snapshot(tree) for tree in trees}
+    subprocess.run([str(ctl), "-k", "start"], check=True, capture_output=True)
+
+    async def echo(name: str) -> str:
+        async with connect(f"ws://{name}:{port}/ws", host="127.0.0.1", port=port, open_timeout=10) as ws:
+            await ws.send(name)
+            return str(await asyncio.wait_for(ws.recv(), 10))
+
+    try:
+        assert debian_tree.wait_for_port(port, 15)
+        states, module = tmp_path / "state", httpd22 / "modules" / "mod_proxy_wstunnel.so"
+        with EchoServer("echo") as backend:
+            options = dict(apachectl=ctl, config_file=conf, module=module, states=states, backends=[backend.url])
+            with pytest.raises(BadInput, match="no VirtualHost answers to three.test"):
+                install.install("generic", vhost="three.test", **options)
+            done = install.install("generic", vhost="one.test", **options)
+            assert done.vhost is not None and done.vhost["name"] == "one.test" and done.reloaded
+            lines = conf.read_text().splitlines()
+            at = lines.index(f'    Include "{prefix / "conf" / "apachews" / "generic.conf"}"')
+            assert lines[at - 1] == "    ServerName one.test" and lines[at + 1] == "</VirtualHost>"
+            assert asyncio.run(echo("one.test")) == "one.test"
+            with pytest.raises(InvalidStatus):
+                asyncio.run(echo("two.test"))
         install.uninstall(apachectl=ctl, config_file=conf, states=states)
         assert {tree: debian_tree.snapshot(tree) for tree in trees} == before
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -9,7 +11,9 @@ import click
 from apachews import capacity, catalogue, config, distros, doctor
 from apachews.cli import main
 from apachews.cli._common import Result, Session, command
+from apachews.cli._hosts import host_options
 from apachews.errors import BadInput, JobFailed
+from apachews.transport import LOCAL, Transport
 
 
 @command(main, "config")
@@ -65,6 +69,7 @@ from apachews.errors import BadInput, JobFailed
     is_flag=True,
     help="The vhost speaks HTTP/2 (Protocols h2): on 2.4.58+ WebSockets open over it too (H2WebSockets on).",
 )
+@host_options
 def config_command(
     session: Session,
     preset: str | None,
@@ -86,6 +91,8 @@ def config_command(
     mpm: str | None,
     handoff: bool,
     h2: bool,
+    hosts: tuple[str, ...],
+    connect: Callable[[str], Transport],
 ) -> Result:
     """Render (and optionally check and write) the Apache config for PRESET."""
     if list_only:
@@ -104,12 +111,17 @@ def config_command(
         raise BadInput("--httpd is the httpd of --check", hint="add --check, or leave out --httpd")
     if max_websockets is None and (http_reserve is not None or mpm is not None):
         raise BadInput("--http-reserve and --mpm go with --max-websockets", hint="add --max-websockets N")
-    # Without --apache, the server doctor finds here decides (its version and layout), else the newest 2.4.
-    found = None if apache else doctor.server_defaults()
-    version = apache or found.apache  # type: ignore[union-attr]
-    sizing, sizing_note = None, None
-    if max_websockets is not None:
-        sizing, sizing_note = _sizing(version, found, max_websockets, http_reserve, mpm, handoff)
+    if len(hosts) > 1:
+        raise BadInput("config renders for one server", hint="give one --host (install --host takes several)")
+    with contextlib.ExitStack() as stack:
+        host = stack.enter_context(connect(hosts[0])) if hosts else LOCAL
+        # Without --apache, the server doctor finds (here, or at --host) decides its version and layout, else
+        # the newest 2.4.
+        found = None if apache and not hosts else doctor.server_defaults(host=host)
+        version = apache or found.apache  # type: ignore[union-attr]
+        sizing, sizing_note = None, None
+        if max_websockets is not None:
+            sizing, sizing_note = _sizing(version, found, max_websockets, http_reserve, mpm, handoff, host)
     rendering = config.render(
         preset,
         apache=version,
@@ -126,7 +138,7 @@ def config_command(
     )
     if sizing_note:
         rendering.notes.append(sizing_note)
-    if found is not None:
+    if found is not None and not apache:
         rendering.notes.insert(0, f"{found.note()} (no --apache given)")
     data = rendering.to_dict()
     if run_check:
@@ -159,6 +171,7 @@ def _sizing(
     http_reserve: str | None,
     mpm: str | None,
     handoff: bool,
+    host: Transport = LOCAL,
 ) -> tuple[capacity.Sizing, str]:
     """The MPM sizing for --max-websockets, from the server found here (its own settings), else httpd's
     defaults for the family and MPM; and a note saying which."""
@@ -167,7 +180,7 @@ def _sizing(
     family = catalogue.load().get(version).family
     here = found is not None and found.source != "assumed" and mpm in (None, found.mpm)
     if here:
-        settings = doctor.server_settings(found.source)  # type: ignore[union-attr]
+        settings = doctor.server_settings(found.control or found.source, host=host)  # type: ignore[union-attr]
         source = f"sized from the settings of the server at {found.source}"  # type: ignore[union-attr]
     else:
         mpm = mpm or ("prefork" if family == "2.2" else "event")

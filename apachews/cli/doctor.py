@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -9,7 +10,9 @@ import click
 from apachews import capacity, doctor
 from apachews.cli import main
 from apachews.cli._common import Result, Session, command
+from apachews.cli._hosts import host_options, on_hosts
 from apachews.errors import BadInput
+from apachews.transport import LOCAL, Transport
 
 
 @command(main, "doctor")
@@ -31,6 +34,12 @@ from apachews.errors import BadInput
     metavar="N",
     help="With --max-websockets: workers to keep for plain HTTP (default for the sizing: the workers it has now).",
 )
+@click.option(
+    "--module",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A built mod_proxy_wstunnel.so: does it load into this server (architecture, glibc, MMN)? Exit 1 if not.",
+)
+@host_options
 def doctor_command(
     session: Session,
     apachectl: str | None,
@@ -38,11 +47,29 @@ def doctor_command(
     apxs: str | None,
     max_websockets: str | None,
     http_reserve: str | None,
+    module: Path | None,
+    hosts: tuple[str, ...],
+    connect: Callable[[str], Transport],
 ) -> Result:
-    """Read the running Apache (version, MPM, MMN, layout, modules, limits) and say what it needs."""
+    """Read the running Apache (version, MPM, MMN, glibc, layout, modules, limits) and say what it needs."""
     wanted = capacity.validate_websockets(max_websockets) if max_websockets is not None else None
     if http_reserve is not None and wanted is None:
         raise BadInput("--http-reserve goes with --max-websockets", hint="add --max-websockets N")
     reserve = capacity.validate_reserve(http_reserve) if http_reserve is not None else None
-    report = doctor.examine(apachectl, apxs=apxs, config_file=config_file, max_websockets=wanted, http_reserve=reserve)
-    return Result(data=report.to_dict(), text=report.text())
+    if hosts and config_file is not None:
+        raise BadInput("--config names a file on this machine", hint="with --host, give --apachectl on the server")
+
+    def read(host: Transport) -> Result:
+        report = doctor.examine(
+            apachectl,
+            apxs=apxs,
+            config_file=config_file,
+            max_websockets=wanted,
+            http_reserve=reserve,
+            host=host,
+            module=module,
+        )
+        loads = report.module is None or bool(report.module["loads"])
+        return Result(data=report.to_dict(), text=report.text(), ok=loads)
+
+    return on_hosts(hosts, connect, read) if hosts else read(LOCAL)

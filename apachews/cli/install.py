@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -9,6 +10,9 @@ import click
 from apachews import config, install
 from apachews.cli import main
 from apachews.cli._common import Result, Session, command
+from apachews.cli._hosts import host_options, on_hosts
+from apachews.errors import BadInput
+from apachews.transport import LOCAL, Transport
 
 _APACHECTL = click.option(
     "--apachectl", metavar="PATH", help="The server's apachectl / apache2ctl / httpd (default: found here)."
@@ -22,8 +26,18 @@ _CONFIG = click.option(
 _STATE = click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help=f"Where install manifests live (default: ${install.STATE_ENV} or {install.DEFAULT_STATE}).",
+    help=f"Where install manifests live (default: ${install.STATE_ENV} or {install.DEFAULT_STATE}; with --host, "
+    f"on the server: {install.DEFAULT_STATE}).",
 )
+
+
+def _echo_diff(diff: str) -> None:
+    click.echo(diff.rstrip("\n") + "\n")
+
+
+def _local_only(hosts: tuple[str, ...], config_file: Path | None) -> None:
+    if hosts and config_file is not None:
+        raise BadInput("--config names a file on this machine", hint="with --host, give --apachectl on the server")
 
 
 @command(main, "install")
@@ -36,8 +50,19 @@ _STATE = click.option(
 @click.option("--path", metavar="PATH", help="URL path on this server (default: the preset's).")
 @click.option("--allow", multiple=True, metavar="HOST|CIDR", help="Only these clients (repeatable).")
 @click.option("--prefer", type=click.Choice(config.PREFER), help="2.4.47+: tunnel with mod_proxy_wstunnel.")
+@click.option(
+    "--vhost",
+    metavar="NAME[:PORT]",
+    help="Put the routes into this VirtualHost of the server (as apachectl -S names it): one Include line "
+    "before its </VirtualHost>. Default: the only one of the preset's scheme (https when it has any), if one.",
+)
+@click.option("--server-wide", is_flag=True, help="Put the routes at server level, whatever the VirtualHosts.")
 @_STATE
-@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and the diff; change nothing.")
+@click.option(
+    "--diff", "diff_only", is_flag=True, help="Print only the diff of every file it would change; change nothing."
+)
+@host_options
 def install_command(
     session: Session,
     preset: str,
@@ -49,25 +74,43 @@ def install_command(
     path: str | None,
     allow: tuple[str, ...],
     prefer: str | None,
+    vhost: str | None,
+    server_wide: bool,
     state_dir: Path | None,
     dry_run: bool,
+    diff_only: bool,
+    hosts: tuple[str, ...],
+    connect: Callable[[str], Transport],
 ) -> Result:
-    """Install PRESET's config (and --module) the server's way; apachectl -t, then a graceful reload."""
-    result = install.install(
-        preset,
-        apachectl=apachectl,
-        config_file=config_file,
-        module=module,
-        modules_dir=modules_dir,
-        backends=backends,
-        path=path,
-        allow=allow,
-        prefer=prefer,
-        states=state_dir,
-        dry_run=dry_run,
-        progress=session.progress(),
-    )
-    return Result(data=result.to_dict(), text=result.text())
+    """Install PRESET's config (and --module) the server's way: print the diff, then apply it; apachectl -t,
+    then a graceful reload (any failure puts every file back)."""
+    _local_only(hosts, config_file)
+
+    # The diff goes out before the change is applied (seen also when apachectl -t rejects it); one host only.
+    show = None if session.json or session.quiet or len(hosts) > 1 or diff_only or dry_run else _echo_diff
+
+    def run(host: Transport) -> Result:
+        result = install.install(
+            preset,
+            apachectl=apachectl,
+            config_file=config_file,
+            module=module,
+            modules_dir=modules_dir,
+            backends=backends,
+            path=path,
+            allow=allow,
+            prefer=prefer,
+            states=state_dir,
+            dry_run=dry_run or diff_only,
+            progress=session.progress(),
+            host=host,
+            vhost=vhost,
+            server_wide=server_wide,
+            show_diff=show,
+        )
+        return Result(data=result.to_dict(), text=result.diff.rstrip("\n") if diff_only else result.text())
+
+    return on_hosts(hosts, connect, run) if hosts else run(LOCAL)
 
 
 @command(main, "uninstall")
@@ -77,6 +120,7 @@ def install_command(
 @_STATE
 @click.option("--dry-run", is_flag=True, help="Say what would be removed; change nothing.")
 @click.option("--force", is_flag=True, help="Remove installed files even if edited since.")
+@host_options
 def uninstall_command(
     session: Session,
     preset: str | None,
@@ -85,18 +129,26 @@ def uninstall_command(
     state_dir: Path | None,
     dry_run: bool,
     force: bool,
+    hosts: tuple[str, ...],
+    connect: Callable[[str], Transport],
 ) -> Result:
     """Remove exactly what `apachews install` added (from its manifest); apachectl -t, graceful reload."""
-    result = install.uninstall(
-        preset,
-        apachectl=apachectl,
-        config_file=config_file,
-        states=state_dir,
-        dry_run=dry_run,
-        force=force,
-        progress=session.progress(),
-    )
-    return Result(data=result.to_dict(), text=result.text())
+    _local_only(hosts, config_file)
+
+    def run(host: Transport) -> Result:
+        result = install.uninstall(
+            preset,
+            apachectl=apachectl,
+            config_file=config_file,
+            states=state_dir,
+            dry_run=dry_run,
+            force=force,
+            progress=session.progress(),
+            host=host,
+        )
+        return Result(data=result.to_dict(), text=result.text())
+
+    return on_hosts(hosts, connect, run) if hosts else run(LOCAL)
 
 
 @command(main, "live-verify")
@@ -104,14 +156,43 @@ def uninstall_command(
 @_CONFIG
 @click.option("--prefer", type=click.Choice(config.PREFER), help="Tunnelling style of the temporary route.")
 @click.option("--check", "checks", multiple=True, help="Run only this check (repeatable).")
+@host_options
 def live_verify_command(
-    session: Session, apachectl: str | None, config_file: Path | None, prefer: str | None, checks: tuple[str, ...]
+    session: Session,
+    apachectl: str | None,
+    config_file: Path | None,
+    prefer: str | None,
+    checks: tuple[str, ...],
+    hosts: tuple[str, ...],
+    connect: Callable[[str], Transport],
 ) -> Result:
     """Run the WebSocket suite through the running server via a temporary loopback route, then remove it."""
+    _local_only(hosts, config_file)
+    return live_on_hosts(session, hosts, connect, apachectl, config_file, prefer, checks)
+
+
+def live_on_hosts(
+    session: Session,
+    hosts: tuple[str, ...],
+    connect: Callable[[str], Transport],
+    apachectl: str | None,
+    config_file: Path | None,
+    prefer: str | None,
+    checks: tuple[str, ...],
+) -> Result:
+    """live-verify (and verify --live) on this machine's server or on each --host."""
     from apachews import live
 
-    report = live.live_verify(
-        apachectl, config_file=config_file, checks=checks or None, prefer=prefer, progress=session.progress()
-    )
-    text = f"Apache {report.apache} ({report.httpd}), live, tunnelling via {report.tunnelling}\n{report.table()}"
-    return Result(data=report.to_dict(), text=text, ok=report.ok)
+    def run(host: Transport) -> Result:
+        report = live.live_verify(
+            apachectl,
+            config_file=config_file,
+            checks=checks or None,
+            prefer=prefer,
+            progress=session.progress(),
+            host=host,
+        )
+        text = f"Apache {report.apache} ({report.httpd}), live, tunnelling via {report.tunnelling}\n{report.table()}"
+        return Result(data=report.to_dict(), text=text, ok=report.ok)
+
+    return on_hosts(hosts, connect, run) if hosts else run(LOCAL)

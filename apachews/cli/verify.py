@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -11,9 +12,11 @@ from apachews import build, config, httpd, verify
 from apachews.catalogue import Release
 from apachews.cli import main
 from apachews.cli._common import RELEASE, Result, Session, command, output_option, source_options
+from apachews.cli._hosts import host_options
 from apachews.distros import trees
 from apachews.errors import BadInput
 from apachews.sources import SourceOptions
+from apachews.transport import Transport
 
 
 def resolve_httpd(binary: Path | None, dist: Path | None) -> tuple[httpd.Httpd, Path | None]:
@@ -95,6 +98,7 @@ def target_module(dist: Path | None, module: Path | None) -> Path | None:
     help="Render the preset with ProxyWebsocketHandoff On (the apachews module: --module, or --prefer apachews).",
 )
 @source_options
+@host_options
 def verify_command(
     session: Session,
     binary: Path | None,
@@ -112,10 +116,12 @@ def verify_command(
     max_websockets: str | None,
     handoff: bool,
     sources: SourceOptions,
+    hosts: tuple[str, ...],
+    connect: Callable[[str], Transport],
 ) -> Result:
     """Start a real Apache in front of the bundled echo backend and run the WebSocket suite."""
-    if apachectl and not live:
-        raise BadInput("--apachectl goes with --live", hint="add --live, or leave out --apachectl")
+    if (apachectl or hosts) and not live:
+        raise BadInput("--apachectl and --host go with --live", hint="add --live")
     if live and (max_websockets is not None or handoff):
         raise BadInput(
             "--max-websockets and --handoff change the server under test; --live leaves the running one as it is "
@@ -129,11 +135,9 @@ def verify_command(
                 "--live tests the running server as it is configured",
                 hint="leave out --httpd, --dist, --module, --apache, --layout and --preset",
             )
-        from apachews import live as live_server
+        from apachews.cli.install import live_on_hosts
 
-        report = live_server.live_verify(apachectl, checks=checks or None, prefer=prefer, progress=session.progress())
-        text = f"Apache {report.apache} ({report.httpd}), live, tunnelling via {report.tunnelling}\n{report.table()}"
-        return Result(data=report.to_dict(), text=text, ok=report.ok)
+        return live_on_hosts(session, hosts, connect, apachectl, None, prefer, checks)
     where = ""
     if target_key is not None:
         if binary or release or live:

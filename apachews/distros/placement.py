@@ -16,11 +16,13 @@ import os
 import re
 import shutil
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from apachews import vhosts
 from apachews.errors import BadInput, JobFailed
+from apachews.resources import template_environment
 
 if TYPE_CHECKING:  # config imports distros: type-only import keeps the cycle out
     from apachews.config import Rendering
@@ -38,7 +40,9 @@ _LOAD_WSTUNNEL = re.compile(r"^(\s*LoadModule\s+proxy_wstunnel_module\s+)\S+", r
 class Action:
     """One file operation. kind: "write" (text), "copy" (source file), "link" (symlink to target),
     "unlink" (remove an existing symlink to target; undone by re-creating it), "append" (text at the end of
-    an existing file, the server's main config: undone by taking exactly that text off again)."""
+    an existing file, the server's main config: undone by taking exactly that text off again), "insert" (a
+    line into an existing file before its 0-based line `line`, a vhost's </VirtualHost>: undone by taking
+    exactly that line out again)."""
 
     kind: str
     path: Path
@@ -46,6 +50,7 @@ class Action:
     source: Path | None = None
     target: str | None = None
     why: str = ""
+    line: int = 0
 
     def describe(self) -> str:
         if self.kind == "write":
@@ -58,6 +63,9 @@ class Action:
         elif self.kind == "append":
             assert self.text is not None
             what = f"append to {self.path}: {' / '.join(self.text.strip().splitlines())}"
+        elif self.kind == "insert":
+            assert self.text is not None
+            what = f"insert into {self.path} before line {self.line + 1}: {self.text.strip()}"
         else:
             what = f"unlink {self.path} (-> {self.target})"
         return f"{what}{f'  # {self.why}' if self.why else ''}"
@@ -75,12 +83,17 @@ class Placement:
     @property
     def paths(self) -> list[Path]:
         """Every file and link `place` created (not the links it removed, nor files it appended to)."""
-        return [Path(c["path"]) for c in self.changes if c["kind"] not in ("unlink", "append")]
+        return [Path(c["path"]) for c in self.changes if c["kind"] not in ("unlink", "append", "insert")]
 
     @property
     def appended(self) -> list[Path]:
         """Existing files `place` added lines to (the main config, for the generic layout)."""
         return [Path(c["path"]) for c in self.changes if c["kind"] == "append"]
+
+    @property
+    def inserted(self) -> list[tuple[Path, str]]:
+        """Existing files `place` put a line into (a vhost's Include), with that line."""
+        return [(Path(c["path"]), c["text"]) for c in self.changes if c["kind"] == "insert"]
 
     def __iter__(self) -> Iterator[Path]:
         return iter(self.paths)
@@ -150,14 +163,15 @@ def write_actions(conf_root: Path, files: dict[str, str], module_path: Path | No
 # -- applying a plan ----------------------------------------------------------------------------------------
 def check_plan(actions: Sequence[Action]) -> None:
     """Refuse before touching anything: no step may replace an existing file, every removed link must be there."""
-    clashes = [str(a.path) for a in actions if a.kind not in ("unlink", "append") and os.path.lexists(a.path)]
+    edits = ("unlink", "append", "insert")
+    clashes = [str(a.path) for a in actions if a.kind not in edits and os.path.lexists(a.path)]
     if clashes:
         raise BadInput(
             f"would overwrite {', '.join(clashes)}",
             hint="an earlier install? remove it with `apachews uninstall`, or move these files away",
         )
     missing = [str(a.path) for a in actions if a.kind == "unlink" and not a.path.is_symlink()]
-    missing += [str(a.path) for a in actions if a.kind == "append" and not a.path.is_file()]
+    missing += [str(a.path) for a in actions if a.kind in ("append", "insert") and not a.path.is_file()]
     if missing:
         raise BadInput(f"expected symlink(s) {', '.join(missing)} are gone")
 
@@ -194,6 +208,21 @@ def _do(action: Action) -> dict[str, Any]:
                 "sha256_before": hashlib.sha256(before).hexdigest(),
                 "sha256": _sha256(path),
             }
+        elif action.kind == "insert":
+            assert action.text is not None
+            before = path.read_bytes()
+            lines = before.splitlines(keepends=True)
+            lines.insert(action.line, action.text.encode())
+            staged.write_bytes(b"".join(lines))
+            shutil.copymode(path, staged)
+            os.replace(staged, path)
+            return {
+                "kind": "insert",
+                "path": str(path),
+                "text": action.text,
+                "sha256_before": hashlib.sha256(before).hexdigest(),
+                "sha256": _sha256(path),
+            }
         if action.kind == "unlink":
             target = os.readlink(path)
             path.unlink()
@@ -223,6 +252,20 @@ def strip_appended(path: Path, text: str) -> bool:
     return True
 
 
+def strip_inserted(path: Path, text: str) -> bool:
+    """Take the one line `text` out of path (atomically, mode kept); False unless it is there exactly once."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    ours = [index for index, line in enumerate(lines) if line == text.encode()]
+    if len(ours) != 1:
+        return False
+    del lines[ours[0]]
+    staged = _stage_beside(path)
+    staged.write_bytes(b"".join(lines))
+    shutil.copymode(path, staged)
+    os.replace(staged, path)
+    return True
+
+
 def _undo(change: dict[str, Any]) -> None:
     path = Path(change["path"])
     if change["kind"] == "unlink":
@@ -230,6 +273,8 @@ def _undo(change: dict[str, Any]) -> None:
             os.symlink(change["target"], path)
     elif change["kind"] == "append":
         strip_appended(path, change["text"])
+    elif change["kind"] == "insert":
+        strip_inserted(path, change["text"])
     elif os.path.lexists(path):
         path.unlink()
 
@@ -301,8 +346,17 @@ def unplace(placement: Placement, force: bool = False) -> list[Path]:
         if change["kind"] == "link":
             if path.is_symlink() and os.readlink(path) != change["target"]:
                 edited.append(str(path))
-        elif change["kind"] == "append" and not path.read_bytes().endswith(change["text"].encode()):
-            raise BadInput(f"{path} no longer ends with the lines install added", hint="remove them by hand")
+        elif change["kind"] == "append":
+            # The main config is the admin's (and may hold a vhost install edited too): only our lines matter.
+            if not path.read_bytes().endswith(change["text"].encode()):
+                raise BadInput(f"{path} no longer ends with the lines install added", hint="remove them by hand")
+        elif change["kind"] == "insert":
+            # The vhost's file is the admin's: edits elsewhere in it are theirs to keep; only our line goes.
+            if path.read_bytes().splitlines(keepends=True).count(change["text"].encode()) != 1:
+                raise BadInput(
+                    f"{path} no longer holds the line install added once: {change['text'].strip()}",
+                    hint="put it back as it was, or remove it and the file it includes by hand",
+                )
         elif change["kind"] != "unlink" and path.is_file() and _sha256(path) != change["sha256"]:
             edited.append(str(path))
         elif change["kind"] == "unlink" and os.path.lexists(path):
@@ -320,9 +374,10 @@ def unplace(placement: Placement, force: bool = False) -> list[Path]:
                     os.symlink(change["target"], path)
                     saved.append((change, None))
                 continue
-            if change["kind"] == "append":
+            if change["kind"] in ("append", "insert"):
                 saved.append((change, path.read_bytes()))
-                strip_appended(path, change["text"])
+                strip = strip_appended if change["kind"] == "append" else strip_inserted
+                strip(path, change["text"])
                 continue
             if path.is_symlink():
                 saved.append((change, os.readlink(path)))
@@ -337,7 +392,7 @@ def unplace(placement: Placement, force: bool = False) -> list[Path]:
             path = Path(change["path"])
             if change["kind"] == "unlink":
                 path.unlink(missing_ok=True)
-            elif change["kind"] == "append" and isinstance(content, bytes):
+            elif change["kind"] in ("append", "insert") and isinstance(content, bytes):
                 path.write_bytes(content)
             elif isinstance(content, str):
                 os.symlink(content, path)
@@ -352,3 +407,52 @@ def unplace(placement: Placement, force: bool = False) -> list[Path]:
         except OSError:
             pass
     return removed
+
+
+# -- into one of the server's own <VirtualHost>s -----------------------------------------------------------
+def _has_directives(text: str) -> bool:
+    return any(line.strip() and not line.lstrip().startswith("#") for line in text.splitlines())
+
+
+def routes_separable(rendering: Rendering) -> bool:
+    """Whether the rendering's routes can leave its files for a vhost: each file holding them ends with them
+    (Debian, RHEL, a plain build), none wraps them (Gentoo's <IfDefine>)."""
+    routes = rendering.proxy_conf
+    directives = {line.strip() for line in routes.splitlines() if _has_directives(line) and "</" not in line}
+    return all(
+        text.endswith(routes) or not directives & {line.strip() for line in text.splitlines()}
+        for text in rendering.files.values()
+    )
+
+
+def into_vhost(
+    rendering: Rendering, routes_file: Path, vhost_file: Path, opening: int, closing: int
+) -> tuple[Rendering, list[Action]]:
+    """The rendering without its routes (what stays at server level: the modules), and the actions that put
+    the routes into routes_file and one `Include` of it into vhost_file before its </VirtualHost> (0-based
+    line `closing`; `opening` is its <VirtualHost> line, whose body sets the indentation)."""
+    routes = rendering.proxy_conf
+    files = {}
+    if not routes_separable(rendering):
+        raise BadInput(
+            f"the {rendering.distro} layout wraps the routes in its file: they cannot go into a VirtualHost",
+            hint="install without --vhost (server level), or Include the rendered routes there yourself",
+        )
+    for name, text in checked_files(rendering).items():
+        if not text.endswith(routes):
+            files[name] = text
+        elif _has_directives(text[: len(text) - len(routes)]):
+            files[name] = text[: len(text) - len(routes)]
+    lines = vhost_file.read_text(errors="replace").splitlines()
+    if vhosts.block(lines, opening + 1) != (opening, closing):
+        raise BadInput(f"{vhost_file} changed while apachews read it", hint="run the command again")
+    body = [line for line in lines[opening + 1 : closing] if line.strip()]
+    indent = body[0][: len(body[0]) - len(body[0].lstrip())] if body else "    "
+    include = (
+        template_environment("apache").get_template("vhost-include.j2").render(indent=indent, path=str(routes_file))
+    )
+    actions = [
+        Action("write", routes_file, text=routes, why="the routes, included by the VirtualHost"),
+        Action("insert", vhost_file, text=include, line=closing, why="apachews's one line in the VirtualHost"),
+    ]
+    return replace(rendering, files=files), actions
