@@ -88,7 +88,9 @@ class Rendering:
 
 @functools.lru_cache(maxsize=1)
 def _presets() -> dict[str, Preset]:
-    data = json.loads((templates_dir() / "apache" / "presets.json").read_text())
+    """Every preset in templates/apache/presets/, one <name>.json each, in name order."""
+    files = sorted((templates_dir() / "apache" / "presets").glob("*.json"))
+    data = {file.stem: json.loads(file.read_text()) for file in files}
     return {
         name: Preset(
             name,
