@@ -754,7 +754,7 @@ def _preset_backends(preset: str, members: list[EchoServer]) -> list[str]:
     default = config.validate_backend(spec.backend)
     scheme = spec.backend.split("://", 1)[0]
     path = spec.path if spec.backend_follows_path else default.path
-    count = len(members) if any(r["kind"] == "balancer" for r in spec.routes) else 1
+    count = len(members) if any(r["kind"] in ("balancer", "balanced") for r in spec.routes) else 1
     return [f"{scheme}://127.0.0.1:{member.port}{path}" for member in members[:count]]
 
 

@@ -15,6 +15,7 @@ from apachews.errors import BadInput, JobFailed
 @command(main, "config")
 @click.argument("preset", required=False)
 @click.option("--list", "list_only", is_flag=True, help="List the presets.")
+@click.option("--markdown", is_flag=True, help="With --list: README's table of the presets (from their files).")
 @click.option(
     "--apache", metavar="V", help="Apache release the config is for (default: this machine's Apache, per doctor)."
 )
@@ -26,6 +27,11 @@ from apachews.errors import BadInput, JobFailed
 @click.option("--backend", "backends", multiple=True, metavar="URL", help="Backend URL (repeatable for balancer).")
 @click.option("--path", metavar="PATH", help="URL path on this server (default: the preset's).")
 @click.option("--allow", multiple=True, metavar="HOST|CIDR", help="Only these clients (repeatable).")
+@click.option(
+    "--public-url",
+    metavar="URL",
+    help="The URL users open (scheme://host[:port]): written into the app-side settings (origins, root_url).",
+)
 @click.option("--tls", is_flag=True, help="The backend speaks TLS (wss://, SSLProxyEngine on).")
 @click.option(
     "--prefer",
@@ -64,11 +70,13 @@ def config_command(
     session: Session,
     preset: str | None,
     list_only: bool,
+    markdown: bool,
     apache: str | None,
     distro: str | None,
     backends: tuple[str, ...],
     path: str | None,
     allow: tuple[str, ...],
+    public_url: str | None,
     tls: bool,
     prefer: str | None,
     sticky: bool,
@@ -82,6 +90,10 @@ def config_command(
     handoff: bool,
 ) -> Result:
     """Render (and optionally check and write) the Apache config for PRESET."""
+    if markdown and not list_only:
+        raise BadInput("--markdown goes with --list", hint="apachews config --list --markdown")
+    if list_only and markdown:
+        return Result(data={"markdown": config.presets_table()}, text=config.presets_table().rstrip("\n"))
     if list_only:
         presets = config.list_presets()
         width = max(len(p.name) for p in presets)
@@ -116,6 +128,7 @@ def config_command(
         sticky=sticky,
         sizing=sizing,
         handoff=handoff,
+        public_url=public_url,
     )
     if sizing_note:
         rendering.notes.append(sizing_note)
