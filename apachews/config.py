@@ -435,7 +435,7 @@ def render(
             name = f"apachews-{preset}"
             # mod_proxy_http's upgrade is a worker parameter: it goes on each member.
             scheme = "http" if upgrade else "ws"
-            balancers.append(_balancer(name, where, path, checked, scheme, route, sticky, upgrade, timeout))
+            balancers.append(_balancer(name, checked, scheme, route, sticky, upgrade, timeout))
             target = f"balancer://{name}" + ("/" if where.endswith("/") else "")
             # Only the apachews module reads ProxyWebsocketHandoff (handoff is refused in other styles).
             routes.append(Route(where, target, "WebSocket, load-balanced", handoff=handoff))
@@ -444,7 +444,7 @@ def render(
             # of http:// members where the upgrade rides on them; on stock 2.4.7-2.4.46 a second one of ws://
             # members the RewriteRule sends upgrades to, both sticky on the same route cookie.
             name = f"apachews-{preset}"
-            balancers.append(_balancer(name, where, path, checked, "http", route, True, mixed_upgrade, timeout))
+            balancers.append(_balancer(name, checked, "http", route, True, mixed_upgrade, timeout))
             target = f"balancer://{name}" + ("/" if where.endswith("/") else "")
             if mixed_upgrade:
                 routes.append(Route(where, target, "HTTP and WebSocket, load-balanced (mod_proxy_http upgrade)"))
@@ -453,7 +453,7 @@ def render(
                 routes.append(Route(where, target, comment, upgrade_directive=True, handoff=handoff))
             else:
                 ws_name = f"{name}-ws"
-                balancers.append(_balancer(ws_name, "", path, checked, "ws", route, True, False, timeout))
+                balancers.append(_balancer(ws_name, checked, "ws", route, True, False, timeout))
                 rewrites.append(_rewrite(where, f"balancer://{ws_name}", ""))
                 routes.append(Route(where, target, "HTTP (non-upgrade), load-balanced"))
     # Which ProxyPass wins where paths nest: on 2.2 the first one in the file (one server-wide list), on 2.4
@@ -569,8 +569,6 @@ def _rewrite(where: str, target: str, timeout: str) -> dict[str, str]:
 
 def _balancer(
     name: str,
-    where: str,
-    path: str,
     members: Sequence[Backend],
     scheme: str,
     route: dict[str, str],
@@ -579,16 +577,14 @@ def _balancer(
     timeout: str,
 ) -> dict[str, object]:
     """A balancer:// of `members` (their `scheme` URLs, `route`'s backend_path) with a route per member when
-    `sticky`; `where` "" gives members without a trailing slash (a RewriteRule appends the whole path)."""
+    `sticky`. Members end without a slash: the balancer appends what follows balancer://NAME, which starts
+    with one (a member "http://h:1/" under <Location "/"> would get //socket.io/)."""
     urls = [b.url(scheme, route["backend_path"]) for b in members]
     return {
         "name": name,
         "sticky": sticky,
         "member_options": (" upgrade=websocket" if upgrade else "") + timeout,
-        "members": [
-            {"url": proxy_target(where, url) if where else url.rstrip("/"), "route": f"m{i}"}
-            for i, url in enumerate(urls, 1)
-        ],
+        "members": [{"url": url.rstrip("/"), "route": f"m{i}"} for i, url in enumerate(urls, 1)],
     }
 
 
