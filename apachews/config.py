@@ -461,11 +461,11 @@ def render(
     routes.sort(key=lambda r: len(r.path), reverse=release.family == "2.2")
 
     modules = ["proxy", "proxy_http"]
-    if style.module and kinds & {"ws", "mixed", "balancer"}:
+    if style.module and kinds & {"ws", "mixed", "balancer", "balanced"}:
         modules.append(style.module)
     if rewrites:
         modules.append("rewrite")
-    if mixed_upgrade and not upgrade and "proxy_wstunnel" in modules and kinds == {"mixed"}:
+    if mixed_upgrade and not upgrade and "proxy_wstunnel" in modules and kinds <= {"mixed", "balanced"}:
         modules.remove("proxy_wstunnel")
     if balancers:
         modules.append("proxy_balancer")

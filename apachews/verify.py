@@ -1153,10 +1153,11 @@ def run_presets(
 
 def summary(reports: Sequence[VerifyReport]) -> str:
     """One line per preset: passed/total and the failing checks."""
-    rows = [f"{'preset':<12} {'layout':<7} {'tunnelling':<13} {'result':<7} failing"]
+    width = max([12, *(len(r.preset) for r in reports)])
+    rows = [f"{'preset':<{width}} {'layout':<7} {'tunnelling':<13} {'result':<7} failing"]
     for r in reports:
         ran = [c for c in r.checks if not c.skipped]
         failing = ", ".join(c.name for c in ran if not c.passed) or "-"
         result = f"{sum(c.passed for c in ran)}/{len(ran)}"
-        rows.append(f"{r.preset:<12} {r.layout:<7} {r.tunnelling:<13} {result:<7} {failing}")
+        rows.append(f"{r.preset:<{width}} {r.layout:<7} {r.tunnelling:<13} {result:<7} {failing}")
     return "\n".join(rows)
