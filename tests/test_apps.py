@@ -349,9 +349,8 @@ def test_streamlit_under_a_base_path(
 ) -> None:
     module = _module_for(style, request)
     with streamlit_app(tmp_path, "/st") as app:
-        backend = app.rsplit("/st", 1)[0] + "/"
         with apache_in_front(
-            system_httpd, tmp_path / "front", "streamlit", [backend], path="/st", prefer=style, module=module
+            system_httpd, tmp_path / "front", "streamlit", [app], path="/st", prefer=style, module=module
         ) as front:
             assert _get(front.url("/st/_stcore/health")) == (200, "ok")
             assert _get(front.url("/st/"))[0] == 200
@@ -367,12 +366,13 @@ def test_streamlit_in_chromium_keeps_working_after_an_idle_period(system_httpd: 
     if browser.available():
         pytest.skip(browser.available())
     with streamlit_app(tmp_path, "/st") as app:
-        backend = app.rsplit("/st", 1)[0] + "/"
-        with apache_in_front(system_httpd, tmp_path / "front", "streamlit", [backend], path="/st") as front:
+        with apache_in_front(system_httpd, tmp_path / "front", "streamlit", [app], path="/st") as front:
             with browser.page(tmp_path / "chromium.log") as tab:
                 tab.goto(front.url("/st/"))
                 tab.wait_for("document.body.innerText.includes('count is 0')", 60)
-                click = "[...document.querySelectorAll('button')].find(b => b.innerText.includes('count')).click()"
+                button = "[...document.querySelectorAll('button')].find(b => b.textContent.trim() === 'count')"
+                tab.wait_for(button)
+                click = f"{button}.click()"
                 tab.evaluate(click)
                 tab.wait_for("document.body.innerText.includes('count is 1')")
                 tab.evaluate(f"new Promise(resolve => setTimeout(resolve, {IDLE * 1000}))", IDLE + 10)
@@ -409,7 +409,7 @@ def test_node_red_editor_comms(system_httpd: Httpd, tmp_path: Path, style: str, 
     port = free_port()
     command = ["node", str(red), "--port", str(port), "--userDir", str(user), "--settings", str(user / "settings.js")]
     with started(command, port, tmp_path / "node-red.log"):
-        backend = f"http://127.0.0.1:{port}/"
+        backend = f"http://127.0.0.1:{port}/nodered"  # Node-RED serves under httpAdminRoot
         with apache_in_front(
             system_httpd, tmp_path / "front", "node-red", [backend], path="/nodered", prefer=style, module=module
         ) as front:
