@@ -29,5 +29,6 @@ for pkg in node-red socket.io@4; do
 done
 if [ "${1:-}" = "--homeassistant" ] && [ ! -x "$apps/homeassistant/venv/bin/hass" ]; then
     python3 -m venv "$apps/homeassistant/venv"
-    "$apps/homeassistant/venv/bin/pip" install -q homeassistant
+    # josepy 2 dropped what the acme of Home Assistant 2024.3 (the last for Python 3.11) imports.
+    "$apps/homeassistant/venv/bin/pip" install -q homeassistant "josepy<2"
 fi

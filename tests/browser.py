@@ -62,8 +62,11 @@ class Page:
         """Wait for a JavaScript condition to become truthy, checked on every animation frame and DOM change
         in the page (an event, not a sleep); its value."""
         script = f"""new Promise((resolve, reject) => {{
-            const check = () => {{ try {{ const v = ({condition}); if (v) {{ resolve(typeof v === "object" ? true : v); return true; }} }}
-                catch (e) {{}} return false; }};
+            const check = () => {{
+                try {{ const v = ({condition}); if (v) {{ resolve(typeof v === "object" ? true : v); return true; }} }}
+                catch (e) {{}}
+                return false;
+            }};
             if (check()) return;
             const seen = new MutationObserver(() => {{ if (check()) seen.disconnect(); }});
             seen.observe(document, {{subtree: true, childList: true, characterData: true, attributes: true}});
