@@ -507,11 +507,13 @@ def render(
     }
     notes = _style_notes(release, style, preset) + [note.format(**values) for note in spec.notes]
     app_settings = [{key: text.format(**values) for key, text in setting.items()} for setting in spec.app_settings]
-    notes += [f"{s['file']}: {s['setting']} = {s['value']}" for s in app_settings]
+    for setting in app_settings:
+        why = f" ({setting['why']})" if "why" in setting else ""
+        notes.append(f"{setting['file']}: {setting['setting']} = {setting['value']}{why}")
     if spec.heartbeat:
         notes.append(
-            f"Timeout {spec.timeout} s on these routes (ProxyPass timeout=): {spec.heartbeat['figure']}; the longest "
-            f"silence the application allows is {spec.heartbeat['seconds']} s."
+            f"Timeout {spec.timeout} s on these routes (ProxyPass timeout=), above the {spec.heartbeat['seconds']} s "
+            f"of the application's heartbeat: {spec.heartbeat['figure']}."
         )
     if public_url is None and app_settings:
         notes.append(f"The settings above name {DEFAULT_PUBLIC_URL}: pass --public-url with the URL users open.")
@@ -596,6 +598,7 @@ def _public_values(public: Public, path: str, backend: Backend) -> dict[str, str
     except ValueError:
         loopback = host == "localhost"
     base = path.rstrip("/")
+    proxy = ("::1" if host == "::1" else "127.0.0.1") if loopback else "this Apache's address"
     return {
         "public_url": public.url,
         "host": public.host,
@@ -605,7 +608,8 @@ def _public_values(public: Public, path: str, backend: Backend) -> dict[str, str
         "url": public.url + base,
         "base_path": base,
         "path_slash": base + "/",
-        "proxy_address": ("::1" if host == "::1" else "127.0.0.1") if loopback else "this Apache's address",
+        "proxy_address": proxy,
+        "proxy_address_regex": re.escape(proxy) if loopback else proxy,
     }
 
 
