@@ -2,7 +2,8 @@
 into a copy of this machine's Debian apache2 tree (tests/debian_tree.py) with a short mod_reqtimeout body limit,
 the application itself started on 127.0.0.1. Socket.IO and Streamlit are also driven by a headless chromium.
 
-Slow. Each test skips with a reason when its application is not installed: PyPI's python-socketio and
+Slow. Socket.IO on several nodes also runs through httpd 2.2.31 built from its tag (APACHEWS_HTTPD_GIT, the
+release's own httpd.conf: the plain layout). Each test skips with a reason when its application is not installed: PyPI's python-socketio and
 streamlit (the `apps` extra), npm's node-red and socket.io (`make apps`, into the cache directory), Debian's
 cockpit-ws and chromium (scripts/install-host-deps.sh --apps), PyPI's homeassistant (in a venv of its own:
 `make apps-homeassistant`, optional: heavy).
@@ -261,6 +262,42 @@ def test_socketio_two_nodes_keep_every_session_on_its_node(
             system_httpd, tmp_path / "front", "socketio-balanced", nodes, prefer=style, module=module
         ) as front:
             sessions = [_socketio_session(front.origin) for _ in range(6)]
+    assert all(transport == "websocket" and len(set(answers)) == 1 for transport, answers in sessions), sessions
+    assert {answers[0] for _, answers in sessions} == {"node0", "node1"}, sessions
+
+
+@pytest.fixture(scope="module")
+def built_22(base_image: str, httpd_git: Path) -> tuple[Httpd, Path]:
+    """httpd 2.2.31 with the apachews module, built from the git tag (kept in the test cache between runs)."""
+    from apachews import build
+    from apachews import httpd as httpd_module
+    from apachews.sources import SourceOptions
+    from tests.fixtures.sources import test_cache_dir
+
+    source = SourceOptions(git=httpd_git)
+    result = build.build("2.2.31", source=source, with_httpd=True, out_dir=test_cache_dir() / "dist")
+    return httpd_module.locate(prefix=result.dist / "httpd"), result.module
+
+
+def test_socketio_two_nodes_on_22s_mod_proxy_balancer(built_22: tuple[Httpd, Path], tmp_path: Path) -> None:
+    # 2.2: one balancer of http:// members, the upgrade tunnelled by the apachews module (ProxyWebsocketUpgrade),
+    # sticky on the ROUTEID cookie; in the release's own httpd.conf (the plain layout), with mod_reqtimeout.
+    from apachews.distros import trees
+
+    httpd, module = built_22
+    with socketio_nodes(tmp_path, 2) as nodes:
+        rendering = config.render(
+            "socketio-balanced", apache=str(httpd.version), distro=trees.rendering_distro("plain"), backends=nodes
+        )
+        (tmp_path / "tree").mkdir()
+        port = free_port()
+        additions = trees.Additions(body_timeout=BODY_LIMIT)
+        server = trees.build("plain", tmp_path / "tree", httpd, rendering, module, port, additions)
+        server.start()
+        try:
+            sessions = [_socketio_session(f"http://127.0.0.1:{port}") for _ in range(6)]
+        finally:
+            server.stop()
     assert all(transport == "websocket" and len(set(answers)) == 1 for transport, answers in sessions), sessions
     assert {answers[0] for _, answers in sessions} == {"node0", "node1"}, sessions
 
