@@ -1,12 +1,13 @@
 """Real applications behind a real Apache: each application's preset as `apachews config` renders it, installed
 into a copy of this machine's Debian apache2 tree (tests/debian_tree.py) with a short mod_reqtimeout body limit,
 the application itself started on 127.0.0.1. Socket.IO and Streamlit are also driven by a headless chromium.
+Socket.IO on several nodes also runs through httpd 2.2.31 built from its tag (APACHEWS_HTTPD_GIT; the
+release's own httpd.conf, the plain layout).
 
-Slow. Socket.IO on several nodes also runs through httpd 2.2.31 built from its tag (APACHEWS_HTTPD_GIT, the
-release's own httpd.conf: the plain layout). Each test skips with a reason when its application is not installed: PyPI's python-socketio and
-streamlit (the `apps` extra), npm's node-red and socket.io (`make apps`, into the cache directory), Debian's
-cockpit-ws and chromium (scripts/install-host-deps.sh --apps), PyPI's homeassistant (in a venv of its own:
-`make apps-homeassistant`, optional: heavy).
+Slow. Each test skips with a reason when its application is not installed: PyPI's python-socketio, uvicorn
+and streamlit (the test extra), npm's node-red and socket.io in the apachews cache and Debian's cockpit-ws
+and chromium (`make apps`: scripts/install-apps.sh), PyPI's homeassistant in a venv of its own
+(`make apps-homeassistant`: heavy, optional).
 """
 
 from __future__ import annotations
