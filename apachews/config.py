@@ -50,11 +50,11 @@ class Preset:
     app: dict[str, tuple[str, ...]] = field(default_factory=dict)  # the app's own requests, for verify
     application: str = ""  # the application's name, for the docs table
     checked: dict[str, str] = field(default_factory=dict)  # version, date, how: what the preset was checked on
-    heartbeat: dict[str, object] = field(default_factory=dict)  # figure (text), seconds: the app's longest silence
+    heartbeat: dict[str, object] = field(default_factory=dict)  # figure (text) and seconds: the app's keepalive
     timeout: int | None = None  # seconds: ProxyPass timeout= on every route, derived from the heartbeat
     preserve_host: bool = False  # ProxyPreserveHost On
     request_headers: tuple[tuple[str, str], ...] = ()  # RequestHeader set NAME VALUE (VALUE may name {scheme})
-    app_settings: tuple[dict[str, str], ...] = ()  # {file, setting, value}: the app's own side of the setup
+    app_settings: tuple[dict[str, str], ...] = ()  # {file, setting, value, why}: the app's own side
     sticky: bool = False  # a balancer that is always sticky (a session's requests all go to its member)
 
 

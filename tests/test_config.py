@@ -261,6 +261,14 @@ def test_every_preset_file_is_complete_data() -> None:
             assert preset.heartbeat["figure"] and preset.timeout and preset.timeout > preset.heartbeat["seconds"]
             assert set(preset.checked) == {"version", "date", "how"}, preset.name
             assert preset.app.get("ws"), preset.name
+        # What reaches Apache's files from the data is plain tokens (no quote, no newline, no directive).
+        assert all(
+            re.fullmatch(r"[A-Za-z-]+", name) and re.fullmatch(r"[{}A-Za-z-]+", value)
+            for name, value in preset.request_headers
+        ), preset.name
+        params = [param for route in preset.routes for param in route.get("params", ())]
+        assert all(re.fullmatch(r"[a-z]+=[A-Za-z0-9]+", param) for param in params), preset.name
+        assert preset.timeout is None or isinstance(preset.timeout, int), preset.name
         for setting in rendering.app_settings:
             assert {"file", "setting", "value"} <= set(setting) <= {"file", "setting", "value", "why"}, setting
             assert "{" not in setting["value"] and " (" not in setting["value"], setting  # the why is its own field
