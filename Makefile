@@ -7,11 +7,19 @@ APACHE ?= 2.4.69
 # SOURCE='--git /path/to/httpd.git' or SOURCE='--mirror https://archive.apache.org/dist/httpd/'.
 SOURCE ?= --from-pypi
 
-.PHONY: deps venv test lint demo bench clean patches
+.PHONY: deps venv test lint demo bench clean patches apps apps-homeassistant
 
-deps:
+deps: apps
 	bash scripts/install-host-deps.sh
 	bash scripts/start-docker.sh
+
+# The real applications of tests/test_apps.py (cockpit-ws, chromium, node-red, socket.io's browser client).
+apps:
+	bash scripts/install-apps.sh
+
+# Home Assistant too (heavy, optional: its test skips without it).
+apps-homeassistant:
+	bash scripts/install-apps.sh --homeassistant
 
 $(PY): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

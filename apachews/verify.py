@@ -531,11 +531,23 @@ def backend_request_path(backend_path: str, rel: str) -> str:
 
 
 def _http_get(port: int, path: str) -> int:
+    return _http_get_headers(port, path)[0]
+
+
+def _http_get_headers(port: int, path: str, cookie: str = "") -> tuple[int, list[str]]:
+    """GET `path` from Apache: the status and the response's header lines."""
+    extra = f"Cookie: {cookie}\r\n" if cookie else ""
     with socket.create_connection(("127.0.0.1", port), timeout=PLAIN_GET_TIMEOUT) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
-        line = sock.recv(256).split(b"\r\n", 1)[0].decode("latin-1")
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Connection: close\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head and len(head) < 65536:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+    line, *headers = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
     parts = line.split()
-    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0), headers
 
 
 async def check_app_routes(t: Target) -> Check:
@@ -575,12 +587,39 @@ async def check_app_routes(t: Target) -> Check:
                 )
     if t.rendering.preset == "balancer" or len(t.app_backends) > 1:
         problems += await _balancer_spread(t)
+    if preset.sticky:
+        problems += await _sticky_sessions(t, preset)
     detail = "; ".join(problems)[:600] or f"{ran} app requests reached the backend as the app expects"
     return outcome(not problems, ran, "requests", detail)
 
 
 def echo_request(path: str, upgrade: bool) -> str:
     return str(RequestLine(path, upgrade))
+
+
+async def _sticky_sessions(t: Target, preset: config.Preset) -> list[str]:
+    """A session's first HTTP request gets the route cookie; with it, its next requests and its WebSocket
+    upgrade (Socket.IO: long-polling, then the upgrade) all reach the member that answered the first."""
+    http = [config.join_path(t.rendering.path, rel) or "/" for rel in preset.app.get("http", ())] if t.rendering else []
+    problems: list[str] = []
+    for session in range(BALANCER_SESSIONS):
+        marks = [len(b.requests) for b in t.app_backends]
+        status, headers = await asyncio.to_thread(_http_get_headers, t.apache_port, http[0])
+        cookies = [h.split(":", 1)[1].strip().split(";", 1)[0] for h in headers if h.lower().startswith("set-cookie:")]
+        route = next((c for c in cookies if c.startswith("ROUTEID=")), "")
+        if status != 200 or not route:
+            return [f"session {session}: GET {http[0]} answered {status} without a ROUTEID cookie ({cookies})"]
+        for rel in http[1:]:
+            await asyncio.to_thread(_http_get_headers, t.apache_port, rel, route)
+        for rel in preset.app.get("ws", ()):
+            url = t.ws(config.join_path(t.rendering.path, rel) or "/")  # type: ignore[union-attr]
+            async with connect(url, additional_headers={"Cookie": route}, open_timeout=10, close_timeout=5) as ws:
+                await ws.send("sticky")
+                await asyncio.wait_for(ws.recv(), 10)
+        reached = [i for i, (b, mark) in enumerate(zip(t.app_backends, marks)) if len(b.requests) > mark]
+        if len(reached) != 1:
+            problems.append(f"session {session} ({route}) reached members {reached}: not kept on one")
+    return problems
 
 
 async def _balancer_spread(t: Target) -> list[str]:
@@ -882,7 +921,7 @@ def _preset_backends(preset: str, members: list[EchoServer]) -> list[str]:
     default = config.validate_backend(spec.backend)
     scheme = spec.backend.split("://", 1)[0]
     path = spec.path if spec.backend_follows_path else default.path
-    count = len(members) if any(r["kind"] == "balancer" for r in spec.routes) else 1
+    count = len(members) if any(r["kind"] in ("balancer", "balanced") for r in spec.routes) else 1
     return [f"{scheme}://127.0.0.1:{member.port}{path}" for member in members[:count]]
 
 
@@ -1275,10 +1314,11 @@ def run_presets(
 
 def summary(reports: Sequence[VerifyReport]) -> str:
     """One line per preset: passed/total and the failing checks."""
-    rows = [f"{'preset':<12} {'layout':<7} {'tunnelling':<13} {'result':<7} failing"]
+    width = max([12, *(len(r.preset) for r in reports)])
+    rows = [f"{'preset':<{width}} {'layout':<7} {'tunnelling':<13} {'result':<7} failing"]
     for r in reports:
         ran = [c for c in r.checks if not c.skipped]
         failing = ", ".join(c.name for c in ran if not c.passed) or "-"
         result = f"{sum(c.passed for c in ran)}/{len(ran)}"
-        rows.append(f"{r.preset:<12} {r.layout:<7} {r.tunnelling:<13} {result:<7} {failing}")
+        rows.append(f"{r.preset:<{width}} {r.layout:<7} {r.tunnelling:<13} {result:<7} {failing}")
     return "\n".join(rows)

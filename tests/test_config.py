@@ -33,6 +33,8 @@ def _render(preset: str, version: str, distro: str, **options) -> config.Renderi
     if preset == "balancer":
         options.setdefault("backends", BALANCER_BACKENDS)
         options.setdefault("sticky", True)
+    if preset == "socketio-balanced":
+        options.setdefault("backends", [url.replace("ws://", "http://") for url in BALANCER_BACKENDS])
     return config.render(preset, apache=version, distro=distro, allow=["10.0.0.0/8", "127.0.0.1"], **options)
 
 
@@ -312,3 +314,62 @@ def test_what_ends_a_vanished_clients_tunnel_is_said_and_rendered_per_style() ->
     # Before 2.4.52 there is no proxy-nohalfclose; before 2.4.47 nothing bounds a client gone silently.
     assert "proxy-nohalfclose" not in _render("gateone", "2.4.50", "generic").text()
     assert any("nothing bounds" in note for note in _render("broadway", "2.4.46", "generic").notes)
+
+
+def test_readme_presets_table_is_current() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = config.presets_table()
+    assert table in readme, "README's presets table is stale: paste `apachews config --list --markdown` in its place"
+
+
+def test_every_preset_file_is_complete_data() -> None:
+    # An application's preset names where its timeout comes from, what it was checked against, and every
+    # placeholder its notes and settings use renders (an unknown one raises KeyError in render).
+    for preset in config.list_presets():
+        rendering = config.render(preset.name, apache="2.4.69", public_url="https://apps.example.net:8443")
+        if preset.application:
+            assert preset.heartbeat["figure"] and preset.timeout and preset.timeout > preset.heartbeat["seconds"]
+            assert set(preset.checked) == {"version", "date", "how"}, preset.name
+            assert preset.app.get("ws"), preset.name
+        # What reaches Apache's files from the data is plain tokens (no quote, no newline, no directive).
+        assert all(
+            re.fullmatch(r"[A-Za-z-]+", name) and re.fullmatch(r"[{}A-Za-z-]+", value)
+            for name, value in preset.request_headers
+        ), preset.name
+        params = [param for route in preset.routes for param in route.get("params", ())]
+        assert all(re.fullmatch(r"[a-z]+=[A-Za-z0-9]+", param) for param in params), preset.name
+        assert preset.timeout is None or isinstance(preset.timeout, int), preset.name
+        for setting in rendering.app_settings:
+            assert {"file", "setting", "value"} <= set(setting) <= {"file", "setting", "value", "why"}, setting
+            assert "{" not in setting["value"] and " (" not in setting["value"], setting  # the why is its own field
+            assert "www.example.org" not in setting["value"], setting
+
+
+def test_app_settings_name_the_users_host_path_and_scheme() -> None:
+    rendering = config.render("grafana", apache="2.4.69", path="/grafana", public_url="https://Mon.Example.net:443/")
+    settings = {s["setting"]: s["value"] for s in rendering.app_settings}
+    assert settings["[server] root_url"] == "https://mon.example.net/grafana/"
+    cockpit = config.render("cockpit", apache="2.4.46", public_url="http://10.1.2.3:8080")
+    assert {s["setting"]: s["value"] for s in cockpit.app_settings}["[WebService] Origins"] == (
+        "http://10.1.2.3:8080 ws://10.1.2.3:8080"
+    )
+    assert 'RequestHeader set "X-Forwarded-Proto" "http"' in cockpit.files["apachews-cockpit.conf"]
+    data = CliRunner().invoke(main, ["--json", "config", "homeassistant", "--apache", "2.4.69"]).output
+    parsed = json.loads(data)
+    assert {"file": "configuration.yaml", "setting": "http: trusted_proxies", "value": '["127.0.0.1"]'} in parsed[
+        "app_settings"
+    ]
+    assert parsed["heartbeat"]["timeout"] == 120
+    for bad in ("ftp://x", "https://x/path", "https://a b", "javascript:alert(1)"):
+        with pytest.raises(BadInput):
+            config.render("grafana", apache="2.4.69", public_url=bad)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_socketio_balanced_is_sticky_for_polling_and_websocket(version: str) -> None:
+    text = _render("socketio-balanced", version, "generic").files["apachews-socketio-balanced.conf"]
+    balancers = re.findall(r'<Proxy "balancer://[^"]+">(.*?)</Proxy>', text, re.S)
+    assert balancers and all("stickysession=ROUTEID" in b and "route=m1" in b and "route=m2" in b for b in balancers)
+    assert "ROUTEID=.%{BALANCER_WORKER_ROUTE}e" in text
+    # One balancer carries both where the upgrade rides on its http:// members; two where a RewriteRule must pick.
+    assert len(balancers) == (2 if version in ("2.4.37", "2.4.41", "2.4.46") else 1)

@@ -219,3 +219,21 @@ def test_verify_live_runs_through_a_running_server_and_leaves_its_config(tmp_pat
         assert result.exit_code == 0, result.output
         assert json.loads(result.stdout)["passed"] == 2
         assert debian_tree.snapshot(server.conf_root) == before
+
+
+@pytest.mark.parametrize("prefer", ["wstunnel", "http-upgrade"])
+def test_socketio_balanced_keeps_each_session_on_its_node(system_httpd: Httpd, prefer: str) -> None:
+    # Long-polling GETs and the WebSocket upgrade of one session, sent with its ROUTEID cookie, reach one member
+    # (the apachews module's style: test_module's every-preset test; 2.2: test_apps' built_22 run).
+    report = verify.run(system_httpd, preset="socketio-balanced", prefer=prefer, checks=["app-routes"])
+    assert report.ok, report.table()
+
+
+def test_sticky_check_goes_red_without_the_route_cookie(system_httpd: Httpd) -> None:
+    report = verify.run(
+        system_httpd,
+        preset="socketio-balanced",
+        checks=["app-routes"],
+        edit=_edit_routes("    ProxySet stickysession=ROUTEID\n", ""),
+    )
+    assert not report.ok and "without a ROUTEID cookie" in report.checks[0].detail, report.table()

@@ -19,6 +19,7 @@ from apachews.transport import LOCAL, Transport
 @command(main, "config")
 @click.argument("preset", required=False)
 @click.option("--list", "list_only", is_flag=True, help="List the presets.")
+@click.option("--markdown", is_flag=True, help="With --list: README's table of the presets (from their files).")
 @click.option(
     "--apache", metavar="V", help="Apache release the config is for (default: this machine's Apache, per doctor)."
 )
@@ -30,6 +31,11 @@ from apachews.transport import LOCAL, Transport
 @click.option("--backend", "backends", multiple=True, metavar="URL", help="Backend URL (repeatable for balancer).")
 @click.option("--path", metavar="PATH", help="URL path on this server (default: the preset's).")
 @click.option("--allow", multiple=True, metavar="HOST|CIDR", help="Only these clients (repeatable).")
+@click.option(
+    "--public-url",
+    metavar="URL",
+    help="The URL users open (scheme://host[:port]): written into the app-side settings (origins, root_url).",
+)
 @click.option("--tls", is_flag=True, help="The backend speaks TLS (wss://, SSLProxyEngine on).")
 @click.option(
     "--prefer",
@@ -74,11 +80,13 @@ def config_command(
     session: Session,
     preset: str | None,
     list_only: bool,
+    markdown: bool,
     apache: str | None,
     distro: str | None,
     backends: tuple[str, ...],
     path: str | None,
     allow: tuple[str, ...],
+    public_url: str | None,
     tls: bool,
     prefer: str | None,
     sticky: bool,
@@ -95,6 +103,10 @@ def config_command(
     connect: Callable[[str], Transport],
 ) -> Result:
     """Render (and optionally check and write) the Apache config for PRESET."""
+    if markdown and not list_only:
+        raise BadInput("--markdown goes with --list", hint="apachews config --list --markdown")
+    if list_only and markdown:
+        return Result(data={"markdown": config.presets_table()}, text=config.presets_table().rstrip("\n"))
     if list_only:
         presets = config.list_presets()
         width = max(len(p.name) for p in presets)
@@ -135,6 +147,7 @@ def config_command(
         sizing=sizing,
         handoff=handoff,
         h2=h2,
+        public_url=public_url,
     )
     if sizing_note:
         rendering.notes.append(sizing_note)
