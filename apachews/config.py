@@ -31,6 +31,9 @@ _PATH_RE = re.compile(r"/[A-Za-z0-9._~/-]*")
 _NETLOC_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]+)?")
 # Words mod_authz_host reads as something other than a host: "Allow from all" lets everyone in on 2.2.
 _ALLOW_RESERVED = ("all", "env", "none", "local", "granted", "denied")
+_FILE_RE = re.compile(r"/[A-Za-z0-9._/-]+")
+VHOSTS = ("server", "tls")  # --vhost: the routes at server level (every vhost), or inside the layout's TLS vhost
+SSL_PROXY_CHECK_PEER_NAME_SINCE = catalogue.Version(2, 4, 5)  # SSLProxyCheckPeerName (2.2 has only ...PeerCN)
 _HOST_RE = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
@@ -64,6 +67,8 @@ class Rendering:
     sizing: Sizing | None = None  # the MPM sizing (--max-websockets), rendered as capacity_file
     capacity_file: str | None = None  # its name in `files`
     handoff: bool = False  # ProxyWebsocketHandoff On on the module's routes
+    vhost: str = "server"  # "tls": proxy_conf goes inside the layout's TLS <VirtualHost> (tls_include names it)
+    tls_include: str | None = None  # with vhost "tls": the file to Include there
 
     def to_dict(self) -> dict[str, object]:
         data: dict[str, object] = {
@@ -201,6 +206,16 @@ def validate_allow(value: str) -> Allowed:
     raise BadInput(f"--allow {value!r} is neither an IP address, a CIDR range nor a host name")
 
 
+def validate_ca_file(value: str, option: str = "--backend-ca") -> str:
+    """An absolute path to a PEM file of CA certificates (SSLProxyCACertificateFile)."""
+    if not _FILE_RE.fullmatch(value or "") or "/../" in f"{value}/" or "//" in value:
+        raise BadInput(
+            f"{option} {value!r} is not an absolute file path apachews can write into a config",
+            hint="give the absolute path of the PEM file (letters, digits and . _ / - only)",
+        )
+    return value
+
+
 def join_path(base: str, suffix: str) -> str:
     if not suffix:
         return base
@@ -268,9 +283,14 @@ def render(
     sticky: bool = False,
     sizing: Sizing | None = None,
     handoff: bool = False,
+    vhost: str = "server",
+    backend_ca: str | None = None,
 ) -> Rendering:
     """`sizing` (capacity.size for --max-websockets) adds the MPM sizing file; `handoff` puts
-    `ProxyWebsocketHandoff On` on the routes the apachews module tunnels (refused in other styles)."""
+    `ProxyWebsocketHandoff On` on the routes the apachews module tunnels (refused in other styles).
+    `vhost` "tls": the routes go in a file to Include inside the layout's TLS <VirtualHost> (RHEL's conf.d/ssl.conf,
+    Debian's default-ssl site). A TLS backend's certificate is verified against `backend_ca` (a PEM file; default:
+    the distribution's CA bundle)."""
     spec = get_preset(preset)
     release = apache if isinstance(apache, Release) else catalogue.load().get(apache)
     layout = distros.get(distro)
@@ -299,6 +319,10 @@ def render(
     if tls:
         checked = [Backend(True, b.netloc, b.path) for b in checked]
     uses_tls = any(b.tls for b in checked)
+    if vhost not in VHOSTS:
+        raise BadInput(f"--vhost {vhost!r}: give one of {', '.join(VHOSTS)}")
+    if backend_ca is not None and not uses_tls:
+        raise BadInput("--backend-ca verifies a TLS backend", hint="give a wss:// or https:// --backend, or --tls")
     upgrade = style is Tunnelling.HTTP_UPGRADE
     # 2.4.47+: the stock mod_proxy_wstunnel hands upgrades to mod_proxy_http anyway, and a Location-based
     # ProxyPass is matched before mod_rewrite (pre_translate_name): one path for both goes through upgrade=.
@@ -388,6 +412,8 @@ def render(
             tunnelling=style.description,
             preserve_host=preset == "code-server",
             tls=uses_tls,
+            backend_ca=validate_ca_file(backend_ca) if backend_ca else layout.ca_bundle,
+            check_peer_name=release.version >= SSL_PROXY_CHECK_PEER_NAME_SINCE,
             balancer=balancer,
             rewrites=rewrites,
             locations=[r.to_template() for r in routes],
@@ -417,8 +443,23 @@ def render(
             "The RewriteRule routes WebSocket upgrades only inside the <VirtualHost> that serves this path: "
             "Include the file there, not at server level (conf-enabled)."
         )
-    files = layout.files(parts)
-    notes += layout.notes(parts)
+    tls_include = None
+    if vhost == "tls":
+        files, tls_include = layout.tls_vhost_files(parts)
+        notes += layout.tls_vhost_notes(parts, tls_include)
+        if "ssl" not in modules:
+            modules.append("ssl")
+    else:
+        files = layout.files(parts)
+        notes += layout.notes(parts)
+    if uses_tls:
+        notes.append(
+            f"The backend's certificate is verified (SSLProxyVerify require) against "
+            f"{backend_ca or layout.ca_bundle}. When it does not verify (a self-signed backend, GateOne's own "
+            "certificate), clients get 502 Proxy Error and the error log says 'Certificate Verification: Error (18): "
+            "self signed certificate' then 'Error during SSL Handshake with remote server': give the backend's "
+            "certificate (or its CA) with --backend-ca FILE."
+        )
     capacity_file = None
     if sizing is not None:
         capacity_file = layout.capacity_file(release.family)
@@ -439,6 +480,8 @@ def render(
         sizing=sizing,
         capacity_file=capacity_file,
         handoff=handoff,
+        vhost=vhost,
+        tls_include=tls_include,
     )
 
 

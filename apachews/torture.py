@@ -42,6 +42,7 @@ from apachews.errors import BadInput, JobFailed
 from apachews.httpd import Httpd, ServerRoot, free_port, locate
 from apachews.progress import Progress
 from apachews.verify import (
+    BROWSER_CIPHERS,
     CRASH_MARKERS,
     Check,
     VerifyReport,
@@ -205,6 +206,7 @@ class TlsStream(Stream):
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE  # the certificate is made at test time
+        context.set_ciphers(BROWSER_CIPHERS)
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
         while True:

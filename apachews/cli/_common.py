@@ -29,6 +29,7 @@ from apachews.errors import ApachewsError, BadInput, JobFailed
 from apachews.plan import BUILDERS, MPMS, BuildPlan
 from apachews.progress import Progress, for_terminal
 from apachews.sources import SourceOptions
+from apachews.sources.openssl import OpenSSLOptions
 
 
 @dataclass
@@ -345,6 +346,32 @@ def source_options(fn: Callable) -> Callable:
     return wrapper
 
 
+def openssl_options(fn: Callable) -> Callable:
+    """Where mod_ssl's OpenSSL comes from (releases that need one the image lacks: build-flags.json "openssl");
+    the command gets `openssl: OpenSSLOptions`."""
+
+    @click.option("--openssl-source", type=_EXISTING_DIR, help="Build mod_ssl against this OpenSSL source tree.")
+    @click.option("--openssl-git", type=_EXISTING_DIR, help="... against --openssl-ref of this OpenSSL git clone.")
+    @click.option("--openssl-ref", metavar="REF", help="Tag, branch or commit of --openssl-git (default: HEAD).")
+    @click.option("--openssl-tarball", type=_EXISTING_FILE, help="... against this openssl-*.tar.gz.")
+    @click.option("--openssl-sha256", metavar="HEX", help="The sha256 --openssl-tarball must have.")
+    @click.option("--without-ssl", is_flag=True, help="Build no mod_ssl (verify then skips its TLS checks).")
+    @functools.wraps(fn)
+    def wrapper(
+        openssl_source: Path | None,
+        openssl_git: Path | None,
+        openssl_ref: str | None,
+        openssl_tarball: Path | None,
+        openssl_sha256: str | None,
+        without_ssl: bool,
+        **params: Any,
+    ) -> Any:
+        options = OpenSSLOptions(openssl_source, openssl_git, openssl_ref, openssl_tarball, openssl_sha256, without_ssl)
+        return fn(openssl=options, **params)
+
+    return wrapper
+
+
 def plan_options(fn: Callable) -> Callable:
     """The options of a build (sources, image, builder, output): the command gets `plan_for(release, **more)`,
     which makes the frozen BuildPlan the stage modules take."""
@@ -363,6 +390,7 @@ def plan_options(fn: Callable) -> Callable:
     )
     @output_option("Directory that receives httpd-V/ (the module, build.json, the log).")
     @click.option("--mpm", type=click.Choice(MPMS), help="MPM (default: 2.2 prefork, 2.4 event).")
+    @openssl_options
     @functools.wraps(fn)
     def wrapper(
         sources: SourceOptions,
@@ -371,6 +399,7 @@ def plan_options(fn: Callable) -> Callable:
         builder: str,
         output: Path,
         mpm: str | None,
+        openssl: OpenSSLOptions,
         **params: Any,
     ) -> Any:
         if base_image and builder == "local":
@@ -380,7 +409,7 @@ def plan_options(fn: Callable) -> Callable:
             release = release or release_of(sources)
             return BuildPlan(
                 release, source=sources, base_image=base_image or "", backport=backport, builder=builder,
-                out_dir=output, mpm=mpm or "", **more,
+                out_dir=output, mpm=mpm or "", openssl=openssl, **more,
             )  # fmt: skip
 
         return fn(plan_for=plan_for, **params)

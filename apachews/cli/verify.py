@@ -38,7 +38,12 @@ def resolve_httpd(binary: Path | None, dist: Path | None) -> tuple[httpd.Httpd, 
 @click.option("--httpd", "binary", type=click.Path(path_type=Path), help="Apache binary (default: system's).")
 @click.option("--dist", type=click.Path(path_type=Path), help="A dir made by `apachews build --with-httpd`.")
 @click.option("--module", type=click.Path(path_type=Path), help="Load this mod_proxy_wstunnel.so instead.")
-@click.option("--preset", default="generic", show_default=True, help="Config preset under test, or 'all'.")
+@click.option(
+    "--preset",
+    default="generic",
+    show_default=True,
+    help="Config preset under test, a TLS case (gateone-wss, broadway-ssl), a comma-separated list, or 'all'.",
+)
 @click.option("--prefer", type=click.Choice(config.PREFER), help="Tunnelling style (default: the release's).")
 @click.option(
     "--layout",
@@ -124,7 +129,7 @@ def verify_command(
                 release, source=sources, with_httpd=True, out_dir=output, progress=session.progress()
             ).dist
     server, built_module = resolve_httpd(binary, dist)
-    presets = [p.name for p in config.list_presets()] if preset == "all" else [config.get_preset(preset).name]
+    presets = verify.setup_names(preset)
     reports = verify.run_presets(
         server,
         presets,

@@ -153,6 +153,41 @@ def _tls_vhost(additions: Additions, includes: str) -> str:
     )
 
 
+def _rhel_ssl_conf(root: Path, httpd: Httpd, rendering: Rendering, additions: Additions) -> str:
+    """conf.d/ssl.conf as mod_ssl's package ships it (CentOS 6 for 2.2, RHEL 7+ for 2.4: its own Listen, session
+    cache and <VirtualHost _default_:443> with its own logs), on the test port with the test certificate; a
+    rendering for --vhost tls is Included inside that <VirtualHost>, where its user put it."""
+    is_22 = httpd.version.family == "2.2"
+    shmcb = is_22 or (httpd.modules_dir / "mod_socache_shmcb.so").exists()
+    lines = [
+        "# apachews verify: conf.d/ssl.conf of the distribution's mod_ssl package, on the test port",
+        _load_lines(httpd, ("ssl",) if is_22 else ("ssl", "socache_shmcb")).rstrip("\n"),
+        f"Listen 127.0.0.1:{additions.tls_port}",
+        "SSLPassPhraseDialog builtin",
+        f"SSLSessionCache shmcb:{root}/run/ssl_scache(512000)" if shmcb else "SSLSessionCache none",
+        "SSLSessionCacheTimeout 300",
+        "SSLMutex default" if is_22 else "",
+        "SSLRandomSeed startup file:/dev/urandom 256",
+        "SSLRandomSeed connect builtin",
+        "SSLCryptoDevice builtin",
+        f"<VirtualHost _default_:{additions.tls_port}>",
+        f'ErrorLog "{root}/logs/ssl_error_log"',
+        f'TransferLog "{root}/logs/ssl_access_log"',
+        "LogLevel warn",
+        "SSLEngine on",
+        "SSLProtocol all -SSLv2" if is_22 else "SSLProtocol all -SSLv2 -SSLv3",
+        "SSLCipherSuite ALL:!ADH:!EXPORT:!SSLv2:RC4+RSA:+HIGH:+MEDIUM:+LOW"
+        if is_22
+        else "SSLCipherSuite HIGH:3DES:!aNULL:!MD5:!SEED:!IDEA",
+        f'SSLCertificateFile "{additions.tls_cert}"',
+        f'SSLCertificateKeyFile "{additions.tls_key}"',
+    ]
+    if rendering.tls_include:
+        lines.append(f'Include "{root / rendering.tls_include}"')
+    lines.append("</VirtualHost>")
+    return "\n".join(line for line in lines if line) + "\n"
+
+
 # -- Debian -------------------------------------------------------------------------------------------------------
 DEBIAN_ENV = ("APACHE_RUN_DIR", "APACHE_LOCK_DIR", "APACHE_LOG_DIR")
 
@@ -316,12 +351,16 @@ def _skeleton(
         f"<Directory />\n    AllowOverride none\n    {access}\n</Directory>\n"
         f'DocumentRoot "{root}/html"\n'
     )
+    # RHEL's TLS front is its mod_ssl package's conf.d/ssl.conf; Gentoo's a <VirtualHost> of verify's own.
+    tls_front = "" if layout == "rhel" else _tls_vhost(additions, "")
     verify_conf = (
         "# apachews verify: its own routes, lowered timeouts and TLS front\n"
         f"<IfModule reqtimeout_module>\n    RequestReadTimeout {_request_read_timeout(additions)}\n</IfModule>\n"
-        f"{additions.server}{additions.routes}{_tls_vhost(additions, '')}"
+        f"{additions.server}{additions.routes}{tls_front}"
     )
-    extra_loads = _load_lines(httpd, tuple(additions.modules))
+    # RHEL's ssl.conf loads mod_ssl itself (below).
+    own = ("ssl",) if layout == "rhel" and additions.tls_port is not None else ()
+    extra_loads = _load_lines(httpd, tuple(m for m in additions.modules if m not in own))
     if layout == "rhel":
         conf = root / "conf" / "httpd.conf"
         (root / "conf.d").mkdir()
@@ -339,6 +378,8 @@ def _skeleton(
         name = "00-apachews-verify.conf" if verify_first else "zz-apachews-verify.conf"
         (root / "conf.d" / name).write_text(verify_conf)
         (root / "conf.d" / "00-apachews-verify-first.conf").write_text(additions.first)
+        if additions.tls_port is not None:
+            (root / "conf.d" / "ssl.conf").write_text(_rhel_ssl_conf(root, httpd, rendering, additions))
     else:  # gentoo: modules behind <IfDefine>, the default site in vhosts.d
         conf = root / "httpd.conf"
         for sub in ("modules.d", "vhosts.d"):
