@@ -69,7 +69,8 @@ def render_script(recipe: toolchain.Recipe, jobs: int, with_httpd: bool, ssl: st
             with_httpd=with_httpd,
             prefix=toolchain.PREFIX,
             ssl=ssl,
-            openssl_id=openssl_id,
+            openssl_id=" ".join([openssl_id, *recipe.openssl_config]),
+            openssl_config=" ".join(recipe.openssl_config),
         )
     )
 

@@ -23,6 +23,7 @@ class Recipe:
     mpm: str = ""  # the MPM compiled in (--with-mpm)
     make_vars: tuple[tuple[str, str], ...] = ()  # given on make's command line (the quirks of old releases)
     openssl: str = ""  # what mod_ssl builds against: "1.0.2" (--openssl-* sources) or "system" (the image's)
+    openssl_config: tuple[str, ...] = ()  # more arguments to OpenSSL's ./config (e.g. enable-ssl2)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -33,6 +34,7 @@ class Recipe:
             "mpm": self.mpm,
             "make_vars": dict(self.make_vars),
             "openssl": self.openssl,
+            "openssl_config": list(self.openssl_config),
         }
 
 
@@ -72,6 +74,7 @@ def recipe(version: Version, mpm: str | None = None) -> Recipe:
         mpm=mpm,
         make_vars=tuple((name, value) for quirk in quirks for name, value in quirk["make_vars"].items()),
         openssl=openssl_rule(version)["openssl"],
+        openssl_config=tuple(openssl_rule(version).get("openssl_config", ())),
     )
 
 
