@@ -132,11 +132,12 @@ class VerifyReport:
         }
 
     def table(self) -> str:
-        rows = [f"{'check':<20} {'result':<6} {'figure':>12}  detail"]
+        width = max([20, *(len(check.name) for check in self.checks)])
+        rows = [f"{'check':<{width}} {'result':<6} {'figure':>12}  detail"]
         for check in self.checks:
             figure = f"{check.figure:.3f} {check.unit}" if check.figure is not None else ""
             result = "skip" if check.skipped else "pass" if check.passed else "FAIL"
-            rows.append(f"{check.name:<20} {result:<6} {figure:>12}  {check.detail}")
+            rows.append(f"{check.name:<{width}} {result:<6} {figure:>12}  {check.detail}")
         ran = [c for c in self.checks if not c.skipped]
         skips = len(self.checks) - len(ran)
         rows.append(f"{sum(c.passed for c in ran)}/{len(ran)} checks passed" + (f", {skips} skipped" if skips else ""))

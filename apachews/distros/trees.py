@@ -223,6 +223,9 @@ def _debian(
             if action.kind == "link" and not os.path.lexists(action.path):
                 os.symlink(str(action.target), action.path)
     tls = _tls_vhost(additions, "").replace(f"Listen 127.0.0.1:{additions.tls_port}\n", "")
+    if rendering.tls_include and additions.tls_port is not None:  # --vhost tls: Debian's own default-ssl site
+        _enable_default_ssl(conf, rendering.tls_include, additions)
+        tls = ""
     extra = (
         "# apachews verify: its own routes, lowered timeouts and TLS front\n"
         f"RequestReadTimeout {_request_read_timeout(additions)}\n"
@@ -244,6 +247,19 @@ def _debian(
         "LANG": "C",
     }
     return Server(httpd, conf, conf / "apache2.conf", port, root / "log" / "error.log", env=env, files_dir=conf)
+
+
+def _enable_default_ssl(conf: Path, include: str, additions: Additions) -> None:
+    """a2ensite default-ssl, on the test port with the test certificate, the rendering Included inside it."""
+    site = conf / "sites-available" / "default-ssl.conf"
+    text = site.read_text()
+    text = re.sub(r"<VirtualHost [^>]*:443>", f"<VirtualHost *:{additions.tls_port}>", text)
+    for directive, path in (("SSLCertificateFile", additions.tls_cert), ("SSLCertificateKeyFile", additions.tls_key)):
+        line = f'{directive} "{path}"'
+        text = re.sub(rf"^(\s*){directive}\s.*$", lambda match, line=line: match.group(1) + line, text, flags=re.M)
+    text = text.replace("</VirtualHost>", f'\tInclude "{conf / include}"\n</VirtualHost>', 1)
+    site.write_text(text)
+    (conf / "sites-enabled" / "default-ssl.conf").symlink_to("../sites-available/default-ssl.conf")
 
 
 # -- the release's own httpd.conf -------------------------------------------------------------------------------
