@@ -22,6 +22,7 @@ from apachews.cli import main
 from apachews.errors import BadInput
 from apachews.plan import BuildPlan
 from apachews.sources.openssl import OpenSSLOptions, detect_version
+from tests.fixtures.apache import wrong_backend_ca
 
 OPENSSL_RELEASES = [
     ("2.2.15", "1.0.2"),
@@ -122,20 +123,8 @@ def test_tls_checks_and_cases_pass_on_22(ssl_dist: build.BuildResult) -> None:
 def test_an_unverified_tls_backend_fails_with_the_error_users_see(ssl_dist: build.BuildResult) -> None:
     """gateone-wss with the backend's certificate not in SSLProxyCACertificateFile (a system bundle instead)."""
     server = httpd.locate(prefix=ssl_dist.dist / "httpd")
-
-    def wrong_ca(files: dict[str, str]) -> dict[str, str]:
-        return {
-            name: "\n".join(
-                'SSLProxyCACertificateFile "/etc/ssl/certs/ca-certificates.crt"'
-                if line.strip().startswith("SSLProxyCACertificateFile")
-                else line
-                for line in text.splitlines()
-            )
-            + "\n"
-            for name, text in files.items()
-        }
-
-    report = verify.run(server, preset="gateone-wss", module=ssl_dist.module, checks=["echo-text"], edit=wrong_ca)
+    edit = wrong_backend_ca
+    report = verify.run(server, preset="gateone-wss", module=ssl_dist.module, checks=["echo-text"], edit=edit)
     assert not report.ok and report.error_log is not None
     log = report.error_log.read_text(errors="replace")
     assert "Certificate Verification: Error (18)" in log and "Error during SSL Handshake with remote server" in log
