@@ -456,9 +456,10 @@ def render(
         notes.append(
             f"The backend's certificate is verified (SSLProxyVerify require) against "
             f"{backend_ca or layout.ca_bundle}. When it does not verify (a self-signed backend, GateOne's own "
-            "certificate), clients get 502 Proxy Error and the error log says 'Certificate Verification: Error (18): "
-            "self signed certificate' then 'Error during SSL Handshake with remote server': give the backend's "
-            "certificate (or its CA) with --backend-ca FILE."
+            "certificate), the WebSocket handshake fails with 502 (HTTP requests with 500 or 502) and the error log "
+            "says 'Certificate Verification: Error (18): self signed certificate' (OpenSSL 3: self-signed) and "
+            "'Error during SSL Handshake with remote server': give the backend's certificate (or its CA) with "
+            "--backend-ca FILE."
         )
     capacity_file = None
     if sizing is not None:

@@ -127,4 +127,5 @@ def test_an_unverified_tls_backend_fails_with_the_error_users_see(ssl_dist: buil
     report = verify.run(server, preset="gateone-wss", module=ssl_dist.module, checks=["echo-text"], edit=edit)
     assert not report.ok and report.error_log is not None
     log = report.error_log.read_text(errors="replace")
-    assert "Certificate Verification: Error (18)" in log and "Error during SSL Handshake with remote server" in log
+    assert "Certificate Verification: Error (18): self signed certificate" in log
+    assert "HTTP 502" in report.checks[0].detail
