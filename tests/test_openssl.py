@@ -90,17 +90,29 @@ def test_git_and_tarball_origins(openssl_git: tuple[Path, str], tmp_path: Path, 
         OpenSSLOptions(tarball=tarball, sha256="0" * 64).provide()
 
 
-@pytest.fixture(scope="module")
-def ssl_dist(base_image: str, httpd_git: Path, openssl_git: tuple[Path, str], tmp_path_factory) -> build.BuildResult:
+def _ssl_plan(httpd_git: Path, openssl_git: tuple[Path, str], out_dir: Path) -> BuildPlan:
     repo, ref = openssl_git
-    plan = BuildPlan(
+    return BuildPlan(
         "2.2.31",
         source=sources.SourceOptions(git=httpd_git),
         openssl=OpenSSLOptions(git=repo, ref=ref),
         with_httpd=True,
-        out_dir=tmp_path_factory.mktemp("ssl-dist"),
+        out_dir=out_dir,
     )
-    return build.build(plan)
+
+
+@pytest.fixture(scope="module")
+def ssl_dist(base_image: str, httpd_git: Path, openssl_git: tuple[Path, str], tmp_path_factory) -> build.BuildResult:
+    return build.build(_ssl_plan(httpd_git, openssl_git, tmp_path_factory.mktemp("ssl-dist")))
+
+
+def test_a_warm_rebuild_keeps_the_built_openssl(
+    ssl_dist: build.BuildResult, httpd_git: Path, openssl_git: tuple[Path, str]
+) -> None:
+    again = build.build(_ssl_plan(httpd_git, openssl_git, ssl_dist.dist.parent), rebuild=True)
+    log = (again.dist / "build.log").read_text()
+    assert "==> apachews step: openssl" in log and "OpenSSL: 1.0.2" in log
+    assert "making all in crypto" not in log  # OpenSSL was not compiled again: the workspace kept it
 
 
 def test_mod_ssl_is_built_with_openssl_linked_in(ssl_dist: build.BuildResult) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from apachews.errors import BadInput, JobFailed
-from apachews.fsutil import fingerprint, move_into_place, remove_empty, scratch_dir, sha256_file
+from apachews.fsutil import move_into_place, remove_empty, scratch_dir, sha256_file
 from apachews.progress import Progress
 from apachews.sources import cache
 from apachews.sources.unpack import HOSTILE_HINT, unpack_single_top
@@ -29,10 +29,9 @@ HINT = "give --openssl-source DIR, --openssl-git PATH [--openssl-ref REF] or --o
 
 @dataclass(frozen=True)
 class OpenSSLTree:
-    path: Path
-    version: str  # e.g. "1.0.2zq"
+    path: Path  # the build digests its content: that names it in the build's identity
+    version: str  # e.g. "1.0.2u"
     origin: str
-    digest: str  # what names these sources in a cache key (commit, tarball sha256, or a content digest)
 
 
 def detect_version(tree: Path) -> str:
@@ -100,9 +99,7 @@ def from_directory(source: Path) -> OpenSSLTree:
     source = Path(source).expanduser().resolve()
     if not source.is_dir():
         raise BadInput(f"{source} is not a directory", hint="give the top directory of an OpenSSL source tree")
-    version = detect_version(source)
-    # A tree the user may edit: named by its version and where it is (the build digests its content anyway).
-    return OpenSSLTree(source, version, f"source:{source}", fingerprint([str(source), version]))
+    return OpenSSLTree(source, detect_version(source), f"source:{source}")
 
 
 def _git(git_dir: Path, *args: str, text: bool = False) -> subprocess.CompletedProcess:
@@ -132,7 +129,7 @@ def from_git(repo: Path, ref: str, progress: Progress) -> OpenSSLTree:
     kept = _kept(slot)
     if kept is not None:
         progress.step(f"reusing the exported OpenSSL {kept}")
-        return OpenSSLTree(kept, detect_version(kept), origin, commit)
+        return OpenSSLTree(kept, detect_version(kept), origin)
     progress.step(f"exporting OpenSSL {ref} from {repo}")
 
     def export(scratch: Path) -> Path:
@@ -145,7 +142,7 @@ def from_git(repo: Path, ref: str, progress: Progress) -> OpenSSLTree:
         return unpack_single_top(tar_path, scratch)
 
     path = _place(slot, export)
-    return OpenSSLTree(path, detect_version(path), origin, commit)
+    return OpenSSLTree(path, detect_version(path), origin)
 
 
 def from_tarball(tarball: Path, sha256: str, progress: Progress) -> OpenSSLTree:
@@ -160,7 +157,7 @@ def from_tarball(tarball: Path, sha256: str, progress: Progress) -> OpenSSLTree:
     if kept is None:
         progress.step(f"unpacking {tarball.name}")
         kept = _place(slot, lambda scratch: unpack_single_top(tarball, scratch))
-    return OpenSSLTree(kept, detect_version(kept), f"tarball:{tarball}", actual)
+    return OpenSSLTree(kept, detect_version(kept), f"tarball:{tarball}")
 
 
 def _kept(slot: Path) -> Path | None:
