@@ -129,7 +129,8 @@ def test_tls_checks_and_cases_pass_on_22(ssl_dist: build.BuildResult) -> None:
     reports = verify.run_presets(server, ["generic"], module=ssl_dist.module, checks=tls)
     reports += verify.run_presets(server, list(verify.CASES), module=ssl_dist.module)
     for report in reports:
-        assert report.ok and not any(check.skipped for check in report.checks), report.table()
+        skipped = [check.name for check in report.checks if check.skipped]
+        assert report.ok and skipped in ([], ["capacity"]), report.table()  # capacity: only with --max-websockets
 
 
 def test_an_unverified_tls_backend_fails_with_the_error_users_see(ssl_dist: build.BuildResult) -> None:
