@@ -35,6 +35,7 @@ from apachews.httpd import Httpd, Server
 DEBIAN_TREE = Path("/etc/apache2")
 LAYOUTS = ("debian", "rhel", "gentoo", "plain", "bare")
 REQTIMEOUT_SINCE = Version(2, 2, 15)
+DEFAULT_RUNTIME_DIR_SINCE = Version(2, 4, 2)
 # What Debian's reqtimeout.conf and httpd's own docs ship; verify lowers `body` so a test need not wait 10 s.
 SHIPPED_REQUEST_READ_TIMEOUT = "header=20-40,minrate=500 body=10,minrate=500"
 
@@ -360,6 +361,8 @@ def _skeleton(
     access = "Order deny,allow\n    Deny from all" if is_22 else "Require all denied"
     user = "User nobody\nGroup nogroup\n" if os.geteuid() == 0 else ""
     lock = f'LockFile "{root}/run/accept.lock"\n' if is_22 else f'DefaultRuntimeDir "{root}/run"\n'
+    if httpd.version < DEFAULT_RUNTIME_DIR_SINCE:  # 2.4.1 keeps its runtime files under ServerRoot/logs
+        lock = ""
     common = (
         f'ServerRoot "{root}"\nListen 127.0.0.1:{port}\n{user}{lock}PidFile "{root}/run/httpd.pid"\n'
         f'ServerName 127.0.0.1\nErrorLog "{root}/logs/error_log"\nLogLevel warn\n'
