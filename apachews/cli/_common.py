@@ -351,9 +351,17 @@ def openssl_options(fn: Callable) -> Callable:
     the command gets `openssl: OpenSSLOptions`."""
 
     @click.option("--openssl-source", type=_EXISTING_DIR, help="Build mod_ssl against this OpenSSL source tree.")
-    @click.option("--openssl-git", type=_EXISTING_DIR, help="... against --openssl-ref of this OpenSSL git clone.")
+    @click.option(
+        "--openssl-git",
+        type=_EXISTING_DIR,
+        help="Build mod_ssl against --openssl-ref of this OpenSSL clone (or bare git dir).",
+    )
     @click.option("--openssl-ref", metavar="REF", help="Tag, branch or commit of --openssl-git (default: HEAD).")
-    @click.option("--openssl-tarball", type=_EXISTING_FILE, help="... against this openssl-*.tar.gz.")
+    @click.option(
+        "--openssl-tarball",
+        type=_EXISTING_FILE,
+        help="Build mod_ssl against this openssl-*.tar.gz (with --openssl-sha256).",
+    )
     @click.option("--openssl-sha256", metavar="HEX", help="The sha256 --openssl-tarball must have.")
     @click.option("--without-ssl", is_flag=True, help="Build no mod_ssl (verify then skips its TLS checks).")
     @functools.wraps(fn)
