@@ -39,6 +39,7 @@ from apachews.fsutil import move_into_place, scratch_dir, sha256_file, write_ato
 from apachews.plan import BuildPlan
 from apachews.progress import Progress
 from apachews.resources import template_environment
+from apachews.sources.openssl import HINT as OPENSSL_HINT
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,11 @@ def render_script(
     with_httpd: bool,
     glibc_floor: floor.Floor | None = None,
     zig: str = f"{floor.DOCKER_ZIG_DIR}/zig",
+    ssl: str = "off",
+    openssl_id: str = "",
 ) -> str:
-    """The build script; `zig`: the zig binary as the builder sees it (the Docker builder's mount by default)."""
+    """The build script; `zig`: the zig binary as the builder sees it (the Docker builder's mount by default);
+    `ssl`/`openssl_id`: how mod_ssl gets its OpenSSL (plan.ssl) and which sources those are."""
     glibc_floor = glibc_floor or floor.resolve(recipe.version.family)
     return (
         template_environment("build")
@@ -82,6 +86,9 @@ def render_script(
             zig=shlex.quote(zig),
             zig_target=glibc_floor.zig_target(),
             link_args=" ".join(floor.LINK_ARGS),
+            ssl=ssl,
+            openssl_id=" ".join([openssl_id, *recipe.openssl_config]),
+            openssl_config=" ".join(recipe.openssl_config),
         )
     )
 
@@ -134,6 +141,13 @@ def _input_archive(tree: Path, recipe: toolchain.Recipe) -> bytes:
                             out.addfile(member, io.BytesIO(stub))
                             continue
                         out.addfile(member, src.extractfile(member) if member.isfile() else None)
+    return buffer.getvalue()
+
+
+def _tree_archive(tree: Path) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as out:
+        out.add(tree, arcname=".")
     return buffer.getvalue()
 
 
@@ -200,10 +214,12 @@ def build_in_docker(
     out: Path,
     progress: Progress,
     labels: dict[str, str] | None = None,
+    openssl: bytes | None = None,
 ) -> tuple[str, str]:
-    """Run the recipe in a container; artifacts land in `out`. Returns (log text, volume name)."""
+    """Run the recipe in a container; artifacts land in `out`. Returns (log text, volume name).
+    `openssl`: a tar of the OpenSSL sources mod_ssl is built against (at /incoming-openssl)."""
     try:
-        return _run_container(archive, script, key, image, out, progress, labels or {})
+        return _run_container(archive, script, key, image, out, progress, labels or {}, openssl)
     except DockerException as error:
         raise JobFailed(
             f"the Docker engine failed the build: {error}", hint="check the engine (docker info) and try again"
@@ -211,7 +227,14 @@ def build_in_docker(
 
 
 def _run_container(
-    archive: bytes, script: str, key: str, image: str, out: Path, progress: Progress, labels: dict[str, str]
+    archive: bytes,
+    script: str,
+    key: str,
+    image: str,
+    out: Path,
+    progress: Progress,
+    labels: dict[str, str],
+    openssl: bytes | None = None,
 ) -> tuple[str, str]:
     engine = images.client()
     # Labelled, so `apachews cache list|prune` can say what each volume builds.
@@ -234,6 +257,9 @@ def _run_container(
         container.put_archive("/", _single_dir_archive("incoming"))
         container.put_archive("/incoming", archive)
         container.put_archive("/incoming", images.single_file_tar(".apachews-build.sh", script.encode(), 0o755))
+        if openssl is not None:
+            container.put_archive("/", _single_dir_archive("incoming-openssl"))
+            container.put_archive("/incoming-openssl", openssl)
         container.start()
         for chunk in container.logs(stream=True, follow=True):
             for line in chunk.decode(errors="replace").splitlines():
@@ -269,7 +295,9 @@ def _single_dir_archive(name: str) -> bytes:
     return buffer.getvalue()
 
 
-def build_locally(archive: bytes, script: str, key: str, out: Path, progress: Progress) -> str:
+def build_locally(
+    archive: bytes, script: str, key: str, out: Path, progress: Progress, openssl: bytes | None = None
+) -> str:
     root = sources.cache_dir() / "local-builds" / key
     root.mkdir(parents=True, exist_ok=True)
     log.info("local build in %s", root)
@@ -285,6 +313,10 @@ def build_locally(archive: bytes, script: str, key: str, out: Path, progress: Pr
             "APACHEWS_OUT": str(out / "out"),
             "APACHEWS_CCACHE": str(sources.cache_dir() / "ccache"),
         }
+        if openssl is not None:
+            with tarfile.open(fileobj=io.BytesIO(openssl)) as tar:
+                tar.extractall(Path(incoming) / ".openssl", filter="tar")
+            env["APACHEWS_OPENSSL_IN"] = str(Path(incoming) / ".openssl")
         (sources.cache_dir() / "ccache").mkdir(parents=True, exist_ok=True)
         process = subprocess.Popen(
             ["bash", str(script_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
@@ -344,12 +376,20 @@ def build(
     _check_builder(plan, progress)
     image_info = _builder_image(plan, progress)
     tree = plan.source.provide(plan.release, progress)
+    openssl = plan.openssl.provide(progress) if plan.ssl == "static" else None
+    if plan.ssl == "missing":
+        progress.note(
+            f"no mod_ssl: Apache {plan.version}'s mod_ssl needs OpenSSL {recipe.openssl} sources ({OPENSSL_HINT};"
+            " or --without-ssl to build without it)"
+        )
     with scratch_dir(plan.out_dir, prefix=".apachews-build-") as stage:
         patched = prepare_tree(plan, tree.path, stage / "work", progress)
         progress.step("packing the sources")
         archive = _input_archive(patched, recipe)
         zig = f"{floor.DOCKER_ZIG_DIR}/zig" if image_info else str(floor.zig_dir() / "zig")
-        script = render_script(recipe, plan.jobs, plan.with_httpd, plan.floor, zig)
+        openssl_archive = _tree_archive(openssl.path) if openssl else None
+        openssl_id = f"{openssl.version} {_content_digest(openssl_archive)[:16]}" if openssl and openssl_archive else ""
+        script = render_script(recipe, plan.jobs, plan.with_httpd, plan.floor, zig, plan.ssl, openssl_id)
         key = plan.cache_key(image_info.tag if image_info else "local", scope="workspace")
         image_identity = [image_info.tag, image_info.id] if image_info else "local"
         identity = [_content_digest(archive), script, image_identity, plan.kind]
@@ -365,9 +405,11 @@ def build(
         with images.workspace_lock(key, progress):  # host-wide: the engine's volumes are shared by every cache
             if image_info is not None:
                 labels = {"apachews.version": str(plan.version), "apachews.key": key}
-                log_text, _ = build_in_docker(archive, script, key, image_info.tag, artifacts, progress, labels)
+                log_text, _ = build_in_docker(
+                    archive, script, key, image_info.tag, artifacts, progress, labels, openssl_archive
+                )
             else:
-                log_text = build_locally(archive, script, key, artifacts, progress)
+                log_text = build_locally(archive, script, key, artifacts, progress, openssl_archive)
         dist = stage / "dist"
         shutil.move(str(artifacts / "out"), dist)
         shutil.rmtree(stage / "work", ignore_errors=True)
@@ -392,6 +434,12 @@ def build(
             "recipe": recipe.to_dict(),
             "mpm": plan.mpm,
             "with_httpd": plan.with_httpd,
+            "ssl": {
+                "mode": plan.ssl,
+                "openssl": openssl_id or recipe.openssl,
+                "origin": openssl.origin if openssl else None,
+                "mod_ssl": (dist / "httpd" / "modules" / "mod_ssl.so").is_file(),
+            },
             "input_digest": input_digest,
             "artifacts": {str(p.relative_to(dist)): sha256_file(p) for p in files},
             "seconds": round(time.monotonic() - started, 1),

@@ -36,6 +36,9 @@ _PATH_RE = re.compile(r"/[A-Za-z0-9._~/-]*")
 _NETLOC_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]+)?")
 # Words mod_authz_host reads as something other than a host: "Allow from all" lets everyone in on 2.2.
 _ALLOW_RESERVED = ("all", "env", "none", "local", "granted", "denied")
+_FILE_RE = re.compile(r"/[A-Za-z0-9._/-]+")
+VHOSTS = ("server", "tls")  # --vhost: the routes at server level (every vhost), or inside the layout's TLS vhost
+SSL_PROXY_CHECK_PEER_NAME_SINCE = catalogue.Version(2, 4, 5)  # SSLProxyCheckPeerName (2.2 has only ...PeerCN)
 _HOST_RE = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
@@ -98,6 +101,8 @@ class Rendering:
     app_settings: list[dict[str, str]] = field(default_factory=list)  # {file, setting, value} on the app's side
     heartbeat: dict[str, object] = field(default_factory=dict)  # the figure the timeout is derived from
     timeout: int | None = None  # ProxyPass timeout=, seconds
+    vhost: str = "server"  # "tls": proxy_conf goes inside the layout's TLS <VirtualHost> (tls_include names it)
+    tls_include: str | None = None  # with vhost "tls": the file to Include there
 
     def to_dict(self) -> dict[str, object]:
         data: dict[str, object] = {
@@ -308,6 +313,16 @@ def validate_allow(value: str) -> Allowed:
     raise BadInput(f"--allow {value!r} is neither an IP address, a CIDR range nor a host name")
 
 
+def validate_ca_file(value: str, option: str = "--backend-ca") -> str:
+    """An absolute path to a PEM file of CA certificates (SSLProxyCACertificateFile)."""
+    if not _FILE_RE.fullmatch(value or "") or "/../" in f"{value}/" or "//" in value:
+        raise BadInput(
+            f"{option} {value!r} is not an absolute file path apachews can write into a config",
+            hint="give the absolute path of the PEM file (letters, digits and . _ / - only)",
+        )
+    return value
+
+
 def join_path(base: str, suffix: str) -> str:
     if not suffix:
         return base
@@ -383,12 +398,16 @@ def render(
     handoff: bool = False,
     h2: bool = False,
     public_url: str | None = None,
+    vhost: str = "server",
+    backend_ca: str | None = None,
 ) -> Rendering:
     """`sizing` (capacity.size for --max-websockets) adds the MPM sizing file; `handoff` puts
     `ProxyWebsocketHandoff On` on the routes the apachews module tunnels (refused in other styles); `h2` says
     the vhost speaks HTTP/2 (Protocols h2): on 2.4.58+ WebSockets then open over it too (H2WebSockets on),
     before that a note says browsers open them over HTTP/1.1; `public_url` (scheme://host[:port] users open)
-    goes into the app-side settings and notes."""
+    goes into the app-side settings and notes. `vhost` "tls": the routes go in a file to Include inside the
+    layout's TLS <VirtualHost> (RHEL's conf.d/ssl.conf, Debian's default-ssl site). A TLS backend's
+    certificate is verified against `backend_ca` (a PEM file; default: the distribution's CA bundle)."""
     spec = get_preset(preset)
     public = validate_public_url(public_url or DEFAULT_PUBLIC_URL)
     release = apache if isinstance(apache, Release) else catalogue.load().get(apache)
@@ -427,6 +446,10 @@ def render(
     if tls:
         checked = [Backend(True, b.netloc, b.path) for b in checked]
     uses_tls = any(b.tls for b in checked)
+    if vhost not in VHOSTS:
+        raise BadInput(f"--vhost {vhost!r}: give one of {', '.join(VHOSTS)}")
+    if backend_ca is not None and not uses_tls:
+        raise BadInput("--backend-ca verifies a TLS backend", hint="give a wss:// or https:// --backend, or --tls")
     upgrade = style is Tunnelling.HTTP_UPGRADE
     # 2.4.47+: the stock mod_proxy_wstunnel hands upgrades to mod_proxy_http anyway, and a Location-based
     # ProxyPass is matched before mod_rewrite (pre_translate_name): one path for both goes through upgrade=.
@@ -573,6 +596,8 @@ def render(
             tls=uses_tls,
             balancers=balancers,
             cookie_path=path,
+            backend_ca=validate_ca_file(backend_ca) if backend_ca else layout.ca_bundle,
+            check_peer_name=release.version >= SSL_PROXY_CHECK_PEER_NAME_SINCE,
             rewrites=rewrites,
             locations=[r.to_template() for r in routes],
             family=release.family,
@@ -623,8 +648,24 @@ def render(
         )
     if rewrites:
         notes.append(VHOST_REWRITE_NOTE)
-    files = layout.files(parts)
-    notes += layout.notes(parts)
+    tls_include = None
+    if vhost == "tls":
+        files, tls_include = layout.tls_vhost_files(parts)
+        notes += layout.tls_vhost_notes(parts, tls_include)
+        if "ssl" not in modules:
+            modules.append("ssl")
+    else:
+        files = layout.files(parts)
+        notes += layout.notes(parts)
+    if uses_tls:
+        notes.append(
+            f"The backend's certificate is verified (SSLProxyVerify require) against "
+            f"{backend_ca or layout.ca_bundle}. When it does not verify (a self-signed backend, GateOne's own "
+            "certificate), the WebSocket handshake fails with 502 (HTTP requests with 500 or 502) and the error log "
+            "says 'Certificate Verification: Error (18): self signed certificate' (OpenSSL 3: self-signed) and "
+            "'Error during SSL Handshake with remote server': give the backend's certificate (or its CA) with "
+            "--backend-ca FILE."
+        )
     capacity_file = None
     if sizing is not None:
         capacity_file = layout.capacity_file(release.family)
@@ -651,6 +692,8 @@ def render(
         app_settings=app_settings,
         heartbeat=dict(spec.heartbeat),
         timeout=spec.timeout,
+        vhost=vhost,
+        tls_include=tls_include,
     )
 
 

@@ -45,6 +45,8 @@ class Row:
     presets: dict[str, str] = field(default_factory=dict)  # preset -> "18/18", or the failing checks
     layout: str = ""
     mpm: str = ""  # the MPM the plan builds (a matrix may hold one release with several)
+    tls: str = ""  # the TLS checks: "6/6", the failing ones, or why none ran
+    tls_orphan_close_seconds: float | None = None  # abrupt-disconnect through a TLS front or backend (the worst)
 
     @property
     def ok(self) -> bool:
@@ -67,6 +69,8 @@ class Row:
             "cached": self.cached,
             "presets": self.presets,
             "layout": self.layout,
+            "tls": self.tls,
+            "tls_orphan_close_seconds": self.tls_orphan_close_seconds,
         }
 
 
@@ -89,7 +93,10 @@ class MatrixReport:
         }
 
 
-HEADERS = ("version", "mpm", "result", "patch", "build s", "verify", "orphan close s")
+HEADERS = ("version", "mpm", "result", "patch", "build s", "verify", "tls", "orphan close s", "tls orphan close s")
+# The checks that make the TLS column: mod_ssl in front, a TLS backend behind, orphans through either; and the
+# named TLS cases (verify.CASES) whole.
+TLS_CHECKS = ("tls-front", "tls-backend", "tls-abrupt-disconnect", "tls-backend-abrupt-disconnect")
 
 
 def _headers(rows: Sequence[Row]) -> tuple[str, ...]:
@@ -109,6 +116,10 @@ def _cells(row: Row, headers: Sequence[str]) -> tuple[str, ...]:
         "build s": f"{row.build_seconds:.0f}" if row.build_seconds is not None else "-",
         "verify": verify_cell,
         "orphan close s": f"{row.orphan_close_seconds:.3f}" if row.orphan_close_seconds is not None else "-",
+        "tls": row.tls or "-",
+        "tls orphan close s": f"{row.tls_orphan_close_seconds:.3f}"
+        if row.tls_orphan_close_seconds is not None
+        else "-",
     }
     return tuple(fixed[name] if name in fixed else row.presets.get(name, "-") for name in headers)
 
@@ -193,6 +204,8 @@ _CACHED_FIELDS = (
     "orphan_close_seconds",
     "presets",
     "layout",
+    "tls",
+    "tls_orphan_close_seconds",
 )
 
 
@@ -291,23 +304,66 @@ def _stages(
         row.presets[report.preset] = f"{len(ran) - len(failing)}/{len(ran)}" + (
             f" ({', '.join(failing)})" if failing else ""
         )
-    orphans = [c.figure for c in checks if c.name == "abrupt-disconnect" and c.figure is not None]
+        if not ran:  # a TLS case on an httpd without mod_ssl
+            row.presets[report.preset] = "skipped"
+    plain = [r for r in reports if r.preset not in verify.CASES]  # the TLS cases count in the TLS column
+    orphans = [c.figure for r in plain for c in r.checks if c.name == "abrupt-disconnect" and c.figure is not None]
     row.orphan_close_seconds = max(orphans) if orphans else None
     row.stages["verify"] = round(time.monotonic() - started, 1)
+    tls_problem = _tls_column(row, reports, built.info.get("ssl") or {})
     if not all(report.ok for report in reports):
         failed = sorted({f"{r.preset}: {c.name}" for r in reports for c in r.checks if not c.passed})
         logs = ", ".join(str(r.error_log) for r in reports if r.error_log)
         raise JobFailed(f"verify: failed checks: {'; '.join(failed)} (error logs: {logs or '-'})")
+    if tls_problem:
+        raise JobFailed(tls_problem)
+
+
+def _tls_column(row: Row, reports: Sequence[verify.VerifyReport], ssl: dict) -> str | None:
+    """Fill the row's TLS cells; return why the row is not green on TLS (None: it is, or the user built
+    without mod_ssl, or the image has no OpenSSL headers for a release that uses the image's OpenSSL)."""
+    cases = set(verify.CASES)
+    ran = [
+        (report.preset, check)
+        for report in reports
+        for check in report.checks
+        if not check.skipped and (check.name in TLS_CHECKS or report.preset in cases)
+    ]
+    orphans = [
+        check.figure
+        for preset, check in ran
+        if check.figure is not None
+        and (check.name in ("tls-abrupt-disconnect", "tls-backend-abrupt-disconnect") or
+             (preset == "gateone-wss" and check.name == "abrupt-disconnect"))
+    ]  # fmt: skip
+    row.tls_orphan_close_seconds = max(orphans) if orphans else None
+    mode = ssl.get("mode", "")
+    if not ran:
+        why = {
+            "off": "off (--without-ssl)",
+            "missing": "no mod_ssl: no OpenSSL sources",
+            "system": "no mod_ssl: the image has no libssl-dev",
+        }
+        row.tls = why.get(mode, "no mod_ssl")
+        if mode == "static":
+            return "TLS not verified: the build was given OpenSSL sources, yet its httpd has no mod_ssl"
+        if mode == "missing":
+            return (
+                f"TLS not verified: Apache {row.version}'s mod_ssl needs OpenSSL {ssl.get('openssl') or '1.0.2'} "
+                "sources (--openssl-source, --openssl-git or --openssl-tarball), or say --without-ssl"
+            )
+        return None
+    failing = sorted({f"{preset}:{check.name}" for preset, check in ran if not check.passed})
+    row.tls = f"{len(ran) - len(failing)}/{len(ran)}" + (f" ({', '.join(failing)})" if failing else "")
+    return None
 
 
 ALL_PRESETS = "all"
 
 
 def preset_names(spec: str) -> list[str]:
-    """`all` (the default: the presets are what users run) or a comma-separated list."""
-    if spec == ALL_PRESETS:
-        return [preset.name for preset in config.list_presets()]
-    return [config.get_preset(name.strip()).name for name in spec.split(",") if name.strip()]
+    """`all` (the default: the presets are what users run, and the TLS cases) or a comma-separated list."""
+    return verify.setup_names(spec)
 
 
 # -- the matrix -------------------------------------------------------------------------------------------------

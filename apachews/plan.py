@@ -19,6 +19,7 @@ from apachews.errors import BadInput
 from apachews.fsutil import fingerprint, sha256_file
 from apachews.images import DEFAULT_BASE_IMAGE
 from apachews.sources import SourceOptions
+from apachews.sources.openssl import OpenSSLOptions
 
 BUILDERS = ("docker", "local")
 MPMS = ("prefork", "worker", "event")  # which a release takes: build-flags.json
@@ -37,6 +38,7 @@ class BuildPlan:
     mpm: str = ""  # the MPM compiled in; "" is the release's default (build-flags.json), set in __post_init__
     target: str = ""  # --target DISTRO: the module's glibc floor is that distribution's (floor.py)
     glibc: str = ""  # --glibc X.Y: this floor instead; neither: the family's (its oldest distribution's)
+    openssl: OpenSSLOptions = field(default_factory=OpenSSLOptions)  # mod_ssl's OpenSSL sources (--openssl-*)
 
     def __post_init__(self) -> None:
         # Callers that still hold a version string (cli/verify.py) get it looked up here, once.
@@ -74,6 +76,17 @@ class BuildPlan:
         """ "backport" (our module: a series, or --backport) or "stock" (the release's own module)."""
         return "backport" if self.release.needs_backport or self.backport else "stock"
 
+    @property
+    def ssl(self) -> str:
+        """How mod_ssl is built: "static" (OpenSSL from the --openssl-* sources, linked in), "system" (the
+        image's OpenSSL, when it has its headers), "off" (--without-ssl), "missing" (the release needs OpenSSL
+        sources and none were given: no mod_ssl)."""
+        if self.openssl.without:
+            return "off"
+        if self.recipe.openssl == "1.0.2":
+            return "static" if self.openssl.given else "missing"
+        return "system"
+
     def series(self) -> patches.Series | None:
         """The patch series this release needs, or None when it has a stock module."""
         if not self.release.needs_backport:
@@ -107,6 +120,8 @@ class BuildPlan:
             "recipe": self.recipe.to_dict(),
             "mpm": self.mpm,
         }
+        if self.ssl != "system":  # the OpenSSL built into the workspace (its own stamp catches a new commit)
+            parts["ssl"] = [self.ssl, self.openssl.identity()]
         if scope == "result":  # the module is compiled afresh in every build: the floor is no part of the tree
             parts["glibc_floor"] = str(self.floor.glibc)
             parts |= {
@@ -129,6 +144,8 @@ class BuildPlan:
             "with_httpd": self.with_httpd,
             "mpm": self.mpm,
             "glibc_floor": self.floor.to_dict(),
+            "ssl": self.ssl,
+            "openssl": self.openssl.identity(),
             "jobs": self.jobs,
             "out_dir": str(self.out_dir),
         }

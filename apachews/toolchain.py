@@ -22,6 +22,8 @@ class Recipe:
     why: str
     mpm: str = ""  # the MPM compiled in (--with-mpm)
     make_vars: tuple[tuple[str, str], ...] = ()  # given on make's command line (the quirks of old releases)
+    openssl: str = ""  # what mod_ssl builds against: "1.0.2" (--openssl-* sources) or "system" (the image's)
+    openssl_config: tuple[str, ...] = ()  # more arguments to OpenSSL's ./config (e.g. enable-ssl2)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -31,6 +33,8 @@ class Recipe:
             "why": self.why,
             "mpm": self.mpm,
             "make_vars": dict(self.make_vars),
+            "openssl": self.openssl,
+            "openssl_config": list(self.openssl_config),
         }
 
 
@@ -69,4 +73,14 @@ def recipe(version: Version, mpm: str | None = None) -> Recipe:
         why="; ".join([rule["why"], *(quirk["why"] for quirk in quirks)]),
         mpm=mpm,
         make_vars=tuple((name, value) for quirk in quirks for name, value in quirk["make_vars"].items()),
+        openssl=openssl_rule(version)["openssl"],
+        openssl_config=tuple(openssl_rule(version).get("openssl_config", ())),
     )
+
+
+def openssl_rule(version: Version) -> dict:
+    """Which OpenSSL this release's mod_ssl builds against, and why (build-flags.json "openssl")."""
+    for rule in _flags().get("openssl", []):
+        if in_ranges(version, rule["applies_to"]):
+            return rule
+    return {"openssl": "system", "why": "no rule: the image's OpenSSL"}

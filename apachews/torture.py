@@ -44,6 +44,7 @@ from apachews.errors import BadInput, JobFailed
 from apachews.httpd import Httpd, ServerRoot, free_port, locate
 from apachews.progress import Progress
 from apachews.verify import (
+    BROWSER_CIPHERS,
     CRASH_MARKERS,
     ORPHAN_CLIENTS,
     ORPHAN_SLACK_SECONDS,
@@ -211,8 +212,11 @@ class TlsStream(Stream):
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE  # the certificate is made at test time
+        context.set_ciphers(BROWSER_CIPHERS)
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+        # No SNI (an IP literal), as a browser opening https://127.0.0.1/: mod_ssl answers 400 to an SNI name that
+        # differs from the Host header.
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname="127.0.0.1")
         while True:
             try:
                 self.tls.do_handshake()
@@ -1028,7 +1032,7 @@ def _tls_case(name: str, size: int, pieces: int, gap: float):
                 same,
                 time.monotonic() - started,
                 "s",
-                f"{size} B in one record ({wire} B on the wire) cut in {pieces} TCP pieces {gap * 1000:.0f} ms apart; "
+                f"{size} B ({wire} B of TLS records on the wire) cut in {pieces} TCP pieces {gap * 1000:.0f} ms apart; "
                 + ("echoed byte-exact" if same else f"got opcode {opcode} with {len(answer)} B: {answer[:40]!r}"),
             )
         finally:
@@ -1047,18 +1051,23 @@ def _drain(ctx: Context, timeout: float = 5, baseline: int = 0) -> float | None:
     return None
 
 
-def _reset_case(name: str, mid_stream: bool):
+def _reset_case(name: str, mid_stream: bool, tls: bool = False):
+    """Clients that vanish (RST) after the 101 or mid-stream; with `tls` on the TLS front (no close_notify)."""
+
     def run(ctx: Context) -> CaseResult:
+        if tls and ctx.tls_port is None:
+            return skipped(name, "no mod_ssl in this httpd")
+        port = ctx.tls_port if tls and ctx.tls_port else ctx.port
         count = ctx.settings.resets
         # Sockets an earlier case left open are that case's finding; this one counts from there.
         before = 0 if _drain(ctx, 2) is not None else ctx.echo.open_connections()
 
         def one(_: int) -> bool:
             if not mid_stream:
-                sock, status, _, _ = _raw_handshake(ctx.port, ctx.path("echo"))
+                sock, status, _, _ = _raw_handshake(port, ctx.path("echo"), tls=tls)
                 _reset(sock)
                 return status == 101
-            stream, status, _, _ = open_ws(ctx.port, ctx.path("echo"))
+            stream, status, _, _ = open_ws(port, ctx.path("echo"), tls=tls)
             ok = status == 101 and _echo(stream, b"mid-stream")
             stream.send(ws_frame(os.urandom(4096)))  # in flight when the reset hits
             _reset(stream.sock)
@@ -1329,8 +1338,11 @@ CASES: dict[str, Callable[[Context], CaseResult]] = {
     "tls-3k-4-pieces": _tls_case("tls-3k-4-pieces", 3 * 1024, 4, 0.2),
     # Four pieces do not always give the issue-18 module its three empty reads in a row; eight do.
     "tls-3k-8-pieces": _tls_case("tls-3k-8-pieces", 3 * 1024, 8, 0.2),
+    "tls-1mib-echo": _tls_case("tls-1mib-echo", 2**20, 16, 0.0),
     "reset-after-101": _reset_case("reset-after-101", mid_stream=False),
     "reset-mid-stream": _reset_case("reset-mid-stream", mid_stream=True),
+    "tls-reset-after-101": _reset_case("tls-reset-after-101", mid_stream=False, tls=True),
+    "tls-reset-mid-stream": _reset_case("tls-reset-mid-stream", mid_stream=True, tls=True),
     "pipelined-frame": case_pipelined,
     "slowloris": case_slowloris,
     "smuggle-cl": _smuggle_case("smuggle-cl", f"Content-Length: {len(_SMUGGLED)}\r\n", _SMUGGLED),

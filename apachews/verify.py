@@ -74,6 +74,9 @@ CAPACITY_HTTP_WAVE = 5
 CAPACITY_PROBE_PATH = "/apachews-verify/capacity-probe"  # served by Apache itself (404), or the app at "/"
 CAPACITY_FDS_PER_WEBSOCKET = 2  # in this process: the client's socket and the echo backend's
 CHECK_TIMEOUTS = {"capacity": 240.0, "abrupt-disconnect": 120.0}  # the others: 60 s
+# What today's browsers offer: no finite-field DHE (Chrome and Firefox dropped it). mod_ssl before ECDHE support
+# (2.2 up to 2.2.25) would pick DHE with 1024-bit parameters, which OpenSSL 3 clients refuse; browsers use RSA there.
+BROWSER_CIPHERS = "DEFAULT:!kDHE"
 KEEP_REWRITES_OFF = (
     f'<IfModule rewrite_module>\n    RewriteEngine On\n    RewriteRule "^{VERIFY_PREFIX}/" "-" [L]\n</IfModule>\n'
 )
@@ -141,11 +144,12 @@ class VerifyReport:
         }
 
     def table(self) -> str:
-        rows = [f"{'check':<20} {'result':<6} {'figure':>12}  detail"]
+        width = max([20, *(len(check.name) for check in self.checks)])
+        rows = [f"{'check':<{width}} {'result':<6} {'figure':>12}  detail"]
         for check in self.checks:
             figure = f"{check.figure:.3f} {check.unit}" if check.figure is not None else ""
             result = "skip" if check.skipped else "pass" if check.passed else "FAIL"
-            rows.append(f"{check.name:<20} {result:<6} {figure:>12}  {check.detail}")
+            rows.append(f"{check.name:<{width}} {result:<6} {figure:>12}  {check.detail}")
         ran = [c for c in self.checks if not c.skipped]
         skips = len(self.checks) - len(ran)
         rows.append(f"{sum(c.passed for c in ran)}/{len(ran)} checks passed" + (f", {skips} skipped" if skips else ""))
@@ -170,6 +174,7 @@ class Target:
     tls_echo: EchoServer | None = None  # a wss:// backend (None: this Apache has no mod_ssl)
     tls_port: int | None = None  # Apache's TLS front (None: no mod_ssl)
     tls_ca: Path | None = None
+    front_tls: bool = False  # the preset's routes are served on the TLS front only (inside its <VirtualHost>)
     die_path: str = "/ws-die"
     holding: HoldingBackend | None = None  # a backend that never closes on EOF (None: not measured, e.g. live)
     holding_path: str = "/ws-hold"
@@ -180,6 +185,8 @@ class Target:
     h2: str = "not set up on this server (H2WebSockets on, Protocols h2c: verify's own server has them)"
 
     def ws(self, path: str | None = None) -> str:
+        if self.front_tls and self.tls_port is not None:
+            return f"wss://127.0.0.1:{self.tls_port}{path or self.ws_path}"
         return f"ws://127.0.0.1:{self.apache_port}{path or self.ws_path}"
 
     @property
@@ -191,14 +198,25 @@ class Target:
 
 
 # -- raw-socket helpers (for what a library client hides: the accept value, resets) -----------------------
+def _tls_client() -> ssl.SSLContext:
+    """For checks that reach the TLS front by port (tls-front is the one that verifies the certificate)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_ciphers(BROWSER_CIPHERS)
+    return context
+
+
 def _raw_handshake(
-    port: int, path: str, timeout: float = 5.0, tls: ssl.SSLContext | None = None
+    port: int, path: str, timeout: float = 5.0, tls: ssl.SSLContext | bool | None = None
 ) -> tuple[socket.socket, int, dict[str, str], str]:
-    """Send an upgrade request by hand (over TLS with `tls`); return the socket, status, headers and the key."""
+    """Send an upgrade request by hand (over TLS with `tls`: True for the browser-like client, or a context);
+    return the socket, status, headers and the key sent."""
     key = base64.b64encode(secrets.token_bytes(16)).decode()
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    if tls is not None:
-        sock = tls.wrap_socket(sock, server_hostname="127.0.0.1")
+    if tls:
+        context = _tls_client() if tls is True else tls
+        sock = context.wrap_socket(sock, server_hostname="127.0.0.1")
     sock.sendall(
         (
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
@@ -242,7 +260,8 @@ async def _wait_until(predicate: Callable[[], bool], timeout: float) -> float | 
 
 
 def _client(url: str) -> Awaitable[ClientConnection]:
-    return connect(url, max_size=MAX_MESSAGE, compression=None, open_timeout=10, close_timeout=5)
+    tls = _tls_client() if url.startswith("wss:") else None
+    return connect(url, ssl=tls, max_size=MAX_MESSAGE, compression=None, open_timeout=10, close_timeout=5)
 
 
 # -- the checks ---------------------------------------------------------------------------------------------
@@ -530,14 +549,15 @@ def backend_request_path(backend_path: str, rel: str) -> str:
     return (backend_path.rstrip("/") + rel) if rel else backend_path
 
 
-def _http_get(port: int, path: str) -> int:
-    return _http_get_headers(port, path)[0]
+def _http_get(port: int, path: str, tls: bool = False) -> int:
+    return _http_get_headers(port, path, tls=tls)[0]
 
 
-def _http_get_headers(port: int, path: str, cookie: str = "") -> tuple[int, list[str]]:
-    """GET `path` from Apache: the status and the response's header lines."""
+def _http_get_headers(port: int, path: str, cookie: str = "", tls: bool = False) -> tuple[int, list[str]]:
+    """GET `path` from Apache (its TLS front with `tls`): the status and the response's header lines."""
     extra = f"Cookie: {cookie}\r\n" if cookie else ""
-    with socket.create_connection(("127.0.0.1", port), timeout=PLAIN_GET_TIMEOUT) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=PLAIN_GET_TIMEOUT) as plain:
+        sock = _tls_client().wrap_socket(plain, server_hostname="127.0.0.1") if tls else plain
         sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Connection: close\r\n\r\n".encode())
         head = b""
         while b"\r\n\r\n" not in head and len(head) < 65536:
@@ -570,7 +590,8 @@ async def check_app_routes(t: Target) -> Check:
             marks = [len(b.requests) for b in t.app_backends]
             try:
                 if kind == "http":
-                    status = await asyncio.to_thread(_http_get, t.apache_port, url_path)
+                    front = t.tls_port if t.front_tls and t.tls_port else t.apache_port
+                    status = await asyncio.to_thread(_http_get, front, url_path, t.front_tls)
                     answered = status == 200
                     what = f"HTTP {status}"
                 else:
@@ -655,6 +676,7 @@ async def check_tls_front(t: Target) -> Check:
     if t.tls_port is None or t.tls_ca is None:
         return skipped("this Apache has no mod_ssl")
     context = ssl.create_default_context(cafile=str(t.tls_ca))
+    context.set_ciphers(BROWSER_CIPHERS)
     url = f"wss://127.0.0.1:{t.tls_port}{t.ws_path}"
     message = os.urandom(12 * 1024)
     try:
@@ -667,6 +689,61 @@ async def check_tls_front(t: Target) -> Check:
         return outcome(False, None, "", f"{type(error).__name__}: {error}")
     same = answer == message
     return outcome(same, elapsed * 1000, "ms", "12 KiB echoed over wss://" if same else "echo differs")
+
+
+async def _reset_and_drain(
+    t: Target, port: int, path: str, tls: bool, connections: Callable[[], int], after: str | None = None
+) -> Check:
+    """RESET_CLIENTS upgrades at `path` (the handshake over TLS with `tls`), then each reset (RST, no TLS
+    close_notify): the backend behind must hold no socket (`connections`) within RESET_LIMIT_SECONDS, and
+    AFTER_RESET_HANDSHAKES sessions at `after` (a ws:// or wss:// URL) must still echo."""
+    if await _wait_until(lambda: connections() == 0, 5) is None:
+        return outcome(False, None, "", "backend sockets still open before the test")
+
+    def open_and_reset() -> int:
+        opened = [_raw_handshake(port, path, tls=tls)[:2] for _ in range(RESET_CLIENTS)]
+        for sock, _ in opened:
+            _reset(sock)
+        return sum(status == 101 for _, status in opened)
+
+    upgraded = await asyncio.to_thread(open_and_reset)
+    drained = await _wait_until(lambda: connections() == 0, 10)
+    url = after or f"{'wss' if tls else 'ws'}://127.0.0.1:{port}{path}"
+    results = await asyncio.gather(
+        *(_echo_url(url, "after reset") for _ in range(AFTER_RESET_HANDSHAKES)), return_exceptions=True
+    )
+    good_after = sum(result is True for result in results)
+    passed = upgraded == RESET_CLIENTS and drained is not None and drained < RESET_LIMIT_SECONDS
+    passed = passed and good_after == AFTER_RESET_HANDSHAKES
+    drain = f"backend drained in {drained:.3f} s" if drained is not None else f"{connections()} still open after 10 s"
+    return outcome(
+        passed,
+        drained,
+        "s",
+        f"{upgraded}/{RESET_CLIENTS} upgraded{' over TLS' if tls else ''} then reset; {drain}; "
+        f"{good_after}/{AFTER_RESET_HANDSHAKES} handshakes after",
+    )
+
+
+async def _echo_url(url: str, message: str) -> bool:
+    async with await _client(url) as ws:
+        await ws.send(message)
+        return await asyncio.wait_for(ws.recv(), 30) == message
+
+
+async def check_tls_abrupt_disconnect(t: Target) -> Check:
+    """Orphans under a TLS front: clients vanish mid-session on wss:// (a closed laptop); the app must lose them."""
+    if t.tls_port is None:
+        return skipped("this Apache has no mod_ssl")
+    return await _reset_and_drain(t, t.tls_port, t.ws_path, True, t.backend_connections)
+
+
+async def check_tls_backend_abrupt_disconnect(t: Target) -> Check:
+    """Orphans behind a TLS backend (wss://, SSLProxyEngine): resets on the client side must reach it."""
+    if t.tls_echo is None:
+        return skipped("this Apache has no mod_ssl")
+    tls_echo = t.tls_echo
+    return await _reset_and_drain(t, t.apache_port, f"{VERIFY_PREFIX}/tls", False, tls_echo.open_connections)
 
 
 async def _open_many(t: Target, count: int) -> tuple[list[ClientConnection], set[asyncio.Task], int, float]:
@@ -841,6 +918,8 @@ CHECKS: dict[str, Callable[[Target], Awaitable[Check]]] = {
     "app-routes": check_app_routes,
     "tls-backend": check_tls_backend,
     "tls-front": check_tls_front,
+    "tls-abrupt-disconnect": check_tls_abrupt_disconnect,
+    "tls-backend-abrupt-disconnect": check_tls_backend_abrupt_disconnect,
     "capacity": check_capacity,
     "h2-websocket": check_h2_websocket,
     "error-log-clean": check_error_log,  # last: it reads what the others left in the log
@@ -984,6 +1063,34 @@ class Proxy:
 Edit = Callable[[dict[str, str]], dict[str, str]]
 
 
+@dataclass(frozen=True)
+class Case:
+    """A named setup users run, verified as it was written: a preset with TLS on one side."""
+
+    preset: str
+    description: str
+    backend_tls: bool = False  # the app serves wss:// and https:// itself; its certificate verified (SSLProxyVerify)
+    front_tls: bool = False  # the routes inside the layout's own TLS <VirtualHost> (config --vhost tls)
+    layout: str | None = None  # the layout whose TLS vhost it uses (None: the server's default layout)
+    checks: tuple[str, ...] = ()  # () : every check
+
+
+CASES = {
+    "gateone-wss": Case(
+        "gateone",
+        "GateOne behind ProxyPass wss://: the backend serves TLS, SSLProxyEngine verifies its certificate",
+        backend_tls=True,
+    ),
+    "broadway-ssl": Case(
+        "broadway",
+        "GTK Broadway inside <VirtualHost _default_:443> of RHEL/CentOS conf.d/ssl.conf: clients speak wss://",
+        front_tls=True,
+        layout="rhel",
+        checks=("config-clean", "tls-front", "app-routes", "tls-abrupt-disconnect", "error-log-clean"),
+    ),
+}
+
+
 class CannotRender(BadInput):
     """This release cannot serve the preset in this tunnelling style (config says why and what to do)."""
 
@@ -1091,12 +1198,20 @@ def running_proxy(
         if not module.is_file():
             raise BadInput(f"no module at {module}")
         check_module_fits(module, httpd)
+    case = CASES.get(preset)
+    if case is not None:
+        preset = case.preset
+        layout = layout or case.layout
     layout = layout or trees.default_layout(httpd)
     if layout not in trees.LAYOUTS:
         raise BadInput(f"unknown layout {layout!r}", hint="layouts: " + ", ".join(trees.LAYOUTS))
     style = resolve_style(httpd, module, prefer)
     release = catalogue.load().get(str(httpd.version))
     has_ssl = httpd.has_module("ssl")
+    if case is not None and not has_ssl:
+        raise BadInput(f"{httpd.binary} has no mod_ssl: this setup needs it")
+    backend_tls = case is not None and case.backend_tls
+    front_tls = case is not None and case.front_tls
     sizing = stock = None
     if max_websockets is not None:
         sizing, stock = verify_sizing(httpd, layout, max_websockets, handoff)
@@ -1119,7 +1234,7 @@ def running_proxy(
             tls_ca, tls_key = make_certificate(scratch)
             tls_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             tls_context.load_cert_chain(tls_ca, tls_key)
-        members = [stack.enter_context(EchoServer("echo")) for _ in range(2)]
+        members = [stack.enter_context(EchoServer("echo", tls=tls_context if backend_tls else None)) for _ in range(2)]
         backends = {mode: stack.enter_context(EchoServer(mode)) for mode in ("refuse-200", "refuse-403", "die")}
         holding = stack.enter_context(HoldingBackend())
         if tls_context is not None:
@@ -1135,6 +1250,9 @@ def running_proxy(
                 sizing=sizing,
                 handoff=handoff,
                 h2=not h2_off,
+                tls=backend_tls,
+                backend_ca=str(tls_ca) if backend_tls else None,
+                vhost="tls" if front_tls else "server",
             )
         except BadInput as error:
             raise CannotRender(error.message, hint=error.hint) from None
@@ -1188,6 +1306,7 @@ def running_proxy(
             tls_echo=backends.get("tls"),
             tls_port=tls_port,
             tls_ca=tls_ca,
+            front_tls=front_tls,
             die_path=f"{VERIFY_PREFIX}/die",
             refuse_paths={200: f"{VERIFY_PREFIX}/refuse-200", 403: f"{VERIFY_PREFIX}/refuse-403"},
             max_websockets=max_websockets,
@@ -1215,6 +1334,14 @@ def h2_unavailable(httpd: Httpd, layout: str, style: Tunnelling) -> str:
     return ""
 
 
+def setup_names(spec: str) -> list[str]:
+    """`all` (every preset, then the named TLS cases) or a comma-separated list of presets and cases."""
+    if spec == "all":
+        return [preset.name for preset in config.list_presets()] + list(CASES)
+    names = [name.strip() for name in spec.split(",") if name.strip()]
+    return [name if name in CASES else config.get_preset(name).name for name in names]
+
+
 def check_names(checks: Sequence[str] | None) -> list[str]:
     names = list(checks or CHECKS)
     unknown = [name for name in names if name not in CHECKS]
@@ -1238,7 +1365,14 @@ def run(
     h2: bool | None = None,
 ) -> VerifyReport:
     progress = progress or Progress()
-    names = check_names(checks)
+    case = CASES.get(preset)
+    names = check_names(checks or (case.checks if case else None))
+    if case is not None and not httpd.has_module("ssl"):
+        report = VerifyReport(
+            str(httpd.version), str(httpd.binary), str(module) if module else None, "-", preset=preset
+        )
+        report.checks = [Check("tls", True, None, "", "skipped: this Apache has no mod_ssl", skipped=True)]
+        return report
     with running_proxy(
         httpd,
         preset=preset,

@@ -373,3 +373,65 @@ def test_socketio_balanced_is_sticky_for_polling_and_websocket(version: str) -> 
     assert "ROUTEID=.%{BALANCER_WORKER_ROUTE}e" in text
     # One balancer carries both where the upgrade rides on its http:// members; two where a RewriteRule must pick.
     assert len(balancers) == (2 if version in ("2.4.37", "2.4.41", "2.4.46") else 1)
+
+
+# ---- the named TLS cases: a wss:// backend verified per version, routes inside the layout's TLS vhost -------
+CASES = {
+    "gateone-wss": ("gateone", {"backends": ["wss://127.0.0.1:8000/gateone"], "backend_ca": "/etc/gateone/ssl/ca.crt"}),
+    "broadway-ssl": ("broadway", {"vhost": "tls"}),
+}
+
+
+@pytest.mark.parametrize("distro", distros.NAMES)
+@pytest.mark.parametrize("version", ("2.2.15", *VERSIONS))
+@pytest.mark.parametrize("case", CASES)
+def test_golden_tls_cases(case: str, version: str, distro: str) -> None:
+    preset, options = CASES[case]
+    rendering = _render(preset, version, distro, **options)
+    rendering.files = {name: _unversioned(text) for name, text in rendering.files.items()}
+    where = GOLDEN / case / version / distro
+    if os.environ.get("APACHEWS_REGEN_GOLDEN"):
+        config.write(rendering, where, force=True)
+    for name, text in rendering.files.items():
+        assert (where / name).read_text() == text, f"{where / name} differs (regenerate if intended)"
+    on_disk = {str(p.relative_to(where)) for p in where.rglob("*") if p.is_file()}
+    assert on_disk == set(rendering.files)
+
+
+@pytest.mark.parametrize(
+    ("version", "peer_name"), [("2.2.15", False), ("2.2.34", False), ("2.4.4", False), ("2.4.5", True)]
+)
+def test_a_tls_backend_is_verified_with_the_directives_the_release_has(version: str, peer_name: bool) -> None:
+    text = _render("gateone", version, "generic", tls=True, backend_ca="/etc/ca.pem").proxy_conf
+    for line in ("SSLProxyEngine on", "SSLProxyVerify require", 'SSLProxyCACertificateFile "/etc/ca.pem"'):
+        assert line in text
+    assert ("SSLProxyCheckPeerName on" in text) is peer_name  # 2.4.5+; 2.2 has SSLProxyCheckPeerCN only
+    assert "SSLProxyCheckPeerCN on" in text and "wss://127.0.0.1:8000/gateone/ws" in text
+    bundle = _render("gateone", version, "rhel", tls=True).proxy_conf
+    assert 'SSLProxyCACertificateFile "/etc/pki/tls/certs/ca-bundle.crt"' in bundle
+    assert any("--backend-ca" in note for note in _render("gateone", version, "rhel", tls=True).notes)
+
+
+def test_routes_inside_the_tls_vhost_go_where_each_layout_has_it() -> None:
+    rhel = _render("broadway", "2.2.15", "rhel", vhost="tls")
+    assert rhel.tls_include == "conf.d/apachews-broadway-ssl.include"
+    assert "ProxyPass" in rhel.files[rhel.tls_include] and "LoadModule" not in rhel.files[rhel.tls_include]
+    assert "ProxyPass" not in rhel.files["conf.d/apachews-broadway.conf"]  # server level: the modules only
+    assert any("<VirtualHost _default_:443> in conf.d/ssl.conf" in note for note in rhel.notes)
+    debian = _render("broadway", "2.4.69", "debian", vhost="tls")
+    assert debian.tls_include == "sites-available/apachews-broadway-ssl.include"
+    assert any("default-ssl" in note for note in debian.notes)
+    with pytest.raises(BadInput, match="--backend-ca"):
+        _render("broadway", "2.4.69", "debian", backend_ca="/etc/ca.pem")
+    with pytest.raises(BadInput, match="not an absolute file path"):
+        _render("gateone", "2.4.69", "debian", tls=True, backend_ca='/etc/ca.pem"\nSSLProxyVerify none')
+
+
+def test_config_command_takes_the_tls_options() -> None:
+    args = ["config", "gateone", "--apache", "2.2.15", "--distro", "rhel", "--backend", "wss://127.0.0.1:8000/gateone"]
+    result = CliRunner().invoke(main, [*args, "--backend-ca", "/etc/gateone/ca.crt", "--json"])
+    assert result.exit_code == 0, result.output
+    files = json.loads(result.stdout)["files"]
+    assert 'SSLProxyCACertificateFile "/etc/gateone/ca.crt"' in files["conf.d/apachews-gateone.conf"]
+    vhost = CliRunner().invoke(main, ["config", "broadway", "--apache", "2.2.15", "--distro", "rhel", "--vhost", "tls"])
+    assert vhost.exit_code == 0 and "conf.d/apachews-broadway-ssl.include" in vhost.output

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from apachews import catalogue, matrix, resources, sources
+from apachews import catalogue, matrix, resources, sources, verify
 from apachews.cli import main
 from apachews.errors import BadInput
 from apachews.plan import BuildPlan
@@ -181,3 +181,29 @@ def test_real_row_then_cached(base_image: str, apachews_cache: Path, httpd_mirro
     assert [p.name for p in (apachews_cache / "matrix").iterdir()] == [kept.name]
     # Anything that decides the result misses the cache (here: our module instead of the stock one).
     assert not matrix.cache_file(dataclasses.replace(plans[1], backport=True, with_httpd=True)).exists()
+
+
+def _report(preset: str, *checks: verify.Check) -> verify.VerifyReport:
+    report = verify.VerifyReport("2.2.31", "httpd", None, "apachews", preset=preset)
+    report.checks = list(checks)
+    return report
+
+
+def test_the_tls_column_and_when_a_row_is_green_on_tls() -> None:
+    front = verify.Check("tls-front", True, 1.0, "ms")
+    orphans = verify.Check("tls-abrupt-disconnect", True, 0.05, "s")
+    backend_orphans = verify.Check("abrupt-disconnect", True, 0.2, "s")  # gateone-wss: through a TLS backend
+    plain = verify.Check("abrupt-disconnect", True, 0.9, "s")
+    row = matrix.Row("2.2.31")
+    reports = [_report("generic", front, orphans, plain), _report("gateone-wss", backend_orphans)]
+    assert matrix._tls_column(row, reports, {"mode": "static"}) is None
+    assert row.tls == "3/3" and row.tls_orphan_close_seconds == 0.2
+    failing = [_report("broadway-ssl", verify.Check("tls-front", False))]
+    assert matrix._tls_column(row, failing, {"mode": "static"}) is None  # verify's own failure reports it
+    assert row.tls == "0/1 (broadway-ssl:tls-front)"
+    none = [_report("generic", verify.skipped("no mod_ssl"))]
+    assert "needs OpenSSL" in (matrix._tls_column(row, none, {"mode": "missing", "openssl": "1.0.2"}) or "")
+    assert matrix._tls_column(row, none, {"mode": "off"}) is None and row.tls == "off (--without-ssl)"
+    assert "has no mod_ssl" in (matrix._tls_column(row, none, {"mode": "static"}) or "")
+    headers = matrix._headers([row])
+    assert "tls" in headers and "tls orphan close s" in headers

@@ -15,6 +15,7 @@ from apachews import httpd as httpd_module
 from apachews.cli import main
 from apachews.distros import trees
 from apachews.httpd import Httpd, free_port
+from tests.fixtures.apache import wrong_backend_ca
 from tests.fixtures.sources import test_cache_dir as cache_dir_of_tests
 
 
@@ -124,6 +125,31 @@ def test_tls_backend_goes_red_without_sslproxyengine(system_httpd: Httpd) -> Non
     report = verify.run(system_httpd, checks=["tls-backend"], edit=_edit_routes("SSLProxyEngine on", ""))
     assert not report.ok, report.table()
     assert verify.run(system_httpd, checks=["tls-backend", "tls-front"]).ok
+
+
+TLS_CASES = [("gateone-wss", None), ("broadway-ssl", None), ("broadway-ssl", "debian")]
+
+
+@pytest.mark.parametrize(("case", "layout"), TLS_CASES)
+def test_the_tls_cases_pass_on_the_system_apache(system_httpd: Httpd, case: str, layout: str | None) -> None:
+    if not system_httpd.has_module("ssl"):
+        pytest.skip("no mod_ssl in the system Apache")
+    report = verify.run(system_httpd, preset=case, layout=layout)
+    assert report.ok, report.table()
+    assert report.layout == (layout or verify.CASES[case].layout or "debian")
+    ran = {check.name for check in report.checks if not check.skipped}
+    assert {"tls-front", "tls-abrupt-disconnect", "app-routes"} <= ran
+    if case == "gateone-wss":  # every check, the app behind wss://: abrupt-disconnect is the TLS-backend one
+        assert {"abrupt-disconnect", "tls-backend", "tls-backend-abrupt-disconnect", "echo-1mib"} <= ran
+
+
+def test_an_unverified_tls_backend_gives_the_error_the_config_notes_name(system_httpd: Httpd) -> None:
+    if not system_httpd.has_module("ssl"):
+        pytest.skip("no mod_ssl in the system Apache")
+    report = verify.run(system_httpd, preset="gateone-wss", checks=["echo-text"], edit=wrong_backend_ca)
+    assert not report.ok and report.error_log is not None
+    text = report.error_log.read_text(errors="replace")
+    assert "Certificate Verification: Error (18)" in text and "Error during SSL Handshake with remote server" in text
 
 
 def test_abrupt_disconnect_goes_red_when_backend_sockets_linger(

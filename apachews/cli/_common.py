@@ -29,6 +29,7 @@ from apachews.errors import ApachewsError, BadInput, JobFailed
 from apachews.plan import BUILDERS, MPMS, BuildPlan
 from apachews.progress import Progress, for_terminal
 from apachews.sources import SourceOptions
+from apachews.sources.openssl import OpenSSLOptions
 
 
 @dataclass
@@ -345,6 +346,40 @@ def source_options(fn: Callable) -> Callable:
     return wrapper
 
 
+def openssl_options(fn: Callable) -> Callable:
+    """Where mod_ssl's OpenSSL comes from (releases that need one the image lacks: build-flags.json "openssl");
+    the command gets `openssl: OpenSSLOptions`."""
+
+    @click.option("--openssl-source", type=_EXISTING_DIR, help="Build mod_ssl against this OpenSSL source tree.")
+    @click.option(
+        "--openssl-git",
+        type=_EXISTING_DIR,
+        help="Build mod_ssl against --openssl-ref of this OpenSSL clone (or bare git dir).",
+    )
+    @click.option("--openssl-ref", metavar="REF", help="Tag, branch or commit of --openssl-git (default: HEAD).")
+    @click.option(
+        "--openssl-tarball",
+        type=_EXISTING_FILE,
+        help="Build mod_ssl against this openssl-*.tar.gz (with --openssl-sha256).",
+    )
+    @click.option("--openssl-sha256", metavar="HEX", help="The sha256 --openssl-tarball must have.")
+    @click.option("--without-ssl", is_flag=True, help="Build no mod_ssl (verify then skips its TLS checks).")
+    @functools.wraps(fn)
+    def wrapper(
+        openssl_source: Path | None,
+        openssl_git: Path | None,
+        openssl_ref: str | None,
+        openssl_tarball: Path | None,
+        openssl_sha256: str | None,
+        without_ssl: bool,
+        **params: Any,
+    ) -> Any:
+        options = OpenSSLOptions(openssl_source, openssl_git, openssl_ref, openssl_tarball, openssl_sha256, without_ssl)
+        return fn(openssl=options, **params)
+
+    return wrapper
+
+
 def plan_options(fn: Callable) -> Callable:
     """The options of a build (sources, image, builder, output): the command gets `plan_for(release, **more)`,
     which makes the frozen BuildPlan the stage modules take."""
@@ -370,6 +405,7 @@ def plan_options(fn: Callable) -> Callable:
         "(default: the oldest distribution of the release's family; see `apachews versions --distributions`).",
     )
     @click.option("--glibc", metavar="X.Y", help="The module must load with this glibc or newer (instead of --target).")
+    @openssl_options
     @functools.wraps(fn)
     def wrapper(
         sources: SourceOptions,
@@ -380,6 +416,7 @@ def plan_options(fn: Callable) -> Callable:
         mpm: str | None,
         target: str | None,
         glibc: str | None,
+        openssl: OpenSSLOptions,
         **params: Any,
     ) -> Any:
         if base_image and builder == "local":
@@ -389,7 +426,8 @@ def plan_options(fn: Callable) -> Callable:
             release = release or release_of(sources)
             return BuildPlan(
                 release, source=sources, base_image=base_image or "", backport=backport, builder=builder,
-                out_dir=output, mpm=mpm or "", target=target or "", glibc=glibc or "", **more,
+                out_dir=output, mpm=mpm or "", target=target or "", glibc=glibc or "", openssl=openssl,
+                **more,
             )  # fmt: skip
 
         return fn(plan_for=plan_for, **params)

@@ -38,6 +38,19 @@ from apachews.transport import LOCAL, Transport
 )
 @click.option("--tls", is_flag=True, help="The backend speaks TLS (wss://, SSLProxyEngine on).")
 @click.option(
+    "--backend-ca",
+    metavar="FILE",
+    help="Verify a TLS backend's certificate against this PEM file (default: the distribution's CA bundle).",
+)
+@click.option(
+    "--vhost",
+    type=click.Choice(config.VHOSTS),
+    default="server",
+    show_default=True,
+    help="Where the routes go: server level, or tls: a file to Include inside the layout's TLS <VirtualHost> "
+    "(RHEL: conf.d/ssl.conf, Debian: the default-ssl site).",
+)
+@click.option(
     "--prefer",
     type=click.Choice(config.PREFER),
     help="Tunnelling style: apachews (the apachews module), wstunnel (stock, 2.4.5+), http-upgrade (2.4.47+). "
@@ -88,6 +101,8 @@ def config_command(
     allow: tuple[str, ...],
     public_url: str | None,
     tls: bool,
+    backend_ca: str | None,
+    vhost: str,
     prefer: str | None,
     sticky: bool,
     output: Path | None,
@@ -148,6 +163,8 @@ def config_command(
         handoff=handoff,
         h2=h2,
         public_url=public_url,
+        vhost=vhost,
+        backend_ca=backend_ca,
     )
     if sizing_note:
         rendering.notes.append(sizing_note)

@@ -60,7 +60,12 @@ def target_module(dist: Path | None, module: Path | None) -> Path | None:
     "loopback (make it with `apachews image target DISTRO`); --module or --dist gives the module under test.",
 )
 @click.option("--module", type=click.Path(path_type=Path), help="Load this mod_proxy_wstunnel.so instead.")
-@click.option("--preset", default="generic", show_default=True, help="Config preset under test, or 'all'.")
+@click.option(
+    "--preset",
+    default="generic",
+    show_default=True,
+    help="Config preset under test, a TLS case (gateone-wss, broadway-ssl), a comma-separated list, or 'all'.",
+)
 @click.option("--prefer", type=click.Choice(config.PREFER), help="Tunnelling style (default: the release's).")
 @click.option(
     "--layout",
@@ -159,7 +164,7 @@ def verify_command(
             ).dist
     if target_key is None:
         server, built_module = resolve_httpd(binary, dist)
-    presets = [p.name for p in config.list_presets()] if preset == "all" else [config.get_preset(preset).name]
+    presets = verify.setup_names(preset)
     reports = verify.run_presets(
         server,
         presets,

@@ -68,12 +68,28 @@ class Layout:
     binary: Path | None = None  # the distribution's httpd
     system_modules_dirs: tuple[Path, ...] = ()  # where its packages put modules
     included_dirs = False  # True where the stock main config already includes the directories we write to
+    ca_bundle = "/etc/ssl/certs/ca-certificates.crt"  # the system's CA certificates (SSLProxyCACertificateFile)
+    tls_vhost = "your TLS <VirtualHost> (the one with SSLEngine on)"  # where --vhost tls routes go
+    tls_vhost_dir = ""  # where the file to Include there is written (a directory the server does not read)
 
     def files(self, parts: Parts) -> dict[str, str]:
         return {f"apachews-{parts.preset}.conf": parts.module_lines(self.modules_path) + "\n" + parts.proxy_conf}
 
     def notes(self, parts: Parts) -> list[str]:
         return [f"Include apachews-{parts.preset}.conf from httpd.conf, then run apachectl -t and reload."]
+
+    # -- --vhost tls: the routes inside the TLS <VirtualHost>, the modules where files() puts them ------------
+    def tls_vhost_files(self, parts: Parts) -> tuple[dict[str, str], str]:
+        """The files for routes that go inside the TLS <VirtualHost>: the LoadModule lines as files() places them
+        (server level), the routes in a file of their own, not read by itself; returns them and that file's name."""
+        modules_only = Parts(parts.preset, parts.family, parts.needs_backport, parts.modules, "")
+        files = {name: text for name, text in self.files(modules_only).items() if text.strip()}
+        include = str(Path(self.tls_vhost_dir) / f"apachews-{parts.preset}-ssl.include")
+        files[include] = parts.proxy_conf
+        return files, include
+
+    def tls_vhost_notes(self, parts: Parts, include: str) -> list[str]:
+        return [f"Include {include} inside {self.tls_vhost}, then run apachectl -t and reload."]
 
     # -- the MPM sizing (apachews config --max-websockets): one file, read after the distribution's MPM config --
     def capacity_file(self, family: str) -> str:

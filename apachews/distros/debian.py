@@ -22,6 +22,8 @@ class Debian(Layout):
     binary = Path("/usr/sbin/apache2")
     system_modules_dirs = (Path("/usr/lib/apache2/modules"),)
     modules_path = "/usr/lib/apache2/modules"
+    tls_vhost = "<VirtualHost _default_:443> of the default-ssl site (a2enmod ssl; a2ensite default-ssl)"
+    tls_vhost_dir = "sites-available"  # beside default-ssl; only sites-enabled/ is read
 
     def files(self, parts: Parts) -> dict[str, str]:
         files = {}

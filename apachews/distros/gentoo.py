@@ -16,6 +16,10 @@ class Gentoo(Layout):
     binary = Path("/usr/sbin/apache2")
     system_modules_dirs = (Path("/usr/lib64/apache2/modules"),)
     included_dirs = True
+    tls_vhost = (
+        "<VirtualHost _default_:443> in vhosts.d/00_default_ssl_vhost.conf (APACHE2_OPTS: -D SSL -D SSL_DEFAULT_VHOST)"
+    )
+    tls_vhost_dir = "vhosts.d"  # as *.include: only vhosts.d/*.conf is read
 
     def files(self, parts: Parts) -> dict[str, str]:
         body = parts.module_lines(self.modules_path) + "\n" + parts.proxy_conf

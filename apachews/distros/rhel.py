@@ -16,6 +16,9 @@ class Rhel(Layout):
     binary = Path("/usr/sbin/httpd")
     system_modules_dirs = (Path("/usr/lib64/httpd/modules"), Path("/usr/lib/httpd/modules"))
     included_dirs = True
+    ca_bundle = "/etc/pki/tls/certs/ca-bundle.crt"
+    tls_vhost = "<VirtualHost _default_:443> in conf.d/ssl.conf (yum install mod_ssl)"
+    tls_vhost_dir = "conf.d"  # as *.include: conf.d/*.conf does not read it at server level
 
     def files(self, parts: Parts) -> dict[str, str]:
         conf = f"conf.d/apachews-{parts.preset}.conf"

@@ -35,6 +35,7 @@ from apachews.httpd import Httpd, Mount, Server
 DEBIAN_TREE = Path("/etc/apache2")
 LAYOUTS = ("debian", "rhel", "gentoo", "plain", "bare")
 REQTIMEOUT_SINCE = Version(2, 2, 15)
+DEFAULT_RUNTIME_DIR_SINCE = Version(2, 4, 2)
 # What Debian's reqtimeout.conf and httpd's own docs ship; verify lowers `body` so a test need not wait 10 s.
 SHIPPED_REQUEST_READ_TIMEOUT = "header=20-40,minrate=500 body=10,minrate=500"
 
@@ -158,6 +159,41 @@ def _tls_vhost(additions: Additions, includes: str) -> str:
     )
 
 
+def _rhel_ssl_conf(root: Path, httpd: Httpd, rendering: Rendering, additions: Additions) -> str:
+    """conf.d/ssl.conf as mod_ssl's package ships it (CentOS 6 for 2.2, RHEL 7+ for 2.4: its own Listen, session
+    cache and <VirtualHost _default_:443> with its own logs), on the test port with the test certificate; a
+    rendering for --vhost tls is Included inside that <VirtualHost>, where its user put it."""
+    is_22 = httpd.version.family == "2.2"
+    shmcb = is_22 or (httpd.modules_dir / "mod_socache_shmcb.so").exists()
+    lines = [
+        "# apachews verify: conf.d/ssl.conf of the distribution's mod_ssl package, on the test port",
+        _load_lines(httpd, ("ssl",) if is_22 else ("ssl", "socache_shmcb")).rstrip("\n"),
+        f"Listen 127.0.0.1:{additions.tls_port}",
+        "SSLPassPhraseDialog builtin",
+        f"SSLSessionCache shmcb:{root}/run/ssl_scache(512000)" if shmcb else "SSLSessionCache none",
+        "SSLSessionCacheTimeout 300",
+        "SSLMutex default" if is_22 else "",
+        "SSLRandomSeed startup file:/dev/urandom 256",
+        "SSLRandomSeed connect builtin",
+        "SSLCryptoDevice builtin",
+        f"<VirtualHost _default_:{additions.tls_port}>",
+        f'ErrorLog "{root}/logs/ssl_error_log"',
+        f'TransferLog "{root}/logs/ssl_access_log"',
+        "LogLevel warn",
+        "SSLEngine on",
+        "SSLProtocol all -SSLv2" if is_22 else "SSLProtocol all -SSLv2 -SSLv3",
+        "SSLCipherSuite ALL:!ADH:!EXPORT:!SSLv2:RC4+RSA:+HIGH:+MEDIUM:+LOW"
+        if is_22
+        else "SSLCipherSuite HIGH:3DES:!aNULL:!MD5:!SEED:!IDEA",
+        f'SSLCertificateFile "{additions.tls_cert}"',
+        f'SSLCertificateKeyFile "{additions.tls_key}"',
+    ]
+    if rendering.tls_include:
+        lines.append(f'Include "{root / rendering.tls_include}"')
+    lines.append("</VirtualHost>")
+    return "\n".join(line for line in lines if line) + "\n"
+
+
 # -- Debian -------------------------------------------------------------------------------------------------------
 DEBIAN_ENV = ("APACHE_RUN_DIR", "APACHE_LOCK_DIR", "APACHE_LOG_DIR")
 
@@ -195,6 +231,9 @@ def _debian(
             if action.kind == "link" and not os.path.lexists(action.path):
                 os.symlink(str(action.target), action.path)
     tls = _tls_vhost(additions, "").replace(f"Listen 127.0.0.1:{additions.tls_port}\n", "")
+    if rendering.tls_include and additions.tls_port is not None:  # --vhost tls: Debian's own default-ssl site
+        _enable_default_ssl(conf, rendering.tls_include, additions)
+        tls = ""
     extra = (
         "# apachews verify: its own routes, lowered timeouts and TLS front\n"
         f"RequestReadTimeout {_request_read_timeout(additions)}\n"
@@ -222,6 +261,19 @@ def _debian(
         mounts += [Mount(Path(f), read_only=True) for f in (additions.tls_cert, additions.tls_key) if f is not None]
     server_log = root / "log" / "error.log"
     return Server(httpd, conf, conf / "apache2.conf", port, server_log, env=env, files_dir=conf, mounts=mounts)
+
+
+def _enable_default_ssl(conf: Path, include: str, additions: Additions) -> None:
+    """a2ensite default-ssl, on the test port with the test certificate, the rendering Included inside it."""
+    site = conf / "sites-available" / "default-ssl.conf"
+    text = site.read_text()
+    text = re.sub(r"<VirtualHost [^>]*:443>", f"<VirtualHost *:{additions.tls_port}>", text)
+    for directive, path in (("SSLCertificateFile", additions.tls_cert), ("SSLCertificateKeyFile", additions.tls_key)):
+        line = f'{directive} "{path}"'
+        text = re.sub(rf"^(\s*){directive}\s.*$", lambda match, line=line: match.group(1) + line, text, flags=re.M)
+    text = text.replace("</VirtualHost>", f'\tInclude "{conf / include}"\n</VirtualHost>', 1)
+    site.write_text(text)
+    (conf / "sites-enabled" / "default-ssl.conf").symlink_to("../sites-available/default-ssl.conf")
 
 
 # -- the release's own httpd.conf -------------------------------------------------------------------------------
@@ -322,6 +374,8 @@ def _skeleton(
     access = "Order deny,allow\n    Deny from all" if is_22 else "Require all denied"
     user = "User nobody\nGroup nogroup\n" if os.geteuid() == 0 else ""
     lock = f'LockFile "{root}/run/accept.lock"\n' if is_22 else f'DefaultRuntimeDir "{root}/run"\n'
+    if httpd.version < DEFAULT_RUNTIME_DIR_SINCE:  # 2.4.1 keeps its runtime files under ServerRoot/logs
+        lock = ""
     common = (
         f'ServerRoot "{root}"\nListen 127.0.0.1:{port}\n{user}{lock}PidFile "{root}/run/httpd.pid"\n'
         f'ServerName 127.0.0.1\nErrorLog "{root}/logs/error_log"\nLogLevel warn\n'
@@ -329,12 +383,16 @@ def _skeleton(
         f"<Directory />\n    AllowOverride none\n    {access}\n</Directory>\n"
         f'DocumentRoot "{root}/html"\n'
     )
+    # RHEL's TLS front is its mod_ssl package's conf.d/ssl.conf; Gentoo's a <VirtualHost> of verify's own.
+    tls_front = "" if layout == "rhel" else _tls_vhost(additions, "")
     verify_conf = (
         "# apachews verify: its own routes, lowered timeouts and TLS front\n"
         f"<IfModule reqtimeout_module>\n    RequestReadTimeout {_request_read_timeout(additions)}\n</IfModule>\n"
-        f"{additions.server}{additions.routes}{_tls_vhost(additions, '')}"
+        f"{additions.server}{additions.routes}{tls_front}"
     )
-    extra_loads = _load_lines(httpd, tuple(additions.modules))
+    # RHEL's ssl.conf loads mod_ssl itself (below).
+    own = ("ssl",) if layout == "rhel" and additions.tls_port is not None else ()
+    extra_loads = _load_lines(httpd, tuple(m for m in additions.modules if m not in own))
     if layout == "rhel":
         conf = root / "conf" / "httpd.conf"
         (root / "conf.d").mkdir()
@@ -352,6 +410,8 @@ def _skeleton(
         name = "00-apachews-verify.conf" if verify_first else "zz-apachews-verify.conf"
         (root / "conf.d" / name).write_text(verify_conf)
         (root / "conf.d" / "00-apachews-verify-first.conf").write_text(additions.first)
+        if additions.tls_port is not None:
+            (root / "conf.d" / "ssl.conf").write_text(_rhel_ssl_conf(root, httpd, rendering, additions))
     else:  # gentoo: modules behind <IfDefine>, the default site in vhosts.d
         conf = root / "httpd.conf"
         for sub in ("modules.d", "vhosts.d"):
