@@ -1032,6 +1032,7 @@ def running_proxy(
             sizing_note = f"{capacity.sized(sizing, limit).summary()}, sized for {sizing.websockets} WebSockets"
             sizing_note += f"{handed} + {sizing.http_reserve} for HTTP"
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="apachews-verify-")))
+        scratch.chmod(0o711)  # the server's User reaches the tree's run dir (the handoff keeper's socket)
         tls_ca = tls_key = None
         tls_context = None
         if has_ssl:
