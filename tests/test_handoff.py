@@ -315,7 +315,7 @@ def test_prefork_tunnels_hold_no_process(prefork: Target, handoff: bool) -> None
             assert len(processes_of(parent)) <= PREFORK_PROCESSES + 1, processes_of(parent)
             assert "APWS0020" not in root.error_log.read_text()
         else:  # the red arm: each tunnel holds a process, the rest of the server starves
-            assert len(opened) <= PREFORK_PROCESSES and not answered
+            assert len(opened) <= PREFORK_PROCESSES and not answered, f"{len(opened)} open, HTTP answered: {answered}"
 
 
 def test_prefork_graceful_restart_keeps_the_old_keepers_tunnels(prefork: Target) -> None:
