@@ -272,7 +272,7 @@ def test_notes_say_what_changes_the_restart_and_the_open_files_limit() -> None:
     ]:
         notes = " ".join(config.render("generic", apache="2.4.4", distro=distro, sizing=handed, handoff=True).notes)
         assert where in notes and ("full restart" in notes or "apachectl -k stop" in notes), notes
-        assert "MaxRequestWorkers 425" in notes and "worker and event MPMs only" in notes
+        assert "MaxRequestWorkers 425" in notes and "under prefork in the tunnel keeper" in notes
     plain = config.render(
         "generic", apache="2.4.69", distro="debian", sizing=capacity.size(capacity.compute(DEBIAN_STOCK), 1000)
     )
