@@ -409,3 +409,14 @@ def test_prefork_keeper_refuses_an_open_directory(prefork: Target) -> None:
         assert not keepers(root)
         with ws(root) as conn:  # no keeper: the tunnel keeps its process, and works
             assert echoes(conn)
+
+
+def test_prefork_stop_ends_the_keepers_tunnels(prefork: Target) -> None:
+    with keeper_proxy(prefork) as (root, _):
+        parent, keeper = parent_pid(root), keepers(root)[-1]
+        with ws(root) as conn:
+            assert echoes(conn)
+            os.kill(parent, signal.SIGTERM)  # apachectl -k stop: Apache's own stop, before the test's cleanup
+            assert wait_for(lambda: not alive(parent), 15), root.log_tail()
+            assert not alive(keeper), "the keeper outlived the server"
+            assert closed(conn)
