@@ -91,7 +91,7 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 @pytest.fixture
 def threaded(target: Target) -> Target:
     if target.mpm == "prefork":
-        pytest.skip(f"{target.httpd.version} is built with prefork, which cannot hand off")
+        pytest.skip(f"{target.httpd.version} is built with prefork, whose tunnels go to the keeper (the prefork tests)")
     return target
 
 
