@@ -649,6 +649,11 @@ static void proxy_wstunnel_frames_feed(proxy_wstunnel_frames *f, const char *dat
  * "ProxyWebsocketHandoff On" on a threaded MPM, in this child's event loop (every tunnel handed to it,
  * epoll), which gives the worker back to Apache. */
 #define PWS_RAW_BYTES (64 * 1024)
+/* Linux: the payload of a big frame (at least PWS_SPLICE_MIN bytes still to come) moves with splice(2) through a
+ * pipe, socket to pipe to socket, without passing through user space; one splice of at most PWS_RAW_BYTES per
+ * turn, as a read. The pipe is made for the frame and closed once it is through. */
+#define PWS_SPLICE PWS_HANDOFF
+#define PWS_SPLICE_MIN (16 * 1024)
 
 typedef struct proxy_wstunnel_raw proxy_wstunnel_raw;
 
@@ -664,7 +669,12 @@ typedef struct {
     apr_size_t pending_offset;
     apr_time_t blocked_since; /* when a write to this end got stuck (0: it is not) */
     short events;             /* the poll events this end is registered for in the event loop (0: none) */
+    int pipe[2];              /* splice: the pipe payload bytes for this end pass through (-1: none) */
+    apr_size_t piped;         /* bytes in that pipe this end did not take yet */
 } proxy_wstunnel_end;
+
+/* Bytes wait for this end: copied (pending) or in its pipe (piped). */
+#define PWS_HAS_PENDING(end) ((end)->pending != NULL || (end)->piped > 0)
 
 struct proxy_wstunnel_raw {
     proxy_wstunnel_end end[2];
@@ -683,10 +693,10 @@ static short proxy_wstunnel_raw_wanted(const proxy_wstunnel_raw *t, int i)
 {
     const proxy_wstunnel_end *end = &t->end[i], *other = &t->end[1 - i];
     short events = 0;
-    if (!end->read_done && other->pending == NULL) {
+    if (!end->read_done && !PWS_HAS_PENDING(other)) {
         events |= POLLIN;
     }
-    if (end->pending != NULL) {
+    if (PWS_HAS_PENDING(end)) {
         events |= POLLOUT;
     }
     return events;
@@ -697,14 +707,14 @@ static int proxy_wstunnel_raw_finished(const proxy_wstunnel_raw *t)
 {
     return ((t->end[0].read_done && t->end[1].read_done)
             || (t->end[0].frames.closed && t->end[1].frames.closed))
-           && !t->end[0].pending && !t->end[1].pending;
+           && !PWS_HAS_PENDING(&t->end[0]) && !PWS_HAS_PENDING(&t->end[1]);
 }
 
 /* Pass our FIN on to `end` once the other end has sent its last byte and all of it was delivered. */
 static void proxy_wstunnel_raw_pass_fin(proxy_wstunnel_raw *t, int i)
 {
     proxy_wstunnel_end *end = &t->end[i];
-    if (t->end[1 - i].read_done && end->pending == NULL && !end->write_shut) {
+    if (t->end[1 - i].read_done && !PWS_HAS_PENDING(end) && !end->write_shut) {
         shutdown(end->fd, SHUT_WR);
         end->write_shut = 1;
     }
@@ -759,6 +769,94 @@ static int proxy_wstunnel_was_reset(int fd)
 #endif
 }
 
+static void proxy_wstunnel_close_pipe(proxy_wstunnel_end *end)
+{
+    if (end->pipe[0] >= 0) {
+        close(end->pipe[0]);
+        close(end->pipe[1]);
+    }
+    end->pipe[0] = end->pipe[1] = -1;
+    end->piped = 0;
+}
+
+#if PWS_SPLICE
+/* Move what end `i`'s pipe holds into its socket. 0: fine (all of it, or it is full for now); -1: the end is gone.
+ * An emptied pipe is closed once the frame that filled it has passed. */
+static int proxy_wstunnel_pipe_flush(proxy_wstunnel_raw *t, int i, apr_time_t now)
+{
+    proxy_wstunnel_end *end = &t->end[i];
+    while (end->piped > 0) {
+        ssize_t moved = splice(end->pipe[0], NULL, end->fd, NULL, end->piped, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (moved < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                if (end->blocked_since == 0) {
+                    end->blocked_since = now;
+                }
+                return 0;
+            }
+            return -1;
+        }
+        end->piped -= (apr_size_t)moved;
+        t->last_activity = now;
+    }
+    end->blocked_since = 0;
+    if (t->end[1 - i].frames.payload_left < PWS_SPLICE_MIN) {
+        proxy_wstunnel_close_pipe(end);
+    }
+    return 0;
+}
+
+/* Read from end `i` by splice(2) when it is in the payload of a big frame. 1: moved (or nothing there yet);
+ * 2: EOF; 0: not this way (no big payload, no pipe to be had): read as usual; -1: broken. */
+static int proxy_wstunnel_raw_splice(proxy_wstunnel_raw *t, int i, apr_time_t now)
+{
+    proxy_wstunnel_end *end = &t->end[i], *to = &t->end[1 - i];
+    apr_size_t want;
+    ssize_t got;
+    if (end->frames.lost || end->frames.closed || end->frames.head_length != 0
+        || end->frames.payload_left < PWS_SPLICE_MIN) {
+        return 0;
+    }
+    if (to->pipe[0] < 0) {
+        int k;
+        if (pipe2(to->pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+            to->pipe[0] = to->pipe[1] = -1;
+            return 0;
+        }
+        for (k = 0; k < 2; k++) { /* a splice to or from a socket waits unless the socket says not to */
+            int flags = fcntl(t->end[k].fd, F_GETFL);
+            if (flags >= 0 && !(flags & O_NONBLOCK)) {
+                fcntl(t->end[k].fd, F_SETFL, flags | O_NONBLOCK);
+            }
+        }
+    }
+    want = end->frames.payload_left < PWS_RAW_BYTES ? (apr_size_t)end->frames.payload_left : PWS_RAW_BYTES;
+    do {
+        got = splice(end->fd, NULL, to->pipe[1], NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    } while (got < 0 && errno == EINTR);
+    if (got < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return 1;
+        }
+        if (errno == EINVAL || errno == ENOSYS) {
+            proxy_wstunnel_close_pipe(to); /* no splice for these descriptors: copy */
+            return 0;
+        }
+        return -1;
+    }
+    if (got == 0) {
+        return 2;
+    }
+    t->last_activity = now;
+    end->frames.payload_left -= (apr_uint64_t)got;
+    to->piped = (apr_size_t)got;
+    return proxy_wstunnel_pipe_flush(t, 1 - i, now) == 0 ? 1 : -1;
+}
+#endif
+
 /* End `i` is ready (`revents` as poll() reports them; a hang-up or error counts as ready for whatever the
  * end was waiting for, and the read or write then says what happened). 1: the tunnel has ended cleanly,
  * both ways; -1: it is broken (reset, error), end it now; 0: go on. */
@@ -770,6 +868,16 @@ static int proxy_wstunnel_raw_ready(proxy_wstunnel_raw *t, int i, short revents,
     short trouble = revents & (POLLERR | POLLHUP | POLLNVAL);
 
     if ((wanted & POLLOUT) && (revents & (POLLOUT | trouble))) {
+#if PWS_SPLICE
+        if (end->piped > 0) {
+            if (proxy_wstunnel_pipe_flush(t, i, now) != 0) {
+                return -1;
+            }
+            if (end->piped == 0) {
+                proxy_wstunnel_raw_pass_fin(t, i);
+            }
+        }
+#endif
         while (end->pending_length > 0) {
             ssize_t sent = send(end->fd, end->pending + end->pending_offset, end->pending_length,
                                 MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -786,7 +894,7 @@ static int proxy_wstunnel_raw_ready(proxy_wstunnel_raw *t, int i, short revents,
             end->pending_length -= (apr_size_t)sent;
             t->last_activity = now;
         }
-        if (end->pending_length == 0) {
+        if (end->pending != NULL && end->pending_length == 0) {
             free(end->pending);
             end->pending = NULL;
             end->blocked_since = 0;
@@ -794,10 +902,25 @@ static int proxy_wstunnel_raw_ready(proxy_wstunnel_raw *t, int i, short revents,
         }
     }
     if ((wanted & POLLIN) && (revents & (POLLIN | trouble))) {
-        ssize_t got;
-        do {
-            got = recv(end->fd, buffer, size, MSG_DONTWAIT);
-        } while (got < 0 && errno == EINTR);
+        ssize_t got = -1;
+        int spliced = 0;
+#if PWS_SPLICE
+        spliced = proxy_wstunnel_raw_splice(t, i, now);
+        if (spliced < 0) {
+            return -1;
+        }
+        if (spliced == 2) {
+            got = 0; /* EOF: as from recv() */
+        }
+        else if (spliced == 1) {
+            return proxy_wstunnel_raw_finished(t) ? 1 : 0;
+        }
+#endif
+        if (spliced == 0) {
+            do {
+                got = recv(end->fd, buffer, size, MSG_DONTWAIT);
+            } while (got < 0 && errno == EINTR);
+        }
         if (got > 0) {
             t->last_activity = now;
             proxy_wstunnel_frames_feed(&end->frames, buffer, (apr_size_t)got);
@@ -842,7 +965,8 @@ static int proxy_wstunnel_raw_expired(const proxy_wstunnel_raw *t, apr_time_t no
         return 1;
     }
     for (i = 0; i < 2; i++) {
-        if (t->end[i].pending && t->write_timeout > 0 && now - t->end[i].blocked_since >= t->write_timeout) {
+        if (PWS_HAS_PENDING(&t->end[i]) && t->write_timeout > 0
+            && now - t->end[i].blocked_since >= t->write_timeout) {
             return 1;
         }
     }
@@ -862,7 +986,7 @@ static int proxy_wstunnel_raw_wait_ms(const proxy_wstunnel_raw *t, apr_time_t no
         deadlines[count++] = t->fin_since + t->fin_timeout;
     }
     for (i = 0; i < 2; i++) {
-        if (t->end[i].pending && t->write_timeout > 0) {
+        if (PWS_HAS_PENDING(&t->end[i]) && t->write_timeout > 0) {
             deadlines[count++] = t->end[i].blocked_since + t->write_timeout;
         }
     }
@@ -897,6 +1021,7 @@ static void proxy_wstunnel_raw_free_pending(proxy_wstunnel_raw *t)
     for (i = 0; i < 2; i++) {
         free(t->end[i].pending);
         t->end[i].pending = NULL;
+        proxy_wstunnel_close_pipe(&t->end[i]);
     }
 }
 
@@ -908,6 +1033,7 @@ static void proxy_wstunnel_raw_init(proxy_wstunnel_raw *t, int client_fd, int ba
     t->end[0].fd = client_fd;
     t->end[1].fd = backend_fd;
     t->end[0].tunnel = t->end[1].tunnel = t;
+    t->end[0].pipe[0] = t->end[0].pipe[1] = t->end[1].pipe[0] = t->end[1].pipe[1] = -1;
     t->idle_timeout = idle_timeout;
     t->fin_timeout = fin_timeout;
     t->write_timeout = write_timeout;
