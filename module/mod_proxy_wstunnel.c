@@ -27,6 +27,8 @@
  *    closes, nor a worker, until the idle limit; a reset or error on either side ends the tunnel at once;
  *  - WebSocket close frames are spotted (frame headers are followed, never rewritten): once both directions'
  *    close frames are relayed the tunnel ends; one relayed starts the same short grace as a FIN;
+ *  - "ProxyWebsocketHandoff On" (Linux) gives a plain tunnel's worker back after the handshake: the tunnel lives
+ *    on in an epoll loop, the child's own on worker and event, a tunnel keeper process's on prefork;
  *  - "ProxyWebsocketUpgrade On" lets a WebSocket upgrade arriving on an http:// or https:// ProxyPass be
  *    tunnelled (like 2.4.47's upgrade=websocket), for servers whose mod_rewrite has no ws:// scheme;
  *  - Upgrade and Connection are parsed as token lists, case-insensitively.
