@@ -420,3 +420,17 @@ def test_prefork_stop_ends_the_keepers_tunnels(prefork: Target) -> None:
             assert wait_for(lambda: not alive(parent), 15), root.log_tail()
             assert not alive(keeper), "the keeper outlived the server"
             assert closed(conn)
+
+
+@pytest.mark.parametrize("handoff", [True, False], ids=["handoff", "worker-held"])
+def test_big_frames_arrive_whole(target: Target, handoff: bool) -> None:
+    """Big payloads take splice(2) on the raw path (its own MPM: the child's loop, or prefork's keeper), small
+    ones around them the copy; every byte arrives, in order."""
+    sizing = PREFORK_SIZING if target.mpm == "prefork" else None
+    with proxy(target, handoff, sizing=sizing) as (root, _):
+        with connect(f"ws://127.0.0.1:{root.port}/ws", max_size=None, open_timeout=3, close_timeout=1) as conn:
+            for size in (100, 20_000, 70_000, 3 * 2**20 + 7, 10, 2**20):
+                data = os.urandom(size)
+                conn.send(data)
+                assert conn.recv(timeout=20) == data, size
+            assert echoes(conn, "small after big")
