@@ -978,11 +978,11 @@ def raised_open_files(needed: int) -> Iterator[int]:
 
 
 def verify_sizing(
-    httpd: Httpd, layout: str, max_websockets: int, handoff: bool = False
+    httpd: Httpd, layout: str, max_websockets: int, handoff: bool = False, mpm: str | None = None
 ) -> tuple[capacity.Sizing, capacity.Capacity]:
     """The MPM sizing verify renders for `max_websockets` (capacity.size of the layout's stock settings, the
     HTTP reserve its default: the workers the tree has now), and that stock capacity."""
-    stock = capacity.compute(trees.stock_settings(layout, httpd))
+    stock = capacity.compute(trees.stock_settings(layout, httpd, mpm))
     return capacity.size(stock, max_websockets, handoff=handoff), stock
 
 
@@ -998,6 +998,7 @@ def running_proxy(
     progress: Progress | None = None,
     max_websockets: int | None = None,
     handoff: bool = False,
+    mpm: str | None = None,
 ) -> Iterator[Proxy]:
     """Start the backends and Apache in front of them, laid out as `layout`; stop and remove all on exit.
 
@@ -1005,7 +1006,8 @@ def running_proxy(
     that a check goes red on a config that is wrong in the way users' configs are. `max_websockets`: the
     server gets the MPM sizing `apachews config --max-websockets` renders (the same function and template),
     this process and Apache a raised open-files limit, and the capacity check opens that many WebSockets.
-    `handoff`: the routes get ProxyWebsocketHandoff On (the apachews module only)."""
+    `handoff`: the routes get ProxyWebsocketHandoff On (the apachews module only). `mpm`: the MPM the debian or
+    bare layout runs instead of its own (the debian tree as after a2dismod/a2enmod)."""
     progress = progress or Progress()
     if max_websockets is not None:
         max_websockets = validate_capacity_count(max_websockets)
@@ -1022,7 +1024,7 @@ def running_proxy(
     has_ssl = httpd.has_module("ssl")
     sizing = stock = None
     if max_websockets is not None:
-        sizing, stock = verify_sizing(httpd, layout, max_websockets, handoff)
+        sizing, stock = verify_sizing(httpd, layout, max_websockets, handoff, mpm)
     progress.step("starting the backends")
     with contextlib.ExitStack() as stack:
         if sizing is not None:
@@ -1067,7 +1069,9 @@ def running_proxy(
             files = edit(files) if edit else files
             sized = rendering.capacity_file in files
             root = stack.enter_context(
-                ServerRoot(httpd, files, port=port, extra_modules={"proxy_wstunnel": module} if module else None)
+                ServerRoot(
+                    httpd, files, port=port, extra_modules={"proxy_wstunnel": module} if module else None, mpm=mpm
+                )
             )
             server = root.server
             tls_port = None  # the lab layout has no TLS front
@@ -1085,6 +1089,7 @@ def running_proxy(
                 tls_cert=tls_ca,
                 tls_key=tls_key,
                 modules=["ssl"] if tls_port else [],
+                mpm=mpm,
             )
             tree = scratch / "tree"
             tree.mkdir()
@@ -1136,6 +1141,7 @@ def run(
     progress: Progress | None = None,
     max_websockets: int | None = None,
     handoff: bool = False,
+    mpm: str | None = None,
 ) -> VerifyReport:
     progress = progress or Progress()
     names = check_names(checks)
@@ -1149,6 +1155,7 @@ def run(
         progress=progress,
         max_websockets=max_websockets,
         handoff=handoff,
+        mpm=mpm,
     ) as proxy:
         report = VerifyReport(
             str(httpd.version),
@@ -1178,6 +1185,7 @@ def run_presets(
     progress: Progress | None = None,
     max_websockets: int | None = None,
     handoff: bool = False,
+    mpm: str | None = None,
 ) -> list[VerifyReport]:
     """One report per preset; a preset the release cannot render is a failed report that says why."""
     check_names(checks)
@@ -1195,6 +1203,7 @@ def run_presets(
                     progress=progress,
                     max_websockets=max_websockets,
                     handoff=handoff,
+                    mpm=mpm,
                 )
             )
         except CannotRender as error:

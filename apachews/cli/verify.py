@@ -75,6 +75,11 @@ def resolve_httpd(binary: Path | None, dist: Path | None) -> tuple[httpd.Httpd, 
     is_flag=True,
     help="Render the preset with ProxyWebsocketHandoff On (the apachews module: --module, or --prefer apachews).",
 )
+@click.option(
+    "--mpm",
+    type=click.Choice(["prefork", "worker", "event"]),
+    help="With --layout debian or bare: run this MPM (the debian tree as after a2dismod/a2enmod mpm_*).",
+)
 @source_options
 def verify_command(
     session: Session,
@@ -91,15 +96,16 @@ def verify_command(
     apachectl: str | None,
     max_websockets: str | None,
     handoff: bool,
+    mpm: str | None,
     sources: SourceOptions,
 ) -> Result:
     """Start a real Apache in front of the bundled echo backend and run the WebSocket suite."""
     if apachectl and not live:
         raise BadInput("--apachectl goes with --live", hint="add --live, or leave out --apachectl")
-    if live and (max_websockets is not None or handoff):
+    if live and (max_websockets is not None or handoff or mpm):
         raise BadInput(
-            "--max-websockets and --handoff change the server under test; --live leaves the running one as it is "
-            "(and N WebSockets could starve its HTTP)",
+            "--max-websockets, --handoff and --mpm change the server under test; --live leaves the running one as "
+            "it is (and N WebSockets could starve its HTTP)",
             hint="apachews doctor --max-websockets N says what the running server holds",
         )
     wanted = verify.validate_capacity_count(max_websockets) if max_websockets is not None else None
@@ -135,6 +141,7 @@ def verify_command(
         progress=session.progress(),
         max_websockets=wanted,
         handoff=handoff,
+        mpm=mpm,
     )
     texts = []
     for report in reports:
