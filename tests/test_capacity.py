@@ -405,6 +405,13 @@ def test_verify_layouts_find_out_their_stock_workers(system_httpd: Httpd) -> Non
         assert capacity.compute(trees.stock_settings("debian", system_httpd)).workers == 150
     for layout in ("rhel", "gentoo", "bare"):
         assert capacity.compute(trees.stock_settings(layout, system_httpd)).workers == 400
+    # verify --mpm prefork: Debian's mpm_prefork.conf as a2enmod enables it, the lab root httpd's default 256.
+    if trees.default_layout(system_httpd) == "debian":
+        debian_prefork = capacity.compute(trees.stock_settings("debian", system_httpd, "prefork"))
+        assert (debian_prefork.mpm, debian_prefork.workers) == ("prefork", 150)
+    assert capacity.compute(trees.stock_settings("bare", system_httpd, "prefork")).workers == 256
+    with pytest.raises(BadInput, match="with the rhel layout"):
+        trees.stock_settings("rhel", system_httpd, "prefork")
 
 
 @pytest.mark.parametrize("layout", ["debian", "rhel", "gentoo", "bare"])
