@@ -1760,9 +1760,8 @@ static const char *proxy_wstunnel_keeper_dir(apr_pool_t *p, server_rec *s, uid_t
 }
 
 /* Post-config in the parent, under prefork: make the socket and start this generation's keeper. */
-static void proxy_wstunnel_keeper_setup(apr_pool_t *pconf, server_rec *s)
+static void proxy_wstunnel_keeper_setup(apr_pool_t *pconf, server_rec *s, int generation)
 {
-    static int generation;
     proxy_wstunnel_keeper *keeper;
     struct sockaddr_un address;
     uid_t owner = geteuid() == 0 ? PWS_APACHE_UID : geteuid();
@@ -1776,7 +1775,7 @@ static void proxy_wstunnel_keeper_setup(apr_pool_t *pconf, server_rec *s)
     keeper = apr_pcalloc(pconf, sizeof(*keeper));
     keeper->pool = pconf;
     keeper->s = s;
-    keeper->path = apr_psprintf(pconf, "%s/%ld.%d.sock", dir, (long)getpid(), ++generation);
+    keeper->path = apr_psprintf(pconf, "%s/%ld.%d.sock", dir, (long)getpid(), generation);
     memset(&address, 0, sizeof(address));
     address.sun_family = AF_UNIX;
     if (strlen(keeper->path) >= sizeof(address.sun_path)) {
@@ -2376,10 +2375,22 @@ static int proxy_wstunnel_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_po
 
 static int proxy_wstunnel_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
 {
-    int threaded = AP_MPMQ_NOT_SUPPORTED;
-    void *started = NULL;
+    int threaded = AP_MPMQ_NOT_SUPPORTED, *passes;
+    void *data = NULL;
     (void)plog;
     (void)ptemp;
+    /* Apache reads its config twice at startup; the first pass's process does not serve (as mod_cgid has it).
+     * The count lives in the process pool: this module's statics start afresh with each generation (the DSO is
+     * loaded again), and it numbers the keeper sockets. */
+    apr_pool_userdata_get(&data, "proxy_wstunnel_passes", s->process->pool);
+    passes = data;
+    if (passes == NULL) {
+        passes = apr_pcalloc(s->process->pool, sizeof(*passes));
+        apr_pool_userdata_set(passes, "proxy_wstunnel_passes", apr_pool_cleanup_null, s->process->pool);
+    }
+    else {
+        ++*passes;
+    }
     if (!proxy_wstunnel_handoff_configured) {
         return OK;
     }
@@ -2390,17 +2401,11 @@ static int proxy_wstunnel_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_p
                                      "their workers");
         return OK;
     }
-    /* Apache reads its config twice at startup; the first pass's process does not serve (as mod_cgid has it). */
-    apr_pool_userdata_get(&started, "proxy_wstunnel_keeper", s->process->pool);
-    if (started == NULL) {
-        apr_pool_userdata_set((const void *)1, "proxy_wstunnel_keeper", apr_pool_cleanup_null, s->process->pool);
-        return OK;
-    }
 #if PWS_HANDOFF
-    if (threaded == AP_MPMQ_NOT_SUPPORTED) {
+    if (threaded == AP_MPMQ_NOT_SUPPORTED && *passes > 0) {
         /* A prefork child serves one connection at a time and is retired whenever MaxSpareServers says so: its
          * tunnels go to a keeper process instead. */
-        proxy_wstunnel_keeper_setup(pconf, s);
+        proxy_wstunnel_keeper_setup(pconf, s, *passes);
     }
 #else
     (void)pconf;
