@@ -434,3 +434,14 @@ def test_big_frames_arrive_whole(target: Target, handoff: bool) -> None:
                 conn.send(data)
                 assert conn.recv(timeout=20) == data, size
             assert echoes(conn, "small after big")
+
+
+def test_prefork_keeper_starts_when_a_graceful_restart_turns_handoff_on(prefork: Target) -> None:
+    with keeper_proxy(prefork, handoff=False) as (root, _):
+        assert root.root is not None
+        snippet = next(root.root.rglob("99-handoff.conf"))
+        snippet.write_text(snippet.read_text() + "ProxyWebsocketHandoff On\n")
+        os.kill(parent_pid(root), signal.SIGUSR1)  # apachectl -k graceful
+        assert wait_for(lambda: keepers(root), 15), root.log_tail()
+        with ws(root) as conn:
+            assert echoes(conn, "handed to the new keeper")
