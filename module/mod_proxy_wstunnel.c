@@ -1873,9 +1873,18 @@ static int proxy_wstunnel_send_to_keeper(request_rec *r, const proxy_wstunnel_ra
         do {
             done = recv(conn, &answer, 1, 0);
         } while (done < 0 && errno == EINTR);
+        if (done < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            /* A keeper that neither took nor refused it in time (stopped?) may still take it: never run one
+             * tunnel in two processes. The child lets go; the keeper has it, or it ends. */
+            close(conn);
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+                          PWS_LOGNO(0038) "no answer from the tunnel keeper in %d s: the tunnel is left to it",
+                          PWS_KEEPER_PATIENCE_SEC);
+            return 1;
+        }
     }
     close(conn);
-    if (answer != 'K') {
+    if (answer != 'K') { /* refused, or the keeper closed (or died) without taking it: its copies are gone */
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
                       PWS_LOGNO(0037) "the tunnel keeper did not take the tunnel: this process keeps it");
         return 0;

@@ -445,3 +445,18 @@ def test_prefork_keeper_starts_when_a_graceful_restart_turns_handoff_on(prefork:
         assert wait_for(lambda: keepers(root), 15), root.log_tail()
         with ws(root) as conn:
             assert echoes(conn, "handed to the new keeper")
+
+
+def test_prefork_stopped_keeper_still_gets_the_tunnel_it_was_sent(prefork: Target) -> None:
+    """A keeper that does not answer in time (here SIGSTOPped) may still take what it was sent: the child lets
+    go (APWS0038) instead of running the same tunnel beside it, and the tunnel works once the keeper goes on."""
+    with keeper_proxy(prefork) as (root, _):
+        keeper = keepers(root)[-1]
+        os.kill(keeper, signal.SIGSTOP)
+        try:
+            conn = ws(root, timeout=5)
+            assert wait_for(lambda: "APWS0038" in root.error_log.read_text(), 20), root.log_tail()
+        finally:
+            os.kill(keeper, signal.SIGCONT)
+        with conn:
+            assert echoes(conn, "in the keeper that woke up")
