@@ -5,7 +5,8 @@ under prefork. Apache has no per-route limit, so once tunnels hold every worker,
 server waits in the listen backlog and times out (stock Debian: MaxRequestWorkers 150, so 150 open
 terminals or notebooks). With the apachews module's `ProxyWebsocketHandoff On` on a threaded MPM, a plain
 ws:// tunnel holds a worker only for its handshake and then lives in its child's event loop, which holds
-at most (RLIMIT_NOFILE soft limit - 64) / 2 tunnels (more stay with their worker); prefork never hands off.
+at most (RLIMIT_NOFILE soft limit - 64) / 2 tunnels (more stay with their worker); under prefork the same
+loop runs in one tunnel keeper process beside the children, and the processes serve HTTP and handshakes only.
 
 Everything here is arithmetic over httpd's own rules (the MPMs' check_config / directive handlers): the
 documented defaults per family and MPM when a directive is unset, ThreadsPerChild capped at ThreadLimit,
@@ -30,6 +31,7 @@ WHY_MAX_WEBSOCKETS = (
     "28000 from one source address: Linux's ephemeral ports) and, without handoff, a thread"
 )
 PREFORK_MAX_PROCESSES = 1000  # one process per open WebSocket: beyond this, prefork is the wrong MPM
+PREFORK_HANDSHAKE_PROCESSES = 25  # prefork with the tunnel keeper: processes for handshakes in flight
 MIN_HTTP_RESERVE = 25  # workers kept for plain HTTP at the least (one child's threads on stock settings)
 DEFAULT_OPEN_FILES = 1024  # RLIMIT_NOFILE soft limit assumed when the server's own is not known
 LOOP_RESERVED_FDS = 64  # the module's event loop leaves these for the rest of the child
@@ -101,10 +103,10 @@ class Capacity:
     processes: int  # children at most
     workers: int  # simultaneous connections served by a worker: threads, or processes under prefork
     configured: str  # where `workers` comes from: "MaxRequestWorkers 150", "event default"
-    handoff: bool  # ProxyWebsocketHandoff On, in force (threaded MPMs only)
+    handoff: bool  # ProxyWebsocketHandoff On, in force (a threaded MPM's children, or prefork's tunnel keeper)
     open_files: int
     open_files_known: bool
-    loop_tunnels_per_child: int  # with handoff: what one child's event loop holds; else 0
+    loop_tunnels_per_child: int  # with handoff: what one child's event loop (prefork: the keeper) holds; else 0
     adjustments: tuple[str, ...] = ()  # what httpd changes in the configured values, and says so at start
 
     def held_workers(self, websockets: int) -> int:
@@ -142,6 +144,18 @@ def defaults(family: str, mpm: str) -> Settings:
     return Settings(family, mpm)
 
 
+def _loop_open_files(settings: Settings) -> int:
+    """The open-files limit an event loop runs with: a threaded child's, or the prefork tunnel keeper's (each
+    raises its soft limit to the hard one, at most LOOP_MAX_OPEN_FILES; the keeper asks for that much while it
+    is still root)."""
+    return min(settings.open_files or DEFAULT_OPEN_FILES, LOOP_MAX_OPEN_FILES if settings.handoff else 1 << 30)
+
+
+def _loop_tunnels(open_files: int) -> int:
+    """The tunnels one event loop holds with `open_files` (two descriptors each, LOOP_RESERVED_FDS kept)."""
+    return max(0, (open_files - LOOP_RESERVED_FDS) // FDS_PER_TUNNEL)
+
+
 def compute(settings: Settings) -> Capacity:
     """The workers `settings` give, as httpd computes them (its warnings are in `adjustments`)."""
     family, mpm = settings.family, settings.mpm
@@ -159,6 +173,7 @@ def compute(settings: Settings) -> Capacity:
         if wanted > server_limit:
             notes.append(f"{directive} {wanted} exceeds ServerLimit {server_limit}: lowered to {server_limit}")
         processes = max(1, min(wanted, server_limit))
+        keeper_files = _loop_open_files(settings)
         return Capacity(
             family,
             mpm,
@@ -169,10 +184,10 @@ def compute(settings: Settings) -> Capacity:
             processes,
             processes,
             configured,
-            False,
-            settings.open_files or DEFAULT_OPEN_FILES,
+            settings.handoff,
+            keeper_files,
             settings.open_files is not None,
-            0,
+            _loop_tunnels(keeper_files) if settings.handoff else 0,
             tuple(notes),
         )
     thread_limit = settings.thread_limit if settings.thread_limit is not None else limits.thread_limit
@@ -205,8 +220,8 @@ def compute(settings: Settings) -> Capacity:
             f"lowered to {server_limit * threads}"
         )
         processes = server_limit
-    open_files = min(settings.open_files or DEFAULT_OPEN_FILES, LOOP_MAX_OPEN_FILES if settings.handoff else 1 << 30)
-    loop = max(0, (open_files - LOOP_RESERVED_FDS) // FDS_PER_TUNNEL) if settings.handoff else 0
+    open_files = _loop_open_files(settings)
+    loop = _loop_tunnels(open_files) if settings.handoff else 0
     return Capacity(
         family,
         mpm,
@@ -316,19 +331,15 @@ def _round_up(value: int, step: int) -> int:
 def size(current: Capacity, websockets: object, http_reserve: object | None = None, handoff: bool = False) -> Sizing:
     """The settings for `websockets` open at once with `http_reserve` workers left for plain HTTP (default:
     the workers the server has now, at least MIN_HTTP_RESERVE). ThreadsPerChild is kept; ServerLimit (and
-    ThreadLimit where needed) follow. With handoff (threaded MPMs only) the tunnels live in the children's
-    event loops: the workers cover HTTP and handshakes, and the open-files limit lets any one child's loop
-    hold all of them (which child accepts a connection is not ours to choose)."""
+    ThreadLimit where needed) follow. With handoff the tunnels live in the children's event loops: the workers
+    cover HTTP and handshakes, and the open-files limit lets any one child's loop hold all of them (which child
+    accepts a connection is not ours to choose); under prefork they live in the tunnel keeper."""
     n = validate_websockets(websockets)
     reserve = max(current.workers, MIN_HTTP_RESERVE) if http_reserve is None else validate_reserve(http_reserve)
     limits = _limits(current.family, current.mpm)
+    if not current.threaded and handoff:
+        return _size_prefork_keeper(current, n, http_reserve)
     if not current.threaded:
-        if handoff:
-            raise BadInput(
-                "ProxyWebsocketHandoff works on the worker and event MPMs only: under prefork every tunnel holds "
-                "its process for its whole life",
-                hint="switch to the worker or event MPM, or leave out --handoff",
-            )
         total = n + reserve
         if total > PREFORK_MAX_PROCESSES:
             raise BadInput(
@@ -393,6 +404,51 @@ def size(current: Capacity, websockets: object, http_reserve: object | None = No
         open_files=open_files,
         handshake_workers=handshakes,
         notes=notes,
+    )
+
+
+def _size_prefork_keeper(current: Capacity, n: int, http_reserve: object | None) -> Sizing:
+    """Prefork with ProxyWebsocketHandoff On: the tunnels live in the one keeper process, the children serve
+    HTTP and handshakes only. Without --http-reserve the server keeps its processes (at least enough for
+    MIN_HTTP_RESERVE and the handshakes); the keeper's open-files limit must hold all N."""
+    handshakes = PREFORK_HANDSHAKE_PROCESSES
+    if http_reserve is None:
+        reserve = max(current.workers - handshakes, MIN_HTTP_RESERVE)
+    else:
+        reserve = validate_reserve(http_reserve)
+    total = reserve + handshakes
+    if total > PREFORK_MAX_PROCESSES:
+        raise BadInput(
+            f"{reserve} processes for HTTP + {handshakes} for handshakes is over the {PREFORK_MAX_PROCESSES} "
+            "prefork processes apachews sizes",
+            hint="lower --http-reserve, or switch to the worker or event MPM",
+        )
+    open_files = _round_up(FDS_PER_TUNNEL * n + LOOP_RESERVED_FDS, 1024)
+    if open_files > LOOP_MAX_OPEN_FILES:
+        raise BadInput(
+            f"{n} WebSockets need {open_files} open files in the tunnel keeper, over the "
+            f"{LOOP_MAX_OPEN_FILES} it asks for",
+            hint=f"at most {_loop_tunnels(LOOP_MAX_OPEN_FILES)} WebSockets per prefork server with handoff: "
+            "spread them over several servers, or use the worker or event MPM",
+        )
+    return Sizing(
+        current.family,
+        current.mpm,
+        n,
+        reserve,
+        True,
+        server_limit=total,
+        thread_limit=None,
+        threads_per_child=None,
+        max_workers=total,
+        processes=total,
+        open_files=open_files,
+        handshake_workers=handshakes,
+        notes=(
+            f"with ProxyWebsocketHandoff On the {n} tunnels live in the tunnel keeper process (open files "
+            f"{open_files}: (open files - {LOOP_RESERVED_FDS}) / 2 tunnels); a process is held only for a "
+            f"handshake: {reserve} for HTTP, {handshakes} for handshakes",
+        ),
     )
 
 

@@ -631,9 +631,10 @@ def render(
     if handoff:
         notes.append(
             "ProxyWebsocketHandoff On: once open, a plain tunnel (no TLS on either side) gives its worker back and "
-            "lives in its child's event loop, on the worker and event MPMs only (under prefork every tunnel holds "
-            f"its process); a loop holds (the open-files hard limit, at most {capacity.LOOP_MAX_OPEN_FILES}, - "
-            f"{capacity.LOOP_RESERVED_FDS}) / 2 tunnels, more keep their worker."
+            "lives in its child's event loop (worker, event), or under prefork in the tunnel keeper, one process "
+            f"beside the children; a loop holds (the open-files hard limit, at most {capacity.LOOP_MAX_OPEN_FILES}, "
+            f"- {capacity.LOOP_RESERVED_FDS}) / 2 tunnels, more keep their worker. TLS tunnels stay with their "
+            "worker."
         )
     if h2_websockets:
         notes.append(
@@ -801,7 +802,8 @@ def capacity_notes(sizing: Sizing, layout: distros.Layout) -> list[str]:
     if sizing.handoff:
         what = (
             f"{layout.capacity_file(sizing.family)} sizes the {sizing.mpm} MPM for {sizing.websockets} WebSockets "
-            f"handed off to the children's event loops, {sizing.http_reserve} workers for plain HTTP and "
+            f"handed off to {'the children' if sizing.threaded else 'the tunnel keeper'}'s event loop"
+            f"{'s' if sizing.threaded else ''}, {sizing.http_reserve} workers for plain HTTP and "
             f"{sizing.handshake_workers} for handshakes: {changes}."
         )
     else:
@@ -812,7 +814,13 @@ def capacity_notes(sizing: Sizing, layout: distros.Layout) -> list[str]:
             f"plain HTTP: {changes}."
         )
     where = f": {layout.open_files_note(sizing.family, sizing.open_files)}" if sizing.open_files_raise else ""
-    if sizing.handoff:
+    if sizing.handoff and not sizing.threaded:
+        files = (
+            f"Open files: the tunnel keeper holds (its limit - {capacity.LOOP_RESERVED_FDS}) / 2 tunnels; started "
+            f"as root it raises its own limit to {capacity.LOOP_MAX_OPEN_FILES} (else to the hard one): "
+            f"{sizing.websockets} need {sizing.open_files}{where}."
+        )
+    elif sizing.handoff:
         per_child = (sizing.open_files - capacity.LOOP_RESERVED_FDS) // capacity.FDS_PER_TUNNEL
         spread = (
             f"lets one child hold all {sizing.websockets}"

@@ -627,8 +627,8 @@ def _workers(
         lines.append(
             (
                 "websockets",
-                f"ProxyWebsocketHandoff On: a child's event loop holds {current.loop_tunnels_per_child} tunnels "
-                f"({files}), more hold a worker each",
+                f"ProxyWebsocketHandoff On: {'a child' if current.threaded else 'the tunnel keeper'}'s event loop "
+                f"holds {current.loop_tunnels_per_child} tunnels ({files}), more hold a worker each",
             )
         )
     else:

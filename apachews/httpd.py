@@ -358,6 +358,7 @@ class ServerRoot:
 
     def __enter__(self) -> ServerRoot:
         self.root = Path(tempfile.mkdtemp(prefix="apachews-root-"))
+        self.root.chmod(0o711)  # the server's User reaches its run/ (the handoff keeper's socket), as in /var/run
         try:
             self._write()
         except BaseException:

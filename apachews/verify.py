@@ -1160,11 +1160,11 @@ def raised_open_files(needed: int) -> Iterator[int]:
 
 
 def verify_sizing(
-    httpd: Httpd, layout: str, max_websockets: int, handoff: bool = False
+    httpd: Httpd, layout: str, max_websockets: int, handoff: bool = False, mpm: str | None = None
 ) -> tuple[capacity.Sizing, capacity.Capacity]:
     """The MPM sizing verify renders for `max_websockets` (capacity.size of the layout's stock settings, the
     HTTP reserve its default: the workers the tree has now), and that stock capacity."""
-    stock = capacity.compute(trees.stock_settings(layout, httpd))
+    stock = capacity.compute(trees.stock_settings(layout, httpd, mpm))
     return capacity.size(stock, max_websockets, handoff=handoff), stock
 
 
@@ -1181,6 +1181,7 @@ def running_proxy(
     max_websockets: int | None = None,
     handoff: bool = False,
     h2: bool | None = None,
+    mpm: str | None = None,
 ) -> Iterator[Proxy]:
     """Start the backends and Apache in front of them, laid out as `layout`; stop and remove all on exit.
 
@@ -1189,7 +1190,8 @@ def running_proxy(
     server gets the MPM sizing `apachews config --max-websockets` renders (the same function and template),
     this process and Apache a raised open-files limit, and the capacity check opens that many WebSockets.
     `handoff`: the routes get ProxyWebsocketHandoff On (the apachews module only). `h2`: WebSockets over HTTP/2
-    (H2WebSockets on, Protocols h2 h2c); None: wherever the server can (h2_unavailable)."""
+    (H2WebSockets on, Protocols h2 h2c); None: wherever the server can (h2_unavailable). `mpm`: the MPM the
+    debian or bare layout runs instead of its own (the debian tree as after a2dismod/a2enmod)."""
     progress = progress or Progress()
     if max_websockets is not None:
         max_websockets = validate_capacity_count(max_websockets)
@@ -1214,8 +1216,8 @@ def running_proxy(
     front_tls = case is not None and case.front_tls
     sizing = stock = None
     if max_websockets is not None:
-        sizing, stock = verify_sizing(httpd, layout, max_websockets, handoff)
-    h2_off = h2_unavailable(httpd, layout, style)
+        sizing, stock = verify_sizing(httpd, layout, max_websockets, handoff, mpm)
+    h2_off = h2_unavailable(httpd, layout, style, mpm)
     if h2 and h2_off:
         raise BadInput(f"no WebSockets over HTTP/2 here: {h2_off}")
     h2_off = h2_off or ("not asked for" if h2 is False else "")
@@ -1228,6 +1230,7 @@ def running_proxy(
             sizing_note = f"{capacity.sized(sizing, limit).summary()}, sized for {sizing.websockets} WebSockets"
             sizing_note += f"{handed} + {sizing.http_reserve} for HTTP"
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="apachews-verify-")))
+        scratch.chmod(0o711)  # the server's User reaches the tree's run dir (the handoff keeper's socket)
         tls_ca = tls_key = None
         tls_context = None
         if has_ssl:
@@ -1268,7 +1271,9 @@ def running_proxy(
             files = edit(files) if edit else files
             sized = rendering.capacity_file in files
             root = stack.enter_context(
-                ServerRoot(httpd, files, port=port, extra_modules={"proxy_wstunnel": module} if module else None)
+                ServerRoot(
+                    httpd, files, port=port, extra_modules={"proxy_wstunnel": module} if module else None, mpm=mpm
+                )
             )
             server = root.server
             tls_port = None  # the lab layout has no TLS front
@@ -1286,6 +1291,7 @@ def running_proxy(
                 tls_cert=tls_ca,
                 tls_key=tls_key,
                 modules=["ssl"] if tls_port else [],
+                mpm=mpm,
             )
             tree = scratch / "tree"
             tree.mkdir()
@@ -1319,7 +1325,7 @@ def running_proxy(
         yield Proxy(target, server, style.value, layout, sizing)
 
 
-def h2_unavailable(httpd: Httpd, layout: str, style: Tunnelling) -> str:
+def h2_unavailable(httpd: Httpd, layout: str, style: Tunnelling, mpm: str | None = None) -> str:
     """Why verify's server cannot carry WebSockets over HTTP/2, or "" when it can: mod_http2 2.4.58+ (H2WebSockets),
     a stock tunnel (mod_http2 hands each stream to mod_proxy's tunnel), and an MPM mod_http2 runs under."""
     release = catalogue.load().get(str(httpd.version))
@@ -1329,7 +1335,7 @@ def h2_unavailable(httpd: Httpd, layout: str, style: Tunnelling) -> str:
         return f"{httpd.binary} has no mod_http2"
     if style is Tunnelling.APACHEWS:
         return "the apachews module tunnels on the client's TCP socket, not on HTTP/2 streams"
-    if trees.layout_mpm(layout, httpd) == "prefork":
+    if trees.layout_mpm(layout, httpd, mpm) == "prefork":
         return "mod_http2 does not serve HTTP/2 under the prefork MPM"
     return ""
 
@@ -1363,6 +1369,7 @@ def run(
     max_websockets: int | None = None,
     handoff: bool = False,
     h2: bool | None = None,
+    mpm: str | None = None,
 ) -> VerifyReport:
     progress = progress or Progress()
     case = CASES.get(preset)
@@ -1384,6 +1391,7 @@ def run(
         max_websockets=max_websockets,
         handoff=handoff,
         h2=h2,
+        mpm=mpm,
     ) as proxy:
         report = VerifyReport(
             str(httpd.version),
@@ -1413,6 +1421,7 @@ def run_presets(
     progress: Progress | None = None,
     max_websockets: int | None = None,
     handoff: bool = False,
+    mpm: str | None = None,
 ) -> list[VerifyReport]:
     """One report per preset; a preset the release cannot render is a failed report that says why."""
     check_names(checks)
@@ -1430,6 +1439,7 @@ def run_presets(
                     progress=progress,
                     max_websockets=max_websockets,
                     handoff=handoff,
+                    mpm=mpm,
                 )
             )
         except CannotRender as error:

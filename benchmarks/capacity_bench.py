@@ -360,12 +360,16 @@ def apache_path(
     sizing: capacity.Sizing | None = None
     own = ""
     try:
-        stock = capacity.compute(capacity.defaults(server.version.family, mpm))
+        # Prefork with the tunnel keeper keeps the stock MaxClients 150 (2.2's httpd-mpm.conf, Debian's).
+        keeper = handoff and mpm == "prefork"
+        settings = capacity.Settings(server.version.family, mpm, max_workers=150 if keeper else None)
+        stock = capacity.compute(settings)
         sizing = capacity.size(stock, IDLE_TUNNELS, handoff=handoff)
         workers = capacity.workers_directive(server.version.family)
         summary = (
             f"{mpm}, config --max-websockets {IDLE_TUNNELS}{' --handoff' if handoff else ''}: ServerLimit "
             f"{sizing.server_limit}, ThreadsPerChild {sizing.threads_per_child}, {workers} {sizing.max_workers}"
+            + (" (the tunnels in the keeper process)" if keeper else "")
         )
     except BadInput:
         own = event_sizing(is_24) if mpm in ("event", "worker") else prefork_sizing(is_24)
@@ -568,6 +572,17 @@ def plan_paths(args: argparse.Namespace, scratch: Path, progress: Callable[[str]
         paths.append(
             apache_path(f"apachews module, {server.version} {server_mpm(server)}", server, "apachews", dist_so)
         )
+        if dist_so is not None or server.has_module("proxy_wstunnel"):
+            # Under prefork the tunnels go to the keeper process: the processes stay for HTTP and handshakes.
+            paths.append(
+                apache_path(
+                    f"apachews module, handoff on, {server.version} {server_mpm(server)}",
+                    server,
+                    "apachews",
+                    dist_so,
+                    handoff=True,
+                )
+            )
     if args.install_peers:
         missing = [pkg for pkg, binary in (("nginx-light", "nginx"), ("haproxy", "haproxy")) if not peer_binary(binary)]
         if missing:

@@ -27,10 +27,24 @@
  *    closes, nor a worker, until the idle limit; a reset or error on either side ends the tunnel at once;
  *  - WebSocket close frames are spotted (frame headers are followed, never rewritten): once both directions'
  *    close frames are relayed the tunnel ends; one relayed starts the same short grace as a FIN;
+ *  - "ProxyWebsocketHandoff On" (Linux) gives a plain tunnel's worker back after the handshake: the tunnel lives
+ *    on in an epoll loop, the child's own on worker and event, a tunnel keeper process's on prefork;
  *  - "ProxyWebsocketUpgrade On" lets a WebSocket upgrade arriving on an http:// or https:// ProxyPass be
  *    tunnelled (like 2.4.47's upgrade=websocket), for servers whose mod_rewrite has no ws:// scheme;
  *  - Upgrade and Connection are parsed as token lists, case-insensitively.
  */
+
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE /* struct ucred (SO_PEERCRED), for the tunnel keeper */
+#endif
+
+/* APR's ring and brigade macros compute member offsets by subtracting from a null pointer (APR_OFFSET); clang's
+ * -Wextra reports every use of them in this file. The arithmetic is APR's, not ours. */
+#if defined(__clang__) && defined(__has_warning)
+#if __has_warning("-Wnull-pointer-subtraction")
+#pragma clang diagnostic ignored "-Wnull-pointer-subtraction"
+#endif
+#endif
 
 #include "mod_proxy.h"
 #include "http_log.h"
@@ -61,6 +75,19 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include "ap_listen.h"
+#include "mpm_common.h"
+#include "unixd.h"
+#if AP_MODULE_MAGIC_AT_LEAST(20120211, 0)
+#include "mod_unixd.h"
+#define PWS_APACHE_UID ap_unixd_config.user_id
+#define PWS_SETUP_CHILD() ap_unixd_setup_child()
+#else
+#define PWS_APACHE_UID unixd_config.user_id
+#define PWS_SETUP_CHILD() unixd_setup_child()
+#endif
 #else
 #define PWS_HANDOFF 0
 #endif
@@ -632,6 +659,11 @@ static void proxy_wstunnel_frames_feed(proxy_wstunnel_frames *f, const char *dat
  * "ProxyWebsocketHandoff On" on a threaded MPM, in this child's event loop (every tunnel handed to it,
  * epoll), which gives the worker back to Apache. */
 #define PWS_RAW_BYTES (64 * 1024)
+/* Linux: the payload of a big frame (at least PWS_SPLICE_MIN bytes still to come) moves with splice(2) through a
+ * pipe, socket to pipe to socket, without passing through user space; one splice of at most PWS_RAW_BYTES per
+ * turn, as a read. The pipe is made for the frame and closed once it is through. */
+#define PWS_SPLICE PWS_HANDOFF
+#define PWS_SPLICE_MIN (16 * 1024)
 
 typedef struct proxy_wstunnel_raw proxy_wstunnel_raw;
 
@@ -647,7 +679,12 @@ typedef struct {
     apr_size_t pending_offset;
     apr_time_t blocked_since; /* when a write to this end got stuck (0: it is not) */
     short events;             /* the poll events this end is registered for in the event loop (0: none) */
+    int pipe[2];              /* splice: the pipe payload bytes for this end pass through (-1: none) */
+    apr_size_t piped;         /* bytes in that pipe this end did not take yet */
 } proxy_wstunnel_end;
+
+/* Bytes wait for this end: copied (pending) or in its pipe (piped). */
+#define PWS_HAS_PENDING(end) ((end)->pending != NULL || (end)->piped > 0)
 
 struct proxy_wstunnel_raw {
     proxy_wstunnel_end end[2];
@@ -666,10 +703,10 @@ static short proxy_wstunnel_raw_wanted(const proxy_wstunnel_raw *t, int i)
 {
     const proxy_wstunnel_end *end = &t->end[i], *other = &t->end[1 - i];
     short events = 0;
-    if (!end->read_done && other->pending == NULL) {
+    if (!end->read_done && !PWS_HAS_PENDING(other)) {
         events |= POLLIN;
     }
-    if (end->pending != NULL) {
+    if (PWS_HAS_PENDING(end)) {
         events |= POLLOUT;
     }
     return events;
@@ -680,14 +717,14 @@ static int proxy_wstunnel_raw_finished(const proxy_wstunnel_raw *t)
 {
     return ((t->end[0].read_done && t->end[1].read_done)
             || (t->end[0].frames.closed && t->end[1].frames.closed))
-           && !t->end[0].pending && !t->end[1].pending;
+           && !PWS_HAS_PENDING(&t->end[0]) && !PWS_HAS_PENDING(&t->end[1]);
 }
 
 /* Pass our FIN on to `end` once the other end has sent its last byte and all of it was delivered. */
 static void proxy_wstunnel_raw_pass_fin(proxy_wstunnel_raw *t, int i)
 {
     proxy_wstunnel_end *end = &t->end[i];
-    if (t->end[1 - i].read_done && end->pending == NULL && !end->write_shut) {
+    if (t->end[1 - i].read_done && !PWS_HAS_PENDING(end) && !end->write_shut) {
         shutdown(end->fd, SHUT_WR);
         end->write_shut = 1;
     }
@@ -742,6 +779,94 @@ static int proxy_wstunnel_was_reset(int fd)
 #endif
 }
 
+static void proxy_wstunnel_close_pipe(proxy_wstunnel_end *end)
+{
+    if (end->pipe[0] >= 0) {
+        close(end->pipe[0]);
+        close(end->pipe[1]);
+    }
+    end->pipe[0] = end->pipe[1] = -1;
+    end->piped = 0;
+}
+
+#if PWS_SPLICE
+/* Move what end `i`'s pipe holds into its socket. 0: fine (all of it, or it is full for now); -1: the end is gone.
+ * An emptied pipe is closed once the frame that filled it has passed. */
+static int proxy_wstunnel_pipe_flush(proxy_wstunnel_raw *t, int i, apr_time_t now)
+{
+    proxy_wstunnel_end *end = &t->end[i];
+    while (end->piped > 0) {
+        ssize_t moved = splice(end->pipe[0], NULL, end->fd, NULL, end->piped, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (moved < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                if (end->blocked_since == 0) {
+                    end->blocked_since = now;
+                }
+                return 0;
+            }
+            return -1;
+        }
+        end->piped -= (apr_size_t)moved;
+        t->last_activity = now;
+    }
+    end->blocked_since = 0;
+    if (t->end[1 - i].frames.payload_left < PWS_SPLICE_MIN) {
+        proxy_wstunnel_close_pipe(end);
+    }
+    return 0;
+}
+
+/* Read from end `i` by splice(2) when it is in the payload of a big frame. 1: moved (or nothing there yet);
+ * 2: EOF; 0: not this way (no big payload, no pipe to be had): read as usual; -1: broken. */
+static int proxy_wstunnel_raw_splice(proxy_wstunnel_raw *t, int i, apr_time_t now)
+{
+    proxy_wstunnel_end *end = &t->end[i], *to = &t->end[1 - i];
+    apr_size_t want;
+    ssize_t got;
+    if (end->frames.lost || end->frames.closed || end->frames.head_length != 0
+        || end->frames.payload_left < PWS_SPLICE_MIN) {
+        return 0;
+    }
+    if (to->pipe[0] < 0) {
+        int k;
+        if (pipe2(to->pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+            to->pipe[0] = to->pipe[1] = -1;
+            return 0;
+        }
+        for (k = 0; k < 2; k++) { /* a splice to or from a socket waits unless the socket says not to */
+            int flags = fcntl(t->end[k].fd, F_GETFL);
+            if (flags >= 0 && !(flags & O_NONBLOCK)) {
+                fcntl(t->end[k].fd, F_SETFL, flags | O_NONBLOCK);
+            }
+        }
+    }
+    want = end->frames.payload_left < PWS_RAW_BYTES ? (apr_size_t)end->frames.payload_left : PWS_RAW_BYTES;
+    do {
+        got = splice(end->fd, NULL, to->pipe[1], NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    } while (got < 0 && errno == EINTR);
+    if (got < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return 1;
+        }
+        if (errno == EINVAL || errno == ENOSYS) {
+            proxy_wstunnel_close_pipe(to); /* no splice for these descriptors: copy */
+            return 0;
+        }
+        return -1;
+    }
+    if (got == 0) {
+        return 2;
+    }
+    t->last_activity = now;
+    end->frames.payload_left -= (apr_uint64_t)got;
+    to->piped = (apr_size_t)got;
+    return proxy_wstunnel_pipe_flush(t, 1 - i, now) == 0 ? 1 : -1;
+}
+#endif
+
 /* End `i` is ready (`revents` as poll() reports them; a hang-up or error counts as ready for whatever the
  * end was waiting for, and the read or write then says what happened). 1: the tunnel has ended cleanly,
  * both ways; -1: it is broken (reset, error), end it now; 0: go on. */
@@ -753,6 +878,16 @@ static int proxy_wstunnel_raw_ready(proxy_wstunnel_raw *t, int i, short revents,
     short trouble = revents & (POLLERR | POLLHUP | POLLNVAL);
 
     if ((wanted & POLLOUT) && (revents & (POLLOUT | trouble))) {
+#if PWS_SPLICE
+        if (end->piped > 0) {
+            if (proxy_wstunnel_pipe_flush(t, i, now) != 0) {
+                return -1;
+            }
+            if (end->piped == 0) {
+                proxy_wstunnel_raw_pass_fin(t, i);
+            }
+        }
+#endif
         while (end->pending_length > 0) {
             ssize_t sent = send(end->fd, end->pending + end->pending_offset, end->pending_length,
                                 MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -769,7 +904,7 @@ static int proxy_wstunnel_raw_ready(proxy_wstunnel_raw *t, int i, short revents,
             end->pending_length -= (apr_size_t)sent;
             t->last_activity = now;
         }
-        if (end->pending_length == 0) {
+        if (end->pending != NULL && end->pending_length == 0) {
             free(end->pending);
             end->pending = NULL;
             end->blocked_since = 0;
@@ -777,10 +912,25 @@ static int proxy_wstunnel_raw_ready(proxy_wstunnel_raw *t, int i, short revents,
         }
     }
     if ((wanted & POLLIN) && (revents & (POLLIN | trouble))) {
-        ssize_t got;
-        do {
-            got = recv(end->fd, buffer, size, MSG_DONTWAIT);
-        } while (got < 0 && errno == EINTR);
+        ssize_t got = -1;
+        int spliced = 0;
+#if PWS_SPLICE
+        spliced = proxy_wstunnel_raw_splice(t, i, now);
+        if (spliced < 0) {
+            return -1;
+        }
+        if (spliced == 2) {
+            got = 0; /* EOF: as from recv() */
+        }
+        else if (spliced == 1) {
+            return proxy_wstunnel_raw_finished(t) ? 1 : 0;
+        }
+#endif
+        if (spliced == 0) {
+            do {
+                got = recv(end->fd, buffer, size, MSG_DONTWAIT);
+            } while (got < 0 && errno == EINTR);
+        }
         if (got > 0) {
             t->last_activity = now;
             proxy_wstunnel_frames_feed(&end->frames, buffer, (apr_size_t)got);
@@ -825,7 +975,8 @@ static int proxy_wstunnel_raw_expired(const proxy_wstunnel_raw *t, apr_time_t no
         return 1;
     }
     for (i = 0; i < 2; i++) {
-        if (t->end[i].pending && t->write_timeout > 0 && now - t->end[i].blocked_since >= t->write_timeout) {
+        if (PWS_HAS_PENDING(&t->end[i]) && t->write_timeout > 0
+            && now - t->end[i].blocked_since >= t->write_timeout) {
             return 1;
         }
     }
@@ -845,7 +996,7 @@ static int proxy_wstunnel_raw_wait_ms(const proxy_wstunnel_raw *t, apr_time_t no
         deadlines[count++] = t->fin_since + t->fin_timeout;
     }
     for (i = 0; i < 2; i++) {
-        if (t->end[i].pending && t->write_timeout > 0) {
+        if (PWS_HAS_PENDING(&t->end[i]) && t->write_timeout > 0) {
             deadlines[count++] = t->end[i].blocked_since + t->write_timeout;
         }
     }
@@ -880,6 +1031,7 @@ static void proxy_wstunnel_raw_free_pending(proxy_wstunnel_raw *t)
     for (i = 0; i < 2; i++) {
         free(t->end[i].pending);
         t->end[i].pending = NULL;
+        proxy_wstunnel_close_pipe(&t->end[i]);
     }
 }
 
@@ -891,6 +1043,7 @@ static void proxy_wstunnel_raw_init(proxy_wstunnel_raw *t, int client_fd, int ba
     t->end[0].fd = client_fd;
     t->end[1].fd = backend_fd;
     t->end[0].tunnel = t->end[1].tunnel = t;
+    t->end[0].pipe[0] = t->end[0].pipe[1] = t->end[1].pipe[0] = t->end[1].pipe[1] = -1;
     t->idle_timeout = idle_timeout;
     t->fin_timeout = fin_timeout;
     t->write_timeout = write_timeout;
@@ -1194,49 +1347,34 @@ static int proxy_wstunnel_dup(int fd)
 #endif
 }
 
-/* Give the raw tunnel `prepared` (the worker's, on Apache's descriptors) to this child's event loop. The loop
- * works on a copy with duplicates of the two descriptors: Apache closes its own when the request ends (without
- * a shutdown: the connections are marked aborted), and the sockets live on in the loop. 1: handed off; 0: the
- * worker keeps the tunnel (no loop, loop full, no fds). */
-static int proxy_wstunnel_hand_off(request_rec *r, const proxy_wstunnel_raw *prepared)
+/* Put the raw tunnel `prepared`, on descriptors that are now the loop's, into `loop`. 0: it is in; 1: the loop is
+ * full or stopping (`count` says how many it holds); -1: no memory, or epoll refused. Unless 0, the descriptors
+ * are closed. */
+static int proxy_wstunnel_loop_adopt(proxy_wstunnel_loop *loop, const proxy_wstunnel_raw *prepared,
+                                     apr_size_t *count)
 {
-    proxy_wstunnel_loop *loop = proxy_wstunnel_loop_get(r->server);
-    proxy_wstunnel_raw *t;
-    int copies[2], i;
-
-    if (loop == NULL) {
-        return 0;
-    }
-    t = malloc(sizeof(*t));
+    proxy_wstunnel_raw *t = malloc(sizeof(*t));
+    int i;
     if (t == NULL) {
-        return 0;
+        close(prepared->end[0].fd);
+        close(prepared->end[1].fd);
+        return -1;
     }
     pthread_mutex_lock(&loop->lock);
+    *count = loop->count;
     if (loop->stopping || loop->count >= loop->limit) {
         pthread_mutex_unlock(&loop->lock);
         free(t);
-        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
-                      PWS_LOGNO(0016) "event loop full (%" APR_SIZE_T_FMT " tunnels): this worker keeps the tunnel",
-                      loop->count);
-        return 0;
-    }
-    copies[0] = proxy_wstunnel_dup(prepared->end[0].fd);
-    copies[1] = copies[0] >= 0 ? proxy_wstunnel_dup(prepared->end[1].fd) : -1;
-    if (copies[1] < 0) {
-        pthread_mutex_unlock(&loop->lock);
-        if (copies[0] >= 0) {
-            close(copies[0]);
-        }
-        free(t);
-        ap_log_rerror(APLOG_MARK, APLOG_INFO, APR_FROM_OS_ERROR(errno), r,
-                      PWS_LOGNO(0017) "no descriptors for the event loop: this worker keeps the tunnel");
-        return 0;
+        close(prepared->end[0].fd);
+        close(prepared->end[1].fd);
+        return 1;
     }
     *t = *prepared;
     for (i = 0; i < 2; i++) {
-        t->end[i].fd = copies[i];
         t->end[i].tunnel = t;
+        t->end[i].events = 0;
     }
+    t->prev = NULL;
     t->next = loop->tunnels;
     if (loop->tunnels) {
         loop->tunnels->prev = t;
@@ -1246,13 +1384,519 @@ static int proxy_wstunnel_hand_off(request_rec *r, const proxy_wstunnel_raw *pre
     for (i = 0; i < 2; i++) {
         if (proxy_wstunnel_loop_register(loop, &t->end[i]) != 0) {
             proxy_wstunnel_raw *dead = NULL;
-            proxy_wstunnel_loop_close(loop, t, 1, &dead); /* closes the copies only: the worker keeps the tunnel */
+            proxy_wstunnel_loop_close(loop, t, 1, &dead); /* closes the descriptors, leaves the peers alone */
             pthread_mutex_unlock(&loop->lock);
             free(dead);
-            return 0;
+            return -1;
         }
     }
     pthread_mutex_unlock(&loop->lock);
+    return 0;
+}
+
+/* Give the raw tunnel `prepared` (the worker's, on Apache's descriptors) to this child's event loop. The loop
+ * works on a copy with duplicates of the two descriptors: Apache closes its own when the request ends (without
+ * a shutdown: the connections are marked aborted), and the sockets live on in the loop. 1: handed off; 0: the
+ * worker keeps the tunnel (no loop, loop full, no fds). */
+static int proxy_wstunnel_hand_off(request_rec *r, const proxy_wstunnel_raw *prepared)
+{
+    proxy_wstunnel_loop *loop = proxy_wstunnel_loop_get(r->server);
+    proxy_wstunnel_raw copy;
+    apr_size_t count = 0;
+    int i, adopted;
+
+    if (loop == NULL) {
+        return 0;
+    }
+    copy = *prepared;
+    copy.end[0].fd = proxy_wstunnel_dup(prepared->end[0].fd);
+    copy.end[1].fd = copy.end[0].fd >= 0 ? proxy_wstunnel_dup(prepared->end[1].fd) : -1;
+    if (copy.end[1].fd < 0) {
+        if (copy.end[0].fd >= 0) {
+            close(copy.end[0].fd);
+        }
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, APR_FROM_OS_ERROR(errno), r,
+                      PWS_LOGNO(0017) "no descriptors for the event loop: this worker keeps the tunnel");
+        return 0;
+    }
+    for (i = 0; i < 2; i++) {
+        copy.end[i].pending = NULL; /* nothing is pending at a handoff: the filters were drained first */
+    }
+    adopted = proxy_wstunnel_loop_adopt(loop, &copy, &count);
+    if (adopted > 0) {
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                      PWS_LOGNO(0016) "event loop full (%" APR_SIZE_T_FMT " tunnels): this worker keeps the tunnel",
+                      count);
+    }
+    return adopted == 0;
+}
+/* The tunnel keeper: "ProxyWebsocketHandoff On" under prefork, where a child serves one connection at a time and
+ * is retired whenever MaxSpareServers says so. The parent starts one keeper process per generation (after the
+ * config is read, as mod_cgid starts its daemon; it restarts one that dies); the keeper runs the same event
+ * loop as a threaded child. A child that has finished a plain tunnel's handshake passes both descriptors to it
+ * over a Unix socket (SCM_RIGHTS) with the tunnel's state (idle limit, fin timeout, frames seen), waits for its
+ * "taken", and lets Apache close its own copies without a shutdown, as the threaded handoff does. The socket
+ * sits in a directory only the Apache user can enter (0700, checked at every start); the keeper takes
+ * descriptors only from processes of its own user whose parent is its parent. On a graceful restart the old
+ * keeper takes no more tunnels and exits when its last one ends; a stop or hard restart ends them. */
+#define PWS_KEEPER_MAGIC 0x41505753u   /* "APWS" */
+#define PWS_KEEPER_STARTUP_ERROR 75     /* the keeper's exit code when it cannot start: not restarted */
+#define PWS_KEEPER_PATIENCE_SEC 10      /* how long a child waits for the keeper to take a tunnel */
+#define PWS_KEEPER_FILES 65536          /* the open-files limit the keeper asks for (two per tunnel) */
+
+typedef struct {
+    apr_uint32_t magic;
+    apr_uint32_t size; /* the child and the keeper are the same build: the struct is sent as it is */
+    apr_interval_time_t idle_timeout, fin_timeout, write_timeout;
+    apr_time_t fin_since;
+    proxy_wstunnel_frames frames[2];
+} proxy_wstunnel_keeper_msg;
+
+typedef struct {
+    apr_proc_t proc;
+    int alive;        /* proc.pid is this generation's running keeper */
+    int listener;     /* the listening socket, made by the parent, inherited by each keeper it starts */
+    const char *path; /* where it is bound */
+    apr_time_t started;
+    apr_pool_t *pool;
+    server_rec *s;
+} proxy_wstunnel_keeper;
+
+static const char *proxy_wstunnel_keeper_path; /* this generation's keeper socket (NULL: none): children use it */
+static int proxy_wstunnel_keeper_listener = -1; /* closed in children, which only connect */
+static pid_t proxy_wstunnel_parent_pid;
+static volatile sig_atomic_t proxy_wstunnel_keeper_retiring;
+
+/* The parent of process `pid` (from /proc), or -1. */
+static pid_t proxy_wstunnel_parent_of(pid_t pid)
+{
+    char path[64], stat[512], *end;
+    ssize_t got;
+    int fd;
+    long parent;
+    snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return -1;
+    }
+    got = read(fd, stat, sizeof(stat) - 1);
+    close(fd);
+    if (got <= 0) {
+        return -1;
+    }
+    stat[got] = '\0';
+    end = strrchr(stat, ')'); /* "pid (name) state ppid ...": the name may hold anything */
+    if (end == NULL || sscanf(end + 1, " %*c %ld", &parent) != 1) {
+        return -1;
+    }
+    return (pid_t)parent;
+}
+
+static void proxy_wstunnel_keeper_on_signal(int sig)
+{
+    (void)sig;
+    proxy_wstunnel_keeper_retiring = 1;
+}
+
+/* Take one tunnel from a child on `conn`, and say whether it was taken ("K") or not ("N"). */
+static void proxy_wstunnel_keeper_take(proxy_wstunnel_loop *loop, int conn, server_rec *s, pid_t parent)
+{
+    proxy_wstunnel_keeper_msg msg;
+    proxy_wstunnel_raw tunnel;
+    struct msghdr header;
+    struct iovec part;
+    union {
+        struct cmsghdr align;
+        char space[CMSG_SPACE(4 * sizeof(int))];
+    } control;
+    struct cmsghdr *cmsg;
+    struct ucred peer;
+    socklen_t size = sizeof(peer);
+    struct timeval patience;
+    int fds[4], count = 0, i;
+    apr_size_t held = 0;
+    ssize_t got;
+    char answer = 'N';
+
+    memset(&peer, 0, sizeof(peer));
+    if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &peer, &size) != 0 || peer.uid != geteuid()
+        || proxy_wstunnel_parent_of(peer.pid) != parent) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     PWS_LOGNO(0028) "tunnel keeper: refused a connection from pid %ld (uid %ld): not a child of "
+                                     "this server",
+                     (long)peer.pid, (long)peer.uid);
+        return;
+    }
+    patience.tv_sec = PWS_KEEPER_PATIENCE_SEC;
+    patience.tv_usec = 0;
+    setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof(patience));
+    memset(&msg, 0, sizeof(msg));
+    memset(&header, 0, sizeof(header));
+    memset(&control, 0, sizeof(control));
+    part.iov_base = &msg;
+    part.iov_len = sizeof(msg);
+    header.msg_iov = &part;
+    header.msg_iovlen = 1;
+    header.msg_control = control.space;
+    header.msg_controllen = sizeof(control.space);
+    do {
+        got = recvmsg(conn, &header, MSG_CMSG_CLOEXEC);
+    } while (got < 0 && errno == EINTR);
+    for (cmsg = got > 0 ? CMSG_FIRSTHDR(&header) : NULL; cmsg; cmsg = CMSG_NXTHDR(&header, cmsg)) {
+        if (cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_RIGHTS) {
+            int n = (int)((cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            for (i = 0; i < n && count < 4; i++) {
+                memcpy(&fds[count++], CMSG_DATA(cmsg) + i * sizeof(int), sizeof(int));
+            }
+        }
+    }
+    if (got != (ssize_t)sizeof(msg) || (header.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || count != 2
+        || msg.magic != PWS_KEEPER_MAGIC || msg.size != sizeof(msg)) {
+        for (i = 0; i < count; i++) {
+            close(fds[i]);
+        }
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
+                     PWS_LOGNO(0029) "tunnel keeper: a hand-over from pid %ld was not a tunnel", (long)peer.pid);
+    }
+    else {
+        proxy_wstunnel_raw_init(&tunnel, fds[0], fds[1], msg.idle_timeout, msg.fin_timeout, msg.write_timeout);
+        tunnel.fin_since = msg.fin_since;
+        tunnel.end[0].frames = msg.frames[0];
+        tunnel.end[1].frames = msg.frames[1];
+        switch (proxy_wstunnel_loop_adopt(loop, &tunnel, &held)) {
+        case 0:
+            answer = 'K';
+            break;
+        case 1:
+            ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
+                         PWS_LOGNO(0016) "tunnel keeper full (%" APR_SIZE_T_FMT " tunnels): the child keeps the "
+                                         "tunnel",
+                         held);
+            break;
+        default:
+            break;
+        }
+    }
+    if (send(conn, &answer, 1, MSG_NOSIGNAL) < 0) {
+        /* the child gave up waiting: it runs the tunnel itself (ours, if taken, ends with its own sockets) */
+    }
+}
+
+/* The keeper process, forked by the parent: never returns. */
+static void proxy_wstunnel_keeper_main(proxy_wstunnel_keeper *keeper)
+{
+    server_rec *s = keeper->s;
+    pid_t parent = getppid();
+    proxy_wstunnel_loop *loop;
+    struct sigaction action;
+    struct rlimit files;
+    sigset_t none;
+    int fd;
+
+    /* The parent's handlers are not ours: a stop (SIGTERM) or hard restart (SIGHUP), sent to the whole process
+     * group, ends the keeper and its tunnels; SIGUSR1 (from the parent on a graceful restart) and SIGWINCH
+     * (graceful-stop) make it take no new ones. */
+    memset(&action, 0, sizeof(action));
+    sigemptyset(&action.sa_mask);
+    action.sa_handler = SIG_DFL;
+    sigaction(SIGTERM, &action, NULL);
+    sigaction(SIGHUP, &action, NULL);
+    sigaction(SIGINT, &action, NULL);
+    sigaction(SIGCHLD, &action, NULL);
+    action.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &action, NULL);
+    action.sa_handler = proxy_wstunnel_keeper_on_signal;
+    sigaction(SIGUSR1, &action, NULL);
+    sigaction(SIGWINCH, &action, NULL);
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    ap_close_listeners(); /* the server's ports are the children's */
+
+    /* Two descriptors per tunnel: ask for PWS_KEEPER_FILES while still root, else take the hard limit. */
+    if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < PWS_KEEPER_FILES) {
+        struct rlimit wanted = files;
+        wanted.rlim_cur = PWS_KEEPER_FILES;
+        if (wanted.rlim_max < PWS_KEEPER_FILES) {
+            wanted.rlim_max = PWS_KEEPER_FILES;
+        }
+        if (setrlimit(RLIMIT_NOFILE, &wanted) != 0) {
+            files.rlim_cur = files.rlim_max < PWS_KEEPER_FILES ? files.rlim_max : PWS_KEEPER_FILES;
+            setrlimit(RLIMIT_NOFILE, &files);
+        }
+    }
+    if (geteuid() == 0 && PWS_SETUP_CHILD() != 0) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s,
+                     PWS_LOGNO(0030) "tunnel keeper: cannot become the server's User: it is not started again");
+        _exit(PWS_KEEPER_STARTUP_ERROR);
+    }
+    loop = proxy_wstunnel_loop_get(s);
+    if (loop == NULL) {
+        _exit(PWS_KEEPER_STARTUP_ERROR);
+    }
+    ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
+                 PWS_LOGNO(0026) "tunnel keeper (pid %ld) takes up to %" APR_SIZE_T_FMT " tunnels on %s",
+                 (long)getpid(), loop->limit, keeper->path);
+    while (!proxy_wstunnel_keeper_retiring && getppid() == parent) {
+        struct pollfd ready;
+        ready.fd = keeper->listener;
+        ready.events = POLLIN;
+        ready.revents = 0;
+        if (poll(&ready, 1, 1000) <= 0) {
+            continue; /* a signal, or a second to look at the parent again */
+        }
+        fd = accept(keeper->listener, NULL, NULL);
+        if (fd >= 0) {
+            proxy_wstunnel_keeper_take(loop, fd, s, parent);
+            close(fd);
+        }
+    }
+    close(keeper->listener);
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
+                 PWS_LOGNO(0031) "tunnel keeper (pid %ld) takes no new tunnels; it exits when its %" APR_SIZE_T_FMT
+                                 " end",
+                 (long)getpid(), loop->count);
+    proxy_wstunnel_loop_stop(NULL);
+    _exit(0);
+}
+
+static void proxy_wstunnel_keeper_maintain(int reason, void *data, apr_wait_t status);
+
+/* Fork this generation's keeper and have the parent watch it. */
+static void proxy_wstunnel_keeper_start(proxy_wstunnel_keeper *keeper)
+{
+    apr_status_t rv = apr_proc_fork(&keeper->proc, keeper->pool);
+    if (rv == APR_INCHILD) {
+        proxy_wstunnel_keeper_main(keeper);
+    }
+    if (rv != APR_INPARENT) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, keeper->s,
+                     PWS_LOGNO(0032) "cannot start the tunnel keeper: tunnels stay with their processes");
+        return;
+    }
+    keeper->alive = 1;
+    keeper->started = apr_time_now();
+    apr_proc_other_child_register(&keeper->proc, proxy_wstunnel_keeper_maintain, keeper, NULL, keeper->pool);
+}
+
+/* The parent's watch over its keeper: one that died is started again (unless it could not start at all, or the
+ * server is stopping); on a graceful restart (the config pool cleared) the old one is told to retire. */
+static void proxy_wstunnel_keeper_maintain(int reason, void *data, apr_wait_t status)
+{
+    proxy_wstunnel_keeper *keeper = data;
+    int state = AP_MPMQ_STOPPING;
+    switch (reason) {
+    case APR_OC_REASON_DEATH:
+    case APR_OC_REASON_LOST:
+        keeper->alive = 0;
+        apr_proc_other_child_unregister(keeper);
+        if (ap_mpm_query(AP_MPMQ_MPM_STATE, &state) != APR_SUCCESS || state == AP_MPMQ_STOPPING) {
+            break;
+        }
+        if (WIFEXITED(status) && WEXITSTATUS(status) == PWS_KEEPER_STARTUP_ERROR) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, 0, keeper->s,
+                         PWS_LOGNO(0033) "the tunnel keeper could not start: tunnels stay with their processes");
+            break;
+        }
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, keeper->s,
+                     PWS_LOGNO(0027) "tunnel keeper (pid %ld) died (%s %d): its tunnels are closed; starting a new one",
+                     (long)keeper->proc.pid, WIFSIGNALED(status) ? "signal" : "exit code",
+                     WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+        proxy_wstunnel_keeper_start(keeper);
+        break;
+    case APR_OC_REASON_RESTART: /* a stop or hard restart: its tunnels end */
+        if (keeper->alive) {
+            keeper->alive = 0;
+            kill(keeper->proc.pid, SIGTERM);
+        }
+        apr_proc_other_child_unregister(keeper);
+        break;
+    case APR_OC_REASON_UNREGISTER: /* the config pool is cleared: a restart, or the end */
+        if (keeper->alive && getpid() == proxy_wstunnel_parent_pid) {
+            keeper->alive = 0;
+            kill(keeper->proc.pid, SIGUSR1);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+/* The parent's listening socket and its path are removed with the generation's config pool. */
+static apr_status_t proxy_wstunnel_keeper_cleanup(void *data)
+{
+    proxy_wstunnel_keeper *keeper = data;
+    if (getpid() == proxy_wstunnel_parent_pid) {
+        close(keeper->listener);
+        unlink(keeper->path);
+    }
+    proxy_wstunnel_keeper_path = NULL;
+    proxy_wstunnel_keeper_listener = -1;
+    return APR_SUCCESS;
+}
+
+/* The private directory the keeper's socket lives in: made 0700 for the Apache user, or, when it is there,
+ * checked to be exactly that. NULL: unusable (the error log says why). */
+static const char *proxy_wstunnel_keeper_dir(apr_pool_t *p, server_rec *s, uid_t owner)
+{
+    /* Beside the pid file, where the server's User can reach (RHEL's run/ is 0710 root:apache; its logs/ 0700) */
+#if AP_MODULE_MAGIC_AT_LEAST(20120211, 2)
+    const char *dir = ap_runtime_dir_relative(p, "apachews-keeper");
+#else
+    const char *pid_file = ap_server_root_relative(p, ap_pid_fname ? ap_pid_fname : "logs/httpd.pid");
+    const char *slash = pid_file ? strrchr(pid_file, '/') : NULL;
+    const char *dir = slash ? apr_pstrcat(p, apr_pstrndup(p, pid_file, (apr_size_t)(slash - pid_file)),
+                                          "/apachews-keeper", NULL)
+                            : NULL;
+#endif
+    struct stat info;
+    if (dir == NULL) {
+        return NULL;
+    }
+    if (mkdir(dir, 0700) == 0 && chown(dir, owner, (gid_t)-1) != 0) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, APR_FROM_OS_ERROR(errno), s,
+                     PWS_LOGNO(0034) "cannot give %s to the server's User", dir);
+        return NULL;
+    }
+    if (lstat(dir, &info) != 0 || !S_ISDIR(info.st_mode) || info.st_uid != owner || (info.st_mode & 077) != 0) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, APR_FROM_OS_ERROR(errno), s,
+                     PWS_LOGNO(0035) "%s must be a directory of the server's User (uid %ld) with mode 0700: remove "
+                                     "it and restart; no tunnel keeper until then",
+                     dir, (long)owner);
+        return NULL;
+    }
+    return dir;
+}
+
+/* Post-config in the parent, under prefork: make the socket and start this generation's keeper. */
+static void proxy_wstunnel_keeper_setup(apr_pool_t *pconf, server_rec *s, int generation)
+{
+    proxy_wstunnel_keeper *keeper;
+    struct sockaddr_un address;
+    uid_t owner = geteuid() == 0 ? PWS_APACHE_UID : geteuid();
+    const char *dir = proxy_wstunnel_keeper_dir(pconf, s, owner);
+    int fd;
+
+    if (dir == NULL) {
+        return;
+    }
+    proxy_wstunnel_parent_pid = getpid();
+    keeper = apr_pcalloc(pconf, sizeof(*keeper));
+    keeper->pool = pconf;
+    keeper->s = s;
+    keeper->path = apr_psprintf(pconf, "%s/%ld.%d.sock", dir, (long)getpid(), generation);
+    memset(&address, 0, sizeof(address));
+    address.sun_family = AF_UNIX;
+    if (strlen(keeper->path) >= sizeof(address.sun_path)) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
+                     PWS_LOGNO(0036) "tunnel keeper socket path too long: %s; no tunnel keeper", keeper->path);
+        return;
+    }
+    strcpy(address.sun_path, keeper->path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    unlink(keeper->path);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&address, sizeof(address)) != 0
+        || chown(keeper->path, owner, (gid_t)-1) != 0 || chmod(keeper->path, 0600) != 0 || listen(fd, 511) != 0) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, APR_FROM_OS_ERROR(errno), s,
+                     PWS_LOGNO(0036) "cannot listen on %s; no tunnel keeper", keeper->path);
+        if (fd >= 0) {
+            close(fd);
+        }
+        return;
+    }
+    keeper->listener = fd;
+    proxy_wstunnel_keeper_listener = fd;
+    proxy_wstunnel_keeper_path = keeper->path;
+    apr_pool_cleanup_register(pconf, keeper, proxy_wstunnel_keeper_cleanup, apr_pool_cleanup_null);
+    proxy_wstunnel_keeper_start(keeper);
+}
+
+/* A prefork child hands the raw tunnel `prepared` (on Apache's descriptors) to the keeper. 1: the keeper has it
+ * (Apache closes the child's copies without a shutdown, as after a threaded handoff); 0: this process keeps it. */
+static int proxy_wstunnel_send_to_keeper(request_rec *r, const proxy_wstunnel_raw *prepared)
+{
+    proxy_wstunnel_keeper_msg msg;
+    struct sockaddr_un address;
+    struct msghdr header;
+    struct iovec part;
+    union {
+        struct cmsghdr align;
+        char space[CMSG_SPACE(2 * sizeof(int))];
+    } control;
+    struct cmsghdr *cmsg;
+    struct timeval patience;
+    int conn, fds[2];
+    ssize_t done;
+    char answer = 0;
+
+    if (proxy_wstunnel_keeper_path == NULL) {
+        return 0;
+    }
+    memset(&address, 0, sizeof(address));
+    address.sun_family = AF_UNIX;
+    strcpy(address.sun_path, proxy_wstunnel_keeper_path); /* its length was checked when it was bound */
+    conn = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (conn < 0) {
+        return 0;
+    }
+    patience.tv_sec = PWS_KEEPER_PATIENCE_SEC;
+    patience.tv_usec = 0;
+    setsockopt(conn, SOL_SOCKET, SO_SNDTIMEO, &patience, sizeof(patience));
+    setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof(patience));
+    if (connect(conn, (struct sockaddr *)&address, sizeof(address)) != 0) {
+        /* EACCES: a directory above the socket is closed to the server's User */
+        ap_log_rerror(APLOG_MARK, errno == EACCES ? APLOG_WARNING : APLOG_INFO, APR_FROM_OS_ERROR(errno), r,
+                      PWS_LOGNO(0037) "tunnel keeper unreachable at %s: this process keeps the tunnel",
+                      proxy_wstunnel_keeper_path);
+        close(conn);
+        return 0;
+    }
+    memset(&msg, 0, sizeof(msg));
+    msg.magic = PWS_KEEPER_MAGIC;
+    msg.size = sizeof(msg);
+    msg.idle_timeout = prepared->idle_timeout;
+    msg.fin_timeout = prepared->fin_timeout;
+    msg.write_timeout = prepared->write_timeout;
+    msg.fin_since = prepared->fin_since;
+    msg.frames[0] = prepared->end[0].frames;
+    msg.frames[1] = prepared->end[1].frames;
+    fds[0] = prepared->end[0].fd;
+    fds[1] = prepared->end[1].fd;
+    memset(&header, 0, sizeof(header));
+    memset(&control, 0, sizeof(control));
+    part.iov_base = &msg;
+    part.iov_len = sizeof(msg);
+    header.msg_iov = &part;
+    header.msg_iovlen = 1;
+    header.msg_control = control.space;
+    header.msg_controllen = sizeof(control.space);
+    cmsg = CMSG_FIRSTHDR(&header);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(fds));
+    memcpy(CMSG_DATA(cmsg), fds, sizeof(fds));
+    do {
+        done = sendmsg(conn, &header, MSG_NOSIGNAL);
+    } while (done < 0 && errno == EINTR);
+    if (done == (ssize_t)sizeof(msg)) {
+        do {
+            done = recv(conn, &answer, 1, 0);
+        } while (done < 0 && errno == EINTR);
+        if (done < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            /* A keeper that neither took nor refused it in time (stopped?) may still take it: never run one
+             * tunnel in two processes. The child lets go; the keeper has it, or it ends. */
+            close(conn);
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+                          PWS_LOGNO(0038) "no answer from the tunnel keeper in %d s: the tunnel is left to it",
+                          PWS_KEEPER_PATIENCE_SEC);
+            return 1;
+        }
+    }
+    close(conn);
+    if (answer != 'K') { /* refused, or the keeper closed (or died) without taking it: its copies are gone */
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                      PWS_LOGNO(0037) "the tunnel keeper did not take the tunnel: this process keeps it");
+        return 0;
+    }
     return 1;
 }
 #endif /* PWS_HANDOFF */
@@ -1487,8 +2131,10 @@ static int proxy_wstunnel_tunnel(request_rec *r, proxy_conn_rec *backend, apr_in
             tunnel.end[i].frames = sides[i].frames;
         }
 #if PWS_HANDOFF
-        if (handoff && proxy_wstunnel_hand_off(r, &tunnel)) {
-            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, PWS_LOGNO(0018) "tunnel handed to the event loop");
+        if (handoff && (proxy_wstunnel_threaded ? proxy_wstunnel_hand_off(r, &tunnel)
+                                                : proxy_wstunnel_send_to_keeper(r, &tunnel))) {
+            ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, PWS_LOGNO(0018) "tunnel handed to the event loop%s",
+                          proxy_wstunnel_threaded ? "" : " of the tunnel keeper");
             /* Apache closes its own descriptors now, without a shutdown (aborted): the loop's copies go on. */
             backend->close = 1;
             client->keepalive = AP_CONN_CLOSE;
@@ -1579,6 +2225,16 @@ static int proxy_wstunnel_read_answer(request_rec *r, proxy_conn_rec *backend, a
     }
     ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, PWS_LOGNO(0007) "too many interim answers from the backend");
     return -1;
+}
+
+/* Whether a plain tunnel can leave this process: to its event loop (threaded MPMs) or to the keeper (prefork). */
+static int proxy_wstunnel_can_hand_off(void)
+{
+#if PWS_HANDOFF
+    return proxy_wstunnel_threaded || proxy_wstunnel_keeper_path != NULL;
+#else
+    return 0;
+#endif
 }
 
 static int proxy_wstunnel_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf, char *url,
@@ -1715,7 +2371,7 @@ static int proxy_wstunnel_handler(request_rec *r, proxy_worker *worker, proxy_se
     }
     result = proxy_wstunnel_tunnel(r, backend, idle_timeout,
                                    dconf->fin_timeout >= 0 ? dconf->fin_timeout : PWS_DEFAULT_FIN_TIMEOUT,
-                                   dconf->handoff == 1 && proxy_wstunnel_threaded);
+                                   dconf->handoff == 1 && proxy_wstunnel_can_hand_off());
 
 done:
     if (result != OK) {
@@ -1736,10 +2392,22 @@ static int proxy_wstunnel_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_po
 
 static int proxy_wstunnel_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
 {
-    int threaded = AP_MPMQ_NOT_SUPPORTED;
-    (void)pconf;
+    int threaded = AP_MPMQ_NOT_SUPPORTED, *passes;
+    void *data = NULL;
     (void)plog;
     (void)ptemp;
+    /* Apache reads its config twice at startup; the first pass's process does not serve (as mod_cgid has it).
+     * The count lives in the process pool: this module's statics start afresh with each generation (the DSO is
+     * loaded again), and it numbers the keeper sockets. */
+    apr_pool_userdata_get(&data, "proxy_wstunnel_passes", s->process->pool);
+    passes = data;
+    if (passes == NULL) {
+        passes = apr_pcalloc(s->process->pool, sizeof(*passes));
+        apr_pool_userdata_set(passes, "proxy_wstunnel_passes", apr_pool_cleanup_null, s->process->pool);
+    }
+    else {
+        ++*passes;
+    }
     if (!proxy_wstunnel_handoff_configured) {
         return OK;
     }
@@ -1748,14 +2416,17 @@ static int proxy_wstunnel_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_p
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
                      PWS_LOGNO(0019) "ProxyWebsocketHandoff is not available on this platform: tunnels stay with "
                                      "their workers");
+        return OK;
     }
-    else if (threaded == AP_MPMQ_NOT_SUPPORTED) {
-        /* A prefork child serves one connection at a time, and prefork retires idle children whenever
-         * MaxSpareServers says so: tunnels in a loop there would die with the child or keep it from exiting. */
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
-                     PWS_LOGNO(0020) "ProxyWebsocketHandoff needs a threaded MPM (worker, event): under this one "
-                                     "each tunnel keeps its own process");
+#if PWS_HANDOFF
+    if (threaded == AP_MPMQ_NOT_SUPPORTED && *passes > 0) {
+        /* A prefork child serves one connection at a time and is retired whenever MaxSpareServers says so: its
+         * tunnels go to a keeper process instead. */
+        proxy_wstunnel_keeper_setup(pconf, s, *passes);
     }
+#else
+    (void)pconf;
+#endif
     return OK;
 }
 
@@ -1766,6 +2437,10 @@ static void proxy_wstunnel_child_init(apr_pool_t *pchild, server_rec *s)
     ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded);
     proxy_wstunnel_threaded = threaded != AP_MPMQ_NOT_SUPPORTED;
 #if PWS_HANDOFF
+    if (proxy_wstunnel_keeper_listener >= 0) {
+        close(proxy_wstunnel_keeper_listener); /* the keeper's: a child only connects to it */
+        proxy_wstunnel_keeper_listener = -1;
+    }
     if (proxy_wstunnel_handoff_configured && proxy_wstunnel_threaded) {
         /* Two descriptors per tunnel in the loop: take what the hard limit allows (at most 65536). */
         struct rlimit files;
@@ -1802,9 +2477,9 @@ static const command_rec proxy_wstunnel_commands[] = {
     AP_INIT_FLAG("ProxyWebsocketUpgrade", proxy_wstunnel_set_upgrade, NULL, RSRC_CONF | ACCESS_CONF,
                  "On: tunnel WebSocket upgrades that arrive on http:// and https:// ProxyPass routes here"),
     AP_INIT_FLAG("ProxyWebsocketHandoff", proxy_wstunnel_set_handoff, NULL, RSRC_CONF | ACCESS_CONF,
-                 "On: plain ws:// tunnels move to the child's event loop after the handshake and free their worker "
-                 "(worker and event MPMs)"),
-    {NULL}
+                 "On: plain ws:// tunnels move to an event loop after the handshake and free their worker (the "
+                 "child's own on worker and event, the tunnel keeper process's on prefork)"),
+    {.name = NULL} /* the end of the table */
 };
 
 module AP_MODULE_DECLARE_DATA proxy_wstunnel_module = {

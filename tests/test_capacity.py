@@ -109,7 +109,9 @@ def test_what_n_websockets_leave_for_http() -> None:
     handed = capacity.compute(Settings("2.4", "event", max_workers=150, handoff=True, open_files=2048))
     assert handed.loop_tunnels_per_child == 992
     assert handed.http_left(1000) == 150 - 8
-    assert not capacity.compute(Settings("2.4", "prefork", handoff=True)).handoff  # prefork never hands off
+    # Under prefork the tunnel keeper (one process, the same loop) holds them: 1000 leave all 150 for HTTP.
+    keeper = capacity.compute(Settings("2.2", "prefork", max_workers=150, handoff=True, open_files=65536))
+    assert keeper.handoff and keeper.loop_tunnels_per_child == 32736 and keeper.http_left(1000) == 150
 
 
 def test_sizing_for_1000_on_debian_stock() -> None:
@@ -183,8 +185,17 @@ def test_prefork_of_thousands_of_processes_is_refused() -> None:
     with pytest.raises(BadInput) as refused:
         capacity.size(prefork, 1000)
     assert "1256 prefork processes" in refused.value.message and "worker or event" in (refused.value.hint or "")
-    with pytest.raises(BadInput, match="worker and event MPMs only"):
-        capacity.size(prefork, 10, handoff=True)
+    with pytest.raises(BadInput, match="open files in the tunnel keeper"):
+        capacity.size(prefork, 40_000, handoff=True)
+
+
+def test_prefork_with_the_keeper_keeps_its_processes_for_http_and_handshakes() -> None:
+    stock = capacity.compute(Settings("2.2", "prefork", max_workers=150))
+    sizing = capacity.size(stock, 1000, handoff=True)
+    assert dict(sizing.directives()) == {"ServerLimit": 150, "MaxClients": 150}  # the stock 150 stay
+    assert (sizing.http_reserve, sizing.handshake_workers, sizing.open_files) == (125, 25, 3072)
+    assert capacity.sized(sizing).http_left(1000) == 150
+    assert capacity.size(stock, 1000, http_reserve=300, handoff=True).max_workers == 325
     one_thread = capacity.compute(Settings("2.4", "worker", threads_per_child=1, max_workers=25))
     with pytest.raises(BadInput, match="compiled-in maximum"):
         capacity.size(one_thread, 100_000)
@@ -263,7 +274,7 @@ def test_notes_say_what_changes_the_restart_and_the_open_files_limit() -> None:
     ]:
         notes = " ".join(config.render("generic", apache="2.4.4", distro=distro, sizing=handed, handoff=True).notes)
         assert where in notes and ("full restart" in notes or "apachectl -k stop" in notes), notes
-        assert "MaxRequestWorkers 425" in notes and "worker and event MPMs only" in notes
+        assert "MaxRequestWorkers 425" in notes and "under prefork in the tunnel keeper" in notes
     plain = config.render(
         "generic", apache="2.4.69", distro="debian", sizing=capacity.size(capacity.compute(DEBIAN_STOCK), 1000)
     )
@@ -322,7 +333,7 @@ def test_config_cli(tmp_path: Path) -> None:
         (["--apache", "2.4.69", "--mpm", "worker"], "go with --max-websockets"),
         (["--apache", "2.4.69", "--handoff"], "--prefer apachews"),
         (["--apache", "2.2.31", "--max-websockets", "2000"], "prefork processes"),
-        (["--apache", "2.2.31", "--max-websockets", "20", "--handoff", "--mpm", "prefork"], "worker and event"),
+        (["--apache", "2.2.31", "--max-websockets", "40000", "--handoff", "--mpm", "prefork"], "tunnel keeper"),
     ]:
         refused = runner.invoke(main, ["config", "generic", *argv, "-o", str(tmp_path / "nothing")])
         assert refused.exit_code == 2 and said in refused.output, (argv, refused.output)
@@ -396,6 +407,13 @@ def test_verify_layouts_find_out_their_stock_workers(system_httpd: Httpd) -> Non
         assert capacity.compute(trees.stock_settings("debian", system_httpd)).workers == 150
     for layout in ("rhel", "gentoo", "bare"):
         assert capacity.compute(trees.stock_settings(layout, system_httpd)).workers == 400
+    # verify --mpm prefork: Debian's mpm_prefork.conf as a2enmod enables it, the lab root httpd's default 256.
+    if trees.default_layout(system_httpd) == "debian":
+        debian_prefork = capacity.compute(trees.stock_settings("debian", system_httpd, "prefork"))
+        assert (debian_prefork.mpm, debian_prefork.workers) == ("prefork", 150)
+    assert capacity.compute(trees.stock_settings("bare", system_httpd, "prefork")).workers == 256
+    with pytest.raises(BadInput, match="with the rhel layout"):
+        trees.stock_settings("rhel", system_httpd, "prefork")
 
 
 @pytest.mark.parametrize("layout", ["debian", "rhel", "gentoo", "bare"])

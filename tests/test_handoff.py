@@ -1,6 +1,8 @@
 """ProxyWebsocketHandoff (issue 19): a plain ws:// tunnel handed to the child's event loop gives its worker back,
 and keeps what a worker-held tunnel guarantees: graceful restarts and child recycling do not cut it, the idle
-limit still ends it, and prefork (which cannot hand off) says so and keeps tunnelling.
+limit still ends it. Under prefork the tunnels go to the keeper process instead: they hold no process, outlive a
+graceful restart and child recycling, end with a killed keeper (which the parent restarts), and the keeper's
+socket is its user's alone.
 
 Each test runs Debian's apache2 (event MPM unless said otherwise) in a bare ServerRoot sized to a handful of
 workers, so that "the worker is free" is something a client can see: more WebSockets than workers stay open
@@ -17,7 +19,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,13 +91,18 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 @pytest.fixture
 def threaded(target: Target) -> Target:
     if target.mpm == "prefork":
-        pytest.skip(f"{target.httpd.version} is built with prefork, which cannot hand off")
+        pytest.skip(f"{target.httpd.version} is built with prefork, whose tunnels go to the keeper (the prefork tests)")
     return target
 
 
 @contextlib.contextmanager
 def proxy(
-    target: Target, handoff: bool, extra: str = "", sizing: dict[str, int] | None = None, mpm: str | None = None
+    target: Target,
+    handoff: bool,
+    extra: str = "",
+    sizing: dict[str, int] | None = None,
+    mpm: str | None = None,
+    before_start: Callable[[ServerRoot], None] | None = None,
 ) -> Iterator[tuple[ServerRoot, EchoServer]]:
     with EchoServer("echo") as echo:
         rendering = config.render(
@@ -107,6 +114,8 @@ def proxy(
             "99-handoff.conf": used.sizing(sizing) + ("ProxyWebsocketHandoff On\n" if handoff else "") + extra,
         }
         with ServerRoot(target.httpd, snippets, mpm=used.mpm, extra_modules={"proxy_wstunnel": target.so}) as root:
+            if before_start is not None:
+                before_start(root)
             root.start()
             yield root, echo
 
@@ -224,10 +233,233 @@ def test_idle_limit_ends_a_handed_off_tunnel(threaded: Target) -> None:
         assert wait_for(lambda: echo.open_connections() == 0, 5)
 
 
-def test_prefork_says_it_cannot_hand_off_and_still_tunnels(target: Target) -> None:
-    if target.mpm != "prefork" and not (target.httpd.modules_dir / "mod_mpm_prefork.so").exists():
+@pytest.fixture
+def prefork(target: Target) -> Target:
+    """The target under prefork: its own MPM, or the system Apache with mod_mpm_prefork loaded."""
+    if target.mpm == "prefork":
+        return target
+    if not (target.httpd.modules_dir / "mod_mpm_prefork.so").exists():
         pytest.skip(f"{target.httpd.version} {target.mpm} has no prefork MPM to load")
-    with proxy(target, True, mpm="prefork") as (root, _):
+    return dataclasses.replace(target, mpm="prefork")
+
+
+PREFORK_PROCESSES = 4  # MaxRequestWorkers (2.2: MaxClients) in the prefork tests
+PREFORK_SIZING = {
+    "StartServers": 2,
+    "MinSpareServers": 1,
+    "MaxSpareServers": 2,
+    "ServerLimit": 4,
+    "MaxRequestWorkers": PREFORK_PROCESSES,
+}
+KEEPER_STARTED = re.compile(r"APWS0026: tunnel keeper \(pid (\d+)\)")
+
+
+def keepers(root: ServerRoot) -> list[int]:
+    """The keeper pids the error log announced, oldest first."""
+    return [int(pid) for pid in KEEPER_STARTED.findall(root.error_log.read_text(errors="replace"))]
+
+
+def processes_of(parent: int) -> set[int]:
+    """Every child of the httpd parent (prefork children and the keeper)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                    found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    with contextlib.suppress(OSError):
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return False
+
+
+def closed(conn: ClientConnection) -> bool:
+    """The tunnel has ended (the server closed it, or a send fails)."""
+    try:
+        conn.send("anyone?")
+        conn.recv(timeout=3)
+    except (ConnectionClosed, OSError, TimeoutError):
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def keeper_proxy(
+    target: Target, handoff: bool = True, sizing: dict[str, int] | None = None, extra: str = ""
+) -> Iterator[tuple[ServerRoot, EchoServer]]:
+    with proxy(target, handoff, extra, sizing={**PREFORK_SIZING, **(sizing or {})}, mpm="prefork") as (root, echo):
+        if handoff:
+            assert wait_for(lambda: keepers(root), 10), root.log_tail()
+        yield root, echo
+
+
+@pytest.mark.parametrize("handoff", [True, False], ids=["keeper", "process-held"])
+def test_prefork_tunnels_hold_no_process(prefork: Target, handoff: bool) -> None:
+    wanted = 4 * PREFORK_PROCESSES
+    with keeper_proxy(prefork, handoff) as (root, _), contextlib.ExitStack() as stack:
+        parent = parent_pid(root)
+        opened = []
+        for _ in range(wanted):
+            try:
+                conn = stack.enter_context(ws(root, timeout=2))
+            except (OSError, TimeoutError):
+                break
+            assert echoes(conn)
+            opened.append(conn)
+        answered = http_answers(root.port, timeout=2)
+        if handoff:
+            assert len(opened) == wanted, f"{len(opened)}/{wanted} WebSockets on {PREFORK_PROCESSES} processes"
+            assert answered, f"plain HTTP unanswered with {wanted} tunnels in the keeper"
+            assert all(echoes(conn, "still there") for conn in opened)
+            # The children (at most ServerLimit) and one keeper: the tunnels hold none of them.
+            assert len(processes_of(parent)) <= PREFORK_PROCESSES + 1, processes_of(parent)
+            assert "APWS0020" not in root.error_log.read_text()
+        else:  # the red arm: each tunnel holds a process, the rest of the server starves
+            assert len(opened) <= PREFORK_PROCESSES and not answered, f"{len(opened)} open, HTTP answered: {answered}"
+
+
+def test_prefork_graceful_restart_keeps_the_old_keepers_tunnels(prefork: Target) -> None:
+    with keeper_proxy(prefork) as (root, _), contextlib.ExitStack() as stack:
+        parent = parent_pid(root)
+        old_keeper = keepers(root)[-1]
+        before = [stack.enter_context(ws(root)) for _ in range(2 * PREFORK_PROCESSES)]
+        assert all(echoes(conn) for conn in before)
+        os.kill(parent, signal.SIGUSR1)  # apachectl -k graceful
+        assert wait_for(lambda: len(keepers(root)) > 1, 15), root.log_tail()
+        assert keepers(root)[-1] != old_keeper and alive(old_keeper)
+        after = stack.enter_context(ws(root))
+        assert echoes(after, "new generation")
+        assert all(echoes(conn, "across the restart") for conn in before)
+        assert alive(old_keeper)
+        for conn in before:
+            conn.close()
+        # The old keeper stayed only for its tunnels: with them gone it exits; the new one holds on.
+        assert wait_for(lambda: not alive(old_keeper), 10), "the old keeper outlived its tunnels"
+        assert echoes(after, "still in the new keeper")
+
+
+def test_prefork_killed_keeper_is_restarted_and_only_its_tunnels_end(prefork: Target) -> None:
+    debug = "LogLevel debug\n" if prefork.is_22 else "LogLevel proxy_wstunnel:debug\n"  # 2.2: no per-module level
+    with keeper_proxy(prefork, extra=debug) as (root, echo), contextlib.ExitStack() as stack:
+        first = keepers(root)[-1]
+        tunnels = [stack.enter_context(ws(root)) for _ in range(3)]
+        assert all(echoes(conn) for conn in tunnels)
+        os.kill(first, signal.SIGKILL)
+        assert wait_for(lambda: len(keepers(root)) > 1, 15), root.log_tail()
+        assert re.search(rf"APWS0027: tunnel keeper \(pid {first}\) died \(signal 9\)", root.error_log.read_text())
+        assert all(closed(conn) for conn in tunnels), root.error_log.read_text()[-4000:]
+        assert wait_for(lambda: echo.open_connections() == 0, 5), "the backends of the dead keeper's tunnels stay"
+        assert http_answers(root.port)
+        fresh = stack.enter_context(ws(root))
+        assert echoes(fresh, "in the new keeper")
+
+
+def test_prefork_recycled_children_leave_the_keepers_tunnels(prefork: Target) -> None:
+    with keeper_proxy(prefork, sizing={"MaxConnectionsPerChild": 1}) as (root, _):
+        parent = parent_pid(root)
+        first = processes_of(parent)
+        with ws(root) as tunnel:
+            assert echoes(tunnel)
+            for _ in range(2 * PREFORK_PROCESSES):  # every child serves one connection and is replaced
+                assert http_answers(root.port)
+            assert wait_for(lambda: not (first - {keepers(root)[-1]}) & processes_of(parent), 10)
+            assert echoes(tunnel, "after every child was recycled")
+            with ws(root) as fresh:
+                assert echoes(fresh, "from a new child")
+
+
+def test_prefork_idle_limit_ends_a_tunnel_in_the_keeper(prefork: Target) -> None:
+    with keeper_proxy(prefork, extra="ProxyWebsocketIdleTimeout 1\n") as (root, echo):
+        with ws(root) as silent:
+            assert echoes(silent)
+            started = time.monotonic()
+            with pytest.raises(ConnectionClosed):
+                silent.recv(timeout=4)
+            assert time.monotonic() - started < 3
+        assert wait_for(lambda: echo.open_connections() == 0, 5)
+
+
+def test_prefork_keeper_socket_is_the_users_alone(prefork: Target) -> None:
+    with keeper_proxy(prefork) as (root, _):
+        assert root.root is not None
+        directory = next(root.root.rglob("apachews-keeper"))
+        socket_path = next(directory.iterdir())
+        user = directory.stat().st_uid
+        assert directory.stat().st_mode & 0o777 == 0o700 and socket_path.stat().st_mode & 0o777 == 0o600
+        assert user != 0 and socket_path.stat().st_uid == user
+        # root may reach the socket, but is not the server's User: the keeper takes nothing from it.
+        with socket.socket(socket.AF_UNIX) as foreign:
+            foreign.connect(str(socket_path))
+            foreign.settimeout(5)
+            assert foreign.recv(1) == b""
+        assert wait_for(lambda: "APWS0028" in root.error_log.read_text(), 5), root.log_tail()
+        with ws(root) as conn:
+            assert echoes(conn, "the server's own children still hand over")
+
+
+def test_prefork_keeper_refuses_an_open_directory(prefork: Target) -> None:
+    def loosen(root: ServerRoot) -> None:
+        assert root.root is not None
+        for run in {root.root / "run", root.root / "logs"}:
+            (run / "apachews-keeper").mkdir(mode=0o777, exist_ok=True)
+            (run / "apachews-keeper").chmod(0o777)
+
+    with proxy(prefork, True, sizing=PREFORK_SIZING, mpm="prefork", before_start=loosen) as (root, _):
+        assert wait_for(lambda: "APWS0035" in root.error_log.read_text(), 10), root.log_tail()
+        assert not keepers(root)
+        with ws(root) as conn:  # no keeper: the tunnel keeps its process, and works
+            assert echoes(conn)
+
+
+def test_prefork_stop_ends_the_keepers_tunnels(prefork: Target) -> None:
+    with keeper_proxy(prefork) as (root, _):
+        parent, keeper = parent_pid(root), keepers(root)[-1]
         with ws(root) as conn:
             assert echoes(conn)
-        assert wait_for(lambda: "APWS0020" in root.error_log.read_text(), 5), root.log_tail()
+            os.kill(parent, signal.SIGTERM)  # apachectl -k stop: Apache's own stop, before the test's cleanup
+            assert wait_for(lambda: not alive(parent), 15), root.log_tail()
+            assert not alive(keeper), "the keeper outlived the server"
+            assert closed(conn)
+
+
+@pytest.mark.parametrize("handoff", [True, False], ids=["handoff", "worker-held"])
+def test_big_frames_arrive_whole(target: Target, handoff: bool) -> None:
+    """Big payloads take splice(2) on the raw path (its own MPM: the child's loop, or prefork's keeper), small
+    ones around them the copy; every byte arrives, in order."""
+    sizing = PREFORK_SIZING if target.mpm == "prefork" else None
+    with proxy(target, handoff, sizing=sizing) as (root, _):
+        with connect(f"ws://127.0.0.1:{root.port}/ws", max_size=None, open_timeout=3, close_timeout=1) as conn:
+            for size in (100, 20_000, 70_000, 3 * 2**20 + 7, 10, 2**20):
+                data = os.urandom(size)
+                conn.send(data)
+                assert conn.recv(timeout=20) == data, size
+            assert echoes(conn, "small after big")
+
+
+def test_prefork_keeper_starts_when_a_graceful_restart_turns_handoff_on(prefork: Target) -> None:
+    with keeper_proxy(prefork, handoff=False) as (root, _):
+        assert root.root is not None
+        snippet = next(root.root.rglob("99-handoff.conf"))
+        snippet.write_text(snippet.read_text() + "ProxyWebsocketHandoff On\n")
+        os.kill(parent_pid(root), signal.SIGUSR1)  # apachectl -k graceful
+        assert wait_for(lambda: keepers(root), 15), root.log_tail()
+        with ws(root) as conn:
+            assert echoes(conn, "handed to the new keeper")
+
+
+def test_prefork_stopped_keeper_still_gets_the_tunnel_it_was_sent(prefork: Target) -> None:
+    """A keeper that does not answer in time (here SIGSTOPped) may still take what it was sent: the child lets
+    go (APWS0038) instead of running the same tunnel beside it, and the tunnel works once the keeper goes on."""
+    with keeper_proxy(prefork) as (root, _):
+        keeper = keepers(root)[-1]
+        os.kill(keeper, signal.SIGSTOP)
+        try:
+            conn = ws(root, timeout=5)
+            assert wait_for(lambda: "APWS0038" in root.error_log.read_text(), 20), root.log_tail()
+        finally:
+            os.kill(keeper, signal.SIGCONT)
+        with conn:
+            assert echoes(conn, "in the keeper that woke up")

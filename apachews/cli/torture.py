@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -28,6 +29,11 @@ from apachews.cli._common import Result, Session, command
 @click.option("--heavy", is_flag=True, help="Full-size cases: 100 MiB, 1000 resets, 200 clients x 60 s soak.")
 @click.option("--soak", is_flag=True, help="Add the soak case (left out by default).")
 @click.option("--handoff", is_flag=True, help="Also each apachews target with ProxyWebsocketHandoff On.")
+@click.option(
+    "--mpm",
+    type=click.Choice(["prefork", "worker", "event"]),
+    help="The MPM the system Apache (--httpd) loads (default: event; a --dist runs the one it was built with).",
+)
 def torture_command(
     session: Session,
     binary: Path | None,
@@ -38,6 +44,7 @@ def torture_command(
     heavy: bool,
     soak: bool,
     handoff: bool,
+    mpm: str | None,
 ) -> Result:
     """Run the torture cases (misbehaving backends, abusive clients) against each target: one table, case x target."""
     server = httpd.locate(binary=binary)
@@ -47,7 +54,10 @@ def torture_command(
     settings = torture.Settings.heavy() if heavy else torture.Settings()
     with tempfile.TemporaryDirectory(prefix="apachews-torture-") as scratch:
         so = module or (torture.build_module(Path(scratch)) if "apachews" in kinds else None)
-        specs = torture.targets(server, kinds, so, dist)
+        specs = [
+            dataclasses.replace(spec, mpm=mpm, label=f"{spec.label} {mpm}") if mpm and spec.httpd is server else spec
+            for spec in torture.targets(server, kinds, so, dist)
+        ]
         specs = torture.with_handoff(specs) if handoff else specs
         reports = torture.run(specs, names, settings, session.progress())
     ok = all(report.ok for report in reports if report.module)  # ours must pass; stock is the yardstick

@@ -102,6 +102,11 @@ def target_module(dist: Path | None, module: Path | None) -> Path | None:
     is_flag=True,
     help="Render the preset with ProxyWebsocketHandoff On (the apachews module: --module, or --prefer apachews).",
 )
+@click.option(
+    "--mpm",
+    type=click.Choice(["prefork", "worker", "event"]),
+    help="With --layout debian or bare: run this MPM (the debian tree as after a2dismod/a2enmod mpm_*).",
+)
 @source_options
 @host_options
 def verify_command(
@@ -120,6 +125,7 @@ def verify_command(
     apachectl: str | None,
     max_websockets: str | None,
     handoff: bool,
+    mpm: str | None,
     sources: SourceOptions,
     hosts: tuple[str, ...],
     connect: Callable[[str], Transport],
@@ -127,10 +133,10 @@ def verify_command(
     """Start a real Apache in front of the bundled echo backend and run the WebSocket suite."""
     if (apachectl or hosts) and not live:
         raise BadInput("--apachectl and --host go with --live", hint="add --live")
-    if live and (max_websockets is not None or handoff):
+    if live and (max_websockets is not None or handoff or mpm):
         raise BadInput(
-            "--max-websockets and --handoff change the server under test; --live leaves the running one as it is "
-            "(and N WebSockets could starve its HTTP)",
+            "--max-websockets, --handoff and --mpm change the server under test; --live leaves the running one as "
+            "it is (and N WebSockets could starve its HTTP)",
             hint="apachews doctor --max-websockets N says what the running server holds",
         )
     wanted = verify.validate_capacity_count(max_websockets) if max_websockets is not None else None
@@ -175,6 +181,7 @@ def verify_command(
         progress=session.progress(),
         max_websockets=wanted,
         handoff=handoff,
+        mpm=mpm,
     )
     texts = []
     for report in reports:

@@ -52,6 +52,7 @@ class Additions:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     modules: list[str] = field(default_factory=list)  # more modules to enable (ssl)
+    mpm: str | None = None  # debian: the MPM to enable instead of the tree's (a2dismod/a2enmod mpm_*)
 
 
 def default_layout(httpd: Httpd) -> str:
@@ -72,14 +73,20 @@ def shipped_tree(httpd: Httpd) -> Path:
     return httpd.runner.conf_tree if httpd.runner is not None else DEBIAN_TREE
 
 
-def layout_mpm(layout: str, httpd: Httpd) -> str:
-    """The MPM the tree of `layout` runs: one compiled into the binary (`httpd -l`: prefork.c, ...), else the
-    one Debian's tree enables (mods-enabled/mpm_*.load) or the build's httpd.conf loads, else event (what the
-    skeletons and the lab ServerRoot load)."""
+def layout_mpm(layout: str, httpd: Httpd, mpm: str | None = None) -> str:
+    """The MPM the tree of `layout` runs: one compiled into the binary (`httpd -l`: prefork.c, ...), else `mpm`
+    (verify --mpm: the debian and bare layouts), else the one Debian's tree enables (mods-enabled/mpm_*.load)
+    or the build's httpd.conf loads, else event (what the skeletons and the lab ServerRoot load)."""
     listed = httpd_listing(httpd)
-    static = [mpm for mpm in capacity.MPMS if f"{mpm}.c" in listed]
+    static = [name for name in capacity.MPMS if f"{name}.c" in listed]
     if static:
+        if mpm is not None and mpm != static[0]:
+            raise BadInput(f"{httpd.binary} has the {static[0]} MPM built in", hint="leave out --mpm")
         return static[0]
+    if mpm is not None:
+        if mpm not in capacity.MPMS or layout not in ("debian", "bare"):
+            raise BadInput(f"--mpm {mpm} with the {layout} layout", hint="--mpm goes with --layout debian or bare")
+        return mpm
     if layout == "debian":
         enabled = sorted((shipped_tree(httpd) / "mods-enabled").glob("mpm_*.load"))
         if enabled:
@@ -97,12 +104,12 @@ def httpd_listing(httpd: Httpd) -> set[str]:
     return {line.strip() for line in httpd.run("-l").stdout.splitlines() if line.strip().endswith(".c")}
 
 
-def stock_settings(layout: str, httpd: Httpd) -> capacity.Settings:
+def stock_settings(layout: str, httpd: Httpd, mpm: str | None = None) -> capacity.Settings:
     """The MPM settings of the tree `layout` builds, before any sizing, read the way doctor reads a server:
     Debian's tree has its mods-enabled/mpm_*.conf as shipped (MaxRequestWorkers 150), "plain" the release's
     own httpd.conf (whose Include of extra/httpd-mpm.conf is commented out: httpd's defaults); the skeletons
     and the lab ServerRoot set none (httpd's defaults: 400 workers on event and worker, 256 on prefork)."""
-    mpm = layout_mpm(layout, httpd)
+    chosen, mpm = mpm, layout_mpm(layout, httpd, mpm)
     family = httpd.version.family
     debian = shipped_tree(httpd)
     roots = {"debian": debian, "plain": httpd.modules_dir.parent}
@@ -111,6 +118,8 @@ def stock_settings(layout: str, httpd: Httpd) -> capacity.Settings:
     if main is None or not main.is_file():
         return capacity.defaults(family, mpm)
     files = doctor.follow_includes(main, roots[layout])
+    if layout == "debian" and chosen is not None:  # the MPM's own settings, as a2enmod would enable them
+        files.append(str(DEBIAN_TREE / "mods-available" / f"mpm_{mpm}.conf"))
     # Only the running MPM's <IfModule> sections count (httpd-mpm.conf has one per MPM).
     directives = doctor.scan_directives(files, doctor.MPM_DIRECTIVES, {f"mpm_{mpm}_module": "shared"})
     return doctor.mpm_settings(directives, family, mpm)
@@ -226,7 +235,10 @@ def _debian(
     conf = copy_debian_tree(root, port, additions.tls_port, source)
     distros.place(rendering, conf, module_so=module, modules_dir=root / "modules")
     enable = distros.get("debian")
-    for name in additions.modules:
+    if additions.mpm is not None:  # a2dismod mpm_*; a2enmod mpm_<mpm>
+        for link in (conf / "mods-enabled").glob("mpm_*"):
+            link.unlink()
+    for name in additions.modules + ([f"mpm_{additions.mpm}"] if additions.mpm else []):
         for action in enable._enable_modules(conf, [name], {}):  # what a2enmod NAME would link
             if action.kind == "link" and not os.path.lexists(action.path):
                 os.symlink(str(action.target), action.path)
