@@ -5,6 +5,7 @@ needs it skips with a reason when /usr/bin/chromium is missing.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -43,7 +44,8 @@ def available() -> str | None:
 class Page:
     """One tab, attached over the browser's DevTools WebSocket (flattened session)."""
 
-    def __init__(self, socket: ClientConnection, session: str) -> None:
+    def __init__(self, socket: ClientConnection, session: str, process: subprocess.Popen[bytes]) -> None:
+        self.process = process  # the browser; its own process group (a test may kill it as a crash would)
         self._socket = socket
         self._session = session
         self._ids = itertools.count(1000)
@@ -129,14 +131,21 @@ def page(log: Path) -> Iterator[Page]:
                 attached = _command(
                     socket, ids, "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}, None, 30
                 )
-                tab = Page(socket, attached["sessionId"])
+                tab = Page(socket, attached["sessionId"], process)
                 tab.command("Runtime.enable")
                 tab.command("Page.enable")
                 yield tab
         finally:
-            os.killpg(process.pid, signal.SIGTERM)  # its own session: chromium and its helpers only
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
+            stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """End chromium and its helpers (its own process group), unless a test killed them already."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)

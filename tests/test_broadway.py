@@ -11,41 +11,28 @@ are released: within the module's fin timeout, on the Debian system apache2 (its
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from websockets.asyncio.client import connect
 
 from apachews import build, config, module, sources, verify
 from apachews import httpd as httpd_module
 from apachews.distros import trees
 from apachews.echo import TcpSocket, socket_holders, tcp_sockets
 from apachews.httpd import Httpd, free_port, wait_for_port
+from tests import browser
 from tests.fixtures.sources import test_cache_dir
 
 pytestmark = pytest.mark.slow  # a browser, a GTK app and an Apache per test: tens of seconds each
 
 PACKAGES = {"broadwayd": "libgtk-3-bin", "gtk3-demo": "gtk-3-examples", "chromium": "chromium"}
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 RELEASE_LIMIT = module.DEFAULT_FIN_TIMEOUT + verify.ORPHAN_SLACK_SECONDS
 
 
@@ -99,42 +86,6 @@ def broadway(scratch: Path) -> Iterator[int]:
         log.close()
 
 
-async def _navigate(devtools: int, url: str) -> None:
-    with urllib.request.urlopen(f"http://127.0.0.1:{devtools}/json/list", timeout=10) as answer:
-        page = next(target for target in json.load(answer) if target["type"] == "page")
-    async with connect(page["webSocketDebuggerUrl"], max_size=None) as cdp:
-        await cdp.send(json.dumps({"id": 1, "method": "Page.navigate", "params": {"url": url}}))
-        while json.loads(await asyncio.wait_for(cdp.recv(), 20)).get("id") != 1:
-            pass
-
-
-@contextlib.contextmanager
-def chromium(scratch: Path, url: str) -> Iterator[subprocess.Popen[bytes]]:
-    """Debian's chromium, headless, on a new empty profile, showing `url` (navigated over DevTools)."""
-    devtools = free_port()
-    profile = scratch / "profile"
-    profile.mkdir()
-    browser = subprocess.Popen(
-        [
-            "chromium",
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile}",
-            "--remote-debugging-address=127.0.0.1",
-            f"--remote-debugging-port={devtools}",
-            "about:blank",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its renderer and network processes go with it on killpg
-    )
-    try:
-        assert wait_for_port(devtools, 30), "chromium's DevTools port did not open"
-        asyncio.run(_navigate(devtools, url))
-        yield browser
-    finally:
-        _stop(browser)
-
-
 def _apache_side(port: int) -> list[TcpSocket]:
     """Apache's sockets to broadwayd (its remote port), in any state but TIME-WAIT."""
     return [sock for sock in tcp_sockets(port) if sock.remote_port == port]
@@ -152,12 +103,13 @@ def _wait(predicate, timeout: float) -> float | None:  # type: ignore[no-untyped
 def _kill_the_browser_and_time_the_release(server: httpd_module.Server, scratch: Path, broadway_port: int) -> None:
     server.start()
     try:
-        with chromium(scratch, f"http://127.0.0.1:{server.port}/") as browser:
+        with browser.page(scratch / "chromium.log") as tab:
+            tab.command("Page.navigate", url=f"http://127.0.0.1:{server.port}/")
             opened = _wait(lambda: bool(_apache_side(broadway_port)), 30)
             assert opened is not None, f"no tunnel to broadwayd after 30 s; {server.log_tail()}"
             holders = socket_holders({sock.inode for sock in _apache_side(broadway_port)})
             assert holders, "no Apache process holds the tunnel"
-            os.killpg(browser.pid, signal.SIGKILL)
+            os.killpg(tab.process.pid, signal.SIGKILL)  # a crash: no close frame
             released = _wait(lambda: not tcp_sockets(broadway_port), 2 * RELEASE_LIMIT)
             left = tcp_sockets(broadway_port)
         assert released is not None and released <= RELEASE_LIMIT, (
