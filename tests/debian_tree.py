@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -98,6 +99,17 @@ class DebianServer:
             except ProcessLookupError:
                 break
             time.sleep(0.05)
+        # The children may hold the listening socket a moment after the parent: a restart waits for the port.
+        while time.monotonic() < deadline and _listening(self.port):
+            time.sleep(0.05)
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
 
 
 def make(root: Path) -> DebianServer:

@@ -414,10 +414,18 @@ def _has_directives(text: str) -> bool:
     return any(line.strip() and not line.lstrip().startswith("#") for line in text.splitlines())
 
 
+def _routes_body(rendering: Rendering) -> str:
+    """The routes as the files holding them end: proxy_conf less the header lines each file starts with once."""
+    header = {line.strip() for line in rendering.header.splitlines() if line.strip()}
+    return "".join(
+        line for line in rendering.proxy_conf.splitlines(keepends=True) if line.strip() not in header
+    ).lstrip("\n")
+
+
 def routes_separable(rendering: Rendering) -> bool:
     """Whether the rendering's routes can leave its files for a vhost: each file holding them ends with them
     (Debian, RHEL, a plain build), none wraps them (Gentoo's <IfDefine>)."""
-    routes = rendering.proxy_conf
+    routes = _routes_body(rendering)
     directives = {line.strip() for line in routes.splitlines() if _has_directives(line) and "</" not in line}
     return all(
         text.endswith(routes) or not directives & {line.strip() for line in text.splitlines()}
@@ -431,7 +439,7 @@ def into_vhost(
     """The rendering without its routes (what stays at server level: the modules), and the actions that put
     the routes into routes_file and one `Include` of it into vhost_file before its </VirtualHost> (0-based
     line `closing`; `opening` is its <VirtualHost> line, whose body sets the indentation)."""
-    routes = rendering.proxy_conf
+    routes = _routes_body(rendering)
     files = {}
     if not routes_separable(rendering):
         raise BadInput(
@@ -452,7 +460,12 @@ def into_vhost(
         template_environment("apache").get_template("vhost-include.j2").render(indent=indent, path=str(routes_file))
     )
     actions = [
-        Action("write", routes_file, text=routes, why="the routes, included by the VirtualHost"),
+        Action(
+            "write",
+            routes_file,
+            text=f"{rendering.header}\n{routes}" if rendering.header else routes,
+            why="the routes, included by the VirtualHost",
+        ),
         Action("insert", vhost_file, text=include, line=closing, why="apachews's one line in the VirtualHost"),
     ]
     return replace(rendering, files=files), actions
