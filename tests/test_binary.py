@@ -9,16 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from apachews import module
 from apachews.binary import GlibcVersion, inspect_module
 from apachews.errors import BadInput
-
-
-@pytest.fixture(scope="module")
-def host_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("apxs") is None:
-        pytest.skip("apxs not installed (apt-get install apache2-dev)")
-    return module.build_with_apxs(tmp_path_factory.mktemp("apxs")).so
 
 
 def test_glibc_versions_agree_with_objdump(host_module: Path) -> None:

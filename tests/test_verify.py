@@ -16,7 +16,7 @@ from apachews.cli import main
 from apachews.distros import trees
 from apachews.httpd import Httpd, free_port
 from tests.fixtures.apache import wrong_backend_ca
-from tests.fixtures.sources import test_cache_dir as cache_dir_of_tests
+from tests.fixtures.sources import tests_cache_dir as cache_dir_of_tests
 
 
 def _apache_children() -> set[int]:
@@ -131,16 +131,27 @@ TLS_CASES = [("gateone-wss", None), ("broadway-ssl", None), ("broadway-ssl", "de
 
 
 @pytest.mark.parametrize(("case", "layout"), TLS_CASES)
-def test_the_tls_cases_pass_on_the_system_apache(system_httpd: Httpd, case: str, layout: str | None) -> None:
+def test_the_tls_cases_pass_on_the_system_apache_with_our_module(
+    system_httpd: Httpd, host_module: Path, case: str, layout: str | None
+) -> None:
     if not system_httpd.has_module("ssl"):
         pytest.skip("no mod_ssl in the system Apache")
-    report = verify.run(system_httpd, preset=case, layout=layout)
+    report = verify.run(system_httpd, preset=case, layout=layout, module=host_module)
     assert report.ok, report.table()
     assert report.layout == (layout or verify.CASES[case].layout or "debian")
     ran = {check.name for check in report.checks if not check.skipped}
     assert {"tls-front", "tls-abrupt-disconnect", "app-routes"} <= ran
     if case == "gateone-wss":  # every check, the app behind wss://: abrupt-disconnect is the TLS-backend one
         assert {"abrupt-disconnect", "tls-backend", "tls-backend-abrupt-disconnect", "echo-1mib"} <= ran
+
+
+def test_gateone_wss_with_stock_tunnelling_is_red_only_for_the_half_open_backend(system_httpd: Httpd) -> None:
+    # Stock tunnelling closes a backend that never closes on EOF with a FIN only: it stays in CLOSE-WAIT.
+    if not system_httpd.has_module("ssl"):
+        pytest.skip("no mod_ssl in the system Apache")
+    report = verify.run(system_httpd, preset="gateone-wss")
+    assert {check.name for check in report.checks if not check.passed} == {"abrupt-disconnect"}, report.table()
+    assert "CLOSE-WAIT" in next(c for c in report.checks if c.name == "abrupt-disconnect").detail
 
 
 def test_an_unverified_tls_backend_gives_the_error_the_config_notes_name(system_httpd: Httpd) -> None:
