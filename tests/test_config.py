@@ -43,19 +43,22 @@ def _unversioned(text: str) -> str:
     return text.replace(f"apachews {__version__}:", "apachews VERSION:")
 
 
+def _check_golden(rendering: config.Rendering, where: Path) -> None:
+    """The rendering's files are the golden ones in `where`, no more, no less (APACHEWS_REGEN_GOLDEN rewrites them)."""
+    files = {name: _unversioned(text) for name, text in rendering.files.items()}
+    if os.environ.get("APACHEWS_REGEN_GOLDEN"):
+        rendering.files = files
+        config.write(rendering, where, force=True)
+    for name, text in files.items():
+        assert (where / name).read_text() == text, f"{where / name} differs (regenerate if intended)"
+    assert {str(p.relative_to(where)) for p in where.rglob("*") if p.is_file()} == set(files)
+
+
 @pytest.mark.parametrize("distro", distros.NAMES)
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("preset", PRESETS)
 def test_golden(preset: str, version: str, distro: str) -> None:
-    rendering = _render(preset, version, distro)
-    rendering.files = {name: _unversioned(text) for name, text in rendering.files.items()}
-    where = GOLDEN / preset / version / distro
-    if os.environ.get("APACHEWS_REGEN_GOLDEN"):
-        config.write(rendering, where, force=True)
-    for name, text in rendering.files.items():
-        assert (where / name).read_text() == text, f"{where / name} differs (regenerate if intended)"
-    on_disk = {str(p.relative_to(where)) for p in where.rglob("*") if p.is_file()}
-    assert on_disk == set(rendering.files)
+    _check_golden(_render(preset, version, distro), GOLDEN / preset / version / distro)
 
 
 def test_every_file_starts_with_what_it_is_for_and_how_to_make_it_again(tmp_path: Path) -> None:
@@ -387,15 +390,7 @@ CASES = {
 @pytest.mark.parametrize("case", CASES)
 def test_golden_tls_cases(case: str, version: str, distro: str) -> None:
     preset, options = CASES[case]
-    rendering = _render(preset, version, distro, **options)
-    rendering.files = {name: _unversioned(text) for name, text in rendering.files.items()}
-    where = GOLDEN / case / version / distro
-    if os.environ.get("APACHEWS_REGEN_GOLDEN"):
-        config.write(rendering, where, force=True)
-    for name, text in rendering.files.items():
-        assert (where / name).read_text() == text, f"{where / name} differs (regenerate if intended)"
-    on_disk = {str(p.relative_to(where)) for p in where.rglob("*") if p.is_file()}
-    assert on_disk == set(rendering.files)
+    _check_golden(_render(preset, version, distro, **options), GOLDEN / case / version / distro)
 
 
 @pytest.mark.parametrize(
