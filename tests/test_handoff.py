@@ -164,18 +164,24 @@ def parent_pid(root: ServerRoot) -> int:
     return process.pid
 
 
+def open_echoing(root: ServerRoot, stack: contextlib.ExitStack, wanted: int) -> list:
+    """Open up to `wanted` WebSockets (each echoing once) until the server stops taking them."""
+    opened = []
+    for _ in range(wanted):
+        try:
+            conn = stack.enter_context(ws(root, timeout=2))
+        except (OSError, TimeoutError):
+            break
+        assert echoes(conn)
+        opened.append(conn)
+    return opened
+
+
 @pytest.mark.parametrize("handoff", [True, False], ids=["handoff", "worker-held"])
 def test_handed_off_tunnels_hold_no_worker(threaded: Target, handoff: bool) -> None:
     wanted = 3 * WORKERS
     with proxy(threaded, handoff) as (root, _), contextlib.ExitStack() as stack:
-        opened = []
-        for _ in range(wanted):
-            try:
-                conn = stack.enter_context(ws(root, timeout=2))
-            except (OSError, TimeoutError):
-                break
-            assert echoes(conn)
-            opened.append(conn)
+        opened = open_echoing(root, stack, wanted)
         answered = http_answers(root.port, timeout=2)
         if handoff:
             assert len(opened) == wanted, f"{len(opened)}/{wanted} WebSockets on {WORKERS} workers"
@@ -301,14 +307,7 @@ def test_prefork_tunnels_hold_no_process(prefork: Target, handoff: bool) -> None
     wanted = 4 * PREFORK_PROCESSES
     with keeper_proxy(prefork, handoff) as (root, _), contextlib.ExitStack() as stack:
         parent = parent_pid(root)
-        opened = []
-        for _ in range(wanted):
-            try:
-                conn = stack.enter_context(ws(root, timeout=2))
-            except (OSError, TimeoutError):
-                break
-            assert echoes(conn)
-            opened.append(conn)
+        opened = open_echoing(root, stack, wanted)
         answered = http_answers(root.port, timeout=2)
         if handoff:
             assert len(opened) == wanted, f"{len(opened)}/{wanted} WebSockets on {PREFORK_PROCESSES} processes"
