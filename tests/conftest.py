@@ -6,6 +6,8 @@ Markers follow the fixtures a test uses (directly or through other fixtures), so
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 pytest_plugins = [
@@ -34,3 +36,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             if fixture in used:
                 for marker in markers:
                     item.add_marker(marker)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # CI runners, `timeout` and `docker stop` send SIGTERM: unwind like Ctrl-C, so that every `with` block and
+    # fixture finaliser stops the Apaches, containers and keepers the tests started.
+    signal.signal(signal.SIGTERM, _interrupt)
