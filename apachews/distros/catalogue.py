@@ -2,7 +2,9 @@
 elsewhere must match to load on each (glibc, MMN major, architecture), and the glibc floor of a family.
 
 The one place that knows which distribution ships which glibc; `build --target`, doctor and packaging ask
-it. It imports nothing else of apachews' distros, so every stage can use it without cycles.
+it. Also where each layout's packages put httpd (`layout_facts`, `system_httpds`: what httpd.locate tries).
+It imports nothing else of apachews' distros, so every stage can use it without cycles (httpd, which the layout
+classes import, reads the layouts' facts from apachews/layoutfacts.py, outside this package).
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ from dataclasses import dataclass
 from apachews.binary import GlibcVersion
 from apachews.catalogue import Version
 from apachews.errors import BadInput
+from apachews.layoutfacts import LayoutFacts, layout_facts, system_httpds
 from apachews.resources import package_data
+
+__all__ = ["Distribution", "LayoutFacts", "distributions", "family_floor", "get", "layout_facts", "shipping"]
+__all__ += ["system_httpds"]
 
 
 @dataclass(frozen=True)
