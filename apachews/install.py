@@ -313,7 +313,7 @@ def install(
             choice = vhosts.Choice(None)  # this layout keeps the routes in its own wrapper: server level
     if choice.vhost is not None:  # the rewrite rules are in the vhost: nothing left to include by hand
         rendering.notes = [note for note in rendering.notes if note != config.VHOST_REWRITE_NOTE]
-    if module is not None and report.distro in ("generic", "gentoo"):
+    if module is not None and distros.get(report.distro).main_config_loads_modules:
         # Their main config loads modules before any file we add: a mod_proxy_wstunnel it loads would win.
         loaded_by = loaded_from(report.config_files, "proxy_wstunnel_module", host)
         if loaded_by:

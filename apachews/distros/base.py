@@ -63,6 +63,13 @@ class Layout:
         """The control command its packages install (apachectl, or the distribution's own name for it)."""
         return self.facts.control if self.facts else "apachectl"
 
+    enables_modules = False  # whether placement enables modules by name (a2enmod), not by LoadModule lines
+    main_config_loads_modules = True  # its main config loads modules before any file we add (ours would lose)
+
+    def live_conf_name(self, version: str) -> str:
+        """Where live-verify's temporary vhost goes (generic: an Include line appended to the main config)."""
+        return "apachews-live-verify.conf"
+
     # -- detection: the paths that mark this layout's tree, looked at in one round trip (distros.detect) -------
     def markers(self, server_root: Path, conf_dir: Path) -> list[Path]:
         """Paths whose kinds ("dir", "file", "none"...) tell whether a tree is this layout's."""

@@ -30,6 +30,12 @@ class Debian(Layout):
     tls_vhost = "<VirtualHost _default_:443> of the default-ssl site (a2enmod ssl; a2ensite default-ssl)"
     tls_vhost_dir = "sites-available"  # beside default-ssl; only sites-enabled/ is read
 
+    enables_modules = True
+    main_config_loads_modules = False
+
+    def live_conf_name(self, version: str) -> str:
+        return f"{'conf.d' if version.startswith('2.2.') else 'conf-available'}/apachews-live-verify.conf"
+
     def markers(self, server_root: Path, conf_dir: Path) -> list[Path]:
         return [conf_dir / "mods-available", conf_dir / "mods-enabled"]
 

@@ -24,6 +24,9 @@ class Gentoo(Layout):
     )
     tls_vhost_dir = "vhosts.d"  # as *.include: only vhosts.d/*.conf is read
 
+    def live_conf_name(self, version: str) -> str:
+        return "modules.d/75_apachews_live_verify.conf"
+
     def markers(self, server_root: Path, conf_dir: Path) -> list[Path]:
         return [conf_dir / "modules.d"]
 

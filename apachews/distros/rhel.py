@@ -23,6 +23,11 @@ class Rhel(Layout):
     tls_vhost = "<VirtualHost _default_:443> in conf.d/ssl.conf (yum install mod_ssl)"
     tls_vhost_dir = "conf.d"  # as *.include: conf.d/*.conf does not read it at server level
 
+    main_config_loads_modules = False  # conf.modules.d/*.conf: our file there
+
+    def live_conf_name(self, version: str) -> str:
+        return "conf.d/apachews-live-verify.conf"
+
     def markers(self, server_root: Path, conf_dir: Path) -> list[Path]:
         return [server_root / "conf.d", server_root / "conf" / "httpd.conf"]
 
