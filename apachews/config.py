@@ -356,7 +356,7 @@ def render(
     the vhost speaks HTTP/2 (Protocols h2): on 2.4.58+ WebSockets then open over it too (H2WebSockets on),
     before that a note says browsers open them over HTTP/1.1; `public_url` (scheme://host[:port] users open)
     goes into the app-side settings and notes. `vhost` "tls": the routes go in a file to Include inside the
-    layout's TLS <VirtualHost> (RHEL's conf.d/ssl.conf, Debian's default-ssl site). A TLS backend's
+    layout's TLS <VirtualHost> (its `tls_vhost` names it). A TLS backend's
     certificate is verified against `backend_ca` (a PEM file; default: the distribution's CA bundle)."""
     spec = get_preset(preset)
     public = validate_public_url(public_url or DEFAULT_PUBLIC_URL)
@@ -918,7 +918,8 @@ def check(rendering: Rendering, binary: Path | None = None):
     loads = [load_files.get(m) or distros.load_module_lines([m], server.modules_dir) for m in rendering.modules]
     snippets = {"00-modules.conf": "".join(loads)}
     snippets.update({Path(n).name: t for n, t in rendering.files.items() if not n.endswith(".load")})
-    # Gentoo wraps its modules.d files in <IfDefine PROXY>: define it, or the check would skip them.
+    # A layout that wraps its files in <IfDefine>: define what its init script does, or the check would skip them.
+    defines = distros.get(rendering.distro).defines
     mpm = rendering.sizing.mpm if rendering.sizing is not None else None  # the MPM a sizing file is for
-    with httpd.ServerRoot(server, snippets, mpm=mpm, defines=("PROXY",)) as root:
+    with httpd.ServerRoot(server, snippets, mpm=mpm, defines=defines) as root:
         return root.syntax_check()

@@ -23,6 +23,9 @@ class LayoutFacts:
     modules_dirs: tuple[Path, ...]  # in the order they are tried
     control: str  # apachectl, or the distribution's own name for it
     conf_root: Path  # where its configuration tree lives
+    dev_packages: dict[str, str] | None = None  # family -> the dev packages a module is built against
+    dev_fetch: str = ""  # the tool that fetches them (apt-get download, ...)
+    dev_files: str = ""  # the files it leaves (*.deb, ...)
 
 
 @functools.lru_cache(maxsize=1)
@@ -30,7 +33,13 @@ def _layouts() -> dict[str, LayoutFacts]:
     raw = json.loads(package_data("distributions.json").read_text())["layouts"]
     return {
         name: LayoutFacts(
-            Path(entry["binary"]), tuple(Path(d) for d in entry["modules"]), entry["control"], Path(entry["conf_root"])
+            Path(entry["binary"]),
+            tuple(Path(d) for d in entry["modules"]),
+            entry["control"],
+            Path(entry["conf_root"]),
+            entry["dev"]["packages"] if "dev" in entry else None,
+            entry.get("dev", {}).get("fetch", ""),
+            entry.get("dev", {}).get("files", ""),
         )
         for name, entry in raw.items()
     }
@@ -39,6 +48,11 @@ def _layouts() -> dict[str, LayoutFacts]:
 def layout_facts(layout: str) -> LayoutFacts:
     """The packaged httpd of `layout` (a layout with no packages of its own, generic, has none: KeyError)."""
     return _layouts()[layout]
+
+
+def all_layout_facts() -> tuple[LayoutFacts, ...]:
+    """Every packaged layout's facts, in the order httpd.locate tries them."""
+    return tuple(_layouts().values())
 
 
 def system_httpds() -> tuple[tuple[Path, Path], ...]:

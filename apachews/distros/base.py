@@ -63,8 +63,13 @@ class Layout:
         """The control command its packages install (apachectl, or the distribution's own name for it)."""
         return self.facts.control if self.facts else "apachectl"
 
+    defines: tuple[str, ...] = ()  # what its init script passes httpd as -D (its files may be inside <IfDefine>)
     enables_modules = False  # whether placement enables modules by name (a2enmod), not by LoadModule lines
     main_config_loads_modules = True  # its main config loads modules before any file we add (ours would lose)
+
+    def enable_commands(self, modules: list[str]) -> list[str]:
+        """The commands that enable `modules` where the layout enables them by name (a2enmod); else none."""
+        return []
 
     def live_conf_name(self, version: str) -> str:
         """Where live-verify's temporary vhost goes (generic: an Include line appended to the main config)."""

@@ -33,6 +33,9 @@ class Debian(Layout):
     enables_modules = True
     main_config_loads_modules = False
 
+    def enable_commands(self, modules: list[str]) -> list[str]:
+        return [f"a2enmod {' '.join(modules)}"]
+
     def live_conf_name(self, version: str) -> str:
         return f"{'conf.d' if version.startswith('2.2.') else 'conf-available'}/apachews-live-verify.conf"
 

@@ -24,6 +24,8 @@ class Gentoo(Layout):
     )
     tls_vhost_dir = "vhosts.d"  # as *.include: only vhosts.d/*.conf is read
 
+    defines = ("PROXY",)  # APACHE2_OPTS in /etc/conf.d/apache2: -D PROXY for proxy configs
+
     def live_conf_name(self, version: str) -> str:
         return "modules.d/75_apachews_live_verify.conf"
 
@@ -93,5 +95,4 @@ class Gentoo(Layout):
         (root / "modules.d" / name).write_text(tree.verify_conf(additions, lab.tls_vhost(additions, "")))
         (root / "modules.d" / "00_apachews_verify_first.conf").write_text(additions.first)
         self.place(rendering, root, module_so=module, modules_dir=root / "apachews-modules")
-        # Its init script starts Apache with -D PROXY (APACHE2_OPTS) for proxy configs.
-        return Server(httpd, root, conf, port, root / "logs" / "error_log", defines=("PROXY",), files_dir=root)
+        return Server(httpd, root, conf, port, root / "logs" / "error_log", defines=self.defines, files_dir=root)
