@@ -21,7 +21,7 @@ from apachews import capacity, catalogue
 from apachews.binary import GlibcVersion, ModuleBinary, machine_name
 from apachews.catalogue import Version
 from apachews.distros import catalogue as distributions
-from apachews.distros import detect as detect_distro  # noqa: F401 (doctor.detect_distro)
+from apachews.distros import detect as detect_distro
 from apachews.errors import BadInput
 from apachews.transport import LOCAL, Transport
 
