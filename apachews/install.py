@@ -208,7 +208,7 @@ def unified_diff(ops: Sequence[transaction.Op]) -> str:
 
 def tunnel_choice(version: str, mpm: str, module: Path | None) -> tuple[str | None, bool, list[str]]:
     """--prefer, handoff and what to tell the user, for a server whose release has no mod_proxy_http
-    upgrade=websocket but a stock mod_proxy_wstunnel (EL8's 2.4.37, Ubuntu 20.04's 2.4.41: 2.4.5-2.4.46). With
+    upgrade=websocket but a stock mod_proxy_wstunnel (2.4.5-2.4.46, e.g. 2.4.37 and 2.4.41 as shipped). With
     a module: the apachews module, with ProxyWebsocketHandoff where the MPM has threads. Without: the stock
     module, and why that may not do. Other releases: (None, False, []) (the usual choice)."""
     release = catalogue.load().get(version)
