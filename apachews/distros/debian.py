@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from apachews.distros import lab, placement
 from apachews.distros.base import Layout, Parts
-from apachews.distros.catalogue import layout_facts
+from apachews.distros.catalogue import LayoutFacts, layout_facts
 from apachews.distros.lab import Additions
 from apachews.distros.placement import Action
 from apachews.errors import BadInput
@@ -25,7 +25,7 @@ _DEPENDS = re.compile(r"^#\s*Depends:\s*(.*)$", re.MULTILINE)
 
 class Debian(Layout):
     name = "debian"
-    facts = layout_facts("debian")
+    facts: LayoutFacts = layout_facts("debian")
     modules_path = "/usr/lib/apache2/modules"
     tls_vhost = "<VirtualHost _default_:443> of the default-ssl site (a2enmod ssl; a2ensite default-ssl)"
     tls_vhost_dir = "sites-available"  # beside default-ssl; only sites-enabled/ is read
@@ -65,7 +65,7 @@ class Debian(Layout):
             notes.append(f"run: a2enconf apachews-{parts.preset}")
         # Debian 7 / Ubuntu 12.04 (2.2) have SysV init or upstart; Debian 8+ and Ubuntu 16.04+ systemd.
         reload = "service apache2 reload" if parts.family == "2.2" else "systemctl reload apache2"
-        notes.append(f"then: apache2ctl -t && {reload}")
+        notes.append(f"then: {self.control} -t && {reload}")
         return notes
 
     def capacity_file(self, family: str) -> str:
@@ -77,17 +77,18 @@ class Debian(Layout):
         enable = "" if family == "2.2" else "run: a2enconf apachews-capacity, then "
         restart = "service apache2 restart" if family == "2.2" else "systemctl restart apache2"
         return [
-            f"{enable}apache2ctl -t && {restart} (a full restart: ServerLimit and ThreadLimit do not change on a "
+            f"{enable}{self.control} -t && {restart} (a full restart: ServerLimit and ThreadLimit do not change on a "
             "graceful reload)"
         ]
 
     def open_files_note(self, family: str, limit: int) -> str:
         if limit <= DEBIAN_ULIMIT_DEFAULT:
             return (
-                f"Debian's apache2ctl already starts Apache with `ulimit -n {DEBIAN_ULIMIT_DEFAULT}` "
+                f"Debian's {self.control} already starts Apache with `ulimit -n {DEBIAN_ULIMIT_DEFAULT}` "
                 "(APACHE_ULIMIT_MAX_FILES in /etc/apache2/envvars)"
             )
-        return f"set APACHE_ULIMIT_MAX_FILES='ulimit -n {limit}' in /etc/apache2/envvars (apache2ctl applies it)"
+        envvars = TREE / "envvars"
+        return f"set APACHE_ULIMIT_MAX_FILES='ulimit -n {limit}' in {envvars} ({self.control} applies it)"
 
     # -- placement: like a2enmod / a2enconf, as symlinks ------------------------------------------------------
     def default_modules_dir(self, conf_root: Path) -> Path:
@@ -171,13 +172,11 @@ class Debian(Layout):
 
     def ships_tree(self, httpd: Httpd) -> bool:
         """Whether `httpd` is this host's packaged apache2 with its tree at hand."""
-        assert self.facts is not None
         return httpd.binary.name == self.facts.binary.name and self.facts.conf_root.is_dir()
 
     def shipped_tree(self, httpd: Httpd) -> Path:
         """The tree as `httpd`'s distribution ships it: this host's /etc/apache2, or a host copy of the one in
         its container's root."""
-        assert self.facts is not None
         return httpd.runner.conf_tree if httpd.runner is not None else self.facts.conf_root
 
     def lab_mpm(self, httpd: Httpd) -> str | None:
@@ -189,7 +188,6 @@ class Debian(Layout):
         return tree / "apache2.conf", tree
 
     def lab_mpm_config(self, mpm: str) -> Path | None:
-        assert self.facts is not None
         return self.facts.conf_root / "mods-available" / f"mpm_{mpm}.conf"
 
     def lab_tree(

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from apachews.distros import lab
 from apachews.distros.base import Layout, Parts
-from apachews.distros.catalogue import layout_facts
+from apachews.distros.catalogue import LayoutFacts, layout_facts
 from apachews.distros.lab import Additions
 from apachews.httpd import Httpd, Server
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 class Gentoo(Layout):
     name = "gentoo"
-    facts = layout_facts("gentoo")
+    facts: LayoutFacts = layout_facts("gentoo")
     included_dirs = True
     tls_vhost = (
         "<VirtualHost _default_:443> in vhosts.d/00_default_ssl_vhost.conf (APACHE2_OPTS: -D SSL -D SSL_DEFAULT_VHOST)"
@@ -42,7 +42,8 @@ class Gentoo(Layout):
 
     def notes(self, parts: Parts) -> list[str]:
         return [
-            'add "-D PROXY" to APACHE2_OPTS in /etc/conf.d/apache2, then: apache2ctl -t && rc-service apache2 reload'
+            f'add "-D PROXY" to APACHE2_OPTS in /etc/conf.d/apache2, then: {self.control} -t && '
+            "rc-service apache2 reload"
         ]
 
     def capacity_file(self, family: str) -> str:
@@ -51,7 +52,7 @@ class Gentoo(Layout):
 
     def capacity_notes(self, family: str) -> list[str]:
         return [
-            "then: apache2ctl -t && rc-service apache2 restart (a full restart: ServerLimit and ThreadLimit do "
+            f"then: {self.control} -t && rc-service apache2 restart (a full restart: ServerLimit and ThreadLimit do "
             "not change on a graceful reload)"
         ]
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from apachews.distros import lab
 from apachews.distros.base import Layout, Parts
-from apachews.distros.catalogue import layout_facts
+from apachews.distros.catalogue import LayoutFacts, layout_facts
 from apachews.distros.lab import Additions
 from apachews.httpd import Httpd, Server
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 class Rhel(Layout):
     name = "rhel"
-    facts = layout_facts("rhel")
+    facts: LayoutFacts = layout_facts("rhel")
     included_dirs = True
     ca_bundle = "/etc/pki/tls/certs/ca-bundle.crt"
     tls_vhost = "<VirtualHost _default_:443> in conf.d/ssl.conf (yum install mod_ssl)"
@@ -48,7 +48,8 @@ class Rhel(Layout):
     def notes(self, parts: Parts) -> list[str]:
         # CentOS 5/6 (2.2) have SysV init; RHEL/CentOS 7+ (2.4) systemd.
         reload = "service httpd reload" if parts.family == "2.2" else "systemctl reload httpd"
-        return [f"copy the files under /etc/httpd/ (or: apachews install), then: apachectl -t && {reload}"]
+        tree = self.facts.conf_root
+        return [f"copy the files under {tree}/ (or: apachews install), then: {self.control} -t && {reload}"]
 
     def capacity_file(self, family: str) -> str:
         # conf.d/ is read after the MPM: 2.4 loads it in conf.modules.d/00-mpm.conf with httpd's defaults,
@@ -58,7 +59,7 @@ class Rhel(Layout):
     def capacity_notes(self, family: str) -> list[str]:
         restart = "service httpd restart" if family == "2.2" else "systemctl restart httpd"
         return [
-            f"then: apachectl -t && {restart} (a full restart: ServerLimit and ThreadLimit do not change on a "
+            f"then: {self.control} -t && {restart} (a full restart: ServerLimit and ThreadLimit do not change on a "
             "graceful reload)"
         ]
 
