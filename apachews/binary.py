@@ -36,7 +36,7 @@ _SAME_MACHINE = {"i386": "i686", "i486": "i686", "i586": "i686", "amd64": "x86_6
 
 
 def machine_name(uname_m: str) -> str:
-    """`uname -m` (or a Debian/RPM arch name) as the names of MACHINES."""
+    """`uname -m` (or a dpkg / rpm architecture name) as the names of MACHINES."""
     return _SAME_MACHINE.get(uname_m, uname_m)
 
 

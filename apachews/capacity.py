@@ -2,7 +2,7 @@
 
 A WebSocket tunnel holds one worker for its whole life: a thread under worker and event, a whole process
 under prefork. Apache has no per-route limit, so once tunnels hold every worker, plain HTTP on the whole
-server waits in the listen backlog and times out (stock Debian: MaxRequestWorkers 150, so 150 open
+server waits in the listen backlog and times out (a common stock tree: MaxRequestWorkers 150, so 150 open
 terminals or notebooks). With the apachews module's `ProxyWebsocketHandoff On` on a threaded MPM, a plain
 ws:// tunnel holds a worker only for its handshake and then lives in its child's event loop, which holds
 at most (RLIMIT_NOFILE soft limit - 64) / 2 tunnels (more stay with their worker); under prefork the same

@@ -23,6 +23,7 @@ from apachews import __version__, capacity, catalogue, distros, tunnelling
 from apachews.capacity import Sizing
 from apachews.catalogue import Release
 from apachews.errors import BadInput
+from apachews.rendering import Rendering
 from apachews.resources import template_environment, templates_dir
 from apachews.tunnelling import Tunnelling
 
@@ -78,57 +79,6 @@ class Preset:
         if not self.heartbeat:
             return None
         return max(IDLE_MIN_SECONDS, IDLE_HEARTBEATS * int(self.heartbeat["seconds"]))  # type: ignore[call-overload]
-
-
-@dataclass
-class Rendering:
-    preset: str
-    apache: str
-    distro: str
-    tunnelling: Tunnelling
-    files: dict[str, str]
-    modules: list[str]
-    notes: list[str] = field(default_factory=list)
-    websocket_paths: list[str] = field(default_factory=list)  # where clients open WebSockets
-    path: str = "/"  # the --path the preset was rendered for
-    proxy_conf: str = ""  # the routes alone, without LoadModule lines (for inclusion in a <VirtualHost>)
-    backend_path: str = "/"  # the path the (first) backend serves under
-    sizing: Sizing | None = None  # the MPM sizing (--max-websockets), rendered as capacity_file
-    capacity_file: str | None = None  # its name in `files`
-    handoff: bool = False  # ProxyWebsocketHandoff On on the module's routes
-    h2: bool = False  # H2WebSockets on: WebSockets over HTTP/2 (2.4.58+, the vhost has Protocols h2)
-    header: str = ""  # the comment lines every file starts with (what it is for, why, how to render it again)
-    app_settings: list[dict[str, str]] = field(default_factory=list)  # {file, setting, value} on the app's side
-    heartbeat: dict[str, object] = field(default_factory=dict)  # the figure the timeout is derived from
-    timeout: int | None = None  # ProxyPass timeout=, seconds
-    vhost: str = "server"  # "tls": proxy_conf goes inside the layout's TLS <VirtualHost> (tls_include names it)
-    tls_include: str | None = None  # with vhost "tls": the file to Include there
-
-    def to_dict(self) -> dict[str, object]:
-        data: dict[str, object] = {
-            "preset": self.preset,
-            "websocket_paths": self.websocket_paths,
-            "apache": self.apache,
-            "distro": self.distro,
-            "tunnelling": self.tunnelling.value,
-            "modules": self.modules,
-            "notes": self.notes,
-            "files": self.files,
-        }
-        if self.sizing is not None:
-            data["capacity"] = {**self.sizing.to_dict(), "file": self.capacity_file}
-        if self.handoff:
-            data["handoff"] = True
-        if self.h2:
-            data["h2"] = True
-        if self.app_settings:
-            data["app_settings"] = self.app_settings
-        if self.heartbeat:
-            data["heartbeat"] = {**self.heartbeat, "timeout": self.timeout}
-        return data
-
-    def text(self) -> str:
-        return "".join(f"# file: {name}\n{body}\n" for name, body in self.files.items())
 
 
 @functools.lru_cache(maxsize=1)
@@ -406,7 +356,7 @@ def render(
     the vhost speaks HTTP/2 (Protocols h2): on 2.4.58+ WebSockets then open over it too (H2WebSockets on),
     before that a note says browsers open them over HTTP/1.1; `public_url` (scheme://host[:port] users open)
     goes into the app-side settings and notes. `vhost` "tls": the routes go in a file to Include inside the
-    layout's TLS <VirtualHost> (RHEL's conf.d/ssl.conf, Debian's default-ssl site). A TLS backend's
+    layout's TLS <VirtualHost> (its `tls_vhost` names it). A TLS backend's
     certificate is verified against `backend_ca` (a PEM file; default: the distribution's CA bundle)."""
     spec = get_preset(preset)
     public = validate_public_url(public_url or DEFAULT_PUBLIC_URL)
@@ -968,7 +918,8 @@ def check(rendering: Rendering, binary: Path | None = None):
     loads = [load_files.get(m) or distros.load_module_lines([m], server.modules_dir) for m in rendering.modules]
     snippets = {"00-modules.conf": "".join(loads)}
     snippets.update({Path(n).name: t for n, t in rendering.files.items() if not n.endswith(".load")})
-    # Gentoo wraps its modules.d files in <IfDefine PROXY>: define it, or the check would skip them.
+    # A layout that wraps its files in <IfDefine>: define what its init script does, or the check would skip them.
+    defines = distros.get(rendering.distro).defines
     mpm = rendering.sizing.mpm if rendering.sizing is not None else None  # the MPM a sizing file is for
-    with httpd.ServerRoot(server, snippets, mpm=mpm, defines=("PROXY",)) as root:
+    with httpd.ServerRoot(server, snippets, mpm=mpm, defines=defines) as root:
         return root.syntax_check()

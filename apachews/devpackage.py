@@ -7,8 +7,8 @@ libaprutil1-dev`, `yumdownloader httpd-devel apr-devel apr-util-devel`) and apac
 (.deb: read in Python; .rpm: rpm2cpio, then read in Python) and compiles with zig cc at that
 distribution's glibc (apachews/floor.py), with apxs' flags. No compiler or dev package on the server.
 
-The distribution comes from the packages' versions (`~deb11u1`, `+deb8u12`, `.el7`, Ubuntu's by its
-Apache version) or --target; the MMN of the unpacked ap_mmn.h must be the catalogue's for it.
+The distribution comes from the packages' versions (distros.catalogue.from_package_version) or --target;
+the MMN of the unpacked ap_mmn.h must be the catalogue's for it.
 """
 
 from __future__ import annotations
@@ -37,9 +37,8 @@ from apachews.serverbuild import ServerBuild, header_values
 
 # What apxs adds on Linux (config_vars.mk's CPPFLAGS / CFLAGS of both families), and -Wall to see warnings.
 COMPILE_FLAGS = ("-O2", "-g", "-Wall", "-DLINUX", "-D_REENTRANT", "-D_GNU_SOURCE", "-fPIC")
-APT_HINT = (
-    "apt-get download apache2-dev libapr1-dev libaprutil1-dev"
-    " (RHEL: yumdownloader httpd-devel apr-devel apr-util-devel)"
+APT_HINT = " or ".join(  # how each layout's dev packages are fetched (distributions.json)
+    f"{facts.dev_fetch} {facts.dev_packages['2.4']}" for facts in distros.all_layout_facts() if facts.dev_packages
 )
 
 
@@ -161,16 +160,7 @@ def detect(packages: Sequence[DevPackage], headers_version: str) -> distros.Dist
     found: set[str] = set()
     known = distros.distributions()
     for package in packages:
-        debian = re.search(r"[~+]deb(\d+)u\d", package.version)
-        rhel = re.search(r"\.el(\d+)", package.version)
-        if debian:
-            found.add(f"debian{debian.group(1)}")
-        elif rhel:
-            number = rhel.group(1)
-            found.add(next((key for key in (f"centos{number}", f"rhel{number}") if key in known), f"el{number}"))
-        elif "ubuntu" in package.version:
-            ubuntu = [d.key for d in known.values() if d.key.startswith("ubuntu") and str(d.apache) == headers_version]
-            found.update(ubuntu or ["ubuntu?"])
+        found.update(distros.from_package_version(package.version, headers_version))
     if len(found) != 1 or next(iter(found)) not in known:
         said = ", ".join(f"{p.name} {p.version}" for p in packages)
         raise BadInput(

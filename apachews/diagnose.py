@@ -381,7 +381,7 @@ def _load_fix(view: ServerView, scheme: str, evidence: list[str], count: int) ->
         module = "proxy_http" if not view.has("proxy_http") else "proxy_wstunnel"
     needed = [m for m in ("proxy", module) if not view.has(m)] or [module]
     lines = distros.load_module_lines(needed, view.modules_dir or "modules", guarded=False)
-    commands = [f"a2enmod {' '.join(needed)}"] if view.distro == "debian" else []
+    commands = distros.get(view.distro).enable_commands(needed)
     also = (
         f" (from {UPGRADE_PARAM_SINCE} mod_proxy_http also tunnels ws:// routes)"
         if scheme in ("ws", "wss") and view.release >= UPGRADE_PARAM_SINCE

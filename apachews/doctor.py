@@ -21,6 +21,7 @@ from apachews import capacity, catalogue
 from apachews.binary import GlibcVersion, ModuleBinary, machine_name
 from apachews.catalogue import Version
 from apachews.distros import catalogue as distributions
+from apachews.distros import detect as detect_distro
 from apachews.errors import BadInput
 from apachews.transport import LOCAL, Transport
 
@@ -252,21 +253,6 @@ def scan_directives(
             if match and match.group(1).lower() in wanted:
                 found[wanted[match.group(1).lower()]].append(match.group(2))
     return found
-
-
-def detect_distro(server_root: Path, config_file: Path, host: Transport = LOCAL) -> tuple[str, Path]:
-    """(layout name, config root where placement puts files) from the tree on disk."""
-    conf_dir = config_file.parent
-    places = [conf_dir / "mods-available", conf_dir / "mods-enabled", server_root / "conf.d"]
-    places += [server_root / "conf" / "httpd.conf", conf_dir / "modules.d"]
-    kinds = dict(zip(places, host.kinds(places)))  # one round trip to a remote server
-    if kinds[places[0]] == "dir" and kinds[places[1]] == "dir":
-        return "debian", conf_dir
-    if kinds[places[2]] == "dir" and kinds[places[3]] != "none":
-        return "rhel", server_root
-    if kinds[places[4]] == "dir":
-        return "gentoo", conf_dir
-    return "generic", conf_dir
 
 
 # -- apxs ---------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ ever runs on the build host.
 
 The wrapper script (`zig-cc`) is what the builders hand to make or apxs as CC. Besides the target it
 drops `-I/usr/include` (apxs adds it: the build host's glibc headers would shadow the target's), turns
-RHEL apxs' `-Wp,-D_FORTIFY_SOURCE=2` into a plain -D and drops its `-mtune=generic` (zig cc refuses
+some distributions' apxs' `-Wp,-D_FORTIFY_SOURCE=2` into a plain -D and drops its `-mtune=generic` (zig cc refuses
 both), and ends with `-U_FORTIFY_SOURCE` (fortified calls such as __poll_chk are newer than the old glibcs and are
 not versioned by the stubs, so the module would fail to load there with "undefined symbol").
 """
@@ -45,7 +45,7 @@ class Floor:
 
     glibc: GlibcVersion
     family: str  # the Apache family of the build ("2.2" or "2.4")
-    asked_by: str  # what set it: "the 2.2 family", "--target centos6", "--glibc 2.12", "Debian 11's packages"
+    asked_by: str  # what set it: "the 2.2 family", "--target <key>", "--glibc 2.12", a distribution's packages
     target: distros.Distribution | None = None
 
     def loads_on(self, needed: GlibcVersion | None = None) -> list[distros.Distribution]:

@@ -23,18 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from apachews import distros
 from apachews.catalogue import Version
-from apachews.distros import load_module_lines
 from apachews.errors import BadInput, JobFailed
+from apachews.layoutfacts import system_httpds
+from apachews.loadmodule import load_module_lines
 
 # (binary, modules dir) of each distribution's Apache, in the order they are tried (facts live in distros/).
-SYSTEM_CANDIDATES = tuple(
-    (layout.binary, modules)
-    for layout in map(distros.get, distros.NAMES)
-    if layout.binary is not None
-    for modules in layout.system_modules_dirs
-)
+SYSTEM_CANDIDATES = system_httpds()
 _VERSION_RE = re.compile(r"Apache/(\d+\.\d+\.\d+)")
 _LOADMODULE_RE = re.compile(r"^\s*LoadModule\s+(\w+)\s+(\S+)", re.MULTILINE)
 _SYNTAX_RE = re.compile(r"Syntax error on line (\d+) of (.+?):\s*\n?(.*)", re.DOTALL)

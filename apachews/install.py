@@ -208,7 +208,7 @@ def unified_diff(ops: Sequence[transaction.Op]) -> str:
 
 def tunnel_choice(version: str, mpm: str, module: Path | None) -> tuple[str | None, bool, list[str]]:
     """--prefer, handoff and what to tell the user, for a server whose release has no mod_proxy_http
-    upgrade=websocket but a stock mod_proxy_wstunnel (EL8's 2.4.37, Ubuntu 20.04's 2.4.41: 2.4.5-2.4.46). With
+    upgrade=websocket but a stock mod_proxy_wstunnel (2.4.5-2.4.46, e.g. 2.4.37 and 2.4.41 as shipped). With
     a module: the apachews module, with ProxyWebsocketHandoff where the MPM has threads. Without: the stock
     module, and why that may not do. Other releases: (None, False, []) (the usual choice)."""
     release = catalogue.load().get(version)
@@ -313,7 +313,7 @@ def install(
             choice = vhosts.Choice(None)  # this layout keeps the routes in its own wrapper: server level
     if choice.vhost is not None:  # the rewrite rules are in the vhost: nothing left to include by hand
         rendering.notes = [note for note in rendering.notes if note != config.VHOST_REWRITE_NOTE]
-    if module is not None and report.distro in ("generic", "gentoo"):
+    if module is not None and distros.get(report.distro).main_config_loads_modules:
         # Their main config loads modules before any file we add: a mod_proxy_wstunnel it loads would win.
         loaded_by = loaded_from(report.config_files, "proxy_wstunnel_module", host)
         if loaded_by:

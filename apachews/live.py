@@ -31,12 +31,6 @@ from apachews.transport import LOCAL, Ssh, Transport
 
 _GUARDED_LOAD = re.compile(r"<IfModule !mod_(\w+)\.c>\n\s*LoadModule [^\n]*\n</IfModule>\n")
 _ROUTE = re.compile(r"^ProxyPass (\S+) (\S+)((?: \S+)*)$", re.MULTILINE)
-_CONF_NAME = {  # where the temporary vhost goes in each layout (2.2 Debian: conf.d)
-    "debian": "conf-available/apachews-live-verify.conf",
-    "rhel": "conf.d/apachews-live-verify.conf",
-    "gentoo": "modules.d/75_apachews_live_verify.conf",
-    "generic": "apachews-live-verify.conf",  # Include line appended to the main config
-}
 ERROR_LOG_CHECK = "error-log-clean"
 LIVE_PATH = "/apachews-live/ws"
 IDLE_LIMIT = 50  # seconds of silence at most in the idle check (each check has 60 s)
@@ -71,10 +65,9 @@ def live_rendering(
         f"# apachews live-verify: temporary, removed when the run ends\n"
         f"Listen 127.0.0.1:{port}\n<VirtualHost 127.0.0.1:{port}>\n    ServerName 127.0.0.1\n{body}</VirtualHost>\n"
     )
-    name = _CONF_NAME[report.distro]
-    if report.distro == "debian" and report.version.startswith("2.2."):
-        name = "conf.d/apachews-live-verify.conf"
-    if report.distro == "debian":
+    layout = distros.get(report.distro)
+    name = layout.live_conf_name(report.version)
+    if layout.enables_modules:
         text, modules = vhost, needed
     else:
         text, modules = "".join(guarded[name] for name in needed) + vhost, []

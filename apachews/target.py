@@ -25,7 +25,7 @@ import docker
 from docker.errors import APIError, DockerException, NotFound
 from docker.models.containers import Container
 
-from apachews import binary, images, sources
+from apachews import binary, distros, images, sources
 from apachews.distros import catalogue
 from apachews.errors import BadInput, JobFailed
 from apachews.fsutil import atomic_dir
@@ -37,10 +37,6 @@ RUN_LABEL = "target-run"
 OWNER_LABEL = "apachews.owner"  # the process id of the run that made the container
 NAME_PREFIX = "apachews-target-"
 STOP_TIMEOUT = 10
-# Where Debian's apache2 package puts its binary, modules and configuration tree.
-DEBIAN_BINARY = Path("/usr/sbin/apache2")
-DEBIAN_MODULES = Path("/usr/lib/apache2/modules")
-DEBIAN_CONF = Path("/etc/apache2")
 
 
 def _volumes(mounts: Sequence[Mount]) -> dict[str, dict[str, str]]:
@@ -82,11 +78,11 @@ class ContainerProcess:
 
 @dataclass(eq=False)  # hashed by identity: its answers are cached per runner
 class ContainerRunner:
-    """Runs `apache2` (and any command) in the image of the catalogue's distribution `target`, as
+    """Runs its Apache (and any command) in the image of the catalogue's distribution `target`, as
     `httpd.Runner` asks."""
 
     image: str
-    name: str  # what people read: Debian 11 (apachews/target:debian11)
+    name: str  # what people read: the distribution's name and its image
     layout: str
     target: str  # the catalogue key: what `build --target` takes
 
@@ -104,14 +100,15 @@ class ContainerRunner:
 
     @functools.cached_property
     def conf_tree(self) -> Path:
-        """A host copy of the image's /etc/apache2, kept per image id (it is what the image ships)."""
+        """A host copy of the image's configuration tree (its layout's), kept per image id (what the image ships)."""
+        shipped = catalogue.layout_facts(self.layout).conf_root
         image_id = self.engine.images.get(self.image).id.replace("sha256:", "")
-        final = sources.cache_dir() / "targets" / image_id[:16] / DEBIAN_CONF.name
+        final = sources.cache_dir() / "targets" / image_id[:16] / shipped.name
         if not final.is_dir():
             with atomic_dir(final.parent) as staged:
-                copied = self.run(["cp", "-a", str(DEBIAN_CONF), str(staged)], {}, 60, (Mount(staged),))
+                copied = self.run(["cp", "-a", str(shipped), str(staged)], {}, 60, (Mount(staged),))
                 if copied.returncode != 0:
-                    raise JobFailed(f"could not copy {DEBIAN_CONF} out of {self.image}", hint=copied.stderr[-1000:])
+                    raise JobFailed(f"could not copy {shipped} out of {self.image}", hint=copied.stderr[-1000:])
         return final
 
     def _create(
@@ -217,8 +214,8 @@ class ContainerRunner:
 def locate(key: str) -> Httpd:
     """The Apache of the target distribution `key` (the image must exist: `apachews image target KEY`)."""
     distribution = catalogue.get(key)
-    if distribution.suite is None or distribution.layout != "debian":
-        runnable = [d.key for d in catalogue.distributions().values() if d.suite and d.layout == "debian"]
+    if not _runnable(distribution):
+        runnable = [d.key for d in catalogue.distributions().values() if _runnable(d)]
         raise BadInput(
             f"{distribution.name}'s own Apache cannot run here: no root of it can be made from packages at hand",
             hint=f"targets that run: {', '.join(runnable)}",
@@ -232,7 +229,13 @@ def locate(key: str) -> Httpd:
         )
     remove_orphans(engine)
     runner = ContainerRunner(image=tag, name=f"{distribution.name} ({tag})", layout=distribution.layout, target=key)
-    return Httpd(DEBIAN_BINARY, version_of(DEBIAN_BINARY, {}, runner), DEBIAN_MODULES, "target", runner=runner)
+    facts = catalogue.layout_facts(distribution.layout)
+    return Httpd(facts.binary, version_of(facts.binary, {}, runner), facts.modules_dirs[0], "target", runner=runner)
+
+
+def _runnable(distribution: catalogue.Distribution) -> bool:
+    """A root of it can be made here (a suite debootstrap fetches) and its layout's lab tree runs contained."""
+    return distribution.suite is not None and distros.get(distribution.layout).runs_contained
 
 
 def remove_orphans(engine: docker.DockerClient) -> list[str]:

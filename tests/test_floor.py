@@ -182,12 +182,12 @@ def test_readme_which_build_table_is_the_generated_one() -> None:
 def test_rpm_files_unpack_in_python(tmp_path: Path) -> None:
     """An .rpm is read with rpm2cpio and unpacked by apachews' cpio reader: here the package `apachews
     package --rpm` makes, whose files and bytes are known."""
-    from apachews import package
+    from apachews import packaging
 
     so = module.build_with_apxs(tmp_path / "apxs", glibc_floor=floor.resolve("2.4")).so
-    rpm = package.build_rpm(so, tmp_path / "rpm").path
+    rpm = packaging.build_rpm(so, tmp_path / "rpm").path
     (unpacked,) = devpackage.unpack([rpm], tmp_path / "root")
-    assert (unpacked.name, unpacked.version) == (package.RPM_NAME, "0.1.0-1")
-    installed = tmp_path / "root" / package.RPM_MODULES.lstrip("/") / "mod_proxy_wstunnel_apachews.so"
+    assert (unpacked.name, unpacked.version) == (packaging.RPM_NAME, "0.1.0-1")
+    installed = tmp_path / "root" / packaging.RPM_MODULES.lstrip("/") / "mod_proxy_wstunnel_apachews.so"
     assert installed.read_bytes() == so.read_bytes()
-    assert (tmp_path / "root" / package.RPM_LOAD_CONF.lstrip("/")).is_file()
+    assert (tmp_path / "root" / packaging.RPM_LOAD_CONF.lstrip("/")).is_file()

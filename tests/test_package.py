@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from apachews import floor, module, package
+from apachews import floor, module, packaging
 from apachews.binary import inspect_module
 from apachews.cli import main
 from apachews.distros import catalogue as distros
@@ -34,7 +34,7 @@ pytestmark = [
 
 def _installed() -> bool:
     result = subprocess.run(
-        ["dpkg-query", "-W", "-f", "${Status}", package.PACKAGE], capture_output=True, text=True, check=False
+        ["dpkg-query", "-W", "-f", "${Status}", packaging.PACKAGE], capture_output=True, text=True, check=False
     )
     return "installed" in result.stdout and "not-installed" not in result.stdout
 
@@ -51,10 +51,10 @@ def built_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_deb_declares_libc6_floor_and_module_abi(tmp_path: Path, built_module: Path) -> None:
     """Depends names the module's measured glibc floor and the apache2 ABI; the members are xz, never zstd."""
-    built = package.build_deb(built_module, tmp_path)
+    built = packaging.build_deb(built_module, tmp_path)
     needs = inspect_module(built_module)
     info = subprocess.run(["dpkg-deb", "-I", str(built.path)], capture_output=True, text=True, check=True).stdout
-    mmn = package._mmn_major(None)[0]
+    mmn = packaging.mmn_major(None)[0]
     assert f"Depends: libc6 (>= {needs.glibc_floor}), apache2-api-{mmn}" in info
     assert needs.glibc_floor is not None and needs.glibc_floor <= distros.family_floor("2.4")
     members = subprocess.run(["ar", "t", str(built.path)], capture_output=True, text=True, check=True).stdout.split()
@@ -65,13 +65,13 @@ def test_deb_declares_libc6_floor_and_module_abi(tmp_path: Path, built_module: P
 def system_guard():
     """Snapshots of the real trees; on the way out, the package is removed and any difference put back."""
     if _installed():
-        pytest.skip(f"{package.PACKAGE} is already installed here: not touching it")
+        pytest.skip(f"{packaging.PACKAGE} is already installed here: not touching it")
     before = {tree: debian_tree.snapshot(tree) for tree in TREES}
-    marker = Path(package.MARKER).parent
+    marker = Path(packaging.MARKER).parent
     marker_existed = marker.exists()
     yield before
     if _installed():
-        subprocess.run(["dpkg", "--purge", package.PACKAGE], capture_output=True, check=False)
+        subprocess.run(["dpkg", "--purge", packaging.PACKAGE], capture_output=True, check=False)
     for tree, snap in before.items():
         debian_tree.restore(tree, snap)
     if not marker_existed and marker.exists():
@@ -90,7 +90,7 @@ def test_deb_installs_loads_and_removes_cleanly(tmp_path, built_module, system_g
         ["--json", "package", "--deb", "--module", str(built_module), "--preset", "jupyter", "-o", str(tmp_path)],
     )
     assert result.exit_code == 0, result.output
-    deb = tmp_path / f"{package.PACKAGE}_0.1.0-1_{_arch()}.deb"
+    deb = tmp_path / f"{packaging.PACKAGE}_0.1.0-1_{_arch()}.deb"
     assert deb.exists()
 
     installed = subprocess.run(["dpkg", "-i", str(deb)], capture_output=True, text=True, check=False)
@@ -106,7 +106,7 @@ def test_deb_installs_loads_and_removes_cleanly(tmp_path, built_module, system_g
     includes = _ctl("-t", "-D", "DUMP_INCLUDES").stdout
     assert str(enabled) in includes and "/etc/apache2/mods-enabled/proxy_wstunnel.load" not in includes
 
-    removed = subprocess.run(["dpkg", "-r", package.PACKAGE], capture_output=True, text=True, check=False)
+    removed = subprocess.run(["dpkg", "-r", packaging.PACKAGE], capture_output=True, text=True, check=False)
     assert removed.returncode == 0, removed.stdout + removed.stderr
     assert not _installed()
     for tree, snap in before.items():
@@ -129,11 +129,11 @@ def test_rpm_carries_the_module_and_its_config_and_erases_cleanly(tmp_path, buil
     listed = subprocess.run(["rpm", "-qpl", str(rpm)], capture_output=True, text=True, check=True).stdout.split()
     assert listed == [
         "/etc/httpd/conf.d/apachews-gateone.conf",
-        package.RPM_LOAD_CONF,
-        f"{package.RPM_MODULES}/mod_proxy_wstunnel_apachews.so",
+        packaging.RPM_LOAD_CONF,
+        f"{packaging.RPM_MODULES}/mod_proxy_wstunnel_apachews.so",
     ]
     requires = subprocess.run(["rpm", "-qp", "--requires", str(rpm)], capture_output=True, text=True, check=True)
-    mmn = package._mmn_major(None)[0]
+    mmn = packaging.mmn_major(None)[0]
     assert f"httpd-mmn = {mmn}" in requires.stdout
     assert f"glibc >= {inspect_module(built_module).glibc_floor}" in requires.stdout
     assert "rpmlib(PayloadIsXz)" not in requires.stdout and "rpmlib(PayloadIsZstd)" not in requires.stdout
@@ -145,11 +145,11 @@ def test_rpm_carries_the_module_and_its_config_and_erases_cleanly(tmp_path, buil
     subprocess.run([*rpm_root, "--initdb"], check=True, capture_output=True)
     before = debian_tree.snapshot(root)
     subprocess.run([*rpm_root, "-i", "--nodeps", "--noscripts", str(rpm)], check=True, capture_output=True)
-    installed = root / package.RPM_MODULES.lstrip("/") / "mod_proxy_wstunnel_apachews.so"
+    installed = root / packaging.RPM_MODULES.lstrip("/") / "mod_proxy_wstunnel_apachews.so"
     assert installed.read_bytes() == built_module.read_bytes()
-    load = (root / package.RPM_LOAD_CONF.lstrip("/")).read_text()
-    assert f"LoadModule proxy_wstunnel_module {package.RPM_MODULES}/mod_proxy_wstunnel_apachews.so" in load
-    subprocess.run([*rpm_root, "-e", "--noscripts", package.RPM_NAME], check=True, capture_output=True)
+    load = (root / packaging.RPM_LOAD_CONF.lstrip("/")).read_text()
+    assert f"LoadModule proxy_wstunnel_module {packaging.RPM_MODULES}/mod_proxy_wstunnel_apachews.so" in load
+    subprocess.run([*rpm_root, "-e", "--noscripts", packaging.RPM_NAME], check=True, capture_output=True)
     # Every file it brought is gone (the directories belong to httpd's own package on a real RHEL).
     left = {k for k, v in debian_tree.snapshot(root).items() if not k.startswith("rpmdb") and v[0] != "dir"}
     assert left == {k for k, v in before.items() if not k.startswith("rpmdb") and v[0] != "dir"} == set()

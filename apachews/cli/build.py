@@ -7,7 +7,7 @@ from typing import Callable
 
 import click
 
-from apachews import build, floor
+from apachews import build, distros, floor
 from apachews.catalogue import Release
 from apachews.cli import main
 from apachews.cli._common import RELEASE, Result, Session, command, plan_options
@@ -27,12 +27,17 @@ def install_instructions(result: build.BuildResult) -> str:
             "",
             "Install it on the server that runs Apache " + str(version) + ":",
             "  cp mod_proxy_wstunnel.so into the server's modules directory",
-            "    (Debian/Ubuntu: /usr/lib/apache2/modules/, RHEL/CentOS: /usr/lib64/httpd/modules/,"
-            " Gentoo: /usr/lib64/apache2/modules/)",
-            f"  apachews config generic --apache {version} --distro <debian|rhel|gentoo|generic>",
+            "    (" + ", ".join(f"{name}: {dirs[0]}/" for name, dirs in _modules_dirs().items()) + ")",
+            f"  apachews config generic --apache {version} --distro <{'|'.join(distros.NAMES)}>",
             "  then check the configuration (apachectl -t) and reload Apache.",
         ]
     )
+
+
+def _modules_dirs() -> dict[str, tuple[Path, ...]]:
+    """Each layout's packaged modules directories (from distros)."""
+    layouts = (distros.get(name) for name in distros.NAMES)
+    return {layout.name: layout.system_modules_dirs for layout in layouts if layout.system_modules_dirs}
 
 
 @command(main, "build")

@@ -48,7 +48,7 @@ from apachews.transport import LOCAL, Transport
     default="server",
     show_default=True,
     help="Where the routes go: server level, or tls: a file to Include inside the layout's TLS <VirtualHost> "
-    "(RHEL: conf.d/ssl.conf, Debian: the default-ssl site).",
+    "(the notes name it for each --distro).",
 )
 @click.option(
     "--prefer",

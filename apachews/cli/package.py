@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from apachews import package
+from apachews import packaging
 from apachews.cli import main
 from apachews.cli._common import Result, Session, command, output_option
 from apachews.errors import BadInput
@@ -42,6 +42,6 @@ def package_command(
     """Package the module (and a preset's config) so dpkg installs, enables and removes it cleanly."""
     if deb == rpm:
         raise BadInput("which package format?", hint="give one of --deb (dpkg-deb) or --rpm (rpmbuild)")
-    build = package.build_deb if deb else package.build_rpm
+    build = packaging.build_deb if deb else packaging.build_rpm
     built = build(module, output, preset=preset, backends=backends, path=path, allow=allow, apxs=apxs)
     return Result(data=built.to_dict(), text=built.text())

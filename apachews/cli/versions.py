@@ -90,18 +90,6 @@ def which_version_table(releases: list[Release]) -> str:
     return "\n".join(lines)
 
 
-DEV_PACKAGES = {
-    # layout -> (family -> the dev packages to fetch, the tool that fetches them, the files it leaves)
-    "debian": (
-        {"2.2": "apache2-prefork-dev libapr1-dev libaprutil1-dev", "2.4": "apache2-dev libapr1-dev libaprutil1-dev"},
-        "apt-get download",
-        "*.deb",
-    ),
-    "rhel": ({"2.2": "httpd-devel apr-devel apr-util-devel", "2.4": "httpd-devel apr-devel apr-util-devel"},
-             "yumdownloader", "*.rpm"),
-}  # fmt: skip
-
-
 def build_command_for(distribution: distros.Distribution) -> str:
     """The build whose module loads on `distribution`, at its glibc (our module: --backport where the
     release has a stock one)."""
@@ -123,8 +111,11 @@ def which_build_table() -> str:
         "|---|---|---|---|---|",
     ]
     for d in distros.distributions().values():
-        packages, tool, files = DEV_PACKAGES[d.layout]
-        dev = f"`{tool} {packages[d.family]}`, then `apachews build --dev-package {files}`"
+        facts = distros.layout_facts(d.layout)
+        assert facts.dev_packages is not None, f"distributions.json: no dev packages for the {d.layout} layout"
+        dev = (
+            f"`{facts.dev_fetch} {facts.dev_packages[d.family]}`, then `apachews build --dev-package {facts.dev_files}`"
+        )
         lines.append(f"| {d.name} | {d.glibc} | {d.apache} ({d.mmn}) | `{build_command_for(d)}` | {dev} |")
     return "\n".join(lines)
 

@@ -2,19 +2,26 @@
 elsewhere must match to load on each (glibc, MMN major, architecture), and the glibc floor of a family.
 
 The one place that knows which distribution ships which glibc; `build --target`, doctor and packaging ask
-it. It imports nothing else of apachews' distros, so every stage can use it without cycles.
+it. Also where each layout's packages put httpd (`layout_facts`, `system_httpds`: what httpd.locate tries).
+It imports nothing else of apachews' distros, so every stage can use it without cycles (httpd, which the layout
+classes import, reads the layouts' facts from apachews/layoutfacts.py, outside this package).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import dataclass
 
 from apachews.binary import GlibcVersion
 from apachews.catalogue import Version
 from apachews.errors import BadInput
+from apachews.layoutfacts import LayoutFacts, all_layout_facts, layout_facts, system_httpds
 from apachews.resources import package_data
+
+__all__ = ["Distribution", "LayoutFacts", "distributions", "family_floor", "from_package_version", "get"]
+__all__ += ["all_layout_facts", "layout_facts", "shipping", "system_httpds"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,24 @@ def get(key: str) -> Distribution:
     if key not in known:
         raise BadInput(f"unknown target distribution {key!r}", hint=f"use one of: {', '.join(known)}")
     return known[key]
+
+
+def from_package_version(version: str, headers_version: str) -> set[str]:
+    """The distribution keys a package's version string names (`~deb11u1`, `+deb8u12`, `.el7`, an Ubuntu one by
+    the Apache release it ships); a key not in the catalogue where the version names an unknown one; none when
+    it does not say."""
+    known = distributions()
+    debian = re.search(r"[~+]deb(\d+)u\d", version)
+    rhel = re.search(r"\.el(\d+)", version)
+    if debian:
+        return {f"debian{debian.group(1)}"}
+    if rhel:
+        number = rhel.group(1)
+        return {next((key for key in (f"centos{number}", f"rhel{number}") if key in known), f"el{number}")}
+    if "ubuntu" in version:
+        ubuntu = [d.key for d in known.values() if d.key.startswith("ubuntu") and str(d.apache) == headers_version]
+        return set(ubuntu or ["ubuntu?"])
+    return set()
 
 
 def shipping(family: str) -> list[Distribution]:

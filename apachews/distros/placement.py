@@ -1,6 +1,6 @@
 """Putting a rendering into a server's configuration tree: the shared placement API.
 
-`place(rendering, conf_root, module_so=None)` writes a rendering's files where the distribution keeps them and
+`distros.place(rendering, conf_root, module_so=None)` writes a rendering's files where the distribution keeps them and
 enables them the way its tools would (Debian: mods-enabled / conf-enabled symlinks like a2enmod / a2enconf),
 as pure file operations: every change is planned first (`plan`, what `--dry-run` prints), then applied one
 atomic step at a time (write beside, rename), and undone in reverse order if any step fails. The returned
@@ -24,8 +24,8 @@ from apachews import vhosts
 from apachews.errors import BadInput, JobFailed
 from apachews.resources import template_environment
 
-if TYPE_CHECKING:  # config imports distros: type-only import keeps the cycle out
-    from apachews.config import Rendering
+if TYPE_CHECKING:
+    from apachews.rendering import Rendering
 
 MODULE_NAME = "proxy_wstunnel_apachews"
 """The apachews module never takes a packaged file's name: on disk it is mod_proxy_wstunnel_apachews.so (the
@@ -312,29 +312,6 @@ def _rollback(placement: Placement) -> None:
             os.rmdir(directory)
         except OSError:
             pass  # something else now lives there: keep it
-
-
-def place(
-    rendering: Rendering,
-    conf_root: Path,
-    module_so: Path | None = None,
-    modules_dir: Path | None = None,
-    main_config: Path | None = None,
-) -> Placement:
-    """Install `rendering` into the tree at conf_root the way its distribution does, atomically.
-
-    module_so: an apachews mod_proxy_wstunnel.so to install (as MODULE_FILE in modules_dir, default: the
-    distribution's modules directory) and load instead of the stock module. main_config: for the generic
-    layout, the main config file that gets an Include line (else the files are only written). Returns what
-    was changed.
-    """
-    from apachews import distros
-
-    layout = distros.get(rendering.distro)
-    actions, notes = layout.plan(
-        rendering, Path(conf_root), module_so=module_so, modules_dir=modules_dir, main_config=main_config
-    )
-    return apply(Path(conf_root), actions, notes)
 
 
 def unplace(placement: Placement, force: bool = False) -> list[Path]:

@@ -5,20 +5,37 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from apachews.distros import Layout, Parts
+from apachews.distros import lab
+from apachews.distros.base import Layout, Parts
+from apachews.distros.catalogue import LayoutFacts, layout_facts
+from apachews.distros.lab import Additions
+from apachews.httpd import Httpd, Server
 
 if TYPE_CHECKING:
-    from apachews.config import Rendering
+    from apachews.rendering import Rendering
 
 
 class Rhel(Layout):
     name = "rhel"
-    binary = Path("/usr/sbin/httpd")
-    system_modules_dirs = (Path("/usr/lib64/httpd/modules"), Path("/usr/lib/httpd/modules"))
+    facts: LayoutFacts = layout_facts("rhel")
     included_dirs = True
     ca_bundle = "/etc/pki/tls/certs/ca-bundle.crt"
     tls_vhost = "<VirtualHost _default_:443> in conf.d/ssl.conf (yum install mod_ssl)"
     tls_vhost_dir = "conf.d"  # as *.include: conf.d/*.conf does not read it at server level
+
+    main_config_loads_modules = False  # conf.modules.d/*.conf: our file there
+
+    def live_conf_name(self, version: str) -> str:
+        return "conf.d/apachews-live-verify.conf"
+
+    def markers(self, server_root: Path, conf_dir: Path) -> list[Path]:
+        return [server_root / "conf.d", server_root / "conf" / "httpd.conf"]
+
+    def detects(self, kinds: list[str]) -> bool:
+        return kinds[0] == "dir" and kinds[1] != "none"
+
+    def conf_root_of(self, server_root: Path, conf_dir: Path) -> Path:
+        return server_root  # conf.d/ and conf.modules.d/ sit beside conf/
 
     def files(self, parts: Parts) -> dict[str, str]:
         conf = f"conf.d/apachews-{parts.preset}.conf"
@@ -31,7 +48,8 @@ class Rhel(Layout):
     def notes(self, parts: Parts) -> list[str]:
         # CentOS 5/6 (2.2) have SysV init; RHEL/CentOS 7+ (2.4) systemd.
         reload = "service httpd reload" if parts.family == "2.2" else "systemctl reload httpd"
-        return [f"copy the files under /etc/httpd/ (or: apachews install), then: apachectl -t && {reload}"]
+        tree = self.facts.conf_root
+        return [f"copy the files under {tree}/ (or: apachews install), then: {self.control} -t && {reload}"]
 
     def capacity_file(self, family: str) -> str:
         # conf.d/ is read after the MPM: 2.4 loads it in conf.modules.d/00-mpm.conf with httpd's defaults,
@@ -41,7 +59,7 @@ class Rhel(Layout):
     def capacity_notes(self, family: str) -> list[str]:
         restart = "service httpd restart" if family == "2.2" else "systemctl restart httpd"
         return [
-            f"then: apachectl -t && {restart} (a full restart: ServerLimit and ThreadLimit do not change on a "
+            f"then: {self.control} -t && {restart} (a full restart: ServerLimit and ThreadLimit do not change on a "
             "graceful reload)"
         ]
 
@@ -59,3 +77,76 @@ class Rhel(Layout):
 
     def placement_notes(self, rendering: Rendering, conf_root: Path) -> list[str]:
         return []
+
+    # -- the lab tree (distros.trees, for verify): httpd.conf including conf.modules.d/*.conf and conf.d/*.conf,
+    # mod_reqtimeout among the base modules; CentOS 6 for 2.2: modules in httpd.conf, conf.d/. Written here
+    # from what the distribution ships (its packages are not at hand: the skeleton keeps what decides where a
+    # rendering goes and what is enabled), the rendering placed as `apachews install` would.
+    def lab_mpm(self, httpd: Httpd) -> str | None:
+        return None  # the skeleton loads the lab default
+
+    def lab_main_config(self, httpd: Httpd) -> tuple[Path, Path] | None:
+        return None  # a skeleton written here: httpd's defaults
+
+    def lab_tree(
+        self, root: Path, httpd: Httpd, rendering: Rendering, module: Path | None, port: int, additions: Additions
+    ) -> Server:
+        self.check_rendering(rendering)
+        # Its TLS front is its mod_ssl package's conf.d/ssl.conf, which loads mod_ssl itself.
+        own = ("ssl",) if additions.tls_port is not None else ()
+        tree = lab.skeleton(root, httpd, port, additions, own)
+        conf = root / "conf" / "httpd.conf"
+        (root / "conf.d").mkdir()
+        conf.parent.mkdir()
+        if tree.is_22:  # CentOS 6: the modules are loaded in httpd.conf itself, the rest comes from conf.d/
+            head = lab.load_lines(httpd, tree.base + tree.proxy) + tree.extra_loads
+            include = "Include conf.d/*.conf\n"
+        else:
+            (root / "conf.modules.d").mkdir()
+            (root / "conf.modules.d" / "00-base.conf").write_text(lab.load_lines(httpd, tree.base) + tree.extra_loads)
+            (root / "conf.modules.d" / "00-proxy.conf").write_text(lab.load_lines(httpd, tree.proxy))
+            head = "Include conf.modules.d/*.conf\n"
+            include = "IncludeOptional conf.d/*.conf\n"
+        conf.write_text(tree.common.replace("ServerName", head + "ServerName", 1) + include)
+        name = "00-apachews-verify.conf" if tree.verify_first else "zz-apachews-verify.conf"
+        (root / "conf.d" / name).write_text(tree.verify_conf(additions, ""))
+        (root / "conf.d" / "00-apachews-verify-first.conf").write_text(additions.first)
+        if additions.tls_port is not None:
+            (root / "conf.d" / "ssl.conf").write_text(_ssl_conf(root, httpd, rendering, additions))
+        self.place(rendering, root, module_so=module, modules_dir=root / "apachews-modules")
+        return Server(httpd, root, conf, port, root / "logs" / "error_log", files_dir=root)
+
+
+def _ssl_conf(root: Path, httpd: Httpd, rendering: Rendering, additions: Additions) -> str:
+    """conf.d/ssl.conf as mod_ssl's package ships it (CentOS 6 for 2.2, RHEL 7+ for 2.4: its own Listen, session
+    cache and <VirtualHost _default_:443> with its own logs), on the test port with the test certificate; a
+    rendering for --vhost tls is Included inside that <VirtualHost>, where its user put it."""
+    is_22 = httpd.version.family == "2.2"
+    shmcb = is_22 or (httpd.modules_dir / "mod_socache_shmcb.so").exists()
+    lines = [
+        "# apachews verify: conf.d/ssl.conf of the distribution's mod_ssl package, on the test port",
+        lab.load_lines(httpd, ("ssl",) if is_22 else ("ssl", "socache_shmcb")).rstrip("\n"),
+        f"Listen 127.0.0.1:{additions.tls_port}",
+        "SSLPassPhraseDialog builtin",
+        f"SSLSessionCache shmcb:{root}/run/ssl_scache(512000)" if shmcb else "SSLSessionCache none",
+        "SSLSessionCacheTimeout 300",
+        "SSLMutex default" if is_22 else "",
+        "SSLRandomSeed startup file:/dev/urandom 256",
+        "SSLRandomSeed connect builtin",
+        "SSLCryptoDevice builtin",
+        f"<VirtualHost _default_:{additions.tls_port}>",
+        f'ErrorLog "{root}/logs/ssl_error_log"',
+        f'TransferLog "{root}/logs/ssl_access_log"',
+        "LogLevel warn",
+        "SSLEngine on",
+        "SSLProtocol all -SSLv2" if is_22 else "SSLProtocol all -SSLv2 -SSLv3",
+        "SSLCipherSuite ALL:!ADH:!EXPORT:!SSLv2:RC4+RSA:+HIGH:+MEDIUM:+LOW"
+        if is_22
+        else "SSLCipherSuite HIGH:3DES:!aNULL:!MD5:!SEED:!IDEA",
+        f'SSLCertificateFile "{additions.tls_cert}"',
+        f'SSLCertificateKeyFile "{additions.tls_key}"',
+    ]
+    if rendering.tls_include:
+        lines.append(f'Include "{root / rendering.tls_include}"')
+    lines.append("</VirtualHost>")
+    return "\n".join(line for line in lines if line) + "\n"

@@ -1,0 +1,132 @@
+"""The shape of the apachews package: no import cycles between its modules.
+
+The graph is read from the source with `ast`: every `import` and `from ... import` anywhere in a module (at
+module level, inside functions, under `if TYPE_CHECKING:`), so an import moved into a function or hidden from
+runtime by TYPE_CHECKING still counts. An edge goes to the module named (`from apachews.distros import debian`
+is an edge to apachews.distros.debian when that is a module, else to the package apachews.distros). Importing a
+module runs its packages' __init__ first, so `from apachews.distros.catalogue import x` in httpd.py is an edge
+to apachews.distros too; a module's own packages are not (they are already being imported).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import apachews
+
+PACKAGE_DIR = Path(apachews.__file__).parent
+
+# Cycles that remain outside distros/config/httpd/placement/packaging, left to the engineers who own those
+# modules (issue #28). Each entry is one strongly connected component, as a sorted tuple of module names.
+_CLI = ("bench", "build", "cache", "config", "diagnose", "doctor", "fetch", "image", "install", "matrix", "package")
+_CLI += ("patch", "torture", "verify", "versions")
+KNOWN_CYCLES: set[tuple[str, ...]] = {
+    # click's registration: cli/__init__ imports each command module, which imports `main` from cli/__init__
+    # (and cli.bench imports cli.verify's resolve_httpd).
+    ("apachews.cli", *(f"apachews.cli.{name}" for name in _CLI)),
+}
+
+
+def _modules() -> dict[str, Path]:
+    modules = {}
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        parts = ("apachews", *path.relative_to(PACKAGE_DIR).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modules[".".join(parts)] = path
+    return modules
+
+
+def _resolve(module: str, is_package: bool, level: int, target: str | None) -> str:
+    """The absolute name of a relative import (`from . import x`, `from ..y import z`)."""
+    if level == 0:
+        return target or ""
+    base = module.split(".") if is_package else module.split(".")[:-1]
+    base = base[: len(base) - (level - 1)]
+    return ".".join([*base, *([target] if target else [])])
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Each apachews module and the apachews modules it imports anywhere in its source."""
+    modules = _modules()
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        is_package = path.name == "__init__.py"
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = _resolve(name, is_package, node.level, node.module)
+                for alias in node.names:
+                    submodule = f"{base}.{alias.name}"
+                    targets.append(submodule if submodule in modules else base)
+            own_packages = {".".join(name.split(".")[:depth]) for depth in range(1, name.count(".") + 1)}
+            for target in targets:
+                # `import apachews.x.y` names apachews.x.y; keep the longest prefix that is one of ours.
+                while target and target not in modules:
+                    target = target.rpartition(".")[0]
+                if target and target not in (name, "apachews"):
+                    graph[name].add(target)
+                # ... and the packages Python runs first, less the importer's own.
+                target = target.rpartition(".")[0]
+                while target and target != "apachews" and target not in own_packages:
+                    graph[name].add(target)
+                    target = target.rpartition(".")[0]
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[tuple[str, ...]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[tuple[str, ...]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for successor in sorted(graph[node]):
+            if successor not in index:
+                visit(successor)
+                low[node] = min(low[node], low[successor])
+            elif successor in on_stack:
+                low[node] = min(low[node], index[successor])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(tuple(sorted(component)))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
+def test_the_graph_sees_every_kind_of_import():
+    graph = import_graph()
+    assert "apachews.config" in graph and "apachews.distros" in graph
+    assert "apachews.errors" in graph["apachews.config"]  # a module-level import
+    assert "apachews.distros" in graph["apachews.doctor"]  # the package `from apachews.distros.x import` runs
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [("a", "b", "c")]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles():
+    found = set(cycles(import_graph()))
+    unexpected = sorted(found - KNOWN_CYCLES)
+    assert not unexpected, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in unexpected)
+    fixed = sorted(KNOWN_CYCLES - found)
+    assert not fixed, "no longer cycles, take them off KNOWN_CYCLES:\n" + "\n".join(" <-> ".join(c) for c in fixed)
