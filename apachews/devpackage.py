@@ -32,8 +32,9 @@ from apachews.catalogue import Version
 from apachews.distros import catalogue as distros
 from apachews.errors import BadInput, JobFailed
 from apachews.fsutil import move_into_place, scratch_dir
+from apachews.installation import read_headers
 from apachews.progress import Progress
-from apachews.serverbuild import ServerBuild, header_values
+from apachews.serverbuild import ServerBuild
 
 # What apxs adds on Linux (config_vars.mk's CPPFLAGS / CFLAGS of both families), and -Wall to see warnings.
 COMPILE_FLAGS = ("-O2", "-g", "-Wall", "-DLINUX", "-D_REENTRANT", "-D_GNU_SOURCE", "-fPIC")
@@ -209,8 +210,7 @@ def build(
         httpd_dir = _find(root, "ap_mmn.h", "give the Apache dev package: apache2-dev (or httpd-devel)")
         apr_dir = _find(root, "apr.h", "give apr's dev package too: libapr1-dev (or apr-devel)")
         apu_dir = _find(root, "apu.h", "give apr-util's dev package too: libaprutil1-dev (or apr-util-devel)")
-        text = (httpd_dir / "ap_release.h").read_text(errors="replace") if (httpd_dir / "ap_release.h").exists() else ""
-        version, mmn = header_values(text + (httpd_dir / "ap_mmn.h").read_text(errors="replace"))
+        version, mmn = read_headers(httpd_dir)
         if version is None or mmn is None:
             raise BadInput(f"cannot read the Apache version and MMN from {httpd_dir}")
         chosen = distros.get(target) if target else detect(packages, version)

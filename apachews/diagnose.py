@@ -31,6 +31,7 @@ from websockets.streams import StreamReader
 from apachews import distros, doctor
 from apachews.catalogue import Version
 from apachews.errors import BadInput
+from apachews.installation import Installation
 from apachews.resources import template_environment
 
 LOG_TAIL_BYTES = 4 * 2**20  # the end of each error log is read, not all of it
@@ -303,7 +304,7 @@ def read_server(
 ) -> ServerView:
     """doctor's view of the server, its routes, `apachectl -t`, and which error logs to read."""
     report = doctor.examine(apachectl, config_file=config_file)
-    syntax = doctor.run_control(Path(report.control), "-t")
+    syntax = Installation.on(report.control).syntax()
     level = doctor.scan_directives(report.config_files, ["LogLevel"], report.loaded_modules)["LogLevel"]
     error_logs = [str(p) for p in logs] or ([report.error_log] if report.error_log else [])
     return ServerView(

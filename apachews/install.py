@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from apachews import catalogue, config, distros, doctor, transaction, tunnelling, vhosts
+from apachews import catalogue, config, distros, doctor, installation, transaction, tunnelling, vhosts
 from apachews.distros import placement
 from apachews.distros.placement import apply as apply_plan
 from apachews.errors import BadInput, JobFailed
@@ -66,7 +66,7 @@ class Control:
         return cls(Path(report.control), Path(report.pid_file), log, host)
 
     def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return doctor.run_control(self.path, *args, timeout=timeout, host=self.host)
+        return installation.Installation.on(self.path, self.host).run(*args, timeout=timeout)
 
     def config_test(self) -> tuple[bool, str]:
         result = self.run("-t")

@@ -1543,9 +1543,7 @@ def dist_target(dist: Path, label: str | None = None) -> TargetSpec:
             f"{dist} is not an `apachews build --with-httpd` output", hint="need httpd/bin/httpd and modules/"
         )
     server = locate(prefix=dist / "httpd")
-    shown = subprocess.run([str(server.binary), "-V"], capture_output=True, text=True, env={**os.environ, **server.env})
-    found = re.search(r"Server MPM:\s*(\w+)", shown.stdout)
-    mpm = found.group(1).lower() if found else "?"
+    mpm = server.installation.info().mpm
     return TargetSpec(label or f"apachews {server.version} {mpm}", server, "wstunnel", module=so)
 
 
