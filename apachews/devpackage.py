@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import re
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ from pathlib import Path
 from apachews import floor, module
 from apachews.binary import GlibcVersion
 from apachews.catalogue import Version
+from apachews.dist import Dist
 from apachews.distros import catalogue as distros
 from apachews.errors import BadInput, JobFailed
 from apachews.fsutil import move_into_place, scratch_dir
@@ -251,11 +251,11 @@ def build(
         with scratch_dir(Path(out_dir), prefix=".apachews-devpkg-") as stage:
             staged = stage / "dist"
             (staged / "modules").mkdir(parents=True)
-            shutil.copyfile(so, staged / "modules" / "mod_proxy_wstunnel.so")
+            shutil.copyfile(so, Dist(staged).module_path)
             (staged / "build.log").write_text(" ".join(argv) + "\n" + output)
-            (staged / "build.json").write_text(json.dumps(info, indent=2) + "\n")
+            Dist(staged).write_info(info)
             move_into_place(staged, dist, replace=True)
-    return ServerBuild(dist, dist / "modules" / "mod_proxy_wstunnel.so", info)
+    return ServerBuild(dist, Dist(dist).module_path, info)
 
 
 def _floor(chosen: distros.Distribution, family: str, glibc: str) -> floor.Floor:

@@ -14,7 +14,6 @@ Either way apxs compiles with `-S CC=zig-cc` at the glibc floor of the headers' 
 from __future__ import annotations
 
 import io
-import json
 import re
 import tarfile
 import time
@@ -24,6 +23,7 @@ from typing import Any
 
 from apachews import doctor, floor, installation, module
 from apachews.catalogue import Version
+from apachews.dist import Dist
 from apachews.errors import BadInput, JobFailed
 from apachews.progress import Progress
 
@@ -116,9 +116,7 @@ def build_for_server(
         "seconds": seconds,
         "warnings": warnings,
     }
-    staged = dist / ".build.json.tmp"
-    staged.write_text(json.dumps(info_out, indent=2) + "\n")
-    staged.replace(dist / "build.json")
+    Dist(dist).write_info(info_out)
     return ServerBuild(dist, built.so, info_out)
 
 
@@ -199,12 +197,12 @@ def build_in_image(
     glibc_floor = floor.resolve(Version.parse(version).family, target, glibc)
     warnings = [line for line in output.splitlines() if "warning:" in line]
     server_note = _check_server(apachectl, version, mmn, warnings)
-    dist = Path(out_dir) / f"apxs-{version}"
-    (dist / "modules").mkdir(parents=True, exist_ok=True)
-    staged = dist / "modules" / ".mod_proxy_wstunnel.so.tmp"
+    dist = Dist(Path(out_dir) / f"apxs-{version}")
+    dist.module_path.parent.mkdir(parents=True, exist_ok=True)
+    staged = dist.module_path.with_name(f".{dist.module_path.name}.tmp")
     staged.write_bytes(so)
     binary = floor.check(staged, glibc_floor)
-    staged.replace(dist / "modules" / "mod_proxy_wstunnel.so")
+    staged.replace(dist.module_path)
     info = {
         "kind": "apachews",
         "builder": "apxs-image",
@@ -218,10 +216,8 @@ def build_in_image(
         "seconds": round(time.monotonic() - started, 1),
         "warnings": warnings,
     }
-    staged = dist / ".build.json.tmp"
-    staged.write_text(json.dumps(info, indent=2) + "\n")
-    staged.replace(dist / "build.json")
-    return ServerBuild(dist, dist / "modules" / "mod_proxy_wstunnel.so", info)
+    dist.write_info(info)
+    return ServerBuild(dist.path, dist.module_path, info)
 
 
 def _source_tar(scripts: dict[str, str]) -> bytes:

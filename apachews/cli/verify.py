@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from apachews.catalogue import Release
 from apachews.cli import main
 from apachews.cli._common import RELEASE, Result, Session, command, output_option, source_options
 from apachews.cli._hosts import host_options
+from apachews.dist import Dist
 from apachews.distros import trees
 from apachews.errors import BadInput
 from apachews.sources import SourceOptions
@@ -25,16 +25,8 @@ def resolve_httpd(binary: Path | None, dist: Path | None) -> tuple[httpd.Httpd, 
         raise BadInput("give --httpd or --dist, not both")
     if dist is None:
         return httpd.locate(binary=binary), None
-    dist = Path(dist)
-    if not (dist / "build.json").exists():
-        raise BadInput(f"{dist} is not an `apachews build` output (no build.json)")
-    if not (dist / "httpd" / "bin" / "httpd").exists():
-        raise BadInput(
-            f"{dist} has no httpd install", hint="rebuild with `apachews build --with-httpd`, or pass --httpd"
-        )
-    build = json.loads((dist / "build.json").read_text())
-    module = dist / "modules" / "mod_proxy_wstunnel.so"
-    return httpd.locate(prefix=dist / "httpd"), module if build.get("backport") else None
+    built = Dist.load(dist, httpd=True)
+    return built.httpd(), built.module_path if built.backport else None
 
 
 def target_module(dist: Path | None, module: Path | None) -> Path | None:
@@ -43,10 +35,7 @@ def target_module(dist: Path | None, module: Path | None) -> Path | None:
         raise BadInput("give --dist or --module, not both")
     if dist is None:
         return module
-    built = Path(dist) / "modules" / "mod_proxy_wstunnel.so"
-    if not (Path(dist) / "build.json").exists() or not built.is_file():
-        raise BadInput(f"{dist} is not an `apachews build` output with a module (no build.json or {built.name})")
-    return built
+    return Dist.load(dist, module=True).module_path
 
 
 @command(main, "verify")
