@@ -19,7 +19,7 @@ from pathlib import Path
 
 from apachews import capacity, catalogue
 from apachews.catalogue import Version
-from apachews.doctor.conffiles import _module_present, follow_includes, scan_directives
+from apachews.doctor.conffiles import follow_includes, module_present, scan_directives
 from apachews.doctor.loads import ModuleVerdict, build_for, check_module, platform_of
 from apachews.doctor.workers import apachews_sizing, mpm_settings, running_open_files
 from apachews.errors import BadInput
@@ -44,7 +44,7 @@ __all__ = [  # what other modules (and tests) reach through `doctor.`
     "Defaults",
     "ModuleVerdict",
     "Report",
-    "_module_present",
+    "module_present",
     "apachews_sizing",
     "build_for",
     "check_module",

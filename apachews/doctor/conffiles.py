@@ -49,7 +49,7 @@ def follow_includes(config_file: Path, server_root: Path, limit: int = 500, host
     return seen
 
 
-def _module_present(condition: str, loaded: dict[str, str]) -> bool:
+def module_present(condition: str, loaded: dict[str, str]) -> bool:
     """Evaluate an <IfModule> argument against the loaded modules (unknown modules: assume present)."""
     if not loaded:
         return not condition.startswith("!")
@@ -77,7 +77,7 @@ def scan_directives(
             stripped = line.strip()
             opening = re.match(r"<IfModule\s+([^>\s]+)\s*>", stripped, re.IGNORECASE)
             if opening:
-                active.append(_module_present(opening.group(1), loaded))
+                active.append(module_present(opening.group(1), loaded))
                 continue
             if re.match(r"</IfModule\s*>", stripped, re.IGNORECASE):
                 if active:
