@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from apachews import __version__, capacity, catalogue, distros, tunnelling
@@ -25,6 +26,10 @@ from apachews.catalogue import Release
 from apachews.errors import BadInput
 from apachews.resources import template_environment, templates_dir
 from apachews.tunnelling import Tunnelling
+
+if TYPE_CHECKING:
+    from apachews.doctor import Defaults
+    from apachews.transport import Transport
 
 PREFER = tuple(style.value for style in Tunnelling)
 # The idle limit rendered for an application with a heartbeat: this many of its intervals without a byte, at
@@ -794,6 +799,39 @@ def reproduce_command(
     flags = {"--tls": tls, "--sticky": sticky, "--handoff": handoff, "--h2": h2}
     words += [flag for flag, given in flags.items() if given]
     return " ".join(shlex.quote(word) for word in words)
+
+
+def mpm_sizing(
+    version: str,
+    found: Defaults | None,
+    max_websockets: str,
+    http_reserve: str | None,
+    mpm: str | None,
+    handoff: bool,
+    host: Transport | None = None,
+) -> tuple[capacity.Sizing, str]:
+    """The MPM sizing for --max-websockets, from the server found here (its own settings), else httpd's
+    defaults for the family and MPM; and a note saying which."""
+    from apachews import doctor
+    from apachews.transport import LOCAL
+
+    wanted = capacity.validate_websockets(max_websockets)
+    reserve = capacity.validate_reserve(http_reserve) if http_reserve is not None else None
+    family = catalogue.load().get(version).family
+    here = found is not None and found.source != "assumed" and mpm in (None, found.mpm)
+    if here:
+        settings = doctor.server_settings(found.control or found.source, host=host or LOCAL)  # type: ignore[union-attr]
+        source = f"sized from the settings of the server at {found.source}"  # type: ignore[union-attr]
+    else:
+        mpm = mpm or ("prefork" if family == "2.2" else "event")
+        settings = capacity.defaults(family, mpm)
+        source = (
+            f"sized from httpd's defaults for the {family} {mpm} MPM (pass --mpm; run config on the server itself, "
+            "without --apache, to size from its own settings)"
+        )
+    current = capacity.compute(settings)
+    sizing = capacity.size(current, wanted, reserve, handoff=handoff)
+    return sizing, f"{source}: {current.summary()} now."
 
 
 def capacity_notes(sizing: Sizing, layout: distros.Layout) -> list[str]:

@@ -21,7 +21,10 @@ from apachews.errors import BadInput
 from apachews.fsutil import write_atomic
 
 if TYPE_CHECKING:
+    from apachews.catalogue import Release
     from apachews.httpd import Httpd
+    from apachews.progress import Progress
+    from apachews.sources import SourceOptions
 
 INFO = "build.json"
 MODULE = "mod_proxy_wstunnel.so"
@@ -116,3 +119,16 @@ class Dist:
                 f"{self.path} has no httpd install", hint="rebuild with `apachews build --with-httpd`, or pass --httpd"
             )
         return httpd.locate(prefix=self.httpd_prefix)
+
+
+def with_httpd(release: Release, source: SourceOptions, out_dir: Path, progress: Progress | None = None) -> Dist:
+    """The build of `release` with its whole httpd in out_dir (httpd-V): reused when it is there, else built
+    (`verify --apache V`)."""
+    from apachews import build
+    from apachews.plan import BuildPlan
+
+    plan = BuildPlan(release, source=source, with_httpd=True, out_dir=out_dir)
+    found = Dist(plan.dist)
+    if found.has_httpd:
+        return found
+    return Dist(build.build(plan, progress=progress).dist)

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from apachews import build, config, httpd, verify
+from apachews import config, httpd, verify
 from apachews.catalogue import Release
 from apachews.cli import main
-from apachews.cli._common import RELEASE, Result, Session, command, output_option, source_options
-from apachews.cli._hosts import host_options
-from apachews.dist import Dist
+from apachews.cli._common import Result, Session, command
+from apachews.cli._hosts import Hosts, host_options
+from apachews.cli._options import RELEASE, output_option, source_options
+from apachews.dist import Dist, with_httpd
 from apachews.distros import trees
 from apachews.errors import BadInput
 from apachews.sources import SourceOptions
-from apachews.transport import Transport
 
 
 def resolve_httpd(binary: Path | None, dist: Path | None) -> tuple[httpd.Httpd, Path | None]:
@@ -116,8 +115,7 @@ def verify_command(
     handoff: bool,
     mpm: str | None,
     sources: SourceOptions,
-    hosts: tuple[str, ...],
-    connect: Callable[[str], Transport],
+    hosts: Hosts,
 ) -> Result:
     """Start a real Apache in front of the bundled echo backend and run the WebSocket suite."""
     if (apachectl or hosts) and not live:
@@ -137,7 +135,7 @@ def verify_command(
             )
         from apachews.cli.install import live_on_hosts
 
-        return live_on_hosts(session, hosts, connect, apachectl, None, prefer, checks)
+        return live_on_hosts(session, hosts, apachectl, None, prefer, checks)
     where = ""
     if target_key is not None:
         if binary or release or live:
@@ -149,14 +147,9 @@ def verify_command(
         assert server.runner is not None
         where = f" in {server.runner.name}"
     elif release is not None:
-        version = str(release.version)
         if binary or dist:
             raise BadInput("--apache builds its own httpd: leave out --httpd and --dist")
-        dist = output / f"httpd-{version}"
-        if not (dist / "httpd" / "bin" / "httpd").exists():
-            dist = build.build(
-                release, source=sources, with_httpd=True, out_dir=output, progress=session.progress()
-            ).dist
+        dist = with_httpd(release, sources, output, session.progress()).path
     if target_key is None:
         server, built_module = resolve_httpd(binary, dist)
     presets = verify.setup_names(preset)
