@@ -29,6 +29,7 @@ from apachews.catalogue import Version
 from apachews.distros import load_module_lines
 from apachews.errors import BadInput, JobFailed
 from apachews.installation import Installation
+from apachews.serial import Serialised
 
 # (binary, modules dir) of each distribution's Apache, in the order they are tried (facts live in distros/).
 SYSTEM_CANDIDATES = tuple(
@@ -183,7 +184,7 @@ def wait_for_port(port: int, timeout: float, alive: callable = lambda: True) -> 
 
 
 @dataclass
-class SyntaxResult:
+class SyntaxResult(Serialised):
     """What `httpd -t` said. A warning (AH01146 "Ignoring parameter ... because of worker sharing", say) is a
     config that will not do what it says: `clean` is False then, though httpd accepts it."""
 
@@ -194,20 +195,11 @@ class SyntaxResult:
     line: int | None = None
     warnings: list[str] = field(default_factory=list)
 
+    _derived = ("clean",)
+
     @property
     def clean(self) -> bool:
         return self.ok and not self.warnings
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "ok": self.ok,
-            "clean": self.clean,
-            "error": self.error,
-            "file": self.file,
-            "line": self.line,
-            "warnings": self.warnings,
-            "output": self.output,
-        }
 
 
 def parse_syntax_check(result: subprocess.CompletedProcess[str], strip_dir: str = "") -> SyntaxResult:

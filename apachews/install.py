@@ -30,6 +30,7 @@ from apachews.distros import placement
 from apachews.distros.placement import apply as apply_plan
 from apachews.errors import BadInput, JobFailed
 from apachews.progress import Progress
+from apachews.serial import Serialised
 from apachews.transport import LOCAL, Transport
 
 STATE_ENV = "APACHEWS_STATE_DIR"
@@ -92,7 +93,7 @@ class Control:
 
 # -- install ---------------------------------------------------------------------------------------------------
 @dataclass
-class InstallResult:
+class InstallResult(Serialised):
     preset: str
     server: str
     apache: str
@@ -107,21 +108,7 @@ class InstallResult:
     vhost: dict[str, object] | None = None  # the VirtualHost the routes went into (None: server level)
     diff_shown: bool = False  # printed before the change was applied (install's show_diff): not again in text()
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "preset": self.preset,
-            "server": self.server,
-            "apache": self.apache,
-            "distro": self.distro,
-            "vhost": self.vhost,
-            "plan": self.plan,
-            "diff": self.diff,
-            "dry_run": self.dry_run,
-            "reloaded": self.reloaded,
-            "manifest": self.manifest,
-            "notes": self.notes,
-            "rendering": self.rendering,
-        }
+    _omit = ("diff_shown",)
 
     def text(self) -> str:
         head = (
@@ -331,21 +318,12 @@ def install(
 
 # -- uninstall -------------------------------------------------------------------------------------------------
 @dataclass
-class UninstallResult:
+class UninstallResult(Serialised):
     preset: str
     removed: list[str]
     restored: list[str]
     reloaded: bool
     dry_run: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "preset": self.preset,
-            "removed": self.removed,
-            "restored": self.restored,
-            "reloaded": self.reloaded,
-            "dry_run": self.dry_run,
-        }
 
     def text(self) -> str:
         verb = "would remove" if self.dry_run else "removed"

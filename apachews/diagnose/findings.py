@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from apachews import distros
@@ -20,11 +20,12 @@ from apachews.diagnose.signatures import (
 )
 from apachews.diagnose.view import ServerView, log_tail
 from apachews.resources import template_environment
+from apachews.serial import Serialised
 
 
 # -- findings -------------------------------------------------------------------------------------------------
 @dataclass
-class Finding:
+class Finding(Serialised):
     signature: str
     codes: list[str]
     title: str
@@ -33,9 +34,6 @@ class Finding:
     fix: str = ""  # Apache config lines
     commands: list[str] = field(default_factory=list)  # to run besides (a2enmod, reload)
     count: int = 1  # matching log lines
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
 
     def text(self) -> str:
         codes = f" ({', '.join(self.codes)})" if self.codes else ""

@@ -12,7 +12,7 @@ import secrets
 import socket
 import ssl
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -33,6 +33,7 @@ from apachews.diagnose.routes import Route, route_for
 from apachews.diagnose.signatures import SIGNATURES
 from apachews.diagnose.view import LOG_TAIL_BYTES, ServerView
 from apachews.errors import BadInput
+from apachews.serial import Serialised
 
 PROBE_TIMEOUT = 10.0
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, section 1.3
@@ -40,7 +41,7 @@ WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, section 1.3
 
 # -- from the client side ------------------------------------------------------------------------------------
 @dataclass
-class Probe:
+class Probe(Serialised):
     url: str
     host: str  # the Host header sent
     origin: str
@@ -51,9 +52,6 @@ class Probe:
     idle: float = 0.0
     echoed: bool = False
     error: str = ""
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
 
     def text(self) -> str:
         if self.error and not self.status:

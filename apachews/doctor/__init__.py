@@ -14,7 +14,7 @@ The questions to httpd are `apachews.installation` (the one code that asks); the
 from __future__ import annotations
 
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from apachews import capacity, catalogue
@@ -35,6 +35,7 @@ from apachews.installation import (
     parse_v,
     run_control,
 )
+from apachews.serial import Serialised
 from apachews.transport import LOCAL, Transport
 
 __all__ = [  # what other modules (and tests) reach through `doctor.`
@@ -83,7 +84,7 @@ class Apxs:
 
 
 @dataclass
-class Report:
+class Report(Serialised):
     control: str
     version: str
     vendor: str | None  # "Debian", "CentOS", ... from "Apache/2.4.6 (CentOS)", or the owning package's name
@@ -106,12 +107,6 @@ class Report:
     max_workers_source: str = ""
     capacity: dict[str, object] | None = None  # workers, WebSockets they hold, what is left for HTTP; sizing
     capacity_lines: list[tuple[str, str]] = field(default_factory=list)  # the text's lines about it
-
-    def to_dict(self) -> dict[str, object]:
-        data = asdict(self)
-        data.pop("capacity_lines")
-        return data
-
     apxs: Apxs | None = None
     needs: str = ""
     tunnelling: str = ""
@@ -123,6 +118,7 @@ class Report:
     machine: str | None = None  # `uname -m`: what a module must be built for
     glibc: str | None = None  # the C library's version (getconf GNU_LIBC_VERSION): a module's floor must not pass it
     module: dict[str, object] | None = None  # doctor --module: does that .so load here, and if not, why
+    _omit = ("capacity_lines",)  # the text's; --json has `capacity`
 
     def text(self) -> str:
         lines = [

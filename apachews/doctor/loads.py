@@ -4,12 +4,13 @@ the server's (`check_module`), and the build that would (`build_for`)."""
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from apachews.binary import GlibcVersion, ModuleBinary, machine_name
 from apachews.distros import catalogue as distributions
+from apachews.serial import Serialised
 from apachews.transport import LOCAL, Transport
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ def platform_of(host: Transport = LOCAL) -> tuple[str | None, GlibcVersion | Non
 
 
 @dataclass
-class ModuleVerdict:
+class ModuleVerdict(Serialised):
     """Whether a module file loads into a server: its glibc floor, architecture and MMN major against the
     server's, why not, and the build that would."""
 
@@ -37,15 +38,13 @@ class ModuleVerdict:
     reasons: list[str]
     build: str | None  # the build to make instead
     binary: dict[str, object]
+    _derived = ("summary",)
 
     @property
     def summary(self) -> str:
         facts = self.binary
         said = f"{facts['machine']}, glibc floor {facts['glibc_floor'] or 'none'}, MMN {facts['mmn'] or '?'}"
         return f"loads here ({said})" if self.loads else f"does NOT load here: {'; '.join(self.reasons)}"
-
-    def to_dict(self) -> dict[str, object]:
-        return {**asdict(self), "summary": self.summary}
 
 
 def build_for(report: Report) -> str:
