@@ -274,7 +274,7 @@ def install(
         prefer, handoff, choice_notes = tunnel_choice(report.version, report.mpm, module)
     if module is not None:
         prefer = prefer or module_style()  # a given module must be the one tunnelling
-    rendering = config.render(
+    deployment = config.Deployment.of(
         preset,
         apache=report.version,
         distro=report.distro,
@@ -284,6 +284,7 @@ def install(
         prefer=prefer,
         handoff=handoff,
     )
+    rendering = config.render(deployment)
     choice = vhosts.Choice(None)
     if not server_wide:
         progress.step("reading the VirtualHosts (apachectl -S)")

@@ -109,7 +109,7 @@ def header_values(text: str) -> tuple[str | None, int | None]:
     """(version, MMN major) from the text of ap_release.h + ap_mmn.h."""
 
     def define(name: str) -> str | None:
-        match = re.search(rf"#define\s+{name}\s+(\d+)", text)
+        match = re.search(rf"^\s*#\s*define\s+{name}\s+(\d+)", text, re.MULTILINE)
         return match.group(1) if match else None
 
     parts = [define(f"AP_SERVER_{n}_NUMBER") for n in ("MAJORVERSION", "MINORVERSION", "PATCHLEVEL")]

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import click
 
-from apachews import capacity, config, distros, doctor
+from apachews import capacity, catalogue, config, distros, doctor
+from apachews.catalogue import Release
 from apachews.cli import main
 from apachews.cli._common import Result, Session, command
 from apachews.cli._hosts import Hosts, host_options
+from apachews.cli._options import RELEASE
 from apachews.errors import BadInput, JobFailed
 
 
@@ -18,7 +20,10 @@ from apachews.errors import BadInput, JobFailed
 @click.option("--list", "list_only", is_flag=True, help="List the presets.")
 @click.option("--markdown", is_flag=True, help="With --list: README's table of the presets (from their files).")
 @click.option(
-    "--apache", metavar="V", help="Apache release the config is for (default: this machine's Apache, per doctor)."
+    "--apache",
+    type=RELEASE,
+    metavar="V",
+    help="Apache release the config is for (default: this machine's Apache, per doctor).",
 )
 @click.option(
     "--distro",
@@ -91,7 +96,7 @@ def config_command(
     preset: str | None,
     list_only: bool,
     markdown: bool,
-    apache: str | None,
+    apache: Release | None,
     distro: str | None,
     backends: tuple[str, ...],
     path: str | None,
@@ -138,13 +143,13 @@ def config_command(
         # Without --apache, the server doctor finds (here, or at --host) decides its version and layout, else
         # the newest 2.4.
         found = None if apache and not hosts else doctor.server_defaults(host=host)
-        version = apache or found.apache  # type: ignore[union-attr]
+        release = apache or catalogue.load().get(found.apache)  # type: ignore[union-attr]
         sizing, sizing_note = None, None
         if max_websockets is not None:
-            sizing, sizing_note = config.mpm_sizing(version, found, max_websockets, http_reserve, mpm, handoff, host)
-    rendering = config.render(
+            sizing, sizing_note = config.mpm_sizing(release, found, max_websockets, http_reserve, mpm, handoff, host)
+    deployment = config.Deployment.of(
         preset,
-        apache=version,
+        apache=release,
         distro=distro or (found.distro if found else "generic"),
         backends=backends,
         path=path,
@@ -159,6 +164,7 @@ def config_command(
         vhost=vhost,
         backend_ca=backend_ca,
     )
+    rendering = config.render(deployment)
     if sizing_note:
         rendering.notes.append(sizing_note)
     if found is not None and not apache:
