@@ -24,12 +24,13 @@ from urllib.parse import urlsplit
 from apachews import __version__, capacity, catalogue, distros, tunnelling
 from apachews.capacity import Sizing
 from apachews.catalogue import Release
-from apachews.errors import BadInput
+from apachews.errors import BadInput, JobFailed
 from apachews.resources import template_environment, templates_dir
 from apachews.tunnelling import Tunnelling
 
 if TYPE_CHECKING:
     from apachews.doctor import Defaults
+    from apachews.httpd import SyntaxResult
     from apachews.transport import Transport
 
 PREFER = tuple(style.value for style in Tunnelling)
@@ -997,7 +998,7 @@ def write(rendering: Rendering, out_dir: Path, force: bool = False) -> list[Path
     return targets
 
 
-def check(rendering: Rendering, binary: Path | None = None):
+def check(rendering: Rendering, binary: Path | None = None) -> SyntaxResult:
     """`httpd -t` of the rendering in a throwaway ServerRoot; modules a distro enables by other means
     (a2enmod) are loaded from the Apache's own modules directory."""
     from apachews import httpd
@@ -1024,3 +1025,19 @@ def check(rendering: Rendering, binary: Path | None = None):
     mpm = rendering.sizing.mpm if rendering.sizing is not None else None  # the MPM a sizing file is for
     with httpd.ServerRoot(server, snippets, mpm=mpm, defines=("PROXY",)) as root:
         return root.syntax_check()
+
+
+def check_clean(rendering: Rendering, binary: Path | None = None) -> SyntaxResult:
+    """`check`, refusing (JobFailed, with the check) a config httpd rejects, or accepts with warnings: a warning
+    there (AH01146: a ProxyPass parameter dropped) is a directive that will not do what it says."""
+    result = check(rendering, binary)
+    if not result.ok:
+        where = f"{result.file}, line {result.line}: " if result.line else ""
+        raise JobFailed(f"httpd -t rejected the config: {where}{result.error}", check=result.to_dict())
+    if result.warnings:
+        raise JobFailed(
+            "httpd -t accepted the config with warnings: " + "; ".join(result.warnings),
+            hint="a warning here means a directive is ignored; report it if the rendering is apachews' own",
+            check=result.to_dict(),
+        )
+    return result
