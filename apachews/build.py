@@ -34,6 +34,7 @@ from docker.errors import DockerException
 
 from apachews import __version__, floor, images, module, patches, sources, toolchain
 from apachews.catalogue import Release
+from apachews.dist import Dist
 from apachews.errors import BadInput, JobFailed
 from apachews.fsutil import move_into_place, scratch_dir, sha256_file, write_atomic
 from apachews.plan import BuildPlan
@@ -167,11 +168,8 @@ def _content_digest(archive: bytes) -> str:
 
 def _up_to_date(dist: Path, input_digest: str) -> dict[str, object] | None:
     """The build.json of `dist` when it was built from exactly these inputs and its files are intact."""
-    try:
-        info = json.loads((dist / "build.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(info, dict) or info.get("input_digest") != input_digest:
+    info = Dist(dist).info()
+    if info.get("input_digest") != input_digest:
         return None
     artifacts = info.get("artifacts") or {}
     for relative, digest in artifacts.items():
@@ -398,7 +396,7 @@ def build(
         if kept is not None:
             progress.note(f"{plan.dist} is up to date (same sources, recipe and image): not rebuilt")
             log.info("%s up to date (input digest %s)", plan.dist, input_digest[:12])
-            return BuildResult(plan.dist, plan.dist / "modules" / "mod_proxy_wstunnel.so", {**kept, "reused": True})
+            return BuildResult(plan.dist, Dist(plan.dist).module_path, {**kept, "reused": True})
         artifacts = stage / "artifacts"
         artifacts.mkdir()
         # One build at a time per workspace: two builds sharing a cache volume would corrupt it.
@@ -446,7 +444,19 @@ def build(
         }
         if plan.with_httpd:
             info["run"] = {"binary": "httpd/bin/httpd", "env": {"LD_LIBRARY_PATH": "httpd/lib"}}
-        (dist / "build.json").write_text(json.dumps(info, indent=2) + "\n")
+        Dist(dist).write_info(info)
         move_into_place(dist, plan.dist, replace=True)
     log.info("built %s in %.1f s", plan.dist, time.monotonic() - started)
-    return BuildResult(plan.dist, plan.dist / "modules" / "mod_proxy_wstunnel.so", info)
+    return BuildResult(plan.dist, Dist(plan.dist).module_path, info)
+
+
+def with_httpd(
+    release: Release, source: sources.SourceOptions, out_dir: Path, progress: Progress | None = None
+) -> Dist:
+    """The build of `release` with its whole httpd in out_dir (httpd-V): reused when it is there, else built
+    (`verify --apache V`)."""
+    plan = BuildPlan(release, source=source, with_httpd=True, out_dir=out_dir)
+    found = Dist(plan.dist)
+    if found.has_httpd:
+        return found
+    return Dist(build(plan, progress=progress).dist)

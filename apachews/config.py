@@ -6,6 +6,7 @@ templates/apache/ carry the syntax, this module decides what goes where.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import ipaddress
 import json
@@ -17,15 +18,21 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from apachews import __version__, capacity, catalogue, distros, tunnelling
 from apachews.capacity import Sizing
 from apachews.catalogue import Release
-from apachews.errors import BadInput
+from apachews.errors import BadInput, JobFailed
 from apachews.rendering import Rendering
 from apachews.resources import template_environment, templates_dir
 from apachews.tunnelling import Tunnelling
+
+if TYPE_CHECKING:
+    from apachews.doctor import Defaults
+    from apachews.httpd import SyntaxResult
+    from apachews.transport import Transport
 
 PREFER = tuple(style.value for style in Tunnelling)
 # The idle limit rendered for an application with a heartbeat: this many of its intervals without a byte, at
@@ -333,24 +340,55 @@ def _covering_route(spec: Preset, route: dict[str, str]) -> dict[str, str] | Non
     return None
 
 
-def render(
-    preset: str,
-    *,
-    apache: str | Release,
-    distro: str = "generic",
-    backends: Sequence[str] = (),
-    path: str | None = None,
-    allow: Sequence[str] = (),
-    tls: bool = False,
-    prefer: str | Tunnelling | None = None,
-    sticky: bool = False,
-    sizing: Sizing | None = None,
-    handoff: bool = False,
-    h2: bool = False,
-    public_url: str | None = None,
-    vhost: str = "server",
-    backend_ca: str | None = None,
-) -> Rendering:
+@dataclass(frozen=True)
+class Deployment:
+    """What one `config` (or `install`) deploys, built once from the options and passed through render:
+    the preset, the release, the layout it goes into, the backends, the tunnelling asked for (None: the
+    release's own), the MPM sizing (--max-websockets), ProxyWebsocketHandoff, and the route's other options."""
+
+    preset: str
+    release: Release
+    layout: str = "generic"
+    backends: tuple[str, ...] = ()
+    tunnelling: str | Tunnelling | None = None  # --prefer
+    sizing: Sizing | None = None
+    handoff: bool = False
+    path: str | None = None
+    allow: tuple[str, ...] = ()
+    tls: bool = False
+    sticky: bool = False
+    h2: bool = False
+    public_url: str | None = None
+    vhost: str = "server"
+    backend_ca: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        preset: str,
+        *,
+        apache: str | Release,
+        distro: str = "generic",
+        backends: Sequence[str] = (),
+        prefer: str | Tunnelling | None = None,
+        allow: Sequence[str] = (),
+        **options: Any,
+    ) -> Deployment:
+        """From the options as the commands name them (--apache, --distro, --prefer, ...)."""
+        release = catalogue.as_release(apache)
+        return cls(preset, release, distro, tuple(backends), prefer, allow=tuple(allow), **options)
+
+
+def render(deployment: Deployment | str, **options: Any) -> Rendering:
+    """The files of a `Deployment`; or of a preset with the options `Deployment.of` takes (apache=, ...)."""
+    if isinstance(deployment, Deployment):
+        if options:
+            raise TypeError("give a Deployment or a preset with options, not both")
+        return _render(deployment)
+    return _render(Deployment.of(deployment, **options))
+
+
+def _render(deployment: Deployment) -> Rendering:
     """`sizing` (capacity.size for --max-websockets) adds the MPM sizing file; `handoff` puts
     `ProxyWebsocketHandoff On` on the routes the apachews module tunnels (refused in other styles); `h2` says
     the vhost speaks HTTP/2 (Protocols h2): on 2.4.58+ WebSockets then open over it too (H2WebSockets on),
@@ -358,10 +396,11 @@ def render(
     goes into the app-side settings and notes. `vhost` "tls": the routes go in a file to Include inside the
     layout's TLS <VirtualHost> (its `tls_vhost` names it). A TLS backend's
     certificate is verified against `backend_ca` (a PEM file; default: the distribution's CA bundle)."""
+    d = deployment
+    preset, release, prefer, sizing, handoff, h2 = d.preset, d.release, d.tunnelling, d.sizing, d.handoff, d.h2
     spec = get_preset(preset)
-    public = validate_public_url(public_url or DEFAULT_PUBLIC_URL)
-    release = apache if isinstance(apache, Release) else catalogue.load().get(apache)
-    layout = distros.get(distro)
+    public = validate_public_url(d.public_url or DEFAULT_PUBLIC_URL)
+    layout = distros.get(d.layout)
     style = tunnelling.choose(release, prefer)
     if handoff and style is not Tunnelling.APACHEWS:
         raise BadInput(
@@ -379,23 +418,24 @@ def render(
         )
     if sizing is not None and sizing.family != release.family:
         raise BadInput(f"the MPM sizing is for Apache {sizing.family}, the config for {release.version}")
-    path = validate_path(path or spec.path)
-    checked = [validate_backend(b) for b in backends]
+    path = validate_path(d.path or spec.path)
+    checked = [validate_backend(b) for b in d.backends]
     if not checked:
         default = validate_backend(spec.backend)
         # Apps that serve under their own prefix (Jupyter's base_url, GateOne's url_prefix) follow --path.
         checked = [Backend(default.tls, default.netloc, path) if spec.backend_follows_path else default]
-    allowed = [validate_allow(a) for a in allow]
+    allowed = [validate_allow(a) for a in d.allow]
     kinds = {route["kind"] for route in spec.routes}
     balanced = bool(kinds & {"balancer", "balanced"})
     if len(checked) > 1 and not balanced:
         raise BadInput(f"preset {preset} takes one --backend; use the balancer preset for several")
-    if sticky and not balanced:
+    if d.sticky and not balanced:
         raise BadInput("--sticky is for the balancer preset", hint="leave --sticky out for this preset")
-    sticky = sticky or spec.sticky
-    if tls:
+    sticky = d.sticky or spec.sticky
+    if d.tls:
         checked = [Backend(True, b.netloc, b.path) for b in checked]
     uses_tls = any(b.tls for b in checked)
+    vhost, backend_ca = d.vhost, d.backend_ca
     if vhost not in VHOSTS:
         raise BadInput(f"--vhost {vhost!r}: give one of {', '.join(VHOSTS)}")
     if backend_ca is not None and not uses_tls:
@@ -518,19 +558,13 @@ def render(
             tunnelling=style.description,
             why=tunnelling.why(release, style, asked=prefer is not None),
             command=reproduce_command(
-                preset,
-                release,
-                layout.name,
-                backends=backends,
-                path=path if path != spec.path else None,
-                allow=allow,
-                tls=tls,
-                prefer=style if prefer is not None else None,
-                sticky=sticky,
-                sizing=sizing,
-                handoff=handoff,
-                h2=h2,
-                public_url=public_url,
+                dataclasses.replace(
+                    d,
+                    layout=layout.name,
+                    path=path if path != spec.path else None,
+                    tunnelling=style if prefer is not None else None,
+                    sticky=sticky,
+                )
             ),
         )
     )
@@ -576,7 +610,7 @@ def render(
             f"Timeout {spec.timeout} s on these routes (ProxyPass timeout=), above the {spec.heartbeat['seconds']} s "
             f"of the application's heartbeat: {spec.heartbeat['figure']}."
         )
-    if public_url is None and app_settings:
+    if d.public_url is None and app_settings:
         notes.append(f"The settings above name {DEFAULT_PUBLIC_URL}: pass --public-url with the URL users open.")
     if handoff:
         notes.append(
@@ -715,35 +749,54 @@ def with_header(text: str, header: str) -> str:
     return f"{header}\n{body.lstrip(chr(10))}"
 
 
-def reproduce_command(
-    preset: str,
-    release: Release,
-    layout: str,
-    *,
-    backends: Sequence[str] = (),
-    path: str | None = None,
-    allow: Sequence[str] = (),
-    tls: bool = False,
-    prefer: Tunnelling | None = None,
-    sticky: bool = False,
-    sizing: Sizing | None = None,
-    handoff: bool = False,
-    h2: bool = False,
-    public_url: str | None = None,
-) -> str:
+def reproduce_command(d: Deployment) -> str:
     """The `apachews config` command line that renders the same files (values are validated already)."""
-    words = ["apachews", "config", preset, "--apache", str(release.version), "--distro", layout]
-    words += [item for backend in backends for item in ("--backend", backend)]
-    words += ["--path", path] if path else []
-    words += [item for client in allow for item in ("--allow", client)]
-    words += ["--prefer", prefer.value] if prefer is not None else []
-    words += ["--public-url", public_url] if public_url else []
-    if sizing is not None:
-        words += ["--max-websockets", str(sizing.websockets), "--http-reserve", str(sizing.http_reserve)]
-        words += ["--mpm", sizing.mpm]
-    flags = {"--tls": tls, "--sticky": sticky, "--handoff": handoff, "--h2": h2}
+    words = ["apachews", "config", d.preset, "--apache", str(d.release.version), "--distro", d.layout]
+    words += [item for backend in d.backends for item in ("--backend", backend)]
+    words += ["--path", d.path] if d.path else []
+    words += [item for client in d.allow for item in ("--allow", client)]
+    prefer = d.tunnelling
+    words += ["--prefer", prefer.value if isinstance(prefer, Tunnelling) else prefer] if prefer is not None else []
+    words += ["--public-url", d.public_url] if d.public_url else []
+    if d.sizing is not None:
+        words += ["--max-websockets", str(d.sizing.websockets), "--http-reserve", str(d.sizing.http_reserve)]
+        words += ["--mpm", d.sizing.mpm]
+    flags = {"--tls": d.tls, "--sticky": d.sticky, "--handoff": d.handoff, "--h2": d.h2}
     words += [flag for flag, given in flags.items() if given]
     return " ".join(shlex.quote(word) for word in words)
+
+
+def mpm_sizing(
+    release: Release,
+    found: Defaults | None,
+    max_websockets: str,
+    http_reserve: str | None,
+    mpm: str | None,
+    handoff: bool,
+    host: Transport | None = None,
+) -> tuple[capacity.Sizing, str]:
+    """The MPM sizing for --max-websockets, from the server found here (its own settings), else httpd's
+    defaults for the family and MPM; and a note saying which."""
+    from apachews import doctor
+    from apachews.transport import LOCAL
+
+    wanted = capacity.validate_websockets(max_websockets)
+    reserve = capacity.validate_reserve(http_reserve) if http_reserve is not None else None
+    family = release.family
+    here = found is not None and found.source != "assumed" and mpm in (None, found.mpm)
+    if here:
+        settings = doctor.server_settings(found.control or found.source, host=host or LOCAL)  # type: ignore[union-attr]
+        source = f"sized from the settings of the server at {found.source}"  # type: ignore[union-attr]
+    else:
+        mpm = mpm or ("prefork" if family == "2.2" else "event")
+        settings = capacity.defaults(family, mpm)
+        source = (
+            f"sized from httpd's defaults for the {family} {mpm} MPM (pass --mpm; run config on the server itself, "
+            "without --apache, to size from its own settings)"
+        )
+    current = capacity.compute(settings)
+    sizing = capacity.size(current, wanted, reserve, handoff=handoff)
+    return sizing, f"{source}: {current.summary()} now."
 
 
 def capacity_notes(sizing: Sizing, layout: distros.Layout) -> list[str]:
@@ -895,7 +948,7 @@ def write(rendering: Rendering, out_dir: Path, force: bool = False) -> list[Path
     return targets
 
 
-def check(rendering: Rendering, binary: Path | None = None):
+def check(rendering: Rendering, binary: Path | None = None) -> SyntaxResult:
     """`httpd -t` of the rendering in a throwaway ServerRoot; modules a distro enables by other means
     (a2enmod) are loaded from the Apache's own modules directory."""
     from apachews import httpd
@@ -923,3 +976,19 @@ def check(rendering: Rendering, binary: Path | None = None):
     mpm = rendering.sizing.mpm if rendering.sizing is not None else None  # the MPM a sizing file is for
     with httpd.ServerRoot(server, snippets, mpm=mpm, defines=defines) as root:
         return root.syntax_check()
+
+
+def check_clean(rendering: Rendering, binary: Path | None = None) -> SyntaxResult:
+    """`check`, refusing (JobFailed, with the check) a config httpd rejects, or accepts with warnings: a warning
+    there (AH01146: a ProxyPass parameter dropped) is a directive that will not do what it says."""
+    result = check(rendering, binary)
+    if not result.ok:
+        where = f"{result.file}, line {result.line}: " if result.line else ""
+        raise JobFailed(f"httpd -t rejected the config: {where}{result.error}", check=result.to_dict())
+    if result.warnings:
+        raise JobFailed(
+            "httpd -t accepted the config with warnings: " + "; ".join(result.warnings),
+            hint="a warning here means a directive is ignored; report it if the rendering is apachews' own",
+            check=result.to_dict(),
+        )
+    return result

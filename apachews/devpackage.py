@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import re
 import shutil
 import subprocess
@@ -29,11 +28,13 @@ from pathlib import Path
 from apachews import floor, module
 from apachews.binary import GlibcVersion
 from apachews.catalogue import Version
+from apachews.dist import Dist
 from apachews.distros import catalogue as distros
 from apachews.errors import BadInput, JobFailed
 from apachews.fsutil import move_into_place, scratch_dir
+from apachews.installation import read_headers
 from apachews.progress import Progress
-from apachews.serverbuild import ServerBuild, header_values
+from apachews.serverbuild import ServerBuild
 
 # What apxs adds on Linux (config_vars.mk's CPPFLAGS / CFLAGS of both families), and -Wall to see warnings.
 COMPILE_FLAGS = ("-O2", "-g", "-Wall", "-DLINUX", "-D_REENTRANT", "-D_GNU_SOURCE", "-fPIC")
@@ -199,8 +200,7 @@ def build(
         httpd_dir = _find(root, "ap_mmn.h", "give the Apache dev package: apache2-dev (or httpd-devel)")
         apr_dir = _find(root, "apr.h", "give apr's dev package too: libapr1-dev (or apr-devel)")
         apu_dir = _find(root, "apu.h", "give apr-util's dev package too: libaprutil1-dev (or apr-util-devel)")
-        text = (httpd_dir / "ap_release.h").read_text(errors="replace") if (httpd_dir / "ap_release.h").exists() else ""
-        version, mmn = header_values(text + (httpd_dir / "ap_mmn.h").read_text(errors="replace"))
+        version, mmn = read_headers(httpd_dir)
         if version is None or mmn is None:
             raise BadInput(f"cannot read the Apache version and MMN from {httpd_dir}")
         chosen = distros.get(target) if target else detect(packages, version)
@@ -241,11 +241,11 @@ def build(
         with scratch_dir(Path(out_dir), prefix=".apachews-devpkg-") as stage:
             staged = stage / "dist"
             (staged / "modules").mkdir(parents=True)
-            shutil.copyfile(so, staged / "modules" / "mod_proxy_wstunnel.so")
+            shutil.copyfile(so, Dist(staged).module_path)
             (staged / "build.log").write_text(" ".join(argv) + "\n" + output)
-            (staged / "build.json").write_text(json.dumps(info, indent=2) + "\n")
+            Dist(staged).write_info(info)
             move_into_place(staged, dist, replace=True)
-    return ServerBuild(dist, dist / "modules" / "mod_proxy_wstunnel.so", info)
+    return ServerBuild(dist, Dist(dist).module_path, info)
 
 
 def _floor(chosen: distros.Distribution, family: str, glibc: str) -> floor.Floor:

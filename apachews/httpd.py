@@ -10,6 +10,7 @@ root (apachews.target): the same Server then runs there, its tree bind-mounted a
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -25,12 +26,13 @@ from typing import Protocol
 
 from apachews.catalogue import Version
 from apachews.errors import BadInput, JobFailed
+from apachews.installation import Installation
 from apachews.layoutfacts import system_httpds
 from apachews.loadmodule import load_module_lines
+from apachews.serial import Serialised
 
 # (binary, modules dir) of each distribution's Apache, in the order they are tried (facts live in distros/).
 SYSTEM_CANDIDATES = system_httpds()
-_VERSION_RE = re.compile(r"Apache/(\d+\.\d+\.\d+)")
 _LOADMODULE_RE = re.compile(r"^\s*LoadModule\s+(\w+)\s+(\S+)", re.MULTILINE)
 _SYNTAX_RE = re.compile(r"Syntax error on line (\d+) of (.+?):\s*\n?(.*)", re.DOTALL)
 
@@ -94,10 +96,14 @@ class Httpd:
         """`httpd ARGS` where this Apache runs."""
         return _run([str(self.binary), *args], self.env, runner=self.runner, mounts=mounts)
 
+    @functools.cached_property
+    def installation(self) -> Installation:
+        """What this Apache says about itself (`-V`, `-l`, ...), each asked once."""
+        return _installation(self.binary, self.env, self.runner)
+
     def compiled_in(self) -> set[str]:
         """Module names compiled into the binary (`httpd -l`), e.g. {"so", "unixd"}."""
-        output = self.run("-l").stdout
-        return {m.group(1) for m in re.finditer(r"mod_(\w+)\.c", output)}
+        return self.installation.compiled_in()
 
     def has_module(self, name: str) -> bool:
         shared = self.modules_dir / f"mod_{name}.so"
@@ -116,13 +122,14 @@ def _run(
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env={**os.environ, **env}, check=False)
 
 
+def _installation(binary: Path, env: Mapping[str, str], runner: Runner | None) -> Installation:
+    where = runner.name if runner is not None else ""
+    return Installation(binary, lambda argv, timeout: _run(list(argv), env, timeout, runner=runner), where)
+
+
 def version_of(binary: Path, env: Mapping[str, str], runner: Runner | None = None) -> Version:
     """The version `binary -v` reports (where `runner` runs it: None, this host)."""
-    result = _run([str(binary), "-v"], env, runner=runner)
-    match = _VERSION_RE.search(result.stdout + result.stderr)
-    if not match:
-        raise BadInput(f"{binary} does not look like Apache httpd (`{binary} -v` said: {result.stdout.strip()!r})")
-    return Version.parse(match.group(1))
+    return _installation(binary, env, runner).version()
 
 
 def locate(binary: Path | None = None, prefix: Path | None = None) -> Httpd:
@@ -172,7 +179,7 @@ def wait_for_port(port: int, timeout: float, alive: callable = lambda: True) -> 
 
 
 @dataclass
-class SyntaxResult:
+class SyntaxResult(Serialised):
     """What `httpd -t` said. A warning (AH01146 "Ignoring parameter ... because of worker sharing", say) is a
     config that will not do what it says: `clean` is False then, though httpd accepts it."""
 
@@ -183,20 +190,11 @@ class SyntaxResult:
     line: int | None = None
     warnings: list[str] = field(default_factory=list)
 
+    _derived = ("clean",)
+
     @property
     def clean(self) -> bool:
         return self.ok and not self.warnings
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "ok": self.ok,
-            "clean": self.clean,
-            "error": self.error,
-            "file": self.file,
-            "line": self.line,
-            "warnings": self.warnings,
-            "output": self.output,
-        }
 
 
 def parse_syntax_check(result: subprocess.CompletedProcess[str], strip_dir: str = "") -> SyntaxResult:

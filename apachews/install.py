@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from apachews import catalogue, config, distros, doctor, transaction, tunnelling, vhosts
+from apachews import catalogue, config, distros, doctor, installation, transaction, tunnelling, vhosts
 from apachews.distros import placement
 from apachews.distros.placement import apply as apply_plan
 from apachews.errors import BadInput, JobFailed
 from apachews.progress import Progress
+from apachews.serial import Serialised
 from apachews.transport import LOCAL, Transport
 
 STATE_ENV = "APACHEWS_STATE_DIR"
@@ -66,7 +67,7 @@ class Control:
         return cls(Path(report.control), Path(report.pid_file), log, host)
 
     def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return doctor.run_control(self.path, *args, timeout=timeout, host=self.host)
+        return installation.Installation.on(self.path, self.host).run(*args, timeout=timeout)
 
     def config_test(self) -> tuple[bool, str]:
         result = self.run("-t")
@@ -92,7 +93,7 @@ class Control:
 
 # -- install ---------------------------------------------------------------------------------------------------
 @dataclass
-class InstallResult:
+class InstallResult(Serialised):
     preset: str
     server: str
     apache: str
@@ -107,21 +108,7 @@ class InstallResult:
     vhost: dict[str, object] | None = None  # the VirtualHost the routes went into (None: server level)
     diff_shown: bool = False  # printed before the change was applied (install's show_diff): not again in text()
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "preset": self.preset,
-            "server": self.server,
-            "apache": self.apache,
-            "distro": self.distro,
-            "vhost": self.vhost,
-            "plan": self.plan,
-            "diff": self.diff,
-            "dry_run": self.dry_run,
-            "reloaded": self.reloaded,
-            "manifest": self.manifest,
-            "notes": self.notes,
-            "rendering": self.rendering,
-        }
+    _omit = ("diff_shown",)
 
     def text(self) -> str:
         head = (
@@ -287,7 +274,7 @@ def install(
         prefer, handoff, choice_notes = tunnel_choice(report.version, report.mpm, module)
     if module is not None:
         prefer = prefer or module_style()  # a given module must be the one tunnelling
-    rendering = config.render(
+    deployment = config.Deployment.of(
         preset,
         apache=report.version,
         distro=report.distro,
@@ -297,6 +284,7 @@ def install(
         prefer=prefer,
         handoff=handoff,
     )
+    rendering = config.render(deployment)
     choice = vhosts.Choice(None)
     if not server_wide:
         progress.step("reading the VirtualHosts (apachectl -S)")
@@ -331,21 +319,12 @@ def install(
 
 # -- uninstall -------------------------------------------------------------------------------------------------
 @dataclass
-class UninstallResult:
+class UninstallResult(Serialised):
     preset: str
     removed: list[str]
     restored: list[str]
     reloaded: bool
     dry_run: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "preset": self.preset,
-            "removed": self.removed,
-            "restored": self.restored,
-            "reloaded": self.reloaded,
-            "dry_run": self.dry_run,
-        }
 
     def text(self) -> str:
         verb = "would remove" if self.dry_run else "removed"

@@ -9,6 +9,7 @@ says which of its parts decide a cached result.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -149,3 +150,25 @@ class BuildPlan:
             "jobs": self.jobs,
             "out_dir": str(self.out_dir),
         }
+
+
+# Docker's reference grammar (distribution/reference): [host[:port]/]path[:tag][@digest], path lowercase.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_HOST = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)?"
+_IMAGE_REFERENCE = re.compile(
+    rf"{_HOST}{_COMPONENT}(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?(?:@sha256:[0-9a-f]{{64}})?"
+)
+
+
+def check_image_reference(text: str) -> str:
+    """`text` when it is a Docker image reference (a typo is bad input, exit 2, not an engine error)."""
+    first = text.split("/", 1)[0] if "/" in text else ""
+    # Like Docker: a first part is a registry host only with a dot, a port or as localhost, else a path.
+    host_ok = not first or re.fullmatch(_COMPONENT, first) or "." in first or ":" in first or first == "localhost"
+    if not (_IMAGE_REFERENCE.fullmatch(text) and host_ok):
+        raise BadInput(
+            f"--base-image {text!r} is not a Docker image reference",
+            hint="give a name like apachews/base:bookworm or centos:7 (lowercase; `docker image ls` lists "
+            "the images you have; `apachews image bootstrap --suite S` makes apachews/base:S)",
+        )
+    return text

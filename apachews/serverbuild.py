@@ -14,7 +14,6 @@ Either way apxs compiles with `-S CC=zig-cc` at the glibc floor of the headers' 
 from __future__ import annotations
 
 import io
-import json
 import re
 import tarfile
 import time
@@ -22,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from apachews import doctor, floor, module
+from apachews import doctor, floor, installation, module
 from apachews.catalogue import Version
+from apachews.dist import Dist
 from apachews.errors import BadInput, JobFailed
 from apachews.progress import Progress
 
@@ -68,7 +68,7 @@ def build_for_server(
     """Compile with `apxs -c` against the headers apxs points at; refuse headers of another module ABI than
     the server's (it would not load)."""
     progress = progress or Progress()
-    path = doctor.find_apxs(apxs)
+    path = installation.find_apxs(apxs)
     if path is None:
         raise BadInput(
             f"no apxs {'at ' + apxs if apxs else 'on this machine'}",
@@ -76,14 +76,13 @@ def build_for_server(
         )
     server_version, server_mmn, server_note = None, None, None
     try:
-        control = doctor.find_control(apachectl)
-        answer = doctor.run_control(control, "-V")
-        info = doctor.parse_v(answer.stdout + answer.stderr)
-        server_version, server_mmn = str(info["version"]), info["mmn"]  # type: ignore[assignment]
+        server = installation.Installation.find(apachectl)
+        control = server.command
+        server_version, server_mmn = server.info().version, server.info().mmn
     except BadInput:
         if apachectl:
             raise
-    headers = doctor.inspect_apxs(path, server_version or "", server_mmn)  # type: ignore[arg-type]
+    headers = doctor.inspect_apxs(path, server_version or "", server_mmn)
     if headers.version is None:
         raise BadInput(f"{path}: {headers.detail}")
     warnings = []
@@ -117,22 +116,8 @@ def build_for_server(
         "seconds": seconds,
         "warnings": warnings,
     }
-    staged = dist / ".build.json.tmp"
-    staged.write_text(json.dumps(info_out, indent=2) + "\n")
-    staged.replace(dist / "build.json")
+    Dist(dist).write_info(info_out)
     return ServerBuild(dist, built.so, info_out)
-
-
-def header_values(text: str) -> tuple[str | None, int | None]:
-    """(version, MMN major) from the text of ap_release.h + ap_mmn.h."""
-
-    def define(name: str) -> str | None:
-        match = re.search(rf"#define\s+{name}\s+(\d+)", text)
-        return match.group(1) if match else None
-
-    parts = [define(f"AP_SERVER_{n}_NUMBER") for n in ("MAJORVERSION", "MINORVERSION", "PATCHLEVEL")]
-    major = define("MODULE_MAGIC_NUMBER_MAJOR")
-    return (".".join(parts) if all(parts) else None), (int(major) if major else None)  # type: ignore[arg-type]
 
 
 # The floor follows the headers' family: one zig-cc wrapper per family goes in (zig-cc-2.2, zig-cc-2.4).
@@ -206,18 +191,18 @@ def build_in_image(
         headers_text = _fetch(container, "/tmp/apachews/headers.txt").decode(errors="replace")
     finally:
         container.remove(force=True)
-    version, mmn = header_values(headers_text)
+    version, mmn = installation.header_values(headers_text)
     if version is None:
         raise JobFailed(f"cannot read the header version of {apxs} in {image}")
     glibc_floor = floor.resolve(Version.parse(version).family, target, glibc)
     warnings = [line for line in output.splitlines() if "warning:" in line]
     server_note = _check_server(apachectl, version, mmn, warnings)
-    dist = Path(out_dir) / f"apxs-{version}"
-    (dist / "modules").mkdir(parents=True, exist_ok=True)
-    staged = dist / "modules" / ".mod_proxy_wstunnel.so.tmp"
+    dist = Dist(Path(out_dir) / f"apxs-{version}")
+    dist.module_path.parent.mkdir(parents=True, exist_ok=True)
+    staged = dist.module_path.with_name(f".{dist.module_path.name}.tmp")
     staged.write_bytes(so)
     binary = floor.check(staged, glibc_floor)
-    staged.replace(dist / "modules" / "mod_proxy_wstunnel.so")
+    staged.replace(dist.module_path)
     info = {
         "kind": "apachews",
         "builder": "apxs-image",
@@ -231,10 +216,8 @@ def build_in_image(
         "seconds": round(time.monotonic() - started, 1),
         "warnings": warnings,
     }
-    staged = dist / ".build.json.tmp"
-    staged.write_text(json.dumps(info, indent=2) + "\n")
-    staged.replace(dist / "build.json")
-    return ServerBuild(dist, dist / "modules" / "mod_proxy_wstunnel.so", info)
+    dist.write_info(info)
+    return ServerBuild(dist.path, dist.module_path, info)
 
 
 def _source_tar(scripts: dict[str, str]) -> bytes:
@@ -269,18 +252,15 @@ def _check_server(apachectl: str | None, version: str, mmn: int | None, warnings
     if apachectl is None:
         warnings.append("not compared with a server (pass --apachectl to check the module ABI)")
         return None
-    control = doctor.find_control(apachectl)
-    answer = doctor.run_control(control, "-V")
-    info = doctor.parse_v(answer.stdout + answer.stderr)
-    server_mmn = str(info["mmn"] or "")
-    server_major = int(server_mmn.split(":")[0]) if server_mmn.split(":")[0].isdigit() else None
-    if mmn is not None and server_major is not None and mmn != server_major:
+    server = installation.Installation.find(apachectl)
+    info = server.info()
+    if mmn is not None and info.mmn_major is not None and mmn != info.mmn_major:
         raise BadInput(
-            f"the image's headers are Apache {version} (MMN {mmn}) but the server is {info['version']} "
-            f"(MMN {server_mmn}): the module would not load",
+            f"the image's headers are Apache {version} (MMN {mmn}) but the server is {info.version} "
+            f"(MMN {info.mmn}): the module would not load",
             hint="use an image with the server's own dev package",
         )
-    return f"Apache {info['version']} ({control}): headers {version}, MMN {mmn}"
+    return f"Apache {info.version} ({server.command}): headers {version}, MMN {mmn}"
 
 
 def build_with(

@@ -39,9 +39,10 @@ from pathlib import Path
 
 from apachews import config, module
 from apachews.catalogue import Version
+from apachews.dist import Dist
 from apachews.echo import EchoServer, HoldingBackend
 from apachews.errors import BadInput, JobFailed
-from apachews.httpd import Httpd, ServerRoot, free_port, locate
+from apachews.httpd import Httpd, ServerRoot, free_port
 from apachews.progress import Progress
 from apachews.verify import (
     BROWSER_CIPHERS,
@@ -1535,17 +1536,14 @@ def targets(httpd: Httpd, kinds: Sequence[str], module_so: Path | None, dist: Pa
 
 def dist_target(dist: Path, label: str | None = None) -> TargetSpec:
     """A dir made by `apachews build --with-httpd`: its httpd with the module it built."""
-    dist = Path(dist)
-    binary = dist / "httpd" / "bin" / "httpd"
-    so = dist / "modules" / "mod_proxy_wstunnel.so"
-    if not binary.exists() or not so.exists():
+    built = Dist(Path(dist))
+    so = built.module
+    if not built.has_httpd or so is None:
         raise BadInput(
             f"{dist} is not an `apachews build --with-httpd` output", hint="need httpd/bin/httpd and modules/"
         )
-    server = locate(prefix=dist / "httpd")
-    shown = subprocess.run([str(server.binary), "-V"], capture_output=True, text=True, env={**os.environ, **server.env})
-    found = re.search(r"Server MPM:\s*(\w+)", shown.stdout)
-    mpm = found.group(1).lower() if found else "?"
+    server = built.httpd()
+    mpm = server.installation.info().mpm
     return TargetSpec(label or f"apachews {server.version} {mpm}", server, "wstunnel", module=so)
 
 

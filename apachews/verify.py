@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import os
 import resource
 import secrets
@@ -31,6 +30,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from apachews import capacity, catalogue, config, h2client, module, sources, tunnelling
+from apachews.dist import Dist
 from apachews.distros import trees
 from apachews.echo import (
     MAX_MESSAGE,
@@ -1100,18 +1100,13 @@ def check_module_fits(module: Path, httpd: Httpd) -> None:
     modules/ dir): refuse another family here, instead of httpd's raw "undefined symbol" later."""
     if httpd.runner is not None:  # another root: its glibc decides first
         httpd.runner.check_module(module)
-    for candidate in (module.parent / "build.json", module.parent.parent / "build.json"):
-        if candidate.is_file():
-            try:
-                built_for = catalogue.Version.parse(str(json.loads(candidate.read_text()).get("apache", "")))
-            except (ValueError, BadInput):
-                return
-            if built_for.family != httpd.version.family:
-                raise BadInput(
-                    f"{module} was built for Apache {built_for} ({candidate}); {httpd.binary} is {httpd.version}",
-                    hint=f"build it for this server: apachews build --apache {httpd.version} (or --apxs)",
-                )
-            return
+    built = Dist.of_module(module)
+    built_for = built.built_for() if built is not None else None
+    if built is not None and built_for is not None and built_for.family != httpd.version.family:
+        raise BadInput(
+            f"{module} was built for Apache {built_for} ({built.info_file}); {httpd.binary} is {httpd.version}",
+            hint=f"build it for this server: apachews build --apache {httpd.version} (or --apxs)",
+        )
 
 
 def resolve_style(httpd: Httpd, module: Path | None, prefer: str | Tunnelling | None) -> Tunnelling:

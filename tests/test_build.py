@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from apachews import build, catalogue, httpd, images, sources, toolchain
 from apachews.binary import GlibcVersion
 from apachews.cli import main
+from apachews.dist import Dist
 from apachews.distros import catalogue as distros
 from apachews.errors import BadInput, JobFailed
 from apachews.plan import BuildPlan
@@ -249,10 +250,7 @@ def test_unchanged_build_is_not_rebuilt(stock_dist: build.BuildResult, release) 
 
 
 def _server_mpm(dist: Path) -> str:
-    binary = dist / "httpd" / "bin" / "httpd"
-    env = {"LD_LIBRARY_PATH": str(dist / "httpd" / "lib")}
-    output = subprocess.run([str(binary), "-V"], capture_output=True, text=True, env=env, check=True).stdout
-    return next(line.split(":", 1)[1].strip() for line in output.splitlines() if line.startswith("Server MPM"))
+    return Dist(dist).httpd().installation.mpm()
 
 
 @pytest.mark.parametrize("version, mpm", [("2.2.3", ""), ("2.2.31", "worker")])
@@ -262,8 +260,8 @@ def test_git_release_builds_and_tunnels(base_image: str, httpd_git: Path, tmp_pa
 
     plan = BuildPlan(version, source=sources.SourceOptions(git=httpd_git), with_httpd=True, mpm=mpm, out_dir=tmp_path)
     result = build.build(plan)
-    info = json.loads((result.dist / "build.json").read_text())
-    assert info["mpm"] == plan.mpm and _server_mpm(result.dist).lower() == plan.mpm
+    info = Dist(result.dist).info()
+    assert info["mpm"] == plan.mpm and _server_mpm(result.dist) == plan.mpm
     report = verify.run(httpd.locate(prefix=result.dist / "httpd"), module=result.module, checks=["handshake"])
     assert report.ok, report.table()
 

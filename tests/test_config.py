@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from apachews import __version__, config, distros
 from apachews.cli import main
-from apachews.errors import BadInput
+from apachews.errors import BadInput, JobFailed
 from apachews.httpd import Httpd
 from apachews.tunnelling import Tunnelling
 
@@ -273,6 +273,9 @@ def test_check_fails_on_a_worker_sharing_warning(system_httpd: Httpd) -> None:
     result = config.check(rendering)
     assert result.ok and not result.clean
     assert any("AH01146" in warning for warning in result.warnings)
+    with pytest.raises(JobFailed, match="accepted the config with warnings") as refused:
+        config.check_clean(rendering)
+    assert refused.value.to_dict()["check"]["clean"] is False
 
 
 def test_check_reports_the_line_of_an_error(system_httpd: Httpd) -> None:
@@ -281,6 +284,8 @@ def test_check_reports_the_line_of_an_error(system_httpd: Httpd) -> None:
     rendering.files[name] = rendering.files[name].replace("</IfDefine>", "    ProxyPass\n</IfDefine>")
     result = config.check(rendering)
     assert not result.ok and result.line is not None and "ProxyPass" in (result.error or "")
+    with pytest.raises(JobFailed, match=f"rejected the config: .*line {result.line}"):
+        config.check_clean(rendering)
 
 
 def test_check_with_cli(system_httpd: Httpd) -> None:

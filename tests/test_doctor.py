@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from apachews import doctor, module
+from apachews import doctor, installation, module
 from apachews.binary import GlibcVersion, inspect_module
 from apachews.cli import main
 from apachews.errors import BadInput
@@ -34,11 +34,11 @@ def _apache2_v() -> str:
 
 def test_reads_version_mpm_mmn_and_layout_of_the_server(tree) -> None:
     report = doctor.examine(tree.ctl)
-    assert report.version == re.search(r"Apache/(\S+)", _apache2_v()).group(1)
+    assert report.version == installation.parse_version(_apache2_v())
     assert report.vendor == "Debian"
     assert report.mpm == "event" and report.threaded
-    mmn_major = doctor._header_define(Path("/usr/include/apache2/ap_mmn.h"), "MODULE_MAGIC_NUMBER_MAJOR")
-    assert report.mmn and report.mmn.split(":")[0] == mmn_major
+    version, mmn_major = installation.read_headers("/usr/include/apache2")
+    assert report.mmn and report.mmn.split(":")[0] == str(mmn_major) and version == report.version
     # The copy's own root, found through apache2ctl (not the compiled-in /etc/apache2).
     assert report.distro == "debian"
     assert report.conf_root == str(tree.conf_root)

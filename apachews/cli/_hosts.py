@@ -2,12 +2,15 @@
 
 One host: that host's result, as if run there. Several: each host's result in turn (a failure on one does not
 stop the others), the exit code 1 if any failed; with --json, {"ok": ..., "hosts": [one object per host]}.
+A command gets `hosts` (a `Hosts`) and hands `hosts.each` what it does on one server: the one per-host loop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +19,49 @@ import click
 from apachews import transport
 from apachews.cli._common import Result
 from apachews.errors import ApachewsError, BadInput
-from apachews.transport import Transport
+from apachews.transport import LOCAL, Transport
+
+
+@dataclass(frozen=True)
+class Hosts:
+    """The servers a command runs on: the --host / --inventory ones over SSH, or (none given) this machine."""
+
+    specs: tuple[str, ...] = ()
+    sudo: bool = False
+    ssh_config: Path | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.specs)
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    def connect(self, spec: str) -> Transport:
+        return transport.Ssh(spec, sudo=self.sudo, config=self.ssh_config)
+
+    def each(self, run: Callable[[Transport], Result]) -> Result:
+        """`run` on this machine, or on each host over its own SSH connection (closed after)."""
+        return on_hosts(self.specs, self.connect, run) if self.specs else run(LOCAL)
+
+    @contextlib.contextmanager
+    def one(self, why: str) -> Iterator[Transport]:
+        """The one server (this machine, or the one --host) of a command that serves one; `why` says which."""
+        if len(self.specs) > 1:
+            raise BadInput(why, hint="give one --host (install --host takes several)")
+        if not self.specs:
+            yield LOCAL
+            return
+        with self.connect(self.specs[0]) as host:
+            yield host
+
+    def refuse_local_file(self, config_file: Path | None) -> None:
+        """--config names a file on this machine: not with --host."""
+        if self.specs and config_file is not None:
+            raise BadInput("--config names a file on this machine", hint="with --host, give --apachectl on the server")
 
 
 def host_options(fn: Callable[..., Result]) -> Callable[..., Result]:
-    """Adds the options; the command receives `hosts` (a tuple of host specs, empty: this machine) and
-    `connect` (spec -> Transport)."""
+    """Adds the options; the command receives `hosts` (a `Hosts`: none given, this machine)."""
 
     @click.option(
         "--host",
@@ -50,11 +90,7 @@ def host_options(fn: Callable[..., Result]) -> Callable[..., Result]:
             transport.HostSpec.parse(spec)  # refuse a bad one before reaching any
         if (sudo or ssh_config) and not every:
             raise BadInput("--sudo and --ssh-config go with --host", hint="add --host [user@]server")
-
-        def connect(spec: str) -> Transport:
-            return transport.Ssh(spec, sudo=sudo, config=ssh_config)
-
-        return fn(hosts=tuple(every), connect=connect, **params)
+        return fn(hosts=Hosts(tuple(every), sudo, ssh_config), **params)
 
     return wrapper
 
@@ -71,7 +107,8 @@ def read_inventory(path: Path) -> list[str]:
 
 
 def on_hosts(hosts: tuple[str, ...], connect: Callable[[str], Transport], run: Callable[[Transport], Result]) -> Result:
-    """`run` on each host (over its own SSH connection, closed after). One host: its result as it is."""
+    """`run` on each host (over its own SSH connection, closed after). One host: its result as it is.
+    (Commands call `Hosts.each`.)"""
     if len(hosts) == 1:
         with connect(hosts[0]) as host:
             result = run(host)

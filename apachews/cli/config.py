@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from apachews import capacity, catalogue, config, distros, doctor
+from apachews.catalogue import Release
 from apachews.cli import main
 from apachews.cli._common import Result, Session, command
-from apachews.cli._hosts import host_options
-from apachews.errors import BadInput, JobFailed
-from apachews.transport import LOCAL, Transport
+from apachews.cli._hosts import Hosts, host_options
+from apachews.cli._options import RELEASE
+from apachews.errors import BadInput
 
 
 @command(main, "config")
@@ -21,7 +20,10 @@ from apachews.transport import LOCAL, Transport
 @click.option("--list", "list_only", is_flag=True, help="List the presets.")
 @click.option("--markdown", is_flag=True, help="With --list: README's table of the presets (from their files).")
 @click.option(
-    "--apache", metavar="V", help="Apache release the config is for (default: this machine's Apache, per doctor)."
+    "--apache",
+    type=RELEASE,
+    metavar="V",
+    help="Apache release the config is for (default: this machine's Apache, per doctor).",
 )
 @click.option(
     "--distro",
@@ -94,7 +96,7 @@ def config_command(
     preset: str | None,
     list_only: bool,
     markdown: bool,
-    apache: str | None,
+    apache: Release | None,
     distro: str | None,
     backends: tuple[str, ...],
     path: str | None,
@@ -114,8 +116,7 @@ def config_command(
     mpm: str | None,
     handoff: bool,
     h2: bool,
-    hosts: tuple[str, ...],
-    connect: Callable[[str], Transport],
+    hosts: Hosts,
 ) -> Result:
     """Render (and optionally check and write) the Apache config for PRESET."""
     if markdown and not list_only:
@@ -138,20 +139,17 @@ def config_command(
         raise BadInput("--httpd is the httpd of --check", hint="add --check, or leave out --httpd")
     if max_websockets is None and (http_reserve is not None or mpm is not None):
         raise BadInput("--http-reserve and --mpm go with --max-websockets", hint="add --max-websockets N")
-    if len(hosts) > 1:
-        raise BadInput("config renders for one server", hint="give one --host (install --host takes several)")
-    with contextlib.ExitStack() as stack:
-        host = stack.enter_context(connect(hosts[0])) if hosts else LOCAL
+    with hosts.one("config renders for one server") as host:
         # Without --apache, the server doctor finds (here, or at --host) decides its version and layout, else
         # the newest 2.4.
         found = None if apache and not hosts else doctor.server_defaults(host=host)
-        version = apache or found.apache  # type: ignore[union-attr]
+        release = apache or catalogue.load().get(found.apache)  # type: ignore[union-attr]
         sizing, sizing_note = None, None
         if max_websockets is not None:
-            sizing, sizing_note = _sizing(version, found, max_websockets, http_reserve, mpm, handoff, host)
-    rendering = config.render(
+            sizing, sizing_note = config.mpm_sizing(release, found, max_websockets, http_reserve, mpm, handoff, host)
+    deployment = config.Deployment.of(
         preset,
-        apache=version,
+        apache=release,
         distro=distro or (found.distro if found else "generic"),
         backends=backends,
         path=path,
@@ -166,24 +164,14 @@ def config_command(
         vhost=vhost,
         backend_ca=backend_ca,
     )
+    rendering = config.render(deployment)
     if sizing_note:
         rendering.notes.append(sizing_note)
     if found is not None and not apache:
         rendering.notes.insert(0, f"{found.note()} (no --apache given)")
     data = rendering.to_dict()
     if run_check:
-        result = config.check(rendering, binary)
-        data["check"] = result.to_dict()
-        if not result.ok:
-            where = f"{result.file}, line {result.line}: " if result.line else ""
-            raise JobFailed(f"httpd -t rejected the config: {where}{result.error}", check=result.to_dict())
-        if result.warnings:
-            # httpd accepts it, but will not do what it says (AH01146: a ProxyPass parameter dropped).
-            raise JobFailed(
-                "httpd -t accepted the config with warnings: " + "; ".join(result.warnings),
-                hint="a warning here means a directive is ignored; report it if the rendering is apachews' own",
-                check=result.to_dict(),
-            )
+        data["check"] = config.check_clean(rendering, binary).to_dict()
     text = rendering.text() + "\n".join(f"# note: {note}" for note in rendering.notes)
     if output is not None:
         written = config.write(rendering, output, force=force)
@@ -192,33 +180,3 @@ def config_command(
     if run_check:
         text += "\nhttpd -t: Syntax OK"
     return Result(data=data, text=text)
-
-
-def _sizing(
-    version: str,
-    found: doctor.Defaults | None,
-    max_websockets: str,
-    http_reserve: str | None,
-    mpm: str | None,
-    handoff: bool,
-    host: Transport = LOCAL,
-) -> tuple[capacity.Sizing, str]:
-    """The MPM sizing for --max-websockets, from the server found here (its own settings), else httpd's
-    defaults for the family and MPM; and a note saying which."""
-    wanted = capacity.validate_websockets(max_websockets)
-    reserve = capacity.validate_reserve(http_reserve) if http_reserve is not None else None
-    family = catalogue.load().get(version).family
-    here = found is not None and found.source != "assumed" and mpm in (None, found.mpm)
-    if here:
-        settings = doctor.server_settings(found.control or found.source, host=host)  # type: ignore[union-attr]
-        source = f"sized from the settings of the server at {found.source}"  # type: ignore[union-attr]
-    else:
-        mpm = mpm or ("prefork" if family == "2.2" else "event")
-        settings = capacity.defaults(family, mpm)
-        source = (
-            f"sized from httpd's defaults for the {family} {mpm} MPM (pass --mpm; run config on the server itself, "
-            "without --apache, to size from its own settings)"
-        )
-    current = capacity.compute(settings)
-    sizing = capacity.size(current, wanted, reserve, handoff=handoff)
-    return sizing, f"{source}: {current.summary()} now."

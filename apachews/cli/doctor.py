@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -10,9 +9,9 @@ import click
 from apachews import capacity, doctor
 from apachews.cli import main
 from apachews.cli._common import Result, Session, command
-from apachews.cli._hosts import host_options, on_hosts
+from apachews.cli._hosts import Hosts, host_options
 from apachews.errors import BadInput
-from apachews.transport import LOCAL, Transport
+from apachews.transport import Transport
 
 
 @command(main, "doctor")
@@ -48,16 +47,14 @@ def doctor_command(
     max_websockets: str | None,
     http_reserve: str | None,
     module: Path | None,
-    hosts: tuple[str, ...],
-    connect: Callable[[str], Transport],
+    hosts: Hosts,
 ) -> Result:
     """Read the running Apache (version, MPM, MMN, glibc, layout, modules, limits) and say what it needs."""
     wanted = capacity.validate_websockets(max_websockets) if max_websockets is not None else None
     if http_reserve is not None and wanted is None:
         raise BadInput("--http-reserve goes with --max-websockets", hint="add --max-websockets N")
     reserve = capacity.validate_reserve(http_reserve) if http_reserve is not None else None
-    if hosts and config_file is not None:
-        raise BadInput("--config names a file on this machine", hint="with --host, give --apachectl on the server")
+    hosts.refuse_local_file(config_file)
 
     def read(host: Transport) -> Result:
         report = doctor.examine(
@@ -72,4 +69,4 @@ def doctor_command(
         loads = report.module is None or bool(report.module["loads"])
         return Result(data=report.to_dict(), text=report.text(), ok=loads)
 
-    return on_hosts(hosts, connect, read) if hosts else read(LOCAL)
+    return hosts.each(read)

@@ -6,7 +6,8 @@ import click
 
 from apachews.catalogue import Release
 from apachews.cli import main
-from apachews.cli._common import RELEASE, Result, Session, command, source_options
+from apachews.cli._common import Result, Session, command
+from apachews.cli._options import RELEASE, source_options
 from apachews.sources import SourceOptions
 
 

@@ -6,7 +6,8 @@ import click
 
 from apachews import images
 from apachews.cli import main
-from apachews.cli._common import IMAGE, Result, Session, command
+from apachews.cli._common import Result, Session, command
+from apachews.cli._options import IMAGE
 from apachews.errors import BadInput
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -10,9 +9,8 @@ import click
 from apachews import config, install
 from apachews.cli import main
 from apachews.cli._common import Result, Session, command
-from apachews.cli._hosts import host_options, on_hosts
-from apachews.errors import BadInput
-from apachews.transport import LOCAL, Transport
+from apachews.cli._hosts import Hosts, host_options
+from apachews.transport import Transport
 
 _APACHECTL = click.option(
     "--apachectl", metavar="PATH", help="The server's apachectl / apache2ctl / httpd (default: found here)."
@@ -33,11 +31,6 @@ _STATE = click.option(
 
 def _echo_diff(diff: str) -> None:
     click.echo(diff.rstrip("\n") + "\n")
-
-
-def _local_only(hosts: tuple[str, ...], config_file: Path | None) -> None:
-    if hosts and config_file is not None:
-        raise BadInput("--config names a file on this machine", hint="with --host, give --apachectl on the server")
 
 
 @command(main, "install")
@@ -79,12 +72,11 @@ def install_command(
     state_dir: Path | None,
     dry_run: bool,
     diff_only: bool,
-    hosts: tuple[str, ...],
-    connect: Callable[[str], Transport],
+    hosts: Hosts,
 ) -> Result:
     """Install PRESET's config (and --module) the server's way: print the diff, then apply it; apachectl -t,
     then a graceful reload (any failure puts every file back)."""
-    _local_only(hosts, config_file)
+    hosts.refuse_local_file(config_file)
 
     # The diff goes out before the change is applied (seen also when apachectl -t rejects it); one host only.
     show = None if session.json or session.quiet or len(hosts) > 1 or diff_only or dry_run else _echo_diff
@@ -110,7 +102,7 @@ def install_command(
         )
         return Result(data=result.to_dict(), text=result.diff.rstrip("\n") if diff_only else result.text())
 
-    return on_hosts(hosts, connect, run) if hosts else run(LOCAL)
+    return hosts.each(run)
 
 
 @command(main, "uninstall")
@@ -129,11 +121,10 @@ def uninstall_command(
     state_dir: Path | None,
     dry_run: bool,
     force: bool,
-    hosts: tuple[str, ...],
-    connect: Callable[[str], Transport],
+    hosts: Hosts,
 ) -> Result:
     """Remove exactly what `apachews install` added (from its manifest); apachectl -t, graceful reload."""
-    _local_only(hosts, config_file)
+    hosts.refuse_local_file(config_file)
 
     def run(host: Transport) -> Result:
         result = install.uninstall(
@@ -148,7 +139,7 @@ def uninstall_command(
         )
         return Result(data=result.to_dict(), text=result.text())
 
-    return on_hosts(hosts, connect, run) if hosts else run(LOCAL)
+    return hosts.each(run)
 
 
 @command(main, "live-verify")
@@ -163,18 +154,16 @@ def live_verify_command(
     config_file: Path | None,
     prefer: str | None,
     checks: tuple[str, ...],
-    hosts: tuple[str, ...],
-    connect: Callable[[str], Transport],
+    hosts: Hosts,
 ) -> Result:
     """Run the WebSocket suite through the running server via a temporary loopback route, then remove it."""
-    _local_only(hosts, config_file)
-    return live_on_hosts(session, hosts, connect, apachectl, config_file, prefer, checks)
+    hosts.refuse_local_file(config_file)
+    return live_on_hosts(session, hosts, apachectl, config_file, prefer, checks)
 
 
 def live_on_hosts(
     session: Session,
-    hosts: tuple[str, ...],
-    connect: Callable[[str], Transport],
+    hosts: Hosts,
     apachectl: str | None,
     config_file: Path | None,
     prefer: str | None,
@@ -195,4 +184,4 @@ def live_on_hosts(
         text = f"Apache {report.apache} ({report.httpd}), live, tunnelling via {report.tunnelling}\n{report.table()}"
         return Result(data=report.to_dict(), text=text, ok=report.ok)
 
-    return on_hosts(hosts, connect, run) if hosts else run(LOCAL)
+    return hosts.each(run)

@@ -8,7 +8,8 @@ import click
 
 from apachews import packaging
 from apachews.cli import main
-from apachews.cli._common import Result, Session, command, output_option
+from apachews.cli._common import Result, Session, command
+from apachews.cli._options import output_option
 from apachews.errors import BadInput
 
 

@@ -15,7 +15,8 @@ import click
 
 from apachews import catalogue, patches, sources
 from apachews.cli import main
-from apachews.cli._common import Result, Session, command, source_options
+from apachews.cli._common import Result, Session, command
+from apachews.cli._options import source_options
 from apachews.errors import BadInput
 from apachews.sources import SourceOptions
 

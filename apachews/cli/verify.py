@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from apachews import build, config, httpd, verify
+from apachews import config, httpd, verify
+from apachews.build import with_httpd
 from apachews.catalogue import Release
 from apachews.cli import main
-from apachews.cli._common import RELEASE, Result, Session, command, output_option, source_options
-from apachews.cli._hosts import host_options
+from apachews.cli._common import Result, Session, command
+from apachews.cli._hosts import Hosts, host_options
+from apachews.cli._options import RELEASE, output_option, source_options
+from apachews.dist import Dist
 from apachews.distros import trees
 from apachews.errors import BadInput
 from apachews.sources import SourceOptions
-from apachews.transport import Transport
 
 
 def resolve_httpd(binary: Path | None, dist: Path | None) -> tuple[httpd.Httpd, Path | None]:
@@ -25,16 +25,8 @@ def resolve_httpd(binary: Path | None, dist: Path | None) -> tuple[httpd.Httpd, 
         raise BadInput("give --httpd or --dist, not both")
     if dist is None:
         return httpd.locate(binary=binary), None
-    dist = Path(dist)
-    if not (dist / "build.json").exists():
-        raise BadInput(f"{dist} is not an `apachews build` output (no build.json)")
-    if not (dist / "httpd" / "bin" / "httpd").exists():
-        raise BadInput(
-            f"{dist} has no httpd install", hint="rebuild with `apachews build --with-httpd`, or pass --httpd"
-        )
-    build = json.loads((dist / "build.json").read_text())
-    module = dist / "modules" / "mod_proxy_wstunnel.so"
-    return httpd.locate(prefix=dist / "httpd"), module if build.get("backport") else None
+    built = Dist.load(dist, httpd=True)
+    return built.httpd(), built.module_path if built.backport else None
 
 
 def target_module(dist: Path | None, module: Path | None) -> Path | None:
@@ -43,10 +35,7 @@ def target_module(dist: Path | None, module: Path | None) -> Path | None:
         raise BadInput("give --dist or --module, not both")
     if dist is None:
         return module
-    built = Path(dist) / "modules" / "mod_proxy_wstunnel.so"
-    if not (Path(dist) / "build.json").exists() or not built.is_file():
-        raise BadInput(f"{dist} is not an `apachews build` output with a module (no build.json or {built.name})")
-    return built
+    return Dist.load(dist, module=True).module_path
 
 
 @command(main, "verify")
@@ -127,8 +116,7 @@ def verify_command(
     handoff: bool,
     mpm: str | None,
     sources: SourceOptions,
-    hosts: tuple[str, ...],
-    connect: Callable[[str], Transport],
+    hosts: Hosts,
 ) -> Result:
     """Start a real Apache in front of the bundled echo backend and run the WebSocket suite."""
     if (apachectl or hosts) and not live:
@@ -148,7 +136,7 @@ def verify_command(
             )
         from apachews.cli.install import live_on_hosts
 
-        return live_on_hosts(session, hosts, connect, apachectl, None, prefer, checks)
+        return live_on_hosts(session, hosts, apachectl, None, prefer, checks)
     where = ""
     if target_key is not None:
         if binary or release or live:
@@ -160,14 +148,9 @@ def verify_command(
         assert server.runner is not None
         where = f" in {server.runner.name}"
     elif release is not None:
-        version = str(release.version)
         if binary or dist:
             raise BadInput("--apache builds its own httpd: leave out --httpd and --dist")
-        dist = output / f"httpd-{version}"
-        if not (dist / "httpd" / "bin" / "httpd").exists():
-            dist = build.build(
-                release, source=sources, with_httpd=True, out_dir=output, progress=session.progress()
-            ).dist
+        dist = with_httpd(release, sources, output, session.progress()).path
     if target_key is None:
         server, built_module = resolve_httpd(binary, dist)
     presets = verify.setup_names(preset)

@@ -12,7 +12,8 @@ import click
 from apachews import catalogue
 from apachews.catalogue import Release
 from apachews.cli import main
-from apachews.cli._common import RELEASE, Result, Session, command
+from apachews.cli._common import Result, Session, command
+from apachews.cli._options import RELEASE
 from apachews.distros import catalogue as distros
 from apachews.errors import BadInput
 from apachews.tunnelling import has_cve_2019_17567

@@ -94,7 +94,7 @@ def layout_mpm(layout: str, httpd: Httpd, mpm: str | None = None) -> str:
 
 def httpd_listing(httpd: Httpd) -> set[str]:
     """The file names `httpd -l` lists (core.c, mod_so.c, event.c, ...)."""
-    return {line.strip() for line in httpd.run("-l").stdout.splitlines() if line.strip().endswith(".c")}
+    return httpd.installation.compiled_files()
 
 
 def stock_settings(layout: str, httpd: Httpd, mpm: str | None = None) -> capacity.Settings:

@@ -86,6 +86,16 @@ class SourceOptions:
             chosen["mirror"] = mirror_url(self.mirror)
         return chosen
 
+    def release(self) -> Release:
+        """The release a --source tree or --tarball holds, read from it (as `apachews fetch` does) when no
+        --apache was given; the other origins need the version to find the sources."""
+        if not (self.source or self.tarball):
+            raise BadInput(
+                "which Apache release? give --apache V",
+                hint="e.g. --apache 2.2.31; with --source DIR or --tarball FILE the version is read from the sources",
+            )
+        return catalogue.load().get(str(self.provide(None).version))
+
     def provide(self, apache: Release | str | None, progress: Progress | None = None) -> SourceTree:
         progress = progress or Progress()
         chosen = [

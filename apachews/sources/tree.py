@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from apachews.catalogue import Release, Version
 from apachews.errors import BadInput
+from apachews.installation import header_values
 
 
 @dataclass
@@ -35,9 +35,6 @@ class SourceTree:
         }
 
 
-_RELEASE_DEFINE = re.compile(r"^\s*#\s*define\s+AP_SERVER_(MAJORVERSION|MINORVERSION|PATCHLEVEL)_NUMBER\s+(\d+)")
-
-
 def is_tree(path: Path) -> bool:
     return (path / "include" / "ap_release.h").is_file()
 
@@ -52,14 +49,10 @@ def detect_version(tree: Path) -> Version:
             f"{tree} is not an Apache httpd source tree (cannot read include/ap_release.h)",
             hint="give the top directory of an httpd source tree (the one holding include/ and modules/)",
         ) from error
-    numbers: dict[str, int] = {}
-    for line in text.splitlines():
-        match = _RELEASE_DEFINE.match(line)
-        if match:
-            numbers.setdefault(match.group(1), int(match.group(2)))
-    if len(numbers) != 3:
+    version, _ = header_values(text)
+    if version is None:
         raise BadInput(f"{header} does not define the AP_SERVER_*_NUMBER version macros")
-    return Version(numbers["MAJORVERSION"], numbers["MINORVERSION"], numbers["PATCHLEVEL"])
+    return Version.parse(version)
 
 
 def tree_info(path: Path, origin: str, checksum: str | None, cache_hit: bool) -> SourceTree:

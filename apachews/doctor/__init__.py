@@ -6,28 +6,71 @@ config file; 2.2: we follow Include lines ourselves), the config files (MaxReque
 RequestReadTimeout, Timeout, LoadModule paths), the layout on disk, and the installed apxs and its headers.
 
 `server_defaults()` is what other commands use for their defaults (version, distribution, MPM).
+
+The questions to httpd are `apachews.installation` (the one code that asks); the parts here: `conffiles`
+(reading the config files as httpd does), `workers` (the MPM settings they give), `loads` (will a .so load here).
 """
 
 from __future__ import annotations
 
-import os
-import re
 import subprocess
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from apachews import capacity, catalogue
-from apachews.binary import GlibcVersion, ModuleBinary, machine_name
 from apachews.catalogue import Version
-from apachews.distros import catalogue as distributions
 from apachews.distros import detect as detect_distro
+from apachews.doctor.conffiles import follow_includes, module_present, scan_directives
+from apachews.doctor.loads import ModuleVerdict, build_for, check_module, platform_of
+from apachews.doctor.workers import apachews_sizing, mpm_settings, running_open_files
 from apachews.errors import BadInput
+from apachews.installation import (
+    CONTROLS,
+    Installation,
+    apxs_headers,
+    find_apxs,
+    find_control,
+    parse_includes,
+    parse_m,
+    parse_run_cfg,
+    parse_v,
+    run_control,
+)
+from apachews.serial import Serialised
 from apachews.transport import LOCAL, Transport
 
-CONTROLS = ("apache2ctl", "apachectl", "httpd", "apache2")
-_SBIN = ("/usr/sbin", "/usr/local/sbin", "/usr/local/apache2/bin")
-_DIRECTIVE = re.compile(r"^\s*(\w+)\s*(.*?)\s*$")
+__all__ = [  # what other modules (and tests) reach through `doctor.`
+    "CONTROLS",
+    "MPM_DIRECTIVES",
+    "Apxs",
+    "Defaults",
+    "ModuleVerdict",
+    "Report",
+    "module_present",
+    "apachews_sizing",
+    "build_for",
+    "check_module",
+    "detect_distro",
+    "examine",
+    "find_apxs",
+    "find_control",
+    "follow_includes",
+    "inspect_apxs",
+    "locate_config",
+    "mpm_settings",
+    "owning_package",
+    "parse_includes",
+    "parse_m",
+    "parse_run_cfg",
+    "parse_v",
+    "platform_of",
+    "run_control",
+    "running_open_files",
+    "scan_directives",
+    "server_defaults",
+    "server_settings",
+]
+
 MPM_DIRECTIVES = ("MaxRequestWorkers", "MaxClients", "ServerLimit", "ThreadLimit", "ThreadsPerChild")
 
 
@@ -42,7 +85,7 @@ class Apxs:
 
 
 @dataclass
-class Report:
+class Report(Serialised):
     control: str
     version: str
     vendor: str | None  # "Debian", "CentOS", ... from "Apache/2.4.6 (CentOS)", or the owning package's name
@@ -65,12 +108,6 @@ class Report:
     max_workers_source: str = ""
     capacity: dict[str, object] | None = None  # workers, WebSockets they hold, what is left for HTTP; sizing
     capacity_lines: list[tuple[str, str]] = field(default_factory=list)  # the text's lines about it
-
-    def to_dict(self) -> dict[str, object]:
-        data = asdict(self)
-        data.pop("capacity_lines")
-        return data
-
     apxs: Apxs | None = None
     needs: str = ""
     tunnelling: str = ""
@@ -82,6 +119,7 @@ class Report:
     machine: str | None = None  # `uname -m`: what a module must be built for
     glibc: str | None = None  # the C library's version (getconf GNU_LIBC_VERSION): a module's floor must not pass it
     module: dict[str, object] | None = None  # doctor --module: does that .so load here, and if not, why
+    _omit = ("capacity_lines",)  # the text's; --json has `capacity`
 
     def text(self) -> str:
         lines = [
@@ -114,179 +152,10 @@ class Report:
         return "\n".join(lines)
 
 
-# -- talking to the server ---------------------------------------------------------------------------------
-def find_control(apachectl: str | Path | None = None, host: Transport = LOCAL) -> Path:
-    """The server's control command: the one given, else apache2ctl / apachectl / httpd on the server."""
-    where = "here" if not host.remote else f"on {host.name}"
-    if apachectl is not None:
-        found = str(apachectl) if os.sep in str(apachectl) else host.which(str(apachectl)) or str(apachectl)
-        if not host.test("-e", found):
-            raise BadInput(
-                f"no {apachectl} {where}", hint="give --apachectl the path of apachectl, apache2ctl or httpd"
-            )
-        return Path(found)
-    for name in CONTROLS:
-        path = host.which(name, _SBIN)
-        if path:
-            return Path(path)
-    raise BadInput(
-        f"no Apache httpd found {'on this machine' if not host.remote else where} (apache2ctl, apachectl, httpd)",
-        hint="pass --apachectl PATH, or --apache V to say which version to assume",
-    )
-
-
-def run_control(
-    control: Path, *args: str, timeout: float = 60, host: Transport = LOCAL
-) -> subprocess.CompletedProcess[str]:
-    return host.run([str(control), *args], timeout=timeout)
-
-
-def parse_v(text: str) -> dict[str, object]:
-    """`httpd -V`: version, vendor, build date, MMN, MPM, and the -D defines (HTTPD_ROOT, SERVER_CONFIG_FILE)."""
-    match = re.search(r"Server version:\s*Apache/(\d+\.\d+\.\d+)\s*(?:\(([^)]*)\))?", text)
-    if not match:
-        raise BadInput("this does not look like Apache httpd: no 'Server version: Apache/...' in its -V output")
-    vendor = match.group(2)
-    defines = dict(re.findall(r'^\s*-D\s+(\w+)(?:="?(.*?)"?)?\s*$', text, re.MULTILINE))
-    mpm = re.search(r"Server MPM:\s*(\w+)", text)
-    mmn = re.search(r"Module Magic Number:\s*(\S+)", text)
-    built = re.search(r"Server built:\s*(.+)", text)
-    return {
-        "version": match.group(1),
-        "vendor": None if vendor in (None, "Unix", "Win32", "Win64") else vendor,
-        "built": built.group(1).strip() if built else None,
-        "mmn": mmn.group(1) if mmn else None,
-        "mpm": (mpm.group(1).lower() if mpm else "unknown").removeprefix("mpm_"),
-        "threaded": bool(re.search(r"threaded:\s*yes", text)),
-        "defines": defines,
-    }
-
-
-def parse_m(text: str) -> dict[str, str]:
-    """`httpd -M`: module name -> static / shared."""
-    return dict(re.findall(r"^\s*(\w+_module)\s+\((static|shared)\)", text, re.MULTILINE))
-
-
-def parse_run_cfg(text: str) -> dict[str, str]:
-    """`-t -D DUMP_RUN_CFG` (2.4): ServerRoot, PidFile, ..."""
-    return {key: value for key, value in re.findall(r'^(ServerRoot|PidFile|Main ErrorLog):\s*"(.*)"', text, re.M)}
-
-
-def parse_includes(text: str) -> list[str]:
-    """`-t -D DUMP_INCLUDES` (2.4): every config file, in the order Apache reads them."""
-    return re.findall(r"^\s*\((?:\*|\d+)\)\s+(\S.*?)\s*$", text, re.MULTILINE)
-
-
-# -- reading config files ----------------------------------------------------------------------------------
-def _logical_lines(path: Path, host: Transport = LOCAL, raw: str | None = None) -> list[str]:
-    if raw is None:
-        try:
-            raw = host.read_text(path)
-        except OSError:
-            return []
-    return [
-        line for line in raw.replace("\\\n", " ").splitlines() if line.strip() and not line.lstrip().startswith("#")
-    ]
-
-
-def follow_includes(config_file: Path, server_root: Path, limit: int = 500, host: Transport = LOCAL) -> list[str]:
-    """The config files Apache would read (for 2.2, which has no DUMP_INCLUDES): Include lines, globs sorted."""
-    seen: list[str] = []
-
-    def visit(path: Path) -> None:
-        if len(seen) >= limit or str(path) in seen:
-            return
-        seen.append(str(path))
-        for line in _logical_lines(path, host):
-            match = re.match(r"\s*Include(?:Optional)?\s+\"?([^\"]+?)\"?\s*$", line, re.IGNORECASE)
-            if not match:
-                continue
-            pattern = match.group(1)
-            pattern = pattern if pattern.startswith("/") else str(server_root / pattern)
-            if host.test("-d", pattern):
-                pattern = os.path.join(pattern, "*")
-            for name in host.glob(pattern):
-                if host.test("-f", name):
-                    visit(Path(name))
-
-    visit(config_file)
-    return seen
-
-
-def _module_present(condition: str, loaded: dict[str, str]) -> bool:
-    """Evaluate an <IfModule> argument against the loaded modules (unknown modules: assume present)."""
-    if not loaded:
-        return not condition.startswith("!")
-    negate = condition.startswith("!")
-    name = condition.lstrip("!")
-    if name.endswith(".c"):
-        base = name[:-2].removeprefix("mod_")
-        present = f"{base}_module" in loaded or f"mpm_{base}_module" in loaded
-    else:
-        present = name in loaded
-    return present != negate
-
-
-def scan_directives(
-    files: Sequence[str], names: Sequence[str], loaded: dict[str, str], host: Transport = LOCAL
-) -> dict[str, list[str]]:
-    """Values of the named directives in the order Apache reads them, honouring <IfModule> (so a MaxClients
-    inside <IfModule prefork.c> counts only under prefork). Other sections (vhosts...) are read through."""
-    wanted = {n.lower(): n for n in names}
-    found: dict[str, list[str]] = {n: [] for n in names}
-    texts = host.read_texts(list(files))  # one round trip to a remote server
-    for name in files:
-        active: list[bool] = []
-        for line in _logical_lines(Path(name), host, texts.get(name, "")):
-            stripped = line.strip()
-            opening = re.match(r"<IfModule\s+([^>\s]+)\s*>", stripped, re.IGNORECASE)
-            if opening:
-                active.append(_module_present(opening.group(1), loaded))
-                continue
-            if re.match(r"</IfModule\s*>", stripped, re.IGNORECASE):
-                if active:
-                    active.pop()
-                continue
-            if not all(active):
-                continue
-            match = _DIRECTIVE.match(stripped)
-            if match and match.group(1).lower() in wanted:
-                found[wanted[match.group(1).lower()]].append(match.group(2))
-    return found
-
-
-# -- apxs ---------------------------------------------------------------------------------------------------
-def _header_define(path: Path, name: str, host: Transport = LOCAL) -> str | None:
-    try:
-        match = re.search(rf"#define\s+{name}\s+(\S+)", host.read_text(path))
-    except OSError:
-        return None
-    return match.group(1) if match else None
-
-
-def find_apxs(apxs: str | None = None, host: Transport = LOCAL) -> str | None:
-    if apxs:
-        return apxs if os.sep in apxs else host.which(apxs)
-    for name in ("apxs", "apxs2"):
-        found = host.which(name, _SBIN)
-        if found:
-            return found
-    return None
-
-
 def inspect_apxs(path: str, server_version: str, server_mmn: str | None, host: Transport = LOCAL) -> Apxs:
     """The headers apxs compiles against, compared with the running server (version and MMN major)."""
-    result = host.run([path, "-q", "INCLUDEDIR"], timeout=30)
-    include = result.stdout.strip() or None
-    version = mmn = None
-    if include:
-        parts = [
-            _header_define(Path(include) / "ap_release.h", f"AP_SERVER_{n}_NUMBER", host)
-            for n in ("MAJORVERSION", "MINORVERSION", "PATCHLEVEL")
-        ]
-        version = ".".join(parts) if all(p and p.isdigit() for p in parts) else None  # type: ignore[arg-type]
-        major = _header_define(Path(include) / "ap_mmn.h", "MODULE_MAGIC_NUMBER_MAJOR", host)
-        mmn = int(major) if major and major.isdigit() else None
+    headers = apxs_headers(path, host)
+    include, version, mmn = headers.include_dir, headers.version, headers.mmn_major
     server_major = int(server_mmn.split(":")[0]) if server_mmn and server_mmn.split(":")[0].isdigit() else None
     if version is None:
         return Apxs(path, None, mmn, include, False, f"cannot read the headers' version in {include}")
@@ -299,91 +168,9 @@ def inspect_apxs(path: str, server_version: str, server_mmn: str | None, host: T
     )
 
 
-# -- will a module load here? ---------------------------------------------------------------------------------
-_PLATFORM = "uname -m; getconf GNU_LIBC_VERSION 2>/dev/null || ldd --version 2>&1 | head -n 1"
-
-
-def platform_of(host: Transport = LOCAL) -> tuple[str | None, GlibcVersion | None]:
-    """The server's architecture (as `uname -m` names it) and glibc version (None: not glibc, e.g. musl)."""
-    lines = host.sh(_PLATFORM).stdout.splitlines()
-    machine = machine_name(lines[0].strip()) if lines and lines[0].strip() else None
-    found = re.search(r"(?:glibc|GLIBC|GNU libc)\S*\s.*?(\d+\.\d+(?:\.\d+)?)\s*$", lines[1]) if len(lines) > 1 else None
-    return machine, GlibcVersion.parse(found.group(1)) if found else None
-
-
-@dataclass
-class ModuleVerdict:
-    """Whether a module file loads into a server: its glibc floor, architecture and MMN major against the
-    server's, why not, and the build that would."""
-
-    path: str
-    loads: bool
-    reasons: list[str]
-    build: str | None  # the build to make instead
-    binary: dict[str, object]
-
-    @property
-    def summary(self) -> str:
-        facts = self.binary
-        said = f"{facts['machine']}, glibc floor {facts['glibc_floor'] or 'none'}, MMN {facts['mmn'] or '?'}"
-        return f"loads here ({said})" if self.loads else f"does NOT load here: {'; '.join(self.reasons)}"
-
-    def to_dict(self) -> dict[str, object]:
-        return {**asdict(self), "summary": self.summary}
-
-
-def build_for(report: Report) -> str:
-    """The `apachews build` that makes a module for this server: its catalogue --target when one matches its
-    Apache version and glibc, else its version with --glibc."""
-    if report.glibc:
-        glibc = GlibcVersion.parse(report.glibc)
-        for distribution in distributions.distributions().values():
-            if distribution.glibc == glibc and str(distribution.apache) == report.version:
-                return f"apachews build --apache {report.version} --target {distribution.key}"
-        return f"apachews build --apache {report.version} --glibc {glibc}"
-    return f"apachews build --apache {report.version}"
-
-
-def check_module(report: Report, module: Path | ModuleBinary) -> ModuleVerdict:
-    """Would Apache load `module` (an apachews mod_proxy_wstunnel.so)? Its architecture, the GLIBC versions
-    its symbols need, and the module magic number it was built with, against the server doctor read."""
-    from apachews.binary import inspect_module
-
-    binary = module if isinstance(module, ModuleBinary) else inspect_module(module)
-    reasons = []
-    if report.machine and binary.machine != machine_name(report.machine):
-        reasons.append(f"it is built for {binary.machine}, the server is {report.machine}")
-    floor = binary.glibc_floor
-    if report.glibc and floor is not None:
-        server = GlibcVersion.parse(report.glibc)
-        above = binary.symbols_above(server)
-        if above:
-            needs = ", ".join(f"{name} (GLIBC_{version})" for name, version in above.items())
-            reasons.append(f"it needs glibc {floor}, the server has {server}: {needs}")
-    elif floor is not None and report.glibc is None:
-        reasons.append(f"it needs glibc {floor}, and the server's C library is not glibc (or unreadable)")
-    server_major = report.mmn.split(":")[0] if report.mmn else None
-    if binary.mmn_major is None:
-        reasons.append(
-            "it has no proxy_wstunnel_module (not an apachews mod_proxy_wstunnel), so no module magic number"
-        )
-    elif server_major and server_major.isdigit() and binary.mmn_major != int(server_major):
-        reasons.append(
-            f"it was built for module magic number {binary.mmn_major}, the server's Apache {report.version} "
-            f"has {server_major}"
-        )
-    return ModuleVerdict(
-        str(binary.path), not reasons, reasons, None if not reasons else build_for(report), binary.to_dict()
-    )
-
-
 # -- the report ---------------------------------------------------------------------------------------------
 def locate_config(
-    control: Path,
-    version: str,
-    defines: dict[str, str],
-    config_file: str | Path | None = None,
-    host: Transport = LOCAL,
+    server: Installation, config_file: str | Path | None = None, host: Transport = LOCAL
 ) -> tuple[Path, Path, dict[str, str], list[str]]:
     """(ServerRoot, main config file, DUMP_RUN_CFG, config files in reading order) of the server.
 
@@ -391,9 +178,10 @@ def locate_config(
     SERVER_CONFIG_FILE (or config_file, for an apachectl that passes -f), then the file's own ServerRoot."""
     run_cfg: dict[str, str] = {}
     includes: list[str] = []
-    if Version.parse(version) >= Version(2, 4, 0):
-        run_cfg = parse_run_cfg(run_control(control, "-t", "-D", "DUMP_RUN_CFG", host=host).stdout)
-        includes = parse_includes(run_control(control, "-t", "-D", "DUMP_INCLUDES", host=host).stdout)
+    info = server.info()
+    defines = info.defines
+    if Version.parse(info.version) >= Version(2, 4, 0):
+        run_cfg, includes = server.run_cfg(), server.includes()
     server_root = Path(run_cfg.get("ServerRoot") or defines.get("HTTPD_ROOT", "/etc/httpd"))
     if includes:
         main_file = Path(includes[0])  # "(*)": the main config file, as the server resolved it
@@ -429,13 +217,12 @@ def examine(
     if http_reserve is not None:
         http_reserve = capacity.validate_reserve(http_reserve)
     control = find_control(apachectl, host)
-    v = run_control(control, "-V", host=host)
-    info = parse_v(v.stdout + v.stderr)
-    version = str(info["version"])
-    defines: dict[str, str] = info["defines"]  # type: ignore[assignment]
-    modules = run_control(control, "-M", host=host)
-    loaded = parse_m(modules.stdout)
-    server_root, config_file, run_cfg, includes = locate_config(control, version, defines, config_file, host)
+    server = Installation.on(control, host)
+    info = server.info()
+    version, defines = info.version, info.defines
+    modules = server.modules()
+    loaded = modules.loaded
+    server_root, config_file, run_cfg, includes = locate_config(server, config_file, host)
     distro, conf_root = detect_distro(server_root, config_file, host)
 
     directives = scan_directives(
@@ -458,11 +245,11 @@ def examine(
     report = Report(
         control=str(control),
         version=version,
-        vendor=info["vendor"],  # type: ignore[arg-type]
-        built=info["built"],  # type: ignore[arg-type]
-        mmn=info["mmn"],  # type: ignore[arg-type]
-        mpm=str(info["mpm"]),
-        threaded=bool(info["threaded"]),
+        vendor=info.vendor,
+        built=info.built,
+        mmn=info.mmn,
+        mpm=info.mpm,
+        threaded=info.threaded,
         server_root=str(server_root),
         config_file=str(config_file),
         pid_file=str(_under(server_root, run_cfg.get("PidFile") or defines.get("DEFAULT_PIDLOG", "logs/httpd.pid"))),
@@ -500,9 +287,8 @@ def examine(
         report.module = verdict.to_dict()
         if not verdict.loads:
             report.warnings.append(f"{module} would not load here; build one that does: {verdict.build}")
-    if not loaded:  # -M parses the whole config: a broken one tells us nothing about modules
-        said = (modules.stderr or modules.stdout).strip().splitlines()
-        report.warnings.insert(0, f"`{control} -M` failed ({said[-1] if said else 'no output'}): fix the config first")
+    if modules.complaint is not None:  # -M parses the whole config: a broken one tells us nothing about modules
+        report.warnings.insert(0, f"`{control} -M` failed ({modules.complaint}): fix the config first")
     return report
 
 
@@ -537,56 +323,6 @@ def _modules_dir(loads: list[str], server_root: Path) -> str | None:
         so = so if so.is_absolute() else server_root / so
         dirs[str(so.parent)] = dirs.get(str(so.parent), 0) + 1
     return max(dirs, key=lambda d: dirs[d]) if dirs else None
-
-
-def mpm_settings(
-    directives: dict[str, list[str]], family: str, mpm: str, open_files: tuple[int, int] | None = None
-) -> capacity.Settings:
-    """capacity.Settings from scanned directives (the last value of each counts; 2.4 also takes MaxClients) and
-    the server's open-files limits (soft, hard): with handoff the hard one counts (the module raises to it)."""
-
-    def last(name: str) -> int | None:
-        values = [v.strip('"') for v in directives.get(name, [])]
-        return int(values[-1]) if values and values[-1].isdigit() else None
-
-    workers = last("MaxRequestWorkers") if directives.get("MaxRequestWorkers") else last("MaxClients")
-    handoff = any(v.strip('"').lower() == "on" for v in directives.get("ProxyWebsocketHandoff", []))
-    files = None if open_files is None else open_files[1] if handoff else open_files[0]
-    return capacity.Settings(
-        family,
-        mpm,
-        server_limit=last("ServerLimit"),
-        thread_limit=last("ThreadLimit"),
-        threads_per_child=last("ThreadsPerChild"),
-        max_workers=workers,
-        handoff=handoff,
-        open_files=files,
-    )
-
-
-def running_open_files(pid_file: str | Path, host: Transport = LOCAL) -> tuple[int, int] | None:
-    """The running server's RLIMIT_NOFILE (soft, hard) from /proc/PID/limits, or None when it is not running."""
-    try:
-        pid = int(host.read_text(pid_file).strip())
-        limits = host.read_text(f"/proc/{pid}/limits")
-    except (OSError, ValueError):
-        return None
-    match = re.search(r"^Max open files\s+(\d+)\s+(\d+)", limits, re.MULTILINE)
-    return (int(match.group(1)), int(match.group(2))) if match else None
-
-
-def apachews_sizing(files: Sequence[str], host: Transport = LOCAL) -> dict[str, str] | None:
-    """What an apachews capacity file among the config files was rendered for (its first line), or None."""
-    for name in files:
-        if "capacity" not in Path(name).name:  # config renders it as apachews-capacity.conf
-            continue
-        try:
-            found = capacity.parse_marker(host.read_text(name).split("\n", 1)[0])
-        except OSError:
-            continue
-        if found:
-            return {**found, "file": name}
-    return None
 
 
 def _workers(
@@ -762,22 +498,21 @@ def server_defaults(
     """The running server's version, layout and MPM; without a server, the assumed newest 2.4."""
     try:
         control = find_control(apachectl, host)
-        v = run_control(control, "-V", host=host)
-        info = parse_v(v.stdout + v.stderr)
+        server = Installation.on(control, host)
+        info = server.info()
     except (BadInput, OSError, subprocess.SubprocessError):
         if apachectl is not None or host.remote:
             raise
         return Defaults(assumed_version(), "generic", "event", "assumed")
-    defines: dict[str, str] = info["defines"]  # type: ignore[assignment]
     try:
-        server_root, main_file, _, _ = locate_config(control, str(info["version"]), defines, config_file, host)
+        server_root, main_file, _, _ = locate_config(server, config_file, host)
         distro, _ = detect_distro(server_root, main_file, host)
     except BadInput:
         if apachectl is not None or config_file is not None or host.remote:
             raise
         distro = "generic"  # the version and MPM are still this server's
     where = f"{host.name}:{control}" if host.remote else str(control)
-    return Defaults(str(info["version"]), distro, str(info["mpm"]), where, str(control))
+    return Defaults(info.version, distro, info.mpm, where, str(control))
 
 
 def server_settings(
@@ -786,14 +521,13 @@ def server_settings(
     """The MPM settings of the server behind `apachectl` (or this machine's): what `config --max-websockets`
     sizes from. Raises BadInput when there is no server or its MPM is not one of prefork, worker, event."""
     control = find_control(apachectl, host)
-    v = run_control(control, "-V", host=host)
-    info = parse_v(v.stdout + v.stderr)
-    version, mpm = str(info["version"]), str(info["mpm"])
+    server = Installation.on(control, host)
+    info = server.info()
+    version, mpm, defines = info.version, info.mpm, info.defines
     if mpm not in capacity.MPMS:
         raise BadInput(f"{control} runs the {mpm} MPM, not one apachews sizes", hint="pass --apache V and --mpm M")
-    defines: dict[str, str] = info["defines"]  # type: ignore[assignment]
-    server_root, _, run_cfg, includes = locate_config(control, version, defines, config_file, host)
-    loaded = parse_m(run_control(control, "-M", host=host).stdout)
+    server_root, _, run_cfg, includes = locate_config(server, config_file, host)
+    loaded = server.modules().loaded
     directives = scan_directives(includes, (*MPM_DIRECTIVES, "ProxyWebsocketHandoff", "PidFile"), loaded, host)
     default_pid = defines.get("DEFAULT_PIDLOG", "logs/httpd.pid")
     pid_file = run_cfg.get("PidFile") or (directives["PidFile"] or [default_pid])[-1]
