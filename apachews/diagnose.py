@@ -10,13 +10,10 @@ from the client side (loopback only) and `explain()` maps its answer (400, 403, 
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
 import ipaddress
 import os
 import re
-import secrets
 import socket
 import ssl
 import time
@@ -31,11 +28,11 @@ from websockets.streams import StreamReader
 from apachews import distros, doctor
 from apachews.catalogue import Version
 from apachews.errors import BadInput
+from apachews.lab import client
 from apachews.resources import template_environment
 
 LOG_TAIL_BYTES = 4 * 2**20  # the end of each error log is read, not all of it
 PROBE_TIMEOUT = 10.0
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, section 1.3
 FALLBACK_SINCE = Version(2, 4, 48)  # ProxyWebsocketFallbackToProxyHttp: mod_proxy_http takes ws:// routes
 UPGRADE_PARAM_SINCE = Version(2, 4, 47)  # ProxyPass ... upgrade=websocket
 # The module each proxy URL scheme needs (mod_proxy_http also takes ws:// and wss:// from 2.4.47 on).
@@ -816,7 +813,6 @@ def probe(url: str, host: str | None = None, origin: str | None = None, idle: fl
     host = host or (address if port == default_port else f"{address}:{port}")
     origin = origin or f"{'https' if scheme == 'wss' else 'http'}://{host}"
     result = Probe(url, host, origin, idle=idle)
-    key = base64.b64encode(secrets.token_bytes(16)).decode()
     try:
         sock: socket.socket = socket.create_connection((address, port), timeout=PROBE_TIMEOUT)
     except OSError as error:
@@ -827,31 +823,13 @@ def probe(url: str, host: str | None = None, origin: str | None = None, idle: fl
             context = ssl.create_default_context()
             context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # loopback: the name is not ours
             sock = context.wrap_socket(sock, server_hostname=host.split(":")[0])
-        sock.sendall(
-            (
-                f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Origin: {origin}\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                "User-Agent: apachews-diagnose\r\n\r\n"
-            ).encode()
-        )
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        head, _, rest = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = lines[0].split(None, 2)
-        if len(status) < 2 or not status[1].isdigit():
-            result.error = f"no HTTP answer ({len(data)} bytes)"
+        answer = client.upgrade(sock, path, host, origin=origin, extra="User-Agent: apachews-diagnose\r\n")
+        if not answer.status:
+            result.error = f"no HTTP answer ({answer.received} bytes)"
             return result
-        result.status, result.reason = int(status[1]), status[2] if len(status) > 2 else ""
-        headers = {n.strip().lower(): v.strip() for n, _, v in (line.partition(":") for line in lines[1:])}
-        accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
-        result.accepted = headers.get("sec-websocket-accept") == accept
+        result.status, result.reason, result.accepted = answer.status, answer.reason, answer.accepted
         if result.status == 101 and idle > 0:
-            _idle_then_echo(sock, rest, idle, result)
+            _idle_then_echo(sock, answer.rest, idle, result)
     except OSError as error:
         result.error = str(error)
     finally:

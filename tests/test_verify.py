@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from apachews import build, echo, sources, verify
+from apachews import build, sources, verify
 from apachews import httpd as httpd_module
 from apachews.cli import main
 from apachews.distros import trees
 from apachews.httpd import Httpd, free_port
+from apachews.lab import echo
 from tests.fixtures.apache import wrong_backend_ca
 from tests.fixtures.sources import test_cache_dir as cache_dir_of_tests
 
