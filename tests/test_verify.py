@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,19 +18,24 @@ from apachews.cli import main
 from apachews.distros import trees
 from apachews.httpd import Httpd, free_port
 from apachews.lab import echo
+from tests.cli_process import start_cli, wait_for_line
 from tests.fixtures.apache import wrong_backend_ca
 from tests.fixtures.sources import test_cache_dir as cache_dir_of_tests
 
 
 def _apache_children() -> set[int]:
+    """The lab Apaches this checkout started (their working directory is ours: on a shared machine, other
+    checkouts run verify at the same time)."""
     mine = set()
+    here = Path.cwd().resolve()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 cmdline = (entry / "cmdline").read_bytes()
+                cwd = (entry / "cwd").resolve()
             except OSError:
                 continue
-            if b"apachews-root-" in cmdline or b"apachews-verify-" in cmdline:
+            if (b"apachews-root-" in cmdline or b"apachews-verify-" in cmdline) and cwd == here:
                 mine.add(int(entry.name))
     return mine
 
@@ -186,6 +193,55 @@ def test_nothing_left_behind(system_httpd: Httpd, layout: str) -> None:
     verify.run(system_httpd, checks=["echo-text"], layout=layout)
     assert not [n for n in set(os.listdir("/tmp")) - before if n.startswith(("apachews-root-", "apachews-verify-"))]
     assert not _apache_children()
+
+
+def _httpd_roots(parent: int) -> set[str]:
+    """The ServerRoots (-d) of the httpd processes `parent` started."""
+    roots = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            status = (entry / "status").read_text()
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if f"\nPPid:\t{parent}\n" in status and "-d" in argv:
+            roots.add(argv[argv.index("-d") + 1])
+    return roots
+
+
+def _running_from(root: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if entry.name.isdigit() and any(arg == root or arg.startswith(root + "/") for arg in argv):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("layout", ["bare", "debian"])
+def test_sigterm_stops_the_apache_and_removes_its_root(system_httpd: Httpd, layout: str) -> None:
+    # CI runners, `timeout` and `docker stop` send SIGTERM: it must clean up as Ctrl-C does.
+    process = start_cli(
+        *["verify", "--httpd", str(system_httpd.binary), "--layout", layout, "--check", "idle"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, bufsize=0,
+    )  # fmt: skip
+    try:
+        said = wait_for_line(process.stderr, "check idle")  # Apache is up; the idle check outwaits a timeout
+        roots = _httpd_roots(process.pid)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+        err = said.encode() + err
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert len(roots) == 1, roots
+    assert process.returncode == 143, err.decode()
+    assert "terminated (SIGTERM)" in err.decode()
+    (root,) = roots
+    assert not _running_from(root) and not Path(root).exists()
 
 
 @pytest.fixture(scope="module")
