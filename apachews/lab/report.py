@@ -4,7 +4,7 @@ tables verify and torture print, and the crash lines an error log gained."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 CRASH_MARKERS = ("Segmentation fault", "exit signal", "AH00052")  # AH00052: child pid exit signal
@@ -28,6 +28,44 @@ class Check:
             "unit": self.unit,
             "detail": self.detail,
         }
+
+
+@dataclass
+class Report:
+    """One Apache's checks (verify: one preset; torture: one target)."""
+
+    apache: str
+    httpd: str
+    module: str | None
+    tunnelling: str
+    checks: list[Check] = field(default_factory=list)
+    error_log: Path | None = None
+    preset: str = "generic"
+    layout: str = "bare"
+    capacity: dict[str, object] | None = None  # with --max-websockets: the sizing and the server's workers
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(check.passed for check in self.checks)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "apache": self.apache,
+            "httpd": self.httpd,
+            "module": self.module,
+            "tunnelling": self.tunnelling,
+            "preset": self.preset,
+            "layout": self.layout,
+            "passed": sum(check.passed and not check.skipped for check in self.checks),
+            "skipped": sum(check.skipped for check in self.checks),
+            "total": len(self.checks),
+            "checks": [check.to_dict() for check in self.checks],
+            "error_log": str(self.error_log) if self.error_log else None,
+            **({"capacity": self.capacity} if self.capacity is not None else {}),
+        }
+
+    def table(self) -> str:
+        return table(self.checks)
 
 
 def outcome(passed: bool, figure: float | None = None, unit: str = "", detail: str = "") -> Check:

@@ -19,9 +19,8 @@ from apachews.lab.echo import EchoServer
 from apachews.lab.holding import HoldingBackend
 from apachews.lab.processes import owned, parent_pid
 from apachews.lab.raw import BACKENDS, RawBackend, b_refuse_big
-from apachews.lab.report import Check
+from apachews.lab.report import Check, Report
 from apachews.progress import Progress
-from apachews.verify import VerifyReport
 
 MIB = 2**20
 SILENT_TIMEOUT = 2  # ProxyPass timeout= on the route whose backend never answers
@@ -54,7 +53,7 @@ def skipped(name: str, why: str) -> CaseResult:
 
 
 @dataclass
-class TargetReport(VerifyReport):
+class TargetReport(Report):
     """One target's results; `label` names the column in the side-by-side table."""
 
     label: str = ""

@@ -9,52 +9,16 @@ from pathlib import Path
 
 from apachews import capacity, config
 from apachews.httpd import Server, SyntaxResult
-from apachews.lab import report as lab_report
 from apachews.lab.echo import EchoServer
 from apachews.lab.holding import HoldingBackend
-from apachews.lab.report import Check
+from apachews.lab.report import Report
 
 IDLE_BODY_TIMEOUT = 2  # RequestReadTimeout body=N while verifying (shipped: 10): the idle check outwaits it
 VERIFY_PREFIX = "/apachews-verify"  # verify's own routes, beside the preset's
 CHECK_TIMEOUTS = {"capacity": 240.0, "abrupt-disconnect": 120.0}  # the others: 60 s
 
 Edit = Callable[[dict[str, str]], dict[str, str]]
-
-
-@dataclass
-class VerifyReport:
-    apache: str
-    httpd: str
-    module: str | None
-    tunnelling: str
-    checks: list[Check] = field(default_factory=list)
-    error_log: Path | None = None
-    preset: str = "generic"
-    layout: str = "bare"
-    capacity: dict[str, object] | None = None  # with --max-websockets: the sizing and the server's workers
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.checks) and all(check.passed for check in self.checks)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "apache": self.apache,
-            "httpd": self.httpd,
-            "module": self.module,
-            "tunnelling": self.tunnelling,
-            "preset": self.preset,
-            "layout": self.layout,
-            "passed": sum(check.passed and not check.skipped for check in self.checks),
-            "skipped": sum(check.skipped for check in self.checks),
-            "total": len(self.checks),
-            "checks": [check.to_dict() for check in self.checks],
-            "error_log": str(self.error_log) if self.error_log else None,
-            **({"capacity": self.capacity} if self.capacity is not None else {}),
-        }
-
-    def table(self) -> str:
-        return lab_report.table(self.checks)
+VerifyReport = Report  # one Apache, one preset: what `verify.run` returns
 
 
 @dataclass
