@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -188,10 +190,16 @@ def test_cli_json_and_exit_codes(system_httpd: Httpd) -> None:
 
 
 @pytest.mark.parametrize("layout", ["bare", "debian"])
-def test_nothing_left_behind(system_httpd: Httpd, layout: str) -> None:
-    before = set(os.listdir("/tmp"))
-    verify.run(system_httpd, checks=["echo-text"], layout=layout)
-    assert not [n for n in set(os.listdir("/tmp")) - before if n.startswith(("apachews-root-", "apachews-verify-"))]
+def test_nothing_left_behind(system_httpd: Httpd, layout: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The run's scratch dirs in a temporary directory of their own: other checkouts run verify in /tmp meanwhile.
+    scratch = Path(tempfile.mkdtemp(prefix="apachews-test-"))
+    scratch.chmod(0o711)  # as /tmp: the server's User reaches its tree
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    try:
+        verify.run(system_httpd, checks=["echo-text"], layout=layout)
+        assert not os.listdir(scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     assert not _apache_children()
 
 
