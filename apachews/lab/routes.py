@@ -1,7 +1,9 @@
-"""The lab's route writer: one per tunnelling style, rendered from templates/apache/lab/routes.conf.j2.
+"""The lab's Apache snippets, rendered from templates/apache/lab/: the one route writer per tunnelling style,
+the extra listeners (a TLS front, a strict mod_reqtimeout) and the rule that keeps a preset's rewrites off the
+lab's routes.
 
 verify's routes to its misbehaving and TLS backends, torture's routes to its raw backends and live-verify's
-temporary vhost all come from here: a <Location> per route whose ProxyPass speaks the style under test
+temporary vhost all come from `write`: a <Location> per route whose ProxyPass speaks the style under test
 (ws:// for mod_proxy_wstunnel, stock or apachews; http:// with upgrade=websocket for mod_proxy_http).
 """
 
