@@ -14,10 +14,8 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import Awaitable
 from dataclasses import dataclass
 
-from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
 MAX_MESSAGE = 16 * 2**20
@@ -322,8 +320,9 @@ def http_get(port: int, path: str, cookie: str = "", tls: bool = False) -> tuple
 
 
 # -- the library client ----------------------------------------------------------------------------------
-def connect(url: str, **options: object) -> Awaitable[ClientConnection]:
-    """The `websockets` client as the checks use it (wss:// with the browser-like TLS client)."""
+def connect(url: str, **options: object) -> ws_connect:
+    """The `websockets` client as the checks use it (wss:// with the browser-like TLS client): await it, or use
+    it as an async context manager."""
     settings: dict[str, object] = {
         "ssl": tls_client() if url.startswith("wss:") else None,
         "max_size": MAX_MESSAGE,
