@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 
 from websockets.asyncio.client import connect
 
-from apachews.echo import MAX_MESSAGE
 from apachews.errors import BadInput
 from apachews.httpd import Httpd
+from apachews.lab.client import MAX_MESSAGE
 from apachews.progress import Progress
 from apachews.verify import running_proxy
 

@@ -20,17 +20,17 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from apachews import config, distros, doctor, echo, httpd, transaction, verify
+from apachews import config, distros, doctor, httpd, transaction, verify
 from apachews.distros.placement import apply as apply_plan
-from apachews.echo import EchoServer
 from apachews.errors import BadInput, JobFailed
 from apachews.httpd import free_port
 from apachews.install import Control, module_style, state_dir, with_parents
+from apachews.lab import echo
+from apachews.lab.echo import EchoServer
 from apachews.progress import Progress
 from apachews.transport import LOCAL, Ssh, Transport
 
 _GUARDED_LOAD = re.compile(r"<IfModule !mod_(\w+)\.c>\n\s*LoadModule [^\n]*\n</IfModule>\n")
-_ROUTE = re.compile(r"^ProxyPass (\S+) (\S+)((?: \S+)*)$", re.MULTILINE)
 ERROR_LOG_CHECK = "error-log-clean"
 LIVE_PATH = "/apachews-live/ws"
 IDLE_LIMIT = 50  # seconds of silence at most in the idle check (each check has 60 s)
@@ -54,12 +54,11 @@ def live_rendering(
     guarded = {match.group(1): match.group(0) for match in _GUARDED_LOAD.finditer(generic)}
     needed = [name for name in guarded if f"{name}_module" not in report.loaded_modules]
     proxy_conf = _GUARDED_LOAD.sub("", generic)
-    # verify's extra routes as <Location> blocks after the preset's: a server-wide <Location "/"> (a preset
-    # installed at the root) would otherwise win over plain ProxyPass lines; among the vhost's own Locations
-    # the later wins, and "/ws" is a prefix of "/ws-die".
-    locations = _ROUTE.sub(r'<Location "\1">\n    ProxyPass "\2"\3\n</Location>', routes)
+    # verify's extra routes (<Location> blocks, the lab's route writer) after the preset's: a server-wide
+    # <Location "/"> (a preset installed at the root) would otherwise win over plain ProxyPass lines; among the
+    # vhost's own Locations the later wins, and "/ws" is a prefix of "/ws-die".
     body = "".join(
-        f"    {line}" if line.strip() else line for line in (proxy_conf + "\n" + locations).splitlines(keepends=True)
+        f"    {line}" if line.strip() else line for line in (proxy_conf + "\n" + routes).splitlines(keepends=True)
     )
     vhost = (
         f"# apachews live-verify: temporary, removed when the run ends\n"

@@ -25,8 +25,8 @@ import pytest
 from apachews import build, config, module, sources, verify
 from apachews import httpd as httpd_module
 from apachews.distros import trees
-from apachews.echo import TcpSocket, socket_holders, tcp_sockets
 from apachews.httpd import Httpd, free_port, wait_for_port
+from apachews.lab.sockets import TcpSocket, socket_holders, tcp_sockets
 from tests import browser
 from tests.fixtures.sources import tests_cache_dir
 

@@ -467,7 +467,7 @@ def _after_graceful_restart(system_httpd: Httpd, sizing: capacity.Sizing, server
         return {name: text if "apachews-capacity" in name else body for name, body in files.items()}
 
     async def run(proxy: verify.Proxy) -> list[float | None]:
-        opened, pending, _, _ = await verify._open_many(proxy.target, 40)
+        opened, pending, _, _ = await verify.open_many(proxy.target, 40)
         try:
             assert len(opened) == 40 and not pending
             assert proxy.server.process is not None
@@ -478,9 +478,9 @@ def _after_graceful_restart(system_httpd: Httpd, sizing: capacity.Sizing, server
             while b"resuming normal operations" not in log.read_bytes()[offset:]:  # the new generation may start
                 assert time.monotonic() < deadline, "no graceful restart in the error log after 30 s"
                 await asyncio.sleep(0.05)
-            return [await verify._timed_get(proxy.target)]
+            return [await verify.timed_get(proxy.target)]
         finally:
-            await verify._close_all(opened)
+            await verify.close_all(opened)
 
     with verify.running_proxy(system_httpd, max_websockets=40, edit=small) as proxy:
         return asyncio.run(run(proxy))

@@ -22,9 +22,9 @@ from click.testing import CliRunner
 
 from apachews import diagnose, module, torture
 from apachews.cli import main
-from apachews.echo import EchoServer
 from apachews.errors import BadInput
 from apachews.httpd import free_port
+from apachews.lab.echo import EchoServer
 from tests import debian_tree
 
 pytestmark = pytest.mark.skipif(debian_tree.available() is not None, reason=str(debian_tree.available()))

@@ -29,9 +29,9 @@ from websockets.sync.client import ClientConnection, connect
 
 from apachews import config, module
 from apachews.catalogue import Version
-from apachews.echo import EchoServer
 from apachews.errors import BadInput
 from apachews.httpd import Httpd, ServerRoot, locate
+from apachews.lab.echo import EchoServer
 
 WORKERS = 4
 

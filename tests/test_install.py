@@ -28,8 +28,8 @@ from websockets.exceptions import InvalidStatus
 from apachews import build, catalogue, config, distros, doctor, images, install, live, serverbuild, verify
 from apachews.cli import main
 from apachews.distros import placement
-from apachews.echo import EchoServer
 from apachews.errors import BadInput
+from apachews.lab.echo import EchoServer
 from apachews.plan import BuildPlan
 from apachews.sources import SourceOptions
 from tests import debian_tree

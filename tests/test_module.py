@@ -21,9 +21,10 @@ from websockets.exceptions import ConnectionClosed
 
 from apachews import config, module, torture, verify
 from apachews.distros import trees
-from apachews.echo import EchoServer, HoldingBackend
 from apachews.errors import BadInput
 from apachews.httpd import Httpd, ServerRoot
+from apachews.lab.echo import EchoServer
+from apachews.lab.holding import HoldingBackend
 
 # What mod_proxy 2.2.x exports (PROXY_DECLARE in modules/proxy/mod_proxy.h, same in 2.2.15 to 2.2.34)
 # among what our module calls; the git test below re-derives it from real 2.2 headers.

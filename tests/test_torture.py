@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from apachews import module, torture
-from apachews.catalogue import Version
+from apachews.catalogue import Tunnelling, Version
 from apachews.errors import BadInput
 from apachews.httpd import Httpd
 from apachews.progress import Progress
@@ -46,7 +46,7 @@ def target(
         pytest.skip(f"stock upgrade=websocket needs Apache 2.4.47+, this is {system_httpd.version}")
     kind = request.param
     if kind == "stock":
-        spec = torture.TargetSpec("stock", system_httpd, "http-upgrade")
+        spec = torture.TargetSpec("stock", system_httpd, Tunnelling.HTTP_UPGRADE)
     else:
         source = _issue18_source() if kind == "issue18" else None
         so = torture.build_module(tmp_path_factory.mktemp(f"apxs-{kind}"), source)

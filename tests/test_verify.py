@@ -5,17 +5,21 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from apachews import build, echo, sources, verify
+from apachews import build, sources, verify
 from apachews import httpd as httpd_module
 from apachews.cli import main
 from apachews.distros import trees
 from apachews.httpd import Httpd, free_port
+from apachews.lab import echo
+from tests.cli_process import start_cli, wait_for_line
 from tests.fixtures.apache import wrong_backend_ca
 from tests.fixtures.sources import tests_cache_dir as cache_dir_of_tests
 
@@ -28,19 +32,10 @@ def own_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _left_behind(root: Path) -> tuple[list[str], set[int]]:
-    """The lab trees under `root`, and the processes still running from one (their command line names it)."""
+def _left_behind(root: Path) -> tuple[list[str], list[int]]:
+    """The lab trees under `root`, and the processes still running from one."""
     trees = [n for n in os.listdir(root) if n.startswith(("apachews-root-", "apachews-verify-"))]
-    running = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if str(root).encode() in cmdline and entry.name != str(os.getpid()):
-                running.add(int(entry.name))
-    return trees, running
+    return trees, _running_from(str(root))
 
 
 def test_full_suite_is_green_on_the_system_apache_but_for_the_orphans_stock_leaves(system_httpd: Httpd) -> None:
@@ -96,7 +91,7 @@ def test_checks_go_red_when_the_route_points_at_a_dead_backend(system_httpd: Htt
     results = {check.name: check.passed for check in report.checks}
     assert results == {"handshake": False, "echo-text": False, "error-log-clean": True}
     assert not report.ok and report.error_log is not None and report.error_log.exists()
-    assert _left_behind(own_tmp) == ([], set())
+    assert _left_behind(own_tmp) == ([], [])
 
 
 def test_app_routes_goes_red_on_a_double_slash(system_httpd: Httpd) -> None:
@@ -205,7 +200,56 @@ def test_cli_json_and_exit_codes(system_httpd: Httpd) -> None:
 def test_nothing_left_behind(system_httpd: Httpd, layout: str, own_tmp: Path) -> None:
     report = verify.run(system_httpd, checks=["echo-text"], layout=layout)
     assert report.ok, report.table()
-    assert _left_behind(own_tmp) == ([], set())
+    assert _left_behind(own_tmp) == ([], [])
+
+
+def _httpd_roots(parent: int) -> set[str]:
+    """The ServerRoots (-d) of the httpd processes `parent` started."""
+    roots = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            status = (entry / "status").read_text()
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if f"\nPPid:\t{parent}\n" in status and "-d" in argv:
+            roots.add(argv[argv.index("-d") + 1])
+    return roots
+
+
+def _running_from(root: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if entry.name.isdigit() and any(arg == root or arg.startswith(root + "/") for arg in argv):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("layout", ["bare", "debian"])
+def test_sigterm_stops_the_apache_and_removes_its_root(system_httpd: Httpd, layout: str) -> None:
+    # CI runners, `timeout` and `docker stop` send SIGTERM: it must clean up as Ctrl-C does.
+    process = start_cli(
+        *["verify", "--httpd", str(system_httpd.binary), "--layout", layout, "--check", "idle"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, bufsize=0,
+    )  # fmt: skip
+    try:
+        said = wait_for_line(process.stderr, "check idle")  # Apache is up; the idle check outwaits a timeout
+        roots = _httpd_roots(process.pid)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+        err = said.encode() + err
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert len(roots) == 1, roots
+    assert process.returncode == 143, err.decode()
+    assert "terminated (SIGTERM)" in err.decode()
+    (root,) = roots
+    assert not _running_from(root) and not Path(root).exists()
 
 
 @pytest.fixture(scope="module")

@@ -26,10 +26,10 @@ from websockets.exceptions import InvalidStatus
 from apachews import config, distros, install, vhosts
 from apachews.cli import main
 from apachews.distros import placement
-from apachews.echo import EchoServer
 from apachews.errors import BadInput
 from apachews.httpd import free_port
-from apachews.verify import make_certificate
+from apachews.lab.certs import make_certificate
+from apachews.lab.echo import EchoServer
 from tests import debian_tree
 
 pytestmark = pytest.mark.skipif(debian_tree.available() is not None, reason=str(debian_tree.available()))

@@ -7,16 +7,19 @@ from pathlib import Path
 import click
 
 from apachews import bench
+from apachews.catalogue import Tunnelling
 from apachews.cli import main
 from apachews.cli._common import Result, Session, command
 from apachews.cli.verify import resolve_httpd
+
+STYLES = [Tunnelling.WSTUNNEL.value, Tunnelling.HTTP_UPGRADE.value]
 
 
 @command(main, "bench")
 @click.option("--httpd", "binary", type=click.Path(path_type=Path), help="Apache binary (default: system's).")
 @click.option("--dist", type=click.Path(path_type=Path), help="A dir made by `apachews build --with-httpd`.")
 @click.option("--module", type=click.Path(path_type=Path), help="Load this mod_proxy_wstunnel.so instead.")
-@click.option("--prefer", type=click.Choice(["wstunnel", "http-upgrade"]), help="Tunnelling style (2.4.47+).")
+@click.option("--prefer", type=click.Choice(STYLES), help="Tunnelling style (2.4.47+).")
 @click.option("--connections", default=10, show_default=True, help="Concurrent WebSocket connections.")
 @click.option("--messages", default=500, show_default=True, help="Round trips per connection.")
 @click.option("--size", default=1024, show_default=True, help="Message size in bytes.")

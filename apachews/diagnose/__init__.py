@@ -24,7 +24,7 @@ from apachews.diagnose.findings import (
     rendered_files,
     since_start,
 )
-from apachews.diagnose.probe import PROBE_TIMEOUT, WS_GUID, Probe, explain, log_marks, loopback_url, probe
+from apachews.diagnose.probe import PROBE_TIMEOUT, Probe, explain, log_marks, loopback_url, probe
 from apachews.diagnose.routes import Route, route_for, scan_routes
 from apachews.diagnose.signatures import FALLBACK_SINCE, SCHEME_MODULES, SIGNATURES, UPGRADE_PARAM_SINCE, Signature
 from apachews.diagnose.view import LOG_TAIL_BYTES, ServerView, log_tail, read_server
@@ -42,7 +42,6 @@ __all__ = [
     "ServerView",
     "Signature",
     "UPGRADE_PARAM_SINCE",
-    "WS_GUID",
     "blind_spots",
     "examine",
     "explain",

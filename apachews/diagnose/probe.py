@@ -3,12 +3,9 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
 import ipaddress
 import re
-import secrets
 import socket
 import ssl
 import time
@@ -33,10 +30,10 @@ from apachews.diagnose.routes import Route, route_for
 from apachews.diagnose.signatures import SIGNATURES
 from apachews.diagnose.view import LOG_TAIL_BYTES, ServerView
 from apachews.errors import BadInput
+from apachews.lab import client
 from apachews.serial import Serialised
 
 PROBE_TIMEOUT = 10.0
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, section 1.3
 
 
 # -- from the client side ------------------------------------------------------------------------------------
@@ -102,7 +99,6 @@ def probe(url: str, host: str | None = None, origin: str | None = None, idle: fl
     host = host or (address if port == default_port else f"{address}:{port}")
     origin = origin or f"{'https' if scheme == 'wss' else 'http'}://{host}"
     result = Probe(url, host, origin, idle=idle)
-    key = base64.b64encode(secrets.token_bytes(16)).decode()
     try:
         sock: socket.socket = socket.create_connection((address, port), timeout=PROBE_TIMEOUT)
     except OSError as error:
@@ -113,31 +109,13 @@ def probe(url: str, host: str | None = None, origin: str | None = None, idle: fl
             context = ssl.create_default_context()
             context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # loopback: the name is not ours
             sock = context.wrap_socket(sock, server_hostname=host.split(":")[0])
-        sock.sendall(
-            (
-                f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Origin: {origin}\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                "User-Agent: apachews-diagnose\r\n\r\n"
-            ).encode()
-        )
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        head, _, rest = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = lines[0].split(None, 2)
-        if len(status) < 2 or not status[1].isdigit():
-            result.error = f"no HTTP answer ({len(data)} bytes)"
+        answer = client.upgrade(sock, path, host, origin=origin, extra="User-Agent: apachews-diagnose\r\n")
+        if not answer.status:
+            result.error = f"no HTTP answer ({answer.received} bytes)"
             return result
-        result.status, result.reason = int(status[1]), status[2] if len(status) > 2 else ""
-        headers = {n.strip().lower(): v.strip() for n, _, v in (line.partition(":") for line in lines[1:])}
-        accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
-        result.accepted = headers.get("sec-websocket-accept") == accept
+        result.status, result.reason, result.accepted = answer.status, answer.reason, answer.accepted
         if result.status == 101 and idle > 0:
-            _idle_then_echo(sock, rest, idle, result)
+            _idle_then_echo(sock, answer.rest, idle, result)
     except OSError as error:
         result.error = str(error)
     finally:
