@@ -202,10 +202,10 @@ static int proxy_wstunnel_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     }
     ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded);
     if (!PWS_HANDOFF) {
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
-                     PWS_LOGNO(0019) "ProxyWebsocketHandoff is not available "
-                                     "on this platform: tunnels stay with "
-                                     "their workers");
+        ap_log_error(
+            APLOG_MARK, APLOG_WARNING, 0, s,
+            PWS_LOGNO(0019) "ProxyWebsocketHandoff is not available on this "
+                            "platform: tunnels stay with their workers");
         return OK;
     }
 #if PWS_HANDOFF
@@ -259,8 +259,7 @@ static const command_rec proxy_wstunnel_commands[] = {
     AP_INIT_TAKE1("ProxyWebsocketFinTimeout", proxy_wstunnel_set_fin_timeout,
                   NULL, RSRC_CONF | ACCESS_CONF,
                   "How long a WebSocket tunnel lives on after one side's FIN "
-                  "or close frame (default 5; 0: until "
-                  "the idle limit)"),
+                  "or close frame (default 5; 0: until the idle limit)"),
     AP_INIT_FLAG("ProxyWebsocketUpgrade", proxy_wstunnel_set_upgrade, NULL,
                  RSRC_CONF | ACCESS_CONF,
                  "On: tunnel WebSocket upgrades that arrive on http:// and "
@@ -268,9 +267,8 @@ static const command_rec proxy_wstunnel_commands[] = {
     AP_INIT_FLAG("ProxyWebsocketHandoff", proxy_wstunnel_set_handoff, NULL,
                  RSRC_CONF | ACCESS_CONF,
                  "On: plain ws:// tunnels move to an event loop after the "
-                 "handshake and free their worker (the "
-                 "child's own on worker and event, the tunnel keeper process's "
-                 "on prefork)"),
+                 "handshake and free their worker (the child's own on worker "
+                 "and event, the tunnel keeper process's on prefork)"),
     {.name = NULL} /* the end of the table */
 };
 

@@ -58,8 +58,8 @@ static proxy_wstunnel_loop *proxy_wstunnel_loop_get(server_rec *s)
         proxy_wstunnel_loop_failed = 1;
         pthread_mutex_unlock(&proxy_wstunnel_loop_lock);
         ap_log_error(APLOG_MARK, APLOG_ERR, APR_FROM_OS_ERROR(errno), s,
-                     PWS_LOGNO(0015) "cannot start the WebSocket event "
-                                     "loop: tunnels stay with their workers");
+                     PWS_LOGNO(0015) "cannot start the WebSocket event loop: "
+                                     "tunnels stay with their workers");
         return NULL;
     }
     proxy_wstunnel_child_loop = loop;
@@ -250,11 +250,11 @@ static void proxy_wstunnel_keeper_take(proxy_wstunnel_loop *loop, int conn,
     if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &peer, &size) != 0
         || peer.uid != geteuid()
         || proxy_wstunnel_parent_of(peer.pid) != parent) {
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
-                     PWS_LOGNO(0028) "tunnel keeper: refused a connection from "
-                                     "pid %ld (uid %ld): not a child of "
-                                     "this server",
-                     (long)peer.pid, (long)peer.uid);
+        ap_log_error(
+            APLOG_MARK, APLOG_WARNING, 0, s,
+            PWS_LOGNO(0028) "tunnel keeper: refused a connection from pid %ld "
+                            "(uid %ld): not a child of this server",
+            (long)peer.pid, (long)peer.uid);
         return;
     }
     patience.tv_sec = PWS_KEEPER_PATIENCE_SEC;
@@ -304,11 +304,11 @@ static void proxy_wstunnel_keeper_take(proxy_wstunnel_loop *loop, int conn,
             answer = 'K';
             break;
         case 1:
-            ap_log_error(APLOG_MARK, APLOG_INFO, 0, s,
-                         PWS_LOGNO(0039) "tunnel keeper full (%" APR_SIZE_T_FMT
-                                         " tunnels): the child keeps the "
-                                         "tunnel",
-                         held);
+            ap_log_error(
+                APLOG_MARK, APLOG_INFO, 0, s,
+                PWS_LOGNO(0039) "tunnel keeper full (%" APR_SIZE_T_FMT
+                                " tunnels): the child keeps the tunnel",
+                held);
             break;
         default:
             break;
@@ -527,12 +527,11 @@ static const char *proxy_wstunnel_keeper_dir(apr_pool_t *p, server_rec *s,
     }
     if (lstat(dir, &info) != 0 || !S_ISDIR(info.st_mode) || info.st_uid != owner
         || (info.st_mode & 077) != 0) {
-        ap_log_error(
-            APLOG_MARK, APLOG_ERR, APR_FROM_OS_ERROR(errno), s,
-            PWS_LOGNO(0035) "%s must be a directory of the server's User (uid "
-                            "%ld) with mode 0700: remove "
-                            "it and restart; no tunnel keeper until then",
-            dir, (long)owner);
+        ap_log_error(APLOG_MARK, APLOG_ERR, APR_FROM_OS_ERROR(errno), s,
+                     PWS_LOGNO(0035) "%s must be a directory of the server's "
+                                     "User (uid %ld) with mode 0700: remove it "
+                                     "and restart; no tunnel keeper until then",
+                     dir, (long)owner);
         return NULL;
     }
     return dir;

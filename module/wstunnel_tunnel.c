@@ -210,10 +210,9 @@ int proxy_wstunnel_tunnel(request_rec *r, proxy_conn_rec *backend,
             if (left <= 0) {
                 ap_log_rerror(
                     APLOG_MARK, APLOG_DEBUG, 0, r,
-                    PWS_LOGNO(
-                        0022) "one side finished %" APR_TIME_T_FMT
-                              " ms ago, the other did not: "
-                              "closing the tunnel (ProxyWebsocketFinTimeout)",
+                    PWS_LOGNO(0022) "one side finished %" APR_TIME_T_FMT
+                                    " ms ago, the other did not: closing the "
+                                    "tunnel (ProxyWebsocketFinTimeout)",
                     (apr_time_t)apr_time_as_msec(fin_timeout));
                 rv = APR_EOF;
                 break;
@@ -326,10 +325,9 @@ int proxy_wstunnel_tunnel(request_rec *r, proxy_conn_rec *backend,
         else if (APR_STATUS_IS_EOF(rv)) {
             ap_log_rerror(
                 APLOG_MARK, APLOG_DEBUG, 0, r,
-                PWS_LOGNO(
-                    0024) "one side finished %" APR_TIME_T_FMT
-                          " ms ago, the other did not: "
-                          "closing the raw tunnel (ProxyWebsocketFinTimeout)",
+                PWS_LOGNO(0024) "one side finished %" APR_TIME_T_FMT
+                                " ms ago, the other did not: closing the raw "
+                                "tunnel (ProxyWebsocketFinTimeout)",
                 (apr_time_t)apr_time_as_msec(fin_timeout));
         }
     }
