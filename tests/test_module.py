@@ -43,7 +43,7 @@ MOD_PROXY_22_EXPORTS = {
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> module.ApxsBuild:
-    return module.build_with_apxs(tmp_path_factory.mktemp("apxs"), extra_cflags=["-Wextra", "-Wno-unused-parameter"])
+    return module.build_with_apxs(tmp_path_factory.mktemp("apxs"), extra_cflags=["-Wextra"])
 
 
 def _proxy_imports(so: Path) -> set[str]:
