@@ -54,7 +54,7 @@ bench: deps venv
 	@if [ -n "$$APACHEWS_HTTPD_GIT" ]; then $(PY) benchmarks/matrix_bench.py --git "$$APACHEWS_HTTPD_GIT" $(MATRIX_ARGS); \
 	else echo "matrix_bench: skipped, set APACHEWS_HTTPD_GIT to an apache/httpd clone"; fi
 
-# The series' creation patch is generated from module/mod_proxy_wstunnel.c.
+# The series' creation patch is generated from the C files in module/.
 patches: venv
 	$(PY) -m apachews.module
 

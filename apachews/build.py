@@ -111,7 +111,7 @@ def prepare_tree(plan: BuildPlan, tree: Path, workdir: Path, progress: Progress)
             )
     elif plan.backport:
         progress.step("replacing the stock mod_proxy_wstunnel.c with the apachews backport")
-        (copy / MODULE_FILE).write_text(module.source_text())
+        module.install_into(copy)
     return copy
 
 

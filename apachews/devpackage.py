@@ -215,7 +215,8 @@ def build(
         wrapper = floor.write_wrapper(Path(scratch), glibc_floor)
         so = Path(scratch) / "mod_proxy_wstunnel.so"
         includes = [f"-I{d}" for d in dict.fromkeys((httpd_dir, apr_dir, apu_dir))]
-        argv = [str(wrapper), *COMPILE_FLAGS, *includes, *floor.LINK_ARGS, str(module.source_path()), "-o", str(so)]
+        sources = [str(path) for path in module.source_paths()]
+        argv = [str(wrapper), *COMPILE_FLAGS, *includes, *floor.LINK_ARGS, *sources, "-o", str(so)]
         done = subprocess.run(argv, capture_output=True, text=True, check=False, env=floor.zig_env())
         output = done.stdout + done.stderr
         if done.returncode != 0:

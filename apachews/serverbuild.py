@@ -131,8 +131,8 @@ cc=/tmp/apachews/zig-cc-2.$minor
 ZIG_GLOBAL_CACHE_DIR=/tmp/zig
 if [ -d /ccache ] && [ -w /ccache ]; then ZIG_GLOBAL_CACHE_DIR=/ccache/zig; fi
 export ZIG_GLOBAL_CACHE_DIR ZIG_LOCAL_CACHE_DIR=$ZIG_GLOBAL_CACHE_DIR
-{apxs} -S CC="$cc" -c -Wc,-Wall mod_proxy_wstunnel.c > apxs.log 2>&1 || {{ cat apxs.log; exit 3; }}
-"$cc" {link_args} -o out.so .libs/mod_proxy_wstunnel.o >> apxs.log 2>&1 || {{ cat apxs.log; exit 3; }}
+{apxs} -S CC="$cc" -c -Wc,-Wall {sources} > apxs.log 2>&1 || {{ cat apxs.log; exit 3; }}
+"$cc" {link_args} -o out.so {objects} >> apxs.log 2>&1 || {{ cat apxs.log; exit 3; }}
 cat apxs.log
 """
 
@@ -169,7 +169,12 @@ def build_in_image(
     }
     progress.step(f"apxs -c in {image}")
     started = time.monotonic()
-    script = _IMAGE_SCRIPT.format(apxs=apxs, link_args=" ".join(floor.LINK_ARGS))
+    script = _IMAGE_SCRIPT.format(
+        apxs=apxs,
+        link_args=" ".join(floor.LINK_ARGS),
+        sources=" ".join(module.SOURCE_NAMES),
+        objects=" ".join(f".libs/{name[:-2]}.o" for name in module.SOURCE_NAMES),
+    )
     container = engine.containers.create(
         image,
         ["sh", "-c", script],
@@ -227,7 +232,7 @@ def _source_tar(scripts: dict[str, str]) -> bytes:
         folder = tarfile.TarInfo("apachews")
         folder.type, folder.mode = tarfile.DIRTYPE, 0o755
         tar.addfile(folder)
-        files = {module.SOURCE_NAME: (module.source_path().read_bytes(), 0o644)}
+        files = {name: (text.encode(), 0o644) for name, text in module.source_files().items()}
         files |= {name: (text.encode(), 0o755) for name, text in scripts.items()}
         for name, (data, mode) in files.items():
             info = tarfile.TarInfo(f"apachews/{name}")

@@ -129,7 +129,7 @@ def portable_module(out: Path) -> Path:
     subprocess.run(
         [sys.executable, "-m", "ziglang", "cc", "-target", "x86_64-linux-gnu.2.17",
          "-shared", "-fPIC", "-O2", "-I/usr/include/apache2", "-I/usr/include/apr-1.0", "-D_GNU_SOURCE", "-DLINUX",
-         "-o", str(so), str(module.source_path())],
+         "-o", str(so), *map(str, module.source_paths())],
         check=True, capture_output=True,
     )  # fmt: skip
     return so

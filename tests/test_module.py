@@ -44,7 +44,7 @@ MOD_PROXY_22_EXPORTS = {
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> module.ApxsBuild:
-    return module.build_with_apxs(tmp_path_factory.mktemp("apxs"), extra_cflags=["-Wextra", "-Wno-unused-parameter"])
+    return module.build_with_apxs(tmp_path_factory.mktemp("apxs"), extra_cflags=["-Wextra"])
 
 
 def _proxy_imports(so: Path) -> set[str]:
@@ -78,8 +78,29 @@ def test_committed_patch_is_generated_from_the_c_source() -> None:
 
 
 def test_creation_patch_follows_the_source() -> None:
-    # The check above must be able to fail: a changed source gives a different patch.
-    assert module.creation_patch(module.source_text() + "/* edited */\n") != module.creation_patch()
+    # The check above must be able to fail: a change to any file gives a different patch.
+    files = module.source_files()
+    assert list(files) == [module.HEADER_NAME, *module.SOURCE_NAMES]
+    for name in files:
+        edited = dict(files, **{name: files[name] + "/* edited */\n"})
+        assert module.creation_patch(edited) != module.creation_patch()
+
+
+def test_every_file_of_module_dir_is_a_part_of_the_module() -> None:
+    # A C file added to module/ but not to module.SOURCE_NAMES would be in no build.
+    on_disk = {p.name for p in module.source_path().parent.iterdir() if p.suffix in (".c", ".h")}
+    assert on_disk == set(module.FILE_NAMES)
+
+
+def test_log_tags_are_unique() -> None:
+    # "APWSnnnn" names one place in the source: a tag found in an error log leads to one line.
+    tags: dict[str, list[str]] = {}
+    for name, text in module.source_files().items():
+        for number, line in enumerate(text.splitlines(), 1):
+            for tag in re.findall(r"PWS_LOGNO\((\d+)\)", line):
+                tags.setdefault(tag, []).append(f"{name}:{number}")
+    assert len(tags) > 30
+    assert {tag: places for tag, places in tags.items() if len(places) > 1} == {}
 
 
 @pytest.fixture(scope="module")

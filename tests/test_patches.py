@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from apachews import catalogue, patches
+from apachews import catalogue, module, patches
 from apachews.cli import main
 from apachews.errors import BadInput, JobFailed
 
@@ -273,8 +274,11 @@ def test_backport_series_applies_cleanly_to_real_releases(git_tree, tag: str, tm
     shutil.copytree(git_tree(tag), tree, symlinks=True)
     series = patches.load_series(catalogue.load().get(tag).series)
     report = patches.apply(series, tree)
-    assert report.summary() == "clean (4 hunks)", report.table()
-    assert (tree / "modules/proxy/mod_proxy_wstunnel.c").exists()
+    # The creation patch adds each of the module's files (one hunk each); the build glue has 3 hunks.
+    assert report.summary() == f"clean ({len(module.FILE_NAMES) + 3} hunks)", report.table()
+    assert all((tree / module.TREE_DIR / name).exists() for name in module.FILE_NAMES)
+    objs = re.search(r'^proxy_wstunnel_objs="([^"]*)"', (tree / "modules/proxy/config.m4").read_text(), re.M)
+    assert objs and objs.group(1) == module.OBJECTS  # httpd's build compiles every C file of the module
     assert patches.check(series, tree).status == "already-applied"
 
 

@@ -4,16 +4,13 @@ the side-by-side table of their reports."""
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from apachews import module
 from apachews.catalogue import Tunnelling, Version
 from apachews.dist import Dist
-from apachews.errors import BadInput, JobFailed
+from apachews.errors import BadInput
 from apachews.httpd import Httpd
 from apachews.lab import report
 from apachews.torture.target import TargetReport, TargetSpec
@@ -58,18 +55,7 @@ def details(reports: Sequence[TargetReport]) -> str:
 def build_module(out_dir: Path, source: str | None = None) -> Path:
     """The apachews module built with apxs: from module/ (`apachews.module`), or from given C text (an
     older revision, to show a case failing on it)."""
-    if source is None:
-        return module.build_with_apxs(out_dir).so
-    if shutil.which("apxs") is None:
-        raise BadInput("apxs not found", hint="apt-get install apache2-dev (or yum install httpd-devel)")
-    scratch = Path(tempfile.mkdtemp(prefix="apachews-apxs-", dir=out_dir))
-    (scratch / module.SOURCE_NAME).write_text(source)
-    result = subprocess.run(
-        ["apxs", "-c", module.SOURCE_NAME], cwd=scratch, capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        raise JobFailed("apxs could not compile that module source", hint=(result.stdout + result.stderr)[-4000:])
-    return scratch / ".libs" / "mod_proxy_wstunnel.so"
+    return module.build_with_apxs(out_dir, source=source).so
 
 
 def targets(httpd: Httpd, kinds: Sequence[str], module_so: Path | None, dist: Path | None = None) -> list[TargetSpec]:
