@@ -1,12 +1,17 @@
-"""The notes a rendering carries: what the MPM sizing changes, what ends a vanished client's tunnel, what a
-tunnelling style needs built or installed."""
+"""The notes a rendering carries: what a tunnelling style needs built or installed, what ends a vanished client's
+tunnel, the app-side settings, what the options change, what the MPM sizing changes."""
 
 from __future__ import annotations
+
+import ipaddress
+import re
 
 from apachews import capacity, distros, tunnelling
 from apachews.capacity import Sizing
 from apachews.catalogue import Release
+from apachews.config.inputs import DEFAULT_PUBLIC_URL, Backend, Public
 from apachews.config.presets import IDLE_HEARTBEATS, Preset
+from apachews.config.resolve import Resolved
 from apachews.tunnelling import Tunnelling
 
 VHOST_REWRITE_NOTE = (
@@ -14,6 +19,105 @@ VHOST_REWRITE_NOTE = (
     "Include the file there, not at server level (conf-enabled)."
 )
 """A rewrite-based rendering's note: `apachews install --vhost` includes it there, and drops the note."""
+
+
+def app_values(r: Resolved) -> dict[str, str]:
+    """What the preset's notes and app-side settings may name: {path}, {ws_path}, {url}, {proxy_address}, ..."""
+    websocket_paths = r.websocket_paths
+    return {
+        "path": r.path,
+        "backend_path": r.backend.path,
+        "ws_path": (websocket_paths[0] if websocket_paths else r.path).lstrip("/"),
+        **_public_values(r.public, r.path, r.backend),
+    }
+
+
+def app_settings(r: Resolved, values: dict[str, str]) -> list[dict[str, str]]:
+    """The preset's settings on the application's side ({file, setting, value, why}), for these `values`."""
+    return [{key: text.format(**values) for key, text in setting.items()} for setting in r.spec.app_settings]
+
+
+def _public_values(public: Public, path: str, backend: Backend) -> dict[str, str]:
+    """What notes and app-side settings may name: where users reach the app, and where Apache connects from."""
+    host = backend.netloc.rsplit(":", 1)[0].strip("[]")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    base = path.rstrip("/")
+    proxy = ("::1" if host == "::1" else "127.0.0.1") if loopback else "this Apache's address"
+    return {
+        "public_url": public.url,
+        "host": public.host,
+        "netloc": public.netloc,
+        "scheme": public.scheme,
+        "ws_scheme": "wss" if public.scheme == "https" else "ws",
+        "url": public.url + base,
+        "base_path": base,
+        "path_slash": base + "/",
+        "proxy_address": proxy,
+        "proxy_address_regex": re.escape(proxy) if loopback else proxy,
+    }
+
+
+def route_notes(r: Resolved, values: dict[str, str], settings: list[dict[str, str]], rewrites: bool) -> list[str]:
+    """The notes on the routes, before the layout's own: the style's, the preset's, the app-side `settings`, and
+    what --handoff, --h2 and a RewriteRule (`rewrites`) mean for them."""
+    notes = style_notes(r.release, r.style, r.preset) + [note.format(**values) for note in r.spec.notes]
+    notes.append(dead_client_note(r.release, r.style, r.spec))
+    notes += _settings_notes(r, settings)
+    if r.handoff:
+        notes.append(
+            "ProxyWebsocketHandoff On: once open, a plain tunnel (no TLS on either side) gives its worker back and "
+            "lives in its child's event loop (worker, event), or under prefork in the tunnel keeper, one process "
+            f"beside the children; a loop holds (the open-files hard limit, at most {capacity.LOOP_MAX_OPEN_FILES}, "
+            f"- {capacity.LOOP_RESERVED_FDS}) / 2 tunnels, more keep their worker. TLS tunnels stay with their "
+            "worker."
+        )
+    if r.h2_websockets:
+        notes.append(
+            "H2WebSockets on: browsers open these WebSockets over HTTP/2 (RFC 8441) on a vhost with Protocols h2 "
+            "(TLS) or h2c; mod_http2 hands each to the route above. Other vhosts keep HTTP/1.1 upgrades."
+        )
+    elif r.deployment.h2:
+        notes.append(
+            f"--h2: Apache {r.release.version}'s mod_http2 carries no WebSockets (H2WebSockets came in "
+            f"{tunnelling.H2_WEBSOCKETS_SINCE}): browsers open them over HTTP/1.1 on a connection of their own, "
+            "while the page itself uses HTTP/2. Nothing to configure for that."
+        )
+    if rewrites:
+        notes.append(VHOST_REWRITE_NOTE)
+    return notes
+
+
+def _settings_notes(r: Resolved, settings: list[dict[str, str]]) -> list[str]:
+    """One note per app-side setting; where the routes' timeout comes from; and that the settings name a
+    placeholder URL when --public-url was left out."""
+    notes = []
+    for setting in settings:
+        why = f" ({setting['why']})" if "why" in setting else ""
+        notes.append(f"{setting['file']}: {setting['setting']} = {setting['value']}{why}")
+    spec = r.spec
+    if spec.heartbeat and spec.timeout:
+        notes.append(
+            f"Timeout {spec.timeout} s on these routes (ProxyPass timeout=), above the {spec.heartbeat['seconds']} s "
+            f"of the application's heartbeat: {spec.heartbeat['figure']}."
+        )
+    if r.deployment.public_url is None and settings:
+        notes.append(f"The settings above name {DEFAULT_PUBLIC_URL}: pass --public-url with the URL users open.")
+    return notes
+
+
+def backend_tls_note(r: Resolved) -> str:
+    """How a TLS backend's certificate is verified, and what a failure looks like."""
+    return (
+        f"The backend's certificate is verified (SSLProxyVerify require) against "
+        f"{r.backend_ca}. When it does not verify (a self-signed backend, GateOne's own "
+        "certificate), the WebSocket handshake fails with 502 (HTTP requests with 500 or 502) and the error log "
+        "says 'Certificate Verification: Error (18): self signed certificate' (OpenSSL 3: self-signed) and "
+        "'Error during SSL Handshake with remote server': give the backend's certificate (or its CA) with "
+        "--backend-ca FILE."
+    )
 
 
 def capacity_notes(sizing: Sizing, layout: distros.Layout) -> list[str]:
