@@ -121,7 +121,7 @@ def _proxy_conf(r: Resolved, routing: routes.Routing, header: str) -> str:
             backend_ca=r.backend_ca,
             check_peer_name=r.release.version >= SSL_PROXY_CHECK_PEER_NAME_SINCE,
             rewrites=routing.rewrites,
-            locations=[route.to_template() for route in routing.routes],
+            locations=routing.routes,
             family=r.release.family,
             allow=list(r.allowed),
             h2=r.h2_websockets,

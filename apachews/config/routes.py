@@ -13,6 +13,14 @@ from apachews.config.resolve import Resolved
 from apachews.tunnelling import Tunnelling
 
 
+@dataclass(frozen=True)
+class Worker:
+    """The parameters of the worker (the backend connection) a ProxyPass defines."""
+
+    params: tuple[str, ...] = ()  # the preset's own (flushpackets=on), written as they are
+    timeout: int | None = None  # timeout=, from the app's heartbeat
+
+
 @dataclass
 class Route:
     """One <Location> with its ProxyPass."""
@@ -26,21 +34,7 @@ class Route:
     websocket: bool = False  # WebSocket upgrades come through this route (ws, mixed, balancer)
     nohalfclose: bool = False  # stock 2.4.52+: SetEnv proxy-nohalfclose 1 (a FIN ends the tunnel)
     idle_timeout: int | None = None  # apachews module: ProxyWebsocketIdleTimeout (from the app's heartbeat)
-    params: str = ""  # worker parameters from the preset (flushpackets=on, timeout=N)
-
-    def to_template(self) -> dict[str, str | bool | int | None]:
-        options = (" upgrade=websocket" if self.upgrade_option else "") + self.params
-        return {
-            "path": self.path,
-            "target": self.target,
-            "reverse": self.target,
-            "options": options,
-            "comment": self.comment,
-            "upgrade_directive": self.upgrade_directive,
-            "handoff": self.handoff,
-            "nohalfclose": self.nohalfclose,
-            "idle_timeout": self.idle_timeout,
-        }
+    worker: Worker = Worker()  # the parameters of the worker ProxyPass defines
 
 
 @dataclass
@@ -48,7 +42,7 @@ class Routing:
     """What proxy.conf.j2 writes: the <Location>s, the RewriteRules for upgrades, the balancers."""
 
     routes: list[Route] = field(default_factory=list)
-    rewrites: list[dict[str, str]] = field(default_factory=list)
+    rewrites: list[dict[str, object]] = field(default_factory=list)
     balancers: list[dict[str, object]] = field(default_factory=list)
 
 
@@ -99,48 +93,44 @@ def _target(r: Resolved, route: dict[str, str], kind: str) -> str:
     return proxy_target(_where(r, route), r.backend.url(kind, route["backend_path"]))
 
 
-def _timeout(r: Resolved) -> str:
-    return f" timeout={r.spec.timeout}" if r.spec.timeout else ""
-
-
-def _params(r: Resolved, route: dict[str, str]) -> str:
-    return "".join(f" {param}" for param in route.get("params", ())) + _timeout(r)
+def _worker(r: Resolved, route: dict[str, str]) -> Worker:
+    return Worker(tuple(route.get("params", ())), r.spec.timeout)
 
 
 def _http(r: Resolved, route: dict[str, str], out: Routing) -> None:
-    out.routes.append(Route(_where(r, route), _target(r, route, "http"), "HTTP", params=_params(r, route)))
+    out.routes.append(Route(_where(r, route), _target(r, route, "http"), "HTTP", worker=_worker(r, route)))
 
 
 def _ws(r: Resolved, route: dict[str, str], out: Routing) -> None:
-    where, params = _where(r, route), _params(r, route)
+    where, worker = _where(r, route), _worker(r, route)
     covering = _covering_route(r.spec, route) if r.upgrade else None
     if covering is not None:
         # One worker per backend URL prefix (AH01146): the HTTP route carries the upgrade for this path.
         next(other for other in out.routes if other.path == _where(r, covering)).upgrade_option = True
     elif r.upgrade:
         target, comment = _target(r, route, "http"), "WebSocket (mod_proxy_http upgrade)"
-        out.routes.append(Route(where, target, comment, upgrade_option=True, params=params, websocket=True))
+        out.routes.append(Route(where, target, comment, upgrade_option=True, worker=worker, websocket=True))
     else:
         target = _target(r, route, "ws")
-        out.routes.append(Route(where, target, "WebSocket", handoff=r.handoff, params=params, websocket=True))
+        out.routes.append(Route(where, target, "WebSocket", handoff=r.handoff, worker=worker, websocket=True))
 
 
 def _mixed(r: Resolved, route: dict[str, str], out: Routing) -> None:
     """HTTP and WebSocket on one path: upgrade= on mod_proxy_http, the apachews module's ProxyWebsocketUpgrade,
     or (stock 2.4.7-2.4.46) a RewriteRule that sends the upgrades to the ws:// backend."""
-    where, target, params = _where(r, route), _target(r, route, "http"), _params(r, route)
+    where, target, worker = _where(r, route), _target(r, route, "http"), _worker(r, route)
     if r.mixed_upgrade:
         comment = "HTTP and WebSocket (mod_proxy_http upgrade)"
-        out.routes.append(Route(where, target, comment, upgrade_option=True, params=params, websocket=True))
+        out.routes.append(Route(where, target, comment, upgrade_option=True, worker=worker, websocket=True))
     elif r.style is Tunnelling.APACHEWS:
         comment = "HTTP and WebSocket (apachews module)"
         out.routes.append(
-            Route(where, target, comment, upgrade_directive=True, handoff=r.handoff, params=params, websocket=True)
+            Route(where, target, comment, upgrade_directive=True, handoff=r.handoff, worker=worker, websocket=True)
         )
     else:
         ws_base = r.backend.url("ws", route["backend_path"]).rstrip("/")
-        out.rewrites.append(_rewrite(where, ws_base, _timeout(r)))
-        out.routes.append(Route(where, target, "HTTP (non-upgrade)", params=params))
+        out.rewrites.append(_rewrite(where, ws_base, r.spec.timeout))
+        out.routes.append(Route(where, target, "HTTP (non-upgrade)", worker=worker))
 
 
 def _balancer_route(r: Resolved, route: dict[str, str], out: Routing) -> None:
@@ -148,7 +138,7 @@ def _balancer_route(r: Resolved, route: dict[str, str], out: Routing) -> None:
     where, name = _where(r, route), f"apachews-{r.preset}"
     # mod_proxy_http's upgrade is a worker parameter: it goes on each member.
     scheme = "http" if r.upgrade else "ws"
-    out.balancers.append(_balancer(name, r.backends, scheme, route, r.sticky, r.upgrade, _timeout(r)))
+    out.balancers.append(_balancer(name, r.backends, scheme, route, r.sticky, r.upgrade, r.spec.timeout))
     target = f"balancer://{name}" + ("/" if where.endswith("/") else "")
     # Only the apachews module reads ProxyWebsocketHandoff (handoff is refused in other styles).
     out.routes.append(Route(where, target, "WebSocket, load-balanced", handoff=r.handoff, websocket=True))
@@ -159,7 +149,7 @@ def _balanced(r: Resolved, route: dict[str, str], out: Routing) -> None:
     http:// members where the upgrade rides on them; on stock 2.4.7-2.4.46 a second one of ws:// members the
     RewriteRule sends upgrades to, both sticky on the same route cookie."""
     where, name = _where(r, route), f"apachews-{r.preset}"
-    out.balancers.append(_balancer(name, r.backends, "http", route, True, r.mixed_upgrade, _timeout(r)))
+    out.balancers.append(_balancer(name, r.backends, "http", route, True, r.mixed_upgrade, r.spec.timeout))
     target = f"balancer://{name}" + ("/" if where.endswith("/") else "")
     if r.mixed_upgrade:
         comment = "HTTP and WebSocket, load-balanced (mod_proxy_http upgrade)"
@@ -169,8 +159,8 @@ def _balanced(r: Resolved, route: dict[str, str], out: Routing) -> None:
         out.routes.append(Route(where, target, comment, upgrade_directive=True, handoff=r.handoff, websocket=True))
     else:
         ws_name = f"{name}-ws"
-        out.balancers.append(_balancer(ws_name, r.backends, "ws", route, True, False, _timeout(r)))
-        out.rewrites.append(_rewrite(where, f"balancer://{ws_name}", ""))
+        out.balancers.append(_balancer(ws_name, r.backends, "ws", route, True, False, r.spec.timeout))
+        out.rewrites.append(_rewrite(where, f"balancer://{ws_name}", None))
         out.routes.append(Route(where, target, "HTTP (non-upgrade), load-balanced"))
 
 
@@ -205,15 +195,15 @@ def _covering_route(spec: Preset, route: dict[str, str]) -> dict[str, str] | Non
     return None
 
 
-def _rewrite(where: str, target: str, timeout: str) -> dict[str, str]:
-    """A RewriteRule that sends WebSocket upgrades under `where` to `target` (stock 2.4.7-2.4.46); `timeout`
-    (" timeout=N") defines the worker it reaches with that timeout."""
+def _rewrite(where: str, target: str, timeout: int | None) -> dict[str, object]:
+    """A RewriteRule that sends WebSocket upgrades under `where` to `target` (stock 2.4.7-2.4.46); a `timeout`
+    defines the worker it reaches with that timeout (a balancer's members have theirs)."""
     return {
         "path": where,
         "pattern": where.rstrip("/").replace(".", r"\."),
         "target": target,
         "worker": target if timeout and not target.startswith("balancer:") else "",
-        "worker_params": timeout.strip(),
+        "timeout": timeout,
     }
 
 
@@ -224,7 +214,7 @@ def _balancer(
     route: dict[str, str],
     sticky: bool,
     upgrade: bool,
-    timeout: str,
+    timeout: int | None,
 ) -> dict[str, object]:
     """A balancer:// of `members` (their `scheme` URLs, `route`'s backend_path) with a route per member when
     `sticky`. Members end without a slash: the balancer appends what follows balancer://NAME, which starts
@@ -233,6 +223,7 @@ def _balancer(
     return {
         "name": name,
         "sticky": sticky,
-        "member_options": (" upgrade=websocket" if upgrade else "") + timeout,
+        "upgrade": upgrade,  # mod_proxy_http's upgrade=websocket on each member
+        "timeout": timeout,
         "members": [{"url": url.rstrip("/"), "route": f"m{i}"} for i, url in enumerate(urls, 1)],
     }
