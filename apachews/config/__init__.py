@@ -1,9 +1,10 @@
 """`apachews config`: Apache snippets for WebSocket applications, per version, distribution and preset.
 
-Every value that reaches a file is validated first (inputs.py: no directive injection); the templates in
-templates/apache/ carry the syntax, render.py decides what goes where. presets.py reads the presets,
-deployment.py holds the options (`Deployment`), notes.py the notes a rendering carries. Here: the public API,
-and writing and checking a rendering.
+presets.py reads the presets (templates/apache/presets/); deployment.py holds a `Deployment` (the options, built
+once) and `mpm_sizing`; render.py renders it in steps: resolve.py validates every value before it can reach a file
+(with inputs.py: no directive injection) and checks the options together, routes.py lays out the routes,
+balancers and RewriteRules, the templates in templates/apache/ carry the syntax, notes.py gathers the notes. Here:
+the public API (`from apachews import config; config.render(...)`), and writing and checking a rendering.
 """
 
 from __future__ import annotations

@@ -137,9 +137,19 @@ def capacity_notes(sizing: Sizing, layout: distros.Layout) -> list[str]:
             f"WebSockets (each holds one of the {sizing.max_workers} {unit}) and {sizing.http_reserve} left for "
             f"plain HTTP: {changes}."
         )
+    if sizing.threaded:
+        what += (
+            f" ServerLimit is twice the {sizing.processes} children needed: children still holding tunnels after "
+            "a graceful restart finish them beside their successors."
+        )
+    return [what, *layout.capacity_notes(sizing.family), _open_files_note(sizing, layout)]
+
+
+def _open_files_note(sizing: Sizing, layout: distros.Layout) -> str:
+    """The open-files limit the sizing needs, and where the layout raises it."""
     where = f": {layout.open_files_note(sizing.family, sizing.open_files)}" if sizing.open_files_raise else ""
     if sizing.handoff and not sizing.threaded:
-        files = (
+        return (
             f"Open files: the tunnel keeper holds (its limit - {capacity.LOOP_RESERVED_FDS}) / 2 tunnels; started "
             f"as root it raises its own limit to {capacity.LOOP_MAX_OPEN_FILES} (else to the hard one): "
             f"{sizing.websockets} need {sizing.open_files}{where}."
@@ -151,29 +161,23 @@ def capacity_notes(sizing: Sizing, layout: distros.Layout) -> list[str]:
             if per_child >= sizing.websockets
             else f"lets each child hold {per_child}, the rest go to other children or hold workers"
         )
-        files = (
+        return (
             f"Open files: a child's event loop holds (its limit - {capacity.LOOP_RESERVED_FDS}) / 2 tunnels (the "
             f"module raises each child's soft limit to the hard one, at most {capacity.LOOP_MAX_OPEN_FILES}); a "
             f"limit of {sizing.open_files} (RLIMIT_NOFILE) {spread}{where}."
         )
     elif sizing.open_files_raise:
-        files = f"Open files: each Apache process needs a limit of at least {sizing.open_files} (RLIMIT_NOFILE){where}."
+        return f"Open files: each Apache process needs a limit of at least {sizing.open_files} (RLIMIT_NOFILE){where}."
     else:
         held = (
             f"a child holds at most {sizing.threads_per_child} tunnels (2 descriptors each"
             if sizing.threaded
             else "a process holds 1 tunnel (2 descriptors"
         )
-        files = (
+        return (
             f"Open files: {held}, {sizing.open_files} with the rest): the usual limit of "
             f"{capacity.DEFAULT_OPEN_FILES} is enough."
         )
-    if sizing.threaded:
-        what += (
-            f" ServerLimit is twice the {sizing.processes} children needed: children still holding tunnels after "
-            "a graceful restart finish them beside their successors."
-        )
-    return [what, *layout.capacity_notes(sizing.family), files]
 
 
 def dead_client_note(release: Release, style: Tunnelling, spec: Preset) -> str:

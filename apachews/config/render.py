@@ -27,29 +27,23 @@ def render(deployment: Deployment | str, **options: Any) -> Rendering:
 
 
 def _render(deployment: Deployment) -> Rendering:
+    """Resolve the options, lay out the routes, render them, place them the layout's way, gather the notes; then the
+    MPM sizing file, and the header on every file."""
     r = resolve(deployment)
     routing = routes.routing(r)
     modules = routes.modules(r, routing)
     header = _header(r)
     proxy_conf = _proxy_conf(r, routing, header)
-    release, layout = r.release, r.layout
-    parts = distros.Parts(
-        r.preset, release.family, r.style is Tunnelling.APACHEWS and release.needs_backport, tuple(modules), proxy_conf
-    )
     values = notes.app_values(r)
     app_settings = notes.app_settings(r, values)
     rendering_notes = notes.route_notes(r, values, app_settings, rewrites=bool(routing.rewrites))
-    tls_include = None
-    if deployment.vhost == "tls":  # the routes go in a file to Include inside the layout's TLS <VirtualHost>
-        files, tls_include = layout.tls_vhost_files(parts)
-        rendering_notes += layout.tls_vhost_notes(parts, tls_include)
-        modules += [] if "ssl" in modules else ["ssl"]
-    else:
-        files = layout.files(parts)
-        rendering_notes += layout.notes(parts)
+    files, tls_include, layout_notes = _place(r, modules, proxy_conf)
+    rendering_notes += layout_notes
+    if deployment.vhost == "tls" and "ssl" not in modules:
+        modules.append("ssl")
     if r.uses_tls:
         rendering_notes.append(notes.backend_tls_note(r))
-    capacity_file, sizing = None, deployment.sizing
+    release, layout, sizing, capacity_file = r.release, r.layout, deployment.sizing, None
     if sizing is not None:
         capacity_file = layout.capacity_file(release.family)
         files[capacity_file] = capacity.render(sizing, __version__, str(release.version))
@@ -77,6 +71,18 @@ def _render(deployment: Deployment) -> Rendering:
         vhost=deployment.vhost,
         tls_include=tls_include,
     )
+
+
+def _place(r: Resolved, modules: list[str], proxy_conf: str) -> tuple[dict[str, str], str | None, list[str]]:
+    """The layout's files for the routes and modules, with vhost "tls" the one to Include inside its TLS
+    <VirtualHost> (else None), and the layout's notes."""
+    release, layout = r.release, r.layout
+    backport = r.style is Tunnelling.APACHEWS and release.needs_backport
+    parts = distros.Parts(r.preset, release.family, backport, tuple(modules), proxy_conf)
+    if r.deployment.vhost == "tls":
+        files, include = layout.tls_vhost_files(parts)
+        return files, include, layout.tls_vhost_notes(parts, include)
+    return layout.files(parts), None, layout.notes(parts)
 
 
 def _header(r: Resolved) -> str:
