@@ -217,7 +217,7 @@ def build(
         includes = [f"-I{d}" for d in dict.fromkeys((httpd_dir, apr_dir, apu_dir))]
         sources = [str(path) for path in module.source_paths()]
         argv = [str(wrapper), *COMPILE_FLAGS, *includes, *floor.LINK_ARGS, *sources, "-o", str(so)]
-        done = subprocess.run(argv, capture_output=True, text=True, check=False, env=floor.zig_env())
+        done = subprocess.run(argv, capture_output=True, text=True, check=False, env=floor.zig_env(Path(scratch)))
         output = done.stdout + done.stderr
         if done.returncode != 0:
             raise JobFailed(f"zig cc could not compile mod_proxy_wstunnel against {chosen.name}'s headers",

@@ -138,18 +138,20 @@ def write_wrapper(directory: Path, floor: Floor, zig: Path | None = None) -> Pat
     return path
 
 
-def zig_env() -> dict[str, str]:
-    """The environment for zig on this host: its cache beside the compiler cache, where the local builder
-    keeps it too (cold, zig first builds the floor's libc stubs, some tens of seconds; then it reuses them)."""
+def zig_env(scratch: Path) -> dict[str, str]:
+    """The environment for zig on this host. Its global cache (the floor's libc stubs: cold, some tens of
+    seconds; then reused) sits beside the compiler cache, where the local builder keeps it too. The objects of
+    this one build go to a local cache under `scratch`: builds of the same source at once (a test run beside
+    `make demo`) must not share them."""
     cache = cache_dir() / "ccache" / "zig"
     cache.mkdir(parents=True, exist_ok=True)
-    return {**os.environ, "ZIG_GLOBAL_CACHE_DIR": str(cache), "ZIG_LOCAL_CACHE_DIR": str(cache)}
+    return {**os.environ, "ZIG_GLOBAL_CACHE_DIR": str(cache), "ZIG_LOCAL_CACHE_DIR": str(Path(scratch) / "zig-local")}
 
 
 def link(wrapper: Path, objects: list[Path], so: Path) -> subprocess.CompletedProcess[str]:
     """Link a module with the wrapper (libtool would link with the compiler its tree was configured with)."""
     argv = [str(wrapper), *LINK_ARGS, "-o", str(so), *map(str, objects)]
-    return subprocess.run(argv, capture_output=True, text=True, check=False, env=zig_env())
+    return subprocess.run(argv, capture_output=True, text=True, check=False, env=zig_env(wrapper.parent))
 
 
 # -- the check ----------------------------------------------------------------------------------------------

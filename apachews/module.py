@@ -174,7 +174,7 @@ def build_with_apxs(
         env = None
         if glibc_floor is not None:
             wrapper = floor.write_wrapper(Path(scratch), glibc_floor)
-            compiler, env = ["-S", f"CC={wrapper}"], floor.zig_env()
+            compiler, env = ["-S", f"CC={wrapper}"], floor.zig_env(Path(scratch))
         result = subprocess.run(
             [apxs, *compiler, "-c", *flags, *names],
             cwd=scratch,

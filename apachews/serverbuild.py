@@ -130,7 +130,7 @@ cc=/tmp/apachews/zig-cc-2.$minor
 [ -x "$cc" ] || {{ echo "no glibc floor for Apache 2.$minor headers"; exit 4; }}
 ZIG_GLOBAL_CACHE_DIR=/tmp/zig
 if [ -d /ccache ] && [ -w /ccache ]; then ZIG_GLOBAL_CACHE_DIR=/ccache/zig; fi
-export ZIG_GLOBAL_CACHE_DIR ZIG_LOCAL_CACHE_DIR=$ZIG_GLOBAL_CACHE_DIR
+export ZIG_GLOBAL_CACHE_DIR ZIG_LOCAL_CACHE_DIR=/tmp/apachews/zig-local  # this build's objects: its own
 {apxs} -S CC="$cc" -c -Wc,-Wall {sources} > apxs.log 2>&1 || {{ cat apxs.log; exit 3; }}
 "$cc" {link_args} -o out.so {objects} >> apxs.log 2>&1 || {{ cat apxs.log; exit 3; }}
 cat apxs.log

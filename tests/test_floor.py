@@ -88,7 +88,7 @@ def test_wrapper_takes_what_rhel_apxs_passes(tmp_path: Path) -> None:
     wrapper = floor.write_wrapper(tmp_path, floor.resolve("2.2"))
     (tmp_path / "t.c").write_text("#include <poll.h>\nint f(struct pollfd *p) { return poll(p, 1, 0); }\n")
     argv = [str(wrapper), *RHEL_APXS_CFLAGS, *floor.LINK_ARGS, str(tmp_path / "t.c"), "-o", str(tmp_path / "t.so")]
-    done = subprocess.run(argv, capture_output=True, text=True, env=floor.zig_env(), check=False)
+    done = subprocess.run(argv, capture_output=True, text=True, env=floor.zig_env(tmp_path), check=False)
     assert done.returncode == 0, done.stderr
     # fortify is off: poll stays poll (__poll_chk is glibc 2.16, and would not be versioned by the stubs)
     assert set(inspect_module(tmp_path / "t.so").glibc_symbols) == {"poll"}
