@@ -435,7 +435,9 @@ def test_capacity_is_red_on_debian_stock_and_green_once_sized(system_httpd: Http
     red = verify.run(system_httpd, checks=["capacity"], max_websockets=160, edit=_drop_sizing)
     check = red.checks[0]
     assert not check.passed, red.table()
-    assert "150/160 WebSockets open" in check.detail and "plain HTTP answered 0/" in check.detail, check.detail
+    # Never more tunnels than workers (on a busy machine a few may not be taken up within the check's wait).
+    opened = re.search(r"(\d+)/160 WebSockets open", check.detail)
+    assert opened and int(opened.group(1)) <= 150 and "plain HTTP answered 0/" in check.detail, check.detail
     assert "150 workers" in check.detail and "not sized" in check.detail
     sockets_before = _open_sockets()
     green = verify.run(system_httpd, checks=["capacity", "error-log-clean"], max_websockets=160)
