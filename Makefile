@@ -7,7 +7,7 @@ APACHE ?= 2.4.69
 # SOURCE='--git /path/to/httpd.git' or SOURCE='--mirror https://archive.apache.org/dist/httpd/'.
 SOURCE ?= --from-pypi
 
-.PHONY: deps venv test lint demo bench clean patches apps apps-homeassistant
+.PHONY: deps venv test test-all lint demo bench clean patches apps apps-homeassistant
 
 deps: apps
 	bash scripts/install-host-deps.sh
@@ -33,7 +33,12 @@ lint: venv
 	$(VENV)/bin/ruff check apachews tests benchmarks
 	$(VENV)/bin/ruff format --check apachews tests benchmarks
 
+# What CI runs (.ci/run): every test but the slow ones (well under 30 minutes on 2 cores).
 test: deps venv lint
+	$(VENV)/bin/pytest -ra -m "not slow" tests
+
+# Every test, the slow ones too: every preset on Debian 11, the real applications, a browser, builds at once.
+test-all: deps venv lint
 	$(VENV)/bin/pytest -ra tests
 
 # The main job end to end: base image, build of our module in Docker, config checked by that httpd,

@@ -1,7 +1,9 @@
 """Shared pytest set-up. Fixtures live in tests/fixtures/, one module per area.
 
 Markers follow the fixtures a test uses (directly or through other fixtures), so they cannot be forgotten:
-`-m "not docker"` skips everything that needs an engine, `-m "not slow"` everything that builds httpd.
+`-m "not docker"` skips everything that needs an engine. `make test` runs `-m "not slow"`: one Docker build and
+a few presets per proof; `make test-all` adds the slow ones (every preset on Debian 11, the real applications,
+a second build at once, the local builder, the soak).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ pytest_plugins = [
 # fixture -> the markers every test using it gets
 FIXTURE_MARKERS = {
     "docker_engine": ("docker",),
-    "base_image": ("docker", "slow"),  # its users build httpd in a container (a minute or more, cold)
+    "base_image": ("docker",),  # its users build httpd in a container (a minute or more, cold)
     "debian11_image": ("docker",),
     "ssh_server": ("docker",),  # a container of Debian 11's apache2 behind a real sshd
 }

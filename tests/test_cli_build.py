@@ -10,10 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.cli_process import wait_for_line
 from tests.fixtures.sources import TEST_HTTPD
 
 
+@pytest.mark.slow
 def test_two_builds_of_one_release_at_once(base_image: str, httpd24_tarball: Path, tmp_path: Path):
     env = {**os.environ, "APACHEWS_CACHE": str(tmp_path / "cache")}  # one cache: one lock directory
     processes = {}

@@ -132,7 +132,14 @@ def test_idle_sessions_outlive_mod_reqtimeout_in_debians_layout(
     assert not before.ok and "client first" in before.checks[0].detail, before.table()
 
 
-@pytest.mark.parametrize("preset", [p.name for p in config.list_presets()])
+# A few presets of each route shape in the default run; every preset with -m slow (make test-all).
+CORE_PRESETS = ("gateone", "broadway", "jupyter", "socketio", "balancer")
+
+
+@pytest.mark.parametrize(
+    "preset",
+    [pytest.param(p.name, marks=() if p.name in CORE_PRESETS else pytest.mark.slow) for p in config.list_presets()],
+)
 def test_every_preset_tunnels_through_our_module(built: module.ApxsBuild, system_httpd: Httpd, preset: str) -> None:
     # In Debian's own layout: balancer with our module as the member scheme; mixed, jupyter and code-server on
     # one http:// route with ProxyWebsocketUpgrade.
@@ -285,7 +292,7 @@ def test_close_frames_both_ways_end_the_tunnel_at_once(
         backend.join(5)
 
 
-@pytest.mark.parametrize("handoff", [False, True], ids=["worker-held", "handoff"])
+@pytest.mark.parametrize("handoff", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["worker-held", "handoff"])
 def test_abrupt_disconnect_goes_red_on_the_module_before_the_fin_timeout(
     built: module.ApxsBuild, system_httpd: Httpd, tmp_path: Path, handoff: bool
 ) -> None:
