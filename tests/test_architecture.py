@@ -17,15 +17,8 @@ import apachews
 
 PACKAGE_DIR = Path(apachews.__file__).parent
 
-# Cycles that remain outside distros/config/httpd/placement/packaging, left to the engineers who own those
-# modules (issue #28). Each entry is one strongly connected component, as a sorted tuple of module names.
-_CLI = ("bench", "build", "cache", "config", "diagnose", "doctor", "fetch", "image", "install", "matrix", "package")
-_CLI += ("patch", "torture", "verify", "versions")
-KNOWN_CYCLES: set[tuple[str, ...]] = {
-    # click's registration: cli/__init__ imports each command module, which imports `main` from cli/__init__
-    # (and cli.bench imports cli.verify's resolve_httpd).
-    ("apachews.cli", *(f"apachews.cli.{name}" for name in _CLI)),
-}
+# Cycles allowed, each a strongly connected component as a sorted tuple of module names: none.
+KNOWN_CYCLES: set[tuple[str, ...]] = set()
 
 
 def _modules() -> dict[str, Path]:

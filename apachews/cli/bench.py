@@ -8,8 +8,8 @@ import click
 
 from apachews import bench
 from apachews.catalogue import Tunnelling
-from apachews.cli import main
 from apachews.cli._common import Result, Session, command
+from apachews.cli._main import main
 from apachews.cli.verify import resolve_httpd
 
 STYLES = [Tunnelling.WSTUNNEL.value, Tunnelling.HTTP_UPGRADE.value]

@@ -9,8 +9,8 @@ import click
 
 from apachews import build, distros, floor
 from apachews.catalogue import Release
-from apachews.cli import main
 from apachews.cli._common import Result, Session, command
+from apachews.cli._main import main
 from apachews.cli._options import RELEASE, plan_options
 from apachews.errors import BadInput
 from apachews.plan import BuildPlan

@@ -8,9 +8,9 @@ import click
 
 from apachews import capacity, catalogue, config, distros, doctor
 from apachews.catalogue import Release
-from apachews.cli import main
 from apachews.cli._common import Result, Session, command
 from apachews.cli._hosts import Hosts, host_options
+from apachews.cli._main import main
 from apachews.cli._options import RELEASE
 from apachews.errors import BadInput
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 
 from apachews import capacity, doctor
-from apachews.cli import main
 from apachews.cli._common import Result, Session, command
 from apachews.cli._hosts import Hosts, host_options
+from apachews.cli._main import main
 from apachews.errors import BadInput
 from apachews.transport import Transport
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from apachews.catalogue import Release
-from apachews.cli import main
 from apachews.cli._common import Result, Session, command
+from apachews.cli._main import main
 from apachews.cli._options import RELEASE, source_options
 from apachews.sources import SourceOptions
 

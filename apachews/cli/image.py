@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from apachews import images
-from apachews.cli import main
 from apachews.cli._common import Result, Session, command
+from apachews.cli._main import main
 from apachews.cli._options import IMAGE
 from apachews.errors import BadInput
 

@@ -10,8 +10,8 @@ import click
 
 from apachews import matrix
 from apachews.catalogue import Release
-from apachews.cli import main
 from apachews.cli._common import Result, Session, command
+from apachews.cli._main import main
 from apachews.cli._options import RELEASES, plan_options
 from apachews.errors import BadInput
 from apachews.plan import BuildPlan

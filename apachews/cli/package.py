@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from apachews import packaging
-from apachews.cli import main
 from apachews.cli._common import Result, Session, command
+from apachews.cli._main import main
 from apachews.cli._options import output_option
 from apachews.errors import BadInput
 

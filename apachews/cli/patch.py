@@ -14,8 +14,8 @@ from pathlib import Path
 import click
 
 from apachews import catalogue, patches, sources
-from apachews.cli import main
 from apachews.cli._common import Result, Session, command
+from apachews.cli._main import main
 from apachews.cli._options import source_options
 from apachews.errors import BadInput
 from apachews.sources import SourceOptions

@@ -10,8 +10,8 @@ import click
 
 from apachews import httpd, torture
 from apachews.catalogue import Version
-from apachews.cli import main
 from apachews.cli._common import Result, Session, command
+from apachews.cli._main import main
 
 
 @command(main, "torture")

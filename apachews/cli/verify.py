@@ -9,9 +9,9 @@ import click
 from apachews import config, httpd, verify
 from apachews.build import with_httpd
 from apachews.catalogue import Release
-from apachews.cli import main
 from apachews.cli._common import Result, Session, command
 from apachews.cli._hosts import Hosts, host_options
+from apachews.cli._main import main
 from apachews.cli._options import RELEASE, output_option, source_options
 from apachews.dist import Dist
 from apachews.distros import trees

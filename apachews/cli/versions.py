@@ -11,8 +11,8 @@ import click
 
 from apachews import catalogue
 from apachews.catalogue import Release
-from apachews.cli import main
 from apachews.cli._common import Result, Session, command
+from apachews.cli._main import main
 from apachews.cli._options import RELEASE
 from apachews.distros import catalogue as distros
 from apachews.errors import BadInput
