@@ -18,6 +18,7 @@ from apachews.distros.placement import Action, Placement
 from apachews.errors import BadInput
 from apachews.httpd import Httpd, Server
 from apachews.loadmodule import load_module_lines
+from apachews.resources import template_environment
 
 if TYPE_CHECKING:
     from apachews.rendering import Rendering
@@ -146,8 +147,8 @@ class Layout:
         actions += placement.write_actions(conf_root, files, installed)
         if main_config is None or self.included_dirs:
             return actions, self.placement_notes(rendering, conf_root)
-        includes = "".join(f'Include "{conf_root / name}"\n' for name in files)
-        text = f"\n# apachews {rendering.preset} (remove with: apachews uninstall {rendering.preset})\n{includes}"
+        template = template_environment("apache").get_template("main-config-includes.j2")
+        text = template.render(preset=rendering.preset, paths=[conf_root / name for name in files])
         return [*actions, Action("append", Path(main_config), text=text, why="enable")], []
 
     def place(

@@ -110,9 +110,8 @@ class Debian(Layout):
         if installed is not None:
             # Our module replaces the backport .load a 2.2 rendering carries, and the stock one if enabled.
             files.pop("mods-available/proxy_wstunnel.load", None)
-            files[f"mods-available/{placement.MODULE_NAME}.load"] = (
-                f'{rendering.header}# Depends: proxy\nLoadModule proxy_wstunnel_module "{installed}"\n'
-            )
+            load = template_environment("apache").get_template("debian-module.load.j2")
+            files[f"mods-available/{placement.MODULE_NAME}.load"] = load.render(header=rendering.header, path=installed)
             names = [placement.MODULE_NAME if name == "proxy_wstunnel" else name for name in names]
             for stock in ("proxy_wstunnel.load", "proxy_wstunnel.conf"):
                 link = conf_root / "mods-enabled" / stock
