@@ -29,6 +29,7 @@ from apachews.errors import BadInput, JobFailed
 from apachews.installation import Installation
 from apachews.layoutfacts import system_httpds
 from apachews.loadmodule import load_module_lines
+from apachews.resources import template_environment
 from apachews.serial import Serialised
 
 # (binary, modules dir) of each distribution's Apache, in the order they are tried (facts live in distros/).
@@ -382,11 +383,23 @@ class ServerRoot:
         for name, text in self.snippets.items():
             target = self.root / "snippets" / Path(name).name
             target.write_text(self._swap_modules(text))
-            includes.append(f'Include "{target}"')
+            includes.append(target)
         # Extra modules no snippet loads come last: they may need one a snippet loads (mod_proxy).
         extra = [name for name in self.extra_modules if f"{name}_module" not in loaded_by_snippets]
-        loads = load_module_lines(extra, "modules", guarded=False, paths=self.extra_modules)
-        self.conf.write_text(self._base_conf(loaded_by_snippets) + "\n".join(includes) + "\n" + loads)
+        base = load_module_lines(self._base_modules(loaded_by_snippets), "modules", guarded=False)
+        template = template_environment("apache").get_template("lab/server-root.conf.j2")
+        text = template.render(
+            root=self.root,
+            port=self.port,
+            error_log=self.error_log,
+            log_level=self.log_level,
+            runtime=self._runtime(),
+            base_loads=base.rstrip("\n"),
+            group=_nobody_group() if os.geteuid() == 0 else None,
+            includes=includes,
+            extra_loads=load_module_lines(extra, "modules", guarded=False, paths=self.extra_modules),
+        )
+        self.conf.write_text(text)
 
     def _swap_modules(self, text: str) -> str:
         """Point LoadModule lines of `extra_modules` at the given .so files."""
@@ -394,39 +407,27 @@ class ServerRoot:
             text = re.sub(rf"^(\s*LoadModule\s+{name}_module\s+)\S+", rf'\g<1>"{path}"', text, flags=re.MULTILINE)
         return text
 
-    def _base_conf(self, loaded_by_snippets: set[str]) -> str:
-        assert self.root is not None
+    def _runtime(self) -> str:
+        """Where the server keeps its runtime files: DefaultRuntimeDir arrived in 2.4.2, 2.2 has a LockFile."""
+        if self.httpd.version >= Version(2, 4, 2):
+            return "DefaultRuntimeDir"
+        return "" if self.httpd.version >= Version(2, 4, 0) else "LockFile"
+
+    def _base_modules(self, loaded_by_snippets: set[str]) -> list[str]:
+        """The MPM (unless compiled in) and the access modules, those no snippet loads and the install has."""
         is_24 = self.httpd.version >= Version(2, 4, 0)
         compiled = self.httpd.compiled_in()
-        lines = [
-            f'ServerRoot "{self.root}"',
-            f"Listen 127.0.0.1:{self.port}",
-            "ServerName 127.0.0.1",
-            f'PidFile "{self.root}/run/httpd.pid"',
-            f'ErrorLog "{self.error_log}"',
-            f"LogLevel {self.log_level}",
-        ]
-        if self.httpd.version >= Version(2, 4, 2):  # DefaultRuntimeDir arrived in 2.4.2
-            lines.append(f'DefaultRuntimeDir "{self.root}/run"')
-        elif not is_24:
-            lines.append(f'LockFile "{self.root}/run/accept.lock"')
         wanted: list[str] = []
         if not any(name.startswith("mpm_") for name in compiled):
             wanted.append(f"mpm_{self.mpm or 'event'}")
         wanted += ["authz_core", "authz_host", "unixd"] if is_24 else ["authz_host"]
-        base = [
+        return [
             name
             for name in wanted
             if name not in compiled
             and f"{name}_module" not in loaded_by_snippets
             and (self.httpd.modules_dir / f"mod_{name}.so").exists()
         ]
-        lines.append(load_module_lines(base, "modules", guarded=False).rstrip("\n"))
-        # A built-in mod_mime (2.2 builds) insists on a types file; this root has none to offer.
-        lines += ["<IfModule mod_mime.c>", "    TypesConfig /dev/null", "</IfModule>"]
-        if os.geteuid() == 0:
-            lines += ["User nobody", f"Group {_nobody_group()}"]
-        return "\n".join(lines) + "\n"
 
     # -- running: a Server over this root --------------------------------------------------------------------
     @property

@@ -28,6 +28,7 @@ from apachews.install import Control, module_style, state_dir, with_parents
 from apachews.lab import echo
 from apachews.lab.echo import EchoServer
 from apachews.progress import Progress
+from apachews.resources import template_environment
 from apachews.transport import LOCAL, Ssh, Transport
 
 _GUARDED_LOAD = re.compile(r"<IfModule !mod_(\w+)\.c>\n\s*LoadModule [^\n]*\n</IfModule>\n")
@@ -60,10 +61,7 @@ def live_rendering(
     body = "".join(
         f"    {line}" if line.strip() else line for line in (proxy_conf + "\n" + routes).splitlines(keepends=True)
     )
-    vhost = (
-        f"# apachews live-verify: temporary, removed when the run ends\n"
-        f"Listen 127.0.0.1:{port}\n<VirtualHost 127.0.0.1:{port}>\n    ServerName 127.0.0.1\n{body}</VirtualHost>\n"
-    )
+    vhost = template_environment("apache").get_template("live-vhost.conf.j2").render(port=port, body=body)
     layout = distros.get(report.distro)
     name = layout.live_conf_name(report.version)
     if layout.enables_modules:

@@ -18,6 +18,7 @@ from apachews.distros.placement import Action, Placement
 from apachews.errors import BadInput
 from apachews.httpd import Httpd, Server
 from apachews.loadmodule import load_module_lines
+from apachews.resources import template_environment
 
 if TYPE_CHECKING:
     from apachews.rendering import Rendering
@@ -146,8 +147,8 @@ class Layout:
         actions += placement.write_actions(conf_root, files, installed)
         if main_config is None or self.included_dirs:
             return actions, self.placement_notes(rendering, conf_root)
-        includes = "".join(f'Include "{conf_root / name}"\n' for name in files)
-        text = f"\n# apachews {rendering.preset} (remove with: apachews uninstall {rendering.preset})\n{includes}"
+        template = template_environment("apache").get_template("main-config-includes.j2")
+        text = template.render(preset=rendering.preset, paths=[conf_root / name for name in files])
         return [*actions, Action("append", Path(main_config), text=text, why="enable")], []
 
     def place(
@@ -228,36 +229,29 @@ class Layout:
         if httpd.version >= lab.REQTIMEOUT_SINCE and (httpd.modules_dir / "mod_reqtimeout.so").exists():
             loads.append("reqtimeout")
         loads += [m for m in rendering.modules + additions.modules if m not in loads]
-        lines = ["", "# apachews verify: the modules the rendering needs, then the rendering inside a <VirtualHost>"]
         paths = {"proxy_wstunnel": module} if module is not None else {}
-        lines.append(load_module_lines(loads, "modules", paths=paths).rstrip("\n"))
-        lines += [
-            "ServerName 127.0.0.1",
-            "<IfModule reqtimeout_module>",
-            f"    RequestReadTimeout {lab.request_read_timeout(additions)}",
-            "</IfModule>",
-        ]
-        if httpd.version.family == "2.2":
-            lines.append(f"NameVirtualHost 127.0.0.1:{port}")
         (root / "conf" / "apachews-preset.conf").write_text(rendering.proxy_conf)
         sizing = rendering.files.get(rendering.capacity_file) if rendering.capacity_file else None
-        if sizing is not None:  # the MPM sizing, at server level after the release's own settings
-            (root / "conf" / "apachews-capacity.conf").write_text(sizing)
-            lines.append(f'Include "{root}/conf/apachews-capacity.conf"')
+        capacity = root / "conf" / "apachews-capacity.conf" if sizing is not None else None
+        if capacity is not None:  # the MPM sizing, at server level after the release's own settings
+            capacity.write_text(sizing)
         (root / "conf" / "apachews-verify.conf").write_text(additions.routes)
         (root / "conf" / "apachews-first.conf").write_text(additions.first)
         # Which ProxyPass wins where paths nest: 2.2 takes the first in the file, 2.4 the last <Location> merged.
         # verify's own routes are the more specific ones.
         order = ["first", "verify", "preset"] if httpd.version.family == "2.2" else ["first", "preset", "verify"]
-        includes = "".join(f'    Include "{root}/conf/apachews-{name}.conf"\n' for name in order)
-        lines += [
-            additions.server.rstrip("\n"),
-            f"<VirtualHost 127.0.0.1:{port}>",
-            "    ServerName 127.0.0.1",
-            includes.rstrip("\n"),
-            "</VirtualHost>",
-            lab.tls_vhost(additions, includes),
-        ]
+        includes = lab.render("includes.conf.j2", paths=[root / "conf" / f"apachews-{name}.conf" for name in order])
+        tail = lab.render(
+            "plain.conf.j2",
+            loads=load_module_lines(loads, "modules", paths=paths).rstrip("\n"),
+            request_read_timeout=lab.request_read_timeout(additions),
+            is_22=httpd.version.family == "2.2",
+            port=port,
+            capacity=capacity,
+            server=additions.server.rstrip("\n"),
+            includes=includes,
+            tls_front=lab.tls_vhost(additions, includes),
+        )
         conf = root / "conf" / "httpd.conf"
-        conf.write_text(text + "\n".join(lines) + "\n")
+        conf.write_text(text + tail)
         return Server(httpd, root, conf, port, root / "logs" / "error_log", files_dir=root)

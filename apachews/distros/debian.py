@@ -15,6 +15,7 @@ from apachews.distros.lab import Additions
 from apachews.distros.placement import Action
 from apachews.errors import BadInput
 from apachews.httpd import Httpd, Mount, Server
+from apachews.resources import template_environment
 
 if TYPE_CHECKING:
     from apachews.rendering import Rendering
@@ -109,9 +110,8 @@ class Debian(Layout):
         if installed is not None:
             # Our module replaces the backport .load a 2.2 rendering carries, and the stock one if enabled.
             files.pop("mods-available/proxy_wstunnel.load", None)
-            files[f"mods-available/{placement.MODULE_NAME}.load"] = (
-                f'{rendering.header}# Depends: proxy\nLoadModule proxy_wstunnel_module "{installed}"\n'
-            )
+            load = template_environment("apache").get_template("debian-module.load.j2")
+            files[f"mods-available/{placement.MODULE_NAME}.load"] = load.render(header=rendering.header, path=installed)
             names = [placement.MODULE_NAME if name == "proxy_wstunnel" else name for name in names]
             for stock in ("proxy_wstunnel.load", "proxy_wstunnel.conf"):
                 link = conf_root / "mods-enabled" / stock
@@ -206,15 +206,11 @@ class Debian(Layout):
             for action in self._enable_modules(conf, [name], {}):  # what a2enmod NAME would link
                 if action.kind == "link" and not os.path.lexists(action.path):
                     os.symlink(str(action.target), action.path)
-        tls = lab.tls_vhost(additions, "").replace(f"Listen 127.0.0.1:{additions.tls_port}\n", "")
+        tls = lab.tls_vhost(additions, listen=False)  # ports.conf has its Listen
         if rendering.tls_include and additions.tls_port is not None:  # --vhost tls: Debian's own default-ssl site
             _enable_default_ssl(conf, rendering.tls_include, additions)
             tls = ""
-        extra = (
-            "# apachews verify: its own routes, lowered timeouts and TLS front\n"
-            f"RequestReadTimeout {lab.request_read_timeout(additions)}\n"
-            f"{additions.server}{additions.routes}{tls}"
-        )
+        extra = lab.verify_conf(additions, tls, guarded=False)
         (conf / "conf-available" / "00-apachews-verify-first.conf").write_text(additions.first)
         (conf / "conf-enabled" / "00-apachews-verify-first.conf").symlink_to(
             "../conf-available/00-apachews-verify-first.conf"
@@ -251,12 +247,11 @@ def copy_tree(root: Path, port: int, tls_port: int | None = None, source: Path =
     shutil.copytree(source, conf, symlinks=True)
     for sub in ("run", "lock", "log", "modules"):
         (root / sub).mkdir()
-    tls_listen = f"Listen 127.0.0.1:{tls_port}\n" if tls_port else ""
-    (conf / "ports.conf").write_text(f"Listen 127.0.0.1:{port}\n{tls_listen}")
+    (conf / "ports.conf").write_text(lab.render("debian-ports.conf.j2", port=port, tls_port=tls_port))
     for site in (conf / "sites-available").glob("*.conf"):
         site.write_text(site.read_text().replace("<VirtualHost *:80>", f"<VirtualHost *:{port}>"))
     with (conf / "apache2.conf").open("a") as main:
-        main.write("ServerName 127.0.0.1\n")
+        main.write(lab.render("debian-apache2-tail.conf.j2"))
     return conf
 
 
@@ -268,6 +263,7 @@ def _enable_default_ssl(conf: Path, include: str, additions: Additions) -> None:
     for directive, path in (("SSLCertificateFile", additions.tls_cert), ("SSLCertificateKeyFile", additions.tls_key)):
         line = f'{directive} "{path}"'
         text = re.sub(rf"^(\s*){directive}\s.*$", lambda match, line=line: match.group(1) + line, text, flags=re.M)
-    text = text.replace("</VirtualHost>", f'\tInclude "{conf / include}"\n</VirtualHost>', 1)
+    line = template_environment("apache").get_template("vhost-include.j2").render(indent="\t", path=conf / include)
+    text = text.replace("</VirtualHost>", line + "</VirtualHost>", 1)
     site.write_text(text)
     (conf / "sites-enabled" / "default-ssl.conf").symlink_to("../sites-available/default-ssl.conf")

@@ -83,13 +83,10 @@ class Gentoo(Layout):
         conf = root / "httpd.conf"
         for sub in ("modules.d", "vhosts.d"):
             (root / sub).mkdir()
-        head = lab.load_lines(httpd, tree.base) + lab.load_lines(httpd, tree.proxy, define="PROXY") + tree.extra_loads
-        conf.write_text(
-            tree.common.replace("ServerName", head + "ServerName", 1)
-            + f'Include "{root}/modules.d/*.conf"\nInclude "{root}/vhosts.d/*.conf"\n'
-        )
+        loads = lab.load_lines(httpd, tree.base) + lab.load_lines(httpd, tree.proxy, define="PROXY") + tree.extra_loads
+        conf.write_text(tree.main_conf("gentoo-httpd.conf.j2", loads))
         (root / "vhosts.d" / "00_default_vhost.conf").write_text(
-            f'<VirtualHost *:{port}>\n    ServerName 127.0.0.1\n    DocumentRoot "{root}/html"\n</VirtualHost>\n'
+            lab.render("gentoo-default-vhost.conf.j2", root=root, port=port)
         )
         # The TLS front: a <VirtualHost> of verify's own.
         name = "00_apachews_verify.conf" if tree.verify_first else "99_apachews_verify.conf"

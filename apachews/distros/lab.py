@@ -14,6 +14,7 @@ from pathlib import Path
 from apachews.catalogue import Version
 from apachews.httpd import Httpd
 from apachews.loadmodule import load_module_lines
+from apachews.resources import template_environment
 
 REQTIMEOUT_SINCE = Version(2, 2, 15)
 DEFAULT_RUNTIME_DIR_SINCE = Version(2, 4, 2)
@@ -51,19 +52,36 @@ def request_read_timeout(additions: Additions) -> str:
     return SHIPPED_REQUEST_READ_TIMEOUT if body is None else f"header=20-40,minrate=500 body={body},minrate=500"
 
 
-def tls_vhost(additions: Additions, includes: str) -> str:
-    """verify's own TLS <VirtualHost> (with its Listen), holding `includes`; "" without a TLS port."""
+def render(template: str, **values: object) -> str:
+    """templates/apache/lab/trees/<template>, rendered with `values`."""
+    return template_environment("apache").get_template(f"lab/trees/{template}").render(**values)
+
+
+def tls_vhost(additions: Additions, includes: str = "", listen: bool = True) -> str:
+    """verify's own TLS <VirtualHost> (with its Listen unless `listen` is False), holding `includes`; "" without
+    a TLS port."""
     if additions.tls_port is None:
         return ""
-    return (
-        f"Listen 127.0.0.1:{additions.tls_port}\n"
-        f"<VirtualHost 127.0.0.1:{additions.tls_port}>\n"
-        "    ServerName 127.0.0.1\n"
-        "    SSLEngine on\n"
-        f'    SSLCertificateFile "{additions.tls_cert}"\n'
-        f'    SSLCertificateKeyFile "{additions.tls_key}"\n'
-        f"{includes}"
-        "</VirtualHost>\n"
+    return render(
+        "tls-vhost.conf.j2",
+        port=additions.tls_port,
+        cert=additions.tls_cert,
+        key=additions.tls_key,
+        includes=includes,
+        listen=listen,
+    )
+
+
+def verify_conf(additions: Additions, tls_front: str, guarded: bool = True) -> str:
+    """What verify adds at server level: the lowered request-read timeout (`guarded`: inside <IfModule>), its
+    server-level lines, its routes and `tls_front`."""
+    return render(
+        "verify.conf.j2",
+        request_read_timeout=request_read_timeout(additions),
+        guarded=guarded,
+        server=additions.server,
+        routes=additions.routes,
+        tls_front=tls_front,
     )
 
 
@@ -78,45 +96,46 @@ def load_lines(httpd: Httpd, names: tuple[str, ...], define: str | None = None) 
 class Skeleton:
     """What a skeleton tree (a distribution's tree written here from what it ships) starts from."""
 
+    root: Path
+    port: int
     is_22: bool
     base: tuple[str, ...]  # its base modules
     proxy: tuple[str, ...]  # the proxy modules it loads itself
     verify_first: bool  # 2.2 takes the first ProxyPass read, 2.4 the last <Location> merged
-    common: str  # the main config's head: ServerRoot, Listen, logs, <Directory />, DocumentRoot
+    runtime_dir: bool  # DefaultRuntimeDir (2.4.2+); before, runtime files go under ServerRoot/logs
     extra_loads: str  # LoadModule lines of the modules verify adds (less `own`)
 
-    def verify_conf(self, additions: Additions, tls_front: str) -> str:
-        return (
-            "# apachews verify: its own routes, lowered timeouts and TLS front\n"
-            f"<IfModule reqtimeout_module>\n    RequestReadTimeout {request_read_timeout(additions)}\n</IfModule>\n"
-            f"{additions.server}{additions.routes}{tls_front}"
+    def main_conf(self, template: str, loads: str) -> str:
+        """The layout's main config (`template` extends skeleton.conf.j2: ServerRoot, Listen, logs,
+        <Directory />, DocumentRoot), with `loads` (LoadModule lines) before its ServerName."""
+        return render(
+            template,
+            root=self.root,
+            port=self.port,
+            is_22=self.is_22,
+            user=os.geteuid() == 0,
+            runtime_dir=self.runtime_dir,
+            loads=loads,
         )
+
+    def verify_conf(self, additions: Additions, tls_front: str) -> str:
+        return verify_conf(additions, tls_front)
 
 
 def skeleton(root: Path, httpd: Httpd, port: int, additions: Additions, own: tuple[str, ...] = ()) -> Skeleton:
-    """Make root's logs/, run/, html/, apachews-modules/ and modules/ (the httpd's), and the skeleton's head.
-    own: modules verify adds that the layout's own files load (left out of extra_loads)."""
+    """Make root's logs/, run/, html/, apachews-modules/ and modules/ (the httpd's), and say what the skeleton's
+    main config holds. own: modules verify adds that the layout's own files load (left out of extra_loads)."""
     is_22 = httpd.version.family == "2.2"
     for sub in ("logs", "run", "html", "apachews-modules"):
         (root / sub).mkdir()
     (root / "modules").symlink_to(httpd.modules_dir)
-    access = "Order deny,allow\n    Deny from all" if is_22 else "Require all denied"
-    user = "User nobody\nGroup nogroup\n" if os.geteuid() == 0 else ""
-    lock = f'LockFile "{root}/run/accept.lock"\n' if is_22 else f'DefaultRuntimeDir "{root}/run"\n'
-    if httpd.version < DEFAULT_RUNTIME_DIR_SINCE:  # 2.4.1 keeps its runtime files under ServerRoot/logs
-        lock = ""
-    common = (
-        f'ServerRoot "{root}"\nListen 127.0.0.1:{port}\n{user}{lock}PidFile "{root}/run/httpd.pid"\n'
-        f'ServerName 127.0.0.1\nErrorLog "{root}/logs/error_log"\nLogLevel warn\n'
-        "<IfModule mime_module>\n    TypesConfig /dev/null\n</IfModule>\n"
-        f"<Directory />\n    AllowOverride none\n    {access}\n</Directory>\n"
-        f'DocumentRoot "{root}/html"\n'
-    )
     return Skeleton(
+        root=root,
+        port=port,
         is_22=is_22,
         base=BASE_MODULES_22 if is_22 else BASE_MODULES_24,
         proxy=PROXY_MODULES_22 if is_22 else PROXY_MODULES_24,
         verify_first=is_22,
-        common=common,
+        runtime_dir=httpd.version >= DEFAULT_RUNTIME_DIR_SINCE,
         extra_loads=load_lines(httpd, tuple(m for m in additions.modules if m not in own)),
     )

@@ -99,15 +99,13 @@ class Rhel(Layout):
         (root / "conf.d").mkdir()
         conf.parent.mkdir()
         if tree.is_22:  # CentOS 6: the modules are loaded in httpd.conf itself, the rest comes from conf.d/
-            head = lab.load_lines(httpd, tree.base + tree.proxy) + tree.extra_loads
-            include = "Include conf.d/*.conf\n"
+            loads = lab.load_lines(httpd, tree.base + tree.proxy) + tree.extra_loads
         else:
+            loads = ""
             (root / "conf.modules.d").mkdir()
             (root / "conf.modules.d" / "00-base.conf").write_text(lab.load_lines(httpd, tree.base) + tree.extra_loads)
             (root / "conf.modules.d" / "00-proxy.conf").write_text(lab.load_lines(httpd, tree.proxy))
-            head = "Include conf.modules.d/*.conf\n"
-            include = "IncludeOptional conf.d/*.conf\n"
-        conf.write_text(tree.common.replace("ServerName", head + "ServerName", 1) + include)
+        conf.write_text(tree.main_conf("rhel-httpd.conf.j2", loads))
         name = "00-apachews-verify.conf" if tree.verify_first else "zz-apachews-verify.conf"
         (root / "conf.d" / name).write_text(tree.verify_conf(additions, ""))
         (root / "conf.d" / "00-apachews-verify-first.conf").write_text(additions.first)
@@ -122,31 +120,14 @@ def _ssl_conf(root: Path, httpd: Httpd, rendering: Rendering, additions: Additio
     cache and <VirtualHost _default_:443> with its own logs), on the test port with the test certificate; a
     rendering for --vhost tls is Included inside that <VirtualHost>, where its user put it."""
     is_22 = httpd.version.family == "2.2"
-    shmcb = is_22 or (httpd.modules_dir / "mod_socache_shmcb.so").exists()
-    lines = [
-        "# apachews verify: conf.d/ssl.conf of the distribution's mod_ssl package, on the test port",
-        lab.load_lines(httpd, ("ssl",) if is_22 else ("ssl", "socache_shmcb")).rstrip("\n"),
-        f"Listen 127.0.0.1:{additions.tls_port}",
-        "SSLPassPhraseDialog builtin",
-        f"SSLSessionCache shmcb:{root}/run/ssl_scache(512000)" if shmcb else "SSLSessionCache none",
-        "SSLSessionCacheTimeout 300",
-        "SSLMutex default" if is_22 else "",
-        "SSLRandomSeed startup file:/dev/urandom 256",
-        "SSLRandomSeed connect builtin",
-        "SSLCryptoDevice builtin",
-        f"<VirtualHost _default_:{additions.tls_port}>",
-        f'ErrorLog "{root}/logs/ssl_error_log"',
-        f'TransferLog "{root}/logs/ssl_access_log"',
-        "LogLevel warn",
-        "SSLEngine on",
-        "SSLProtocol all -SSLv2" if is_22 else "SSLProtocol all -SSLv2 -SSLv3",
-        "SSLCipherSuite ALL:!ADH:!EXPORT:!SSLv2:RC4+RSA:+HIGH:+MEDIUM:+LOW"
-        if is_22
-        else "SSLCipherSuite HIGH:3DES:!aNULL:!MD5:!SEED:!IDEA",
-        f'SSLCertificateFile "{additions.tls_cert}"',
-        f'SSLCertificateKeyFile "{additions.tls_key}"',
-    ]
-    if rendering.tls_include:
-        lines.append(f'Include "{root / rendering.tls_include}"')
-    lines.append("</VirtualHost>")
-    return "\n".join(line for line in lines if line) + "\n"
+    return lab.render(
+        "rhel-ssl.conf.j2",
+        root=root,
+        is_22=is_22,
+        loads=lab.load_lines(httpd, ("ssl",) if is_22 else ("ssl", "socache_shmcb")).rstrip("\n"),
+        shmcb=is_22 or (httpd.modules_dir / "mod_socache_shmcb.so").exists(),
+        port=additions.tls_port,
+        cert=additions.tls_cert,
+        key=additions.tls_key,
+        include=root / rendering.tls_include if rendering.tls_include else None,
+    )
