@@ -128,6 +128,54 @@ def test_dockerfile_templates_per_family(base: str, family: str, says: str) -> N
     assert says in images.render_dockerfile(base)
 
 
+class _Images:
+    def __init__(self, labels: dict[str, str] | None) -> None:
+        self.labels = labels
+
+    def get(self, tag: str):
+        if self.labels is None:
+            raise images.ImageNotFound(tag)
+        return type("Image", (), {"labels": self.labels, "id": "sha256:x"})()
+
+
+def test_a_base_made_from_another_package_list_is_stale() -> None:
+    """libssl-dev joined the build packages: a base bootstrapped before that is made again, not reused."""
+    assert "libssl-dev" in images.BUILD_PACKAGES
+    current = images.packages_fingerprint(images.BUILD_PACKAGES)
+    engine = type("Engine", (), {})()
+    for labels, stale in (
+        ({images.LABEL: "base", images.PACKAGES_LABEL: current}, False),
+        ({images.LABEL: "base", images.PACKAGES_LABEL: images.packages_fingerprint(("build-essential",))}, True),
+        ({images.LABEL: "base"}, True),  # made before the label
+        (None, False),  # no image: not stale, missing (bootstrap makes it)
+    ):
+        engine.images = _Images(labels)
+        assert images.is_stale(engine, "apachews/base:bookworm") is stale, labels
+
+
+def test_the_base_image_is_labelled_with_its_package_list(docker_engine, base_image: str) -> None:
+    assert not images.is_stale(docker_engine, base_image)
+    assert images.image_packages(docker_engine, base_image) == images.packages_fingerprint(images.BUILD_PACKAGES)
+
+
+def test_a_24_build_has_mod_ssl_with_openssl_linked_in_and_its_tls_checks_pass(
+    stock_dist: build.BuildResult,
+) -> None:
+    """2.4.26+ builds mod_ssl against the image's OpenSSL 3 (libssl-dev), its static libraries linked in."""
+    from apachews import verify
+
+    info = json.loads((stock_dist.dist / "build.json").read_text())
+    assert info["ssl"]["mode"] == "system" and info["ssl"]["mod_ssl"] and info["ssl"]["linked"] == "static"
+    assert "OpenSSL: the image's 3." in (stock_dist.dist / "build.log").read_text()
+    mod_ssl = stock_dist.dist / "httpd" / "modules" / "mod_ssl.so"
+    needed = subprocess.run(["readelf", "-d", str(mod_ssl)], capture_output=True, text=True, check=True).stdout
+    assert "libssl" not in needed and "libcrypto" not in needed  # the dist needs no OpenSSL of the server
+    server = httpd.locate(prefix=stock_dist.dist / "httpd")
+    tls = ["tls-front", "tls-backend", "tls-abrupt-disconnect", "tls-backend-abrupt-disconnect"]
+    report = verify.run(server, checks=tls)
+    assert report.ok and [check.name for check in report.checks if check.skipped] == [], report.table()
+
+
 def test_builder_image_follows_its_base(docker_engine, base_image: str) -> None:
     """A re-bootstrapped base (another image under the same name) gets a new builder, not the stale one."""
     name = "apachews/test-base:rebootstrapped"
