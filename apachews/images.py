@@ -70,7 +70,7 @@ BUILD_PACKAGES = (
     "libpcre2-dev",
     "libexpat1-dev",
     "zlib1g-dev",
-    "libssl-dev",  # mod_ssl of 2.4.26+ (OpenSSL 3); its libssl.a/libcrypto.a are linked into mod_ssl.so
+    "libssl-dev",  # mod_ssl of 2.4.52+ (OpenSSL 3); its libssl.a/libcrypto.a are linked into mod_ssl.so
     "ca-certificates",
     "ccache",  # build.sh shares one compiler cache across releases and MPMs when the image has it
 )
