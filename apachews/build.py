@@ -32,7 +32,7 @@ from typing import Any
 
 from docker.errors import DockerException
 
-from apachews import __version__, floor, images, module, patches, sources, toolchain
+from apachews import __version__, binary, floor, images, module, patches, sources, toolchain
 from apachews.catalogue import Release
 from apachews.dist import Dist
 from apachews.errors import BadInput, JobFailed
@@ -347,10 +347,22 @@ def _check_builder(plan: BuildPlan, progress: Progress) -> None:
 def _builder_image(plan: BuildPlan, progress: Progress) -> images.ImageInfo | None:
     if plan.builder != "docker":
         return None
-    if plan.base_image == DEFAULT_BASE_IMAGE and not images.image_exists(images.client(), plan.base_image):
-        progress.step(f"no {plan.base_image} yet: bootstrapping it from Debian's packages")
-        images.bootstrap(progress=progress)
+    if plan.base_image == DEFAULT_BASE_IMAGE:
+        engine = images.client()
+        if not images.image_exists(engine, plan.base_image):
+            progress.step(f"no {plan.base_image} yet: bootstrapping it from Debian's packages")
+            images.bootstrap(progress=progress)
+        elif images.is_stale(engine, plan.base_image):  # e.g. made before libssl-dev was a build package
+            images.bootstrap(progress=progress)  # says why, and makes it again from today's package list
     return images.builder_image(plan.base_image, progress)
+
+
+def mod_ssl_linking(path: Path) -> str | None:
+    """How a built mod_ssl.so has its OpenSSL: "static" (linked in) or "dynamic" (needs libssl.so); None: none."""
+    if not path.is_file():
+        return None
+    needed = binary.inspect_module(path, "ssl_module").needed
+    return "dynamic" if any(name.startswith(("libssl.", "libcrypto.")) for name in needed) else "static"
 
 
 # -- the pipeline -----------------------------------------------------------------------------------------------
@@ -437,6 +449,7 @@ def build(
                 "openssl": openssl_id or recipe.openssl,
                 "origin": openssl.origin if openssl else None,
                 "mod_ssl": (dist / "httpd" / "modules" / "mod_ssl.so").is_file(),
+                "linked": mod_ssl_linking(dist / "httpd" / "modules" / "mod_ssl.so"),
             },
             "input_digest": input_digest,
             "artifacts": {str(p.relative_to(dist)): sha256_file(p) for p in files},

@@ -52,6 +52,9 @@ TARGET_PACKAGES = (
 # Everything apachews makes in the engine carries the label `apachews=<base|builder|build>`, so that
 # `apachews cache list|prune` finds it (volumes made before the labels: by their name prefix).
 LABEL = "apachews"
+# A bootstrapped image also carries the fingerprint of the package list it was made from: an image made from
+# an older list (e.g. before libssl-dev joined BUILD_PACKAGES) is stale, and bootstrap() makes it again.
+PACKAGES_LABEL = "apachews.packages"
 BUILD_VOLUME_PREFIX = "apachews-build-"
 # What httpd 2.2 and 2.4 need to buildconf, configure and compile (apr and apr-util come as sources).
 BUILD_PACKAGES = (
@@ -67,6 +70,7 @@ BUILD_PACKAGES = (
     "libpcre2-dev",
     "libexpat1-dev",
     "zlib1g-dev",
+    "libssl-dev",  # mod_ssl of 2.4.52+ (OpenSSL 3); its libssl.a/libcrypto.a are linked into mod_ssl.so
     "ca-certificates",
     "ccache",  # build.sh shares one compiler cache across releases and MPMs when the image has it
 )
@@ -96,6 +100,21 @@ def client() -> docker.DockerClient:
     except DockerException as error:
         raise BadInput(f"no Docker engine reachable ({error})", hint=NO_DAEMON_HINT) from error
     return engine
+
+
+def packages_fingerprint(packages: tuple[str, ...]) -> str:
+    return fingerprint(sorted(packages), 12)
+
+
+def image_packages(engine: docker.DockerClient, tag: str) -> str | None:
+    """The package-list fingerprint an image was bootstrapped from (None: not ours, or made before the label)."""
+    labels = engine.images.get(tag).labels or {}
+    return labels.get(PACKAGES_LABEL)
+
+
+def is_stale(engine: docker.DockerClient, tag: str, packages: tuple[str, ...] = BUILD_PACKAGES) -> bool:
+    """Whether the bootstrapped image `tag` exists but was made from another package list than `packages`."""
+    return image_exists(engine, tag) and image_packages(engine, tag) != packages_fingerprint(packages)
 
 
 def image_exists(engine: docker.DockerClient, tag: str) -> bool:
@@ -238,8 +257,10 @@ def bootstrap(
     engine = client()
     started = time.monotonic()
     if image_exists(engine, tag) and not force:
-        log.info("base image %s exists", tag)
-        return ImageInfo(tag, engine.images.get(tag).id, False, 0.0)
+        if not is_stale(engine, tag, packages):
+            log.info("base image %s exists", tag)
+            return ImageInfo(tag, engine.images.get(tag).id, False, 0.0)
+        progress.step(f"{tag} was made from another package list than this apachews needs: making it again")
     if shutil.which("debootstrap") is None:
         raise BadInput("debootstrap is not installed", hint="apt-get install debootstrap")
     mirror = mirror or host_debian_mirror()
@@ -264,6 +285,7 @@ def bootstrap(
                     "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                     'CMD ["/bin/bash"]',
                     f"LABEL {LABEL}={label}",
+                    f"LABEL {PACKAGES_LABEL}={packages_fingerprint(packages)}",
                 ],
             )
         except DockerException as error:

@@ -320,8 +320,8 @@ def _stages(
 
 
 def _tls_column(row: Row, reports: Sequence[verify.VerifyReport], ssl: dict) -> str | None:
-    """Fill the row's TLS cells; return why the row is not green on TLS (None: it is, or the user built
-    without mod_ssl, or the image has no OpenSSL headers for a release that uses the image's OpenSSL)."""
+    """Fill the row's TLS cells; return why the row is not green on TLS (None: TLS passed, or the user built
+    without mod_ssl on purpose: --without-ssl). A build with no mod_ssl for any other reason is red."""
     cases = set(verify.CASES)
     ran = [
         (report.preset, check)
@@ -352,6 +352,14 @@ def _tls_column(row: Row, reports: Sequence[verify.VerifyReport], ssl: dict) -> 
                 f"TLS not verified: Apache {row.version}'s mod_ssl needs OpenSSL {ssl.get('openssl') or '1.0.2'} "
                 "sources (--openssl-source, --openssl-git or --openssl-tarball), or say --without-ssl"
             )
+        if mode == "system":
+            return (
+                f"TLS not verified: the build image has no OpenSSL headers, so Apache {row.version} has no mod_ssl"
+                " (apachews image bootstrap makes a base with libssl-dev; a --base-image needs libssl-dev or"
+                " openssl-devel), or say --without-ssl"
+            )
+        if mode != "off":
+            return "TLS not verified: the build has no mod_ssl (say --without-ssl if that is what you want)"
         return None
     failing = sorted({f"{preset}:{check.name}" for preset, check in ran if not check.passed})
     row.tls = f"{len(ran) - len(failing)}/{len(ran)}" + (f" ({', '.join(failing)})" if failing else "")

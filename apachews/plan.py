@@ -80,8 +80,9 @@ class BuildPlan:
     @property
     def ssl(self) -> str:
         """How mod_ssl is built: "static" (OpenSSL from the --openssl-* sources, linked in), "system" (the
-        image's OpenSSL, when it has its headers), "off" (--without-ssl), "missing" (the release needs OpenSSL
-        sources and none were given: no mod_ssl)."""
+        image's OpenSSL: libssl-dev, a build package of the base image; its libssl.a and libcrypto.a linked
+        in), "off" (--without-ssl), "missing" (the release needs OpenSSL sources and none were given: no
+        mod_ssl). Only "off" is a build without mod_ssl that the user asked for."""
         if self.openssl.without:
             return "off"
         if self.recipe.openssl == "1.0.2":

@@ -210,5 +210,8 @@ def test_the_tls_column_and_when_a_row_is_green_on_tls() -> None:
     assert "needs OpenSSL" in (matrix._tls_column(row, none, {"mode": "missing", "openssl": "1.0.2"}) or "")
     assert matrix._tls_column(row, none, {"mode": "off"}) is None and row.tls == "off (--without-ssl)"
     assert "has no mod_ssl" in (matrix._tls_column(row, none, {"mode": "static"}) or "")
+    # 2.4.26+ takes the image's OpenSSL: a build without mod_ssl there is red too, unless --without-ssl
+    assert "no OpenSSL headers" in (matrix._tls_column(row, none, {"mode": "system"}) or "")
+    assert "--without-ssl" in (matrix._tls_column(row, none, {}) or "")
     headers = matrix._headers([row])
     assert "tls" in headers and "tls orphan close s" in headers
