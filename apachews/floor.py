@@ -28,7 +28,7 @@ from pathlib import Path
 from apachews.binary import GlibcVersion, ModuleBinary, inspect_module, machine_name
 from apachews.distros import catalogue as distros
 from apachews.errors import BadInput, JobFailed
-from apachews.sources.cache import cache_dir
+from apachews.sources.store import cache_dir
 
 WRAPPER_NAME = "zig-cc"
 DOCKER_ZIG_DIR = "/opt/zig"  # where the build container sees the host's ziglang package (read-only)

@@ -324,7 +324,7 @@ def test_fetch_verbose_logs_what_it_does(apachews_cache: Path, httpd_mirror: Htt
     argv = [sys.executable, "-m", "apachews", "-v", "fetch", "--apache", "2.4.66", "--mirror", httpd_mirror.url("good")]
     verbose = subprocess.run(argv, capture_output=True, text=True, env=env)
     assert verbose.returncode == 0, verbose.stderr
-    assert "INFO apachews.sources.cache: cache hit" in verbose.stderr
+    assert "INFO apachews.sources.store: cache hit" in verbose.stderr
     argv[3], argv[6] = "-vv", "2.4.65"  # not cached yet: downloads
     debug = subprocess.run(argv, capture_output=True, text=True, env=env)
     assert f"DEBUG apachews.sources.download: GET {httpd_mirror.url('good')}httpd-2.4.65" in debug.stderr

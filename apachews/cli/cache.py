@@ -7,7 +7,7 @@ import time
 
 import click
 
-from apachews import cache
+from apachews import storage
 from apachews.catalogue import Release
 from apachews.cli._common import Result, Session, command
 from apachews.cli._main import main
@@ -22,7 +22,7 @@ def cache_group() -> None:
 _KINDS = click.option(
     "--kind",
     "kinds",
-    type=click.Choice(cache.KINDS),
+    type=click.Choice(storage.KINDS),
     multiple=True,
     help="Only this kind (repeatable): volume (Docker build volumes), image, download (the file cache). Default: all.",
 )
@@ -49,11 +49,11 @@ def fit_table(rows: list[list[str]], header: list[str], width: int | None = None
     return "\n".join(lines)
 
 
-def _table(entries: list[cache.Entry]) -> str:
+def _table(entries: list[storage.Entry]) -> str:
     rows = [
         [
             e.kind,
-            cache.human_size(e.size),
+            storage.human_size(e.size),
             _age(e.created),
             e.version or "-",
             e.name + (f" ({e.in_use})" if e.in_use else ""),
@@ -63,7 +63,7 @@ def _table(entries: list[cache.Entry]) -> str:
     return fit_table(rows, ["kind", "size", "age", "version", "name"])
 
 
-def _total(entries: list[cache.Entry]) -> int:
+def _total(entries: list[storage.Entry]) -> int:
     return sum(e.size or 0 for e in entries)
 
 
@@ -72,8 +72,8 @@ def _total(entries: list[cache.Entry]) -> int:
 @_APACHE
 def list_command(session: Session, kinds: tuple[str, ...], release: Release | None) -> Result:
     """List build volumes, images and downloads with their sizes."""
-    entries = cache.list_entries(kinds or cache.KINDS, str(release.version) if release else None)
-    text = _table(entries) + f"\n{len(entries)} entries, {cache.human_size(_total(entries))}"
+    entries = storage.list_entries(kinds or storage.KINDS, str(release.version) if release else None)
+    text = _table(entries) + f"\n{len(entries)} entries, {storage.human_size(_total(entries))}"
     return Result(data={"entries": [e.to_dict() for e in entries], "total_bytes": _total(entries)}, text=text)
 
 
@@ -92,17 +92,17 @@ def prune_command(
     dry_run: bool,
 ) -> Result:
     """Remove build volumes, builder images and downloads (never what a running build uses)."""
-    removed, kept = cache.prune(
-        kinds or cache.KINDS,
+    removed, kept = storage.prune(
+        kinds or storage.KINDS,
         older_than=days * 86400 if days is not None else None,
         version=str(release.version) if release else None,
         include_base=include_base,
         dry_run=dry_run,
     )
     verb = "would remove" if dry_run else "removed"
-    lines = [f"{verb} {e.kind} {e.name} ({cache.human_size(e.size)})" for e in removed]
+    lines = [f"{verb} {e.kind} {e.name} ({storage.human_size(e.size)})" for e in removed]
     lines += [f"kept {e.kind} {e.name}: {e.in_use}" for e in kept]
-    lines.append(f"{verb} {len(removed)} entries, {cache.human_size(_total(removed))}")
+    lines.append(f"{verb} {len(removed)} entries, {storage.human_size(_total(removed))}")
     return Result(
         data={
             "dry_run": dry_run,

@@ -16,7 +16,6 @@ from apachews.catalogue import Release
 from apachews.errors import BadInput
 from apachews.fsutil import file_digest, sha256_file
 from apachews.progress import Progress
-from apachews.sources.cache import cache_dir
 from apachews.sources.checksums import ALGORITHMS as CHECKSUM_ALGORITHMS
 from apachews.sources.checksums import parse_checksum_file
 from apachews.sources.directory import from_directory
@@ -24,6 +23,7 @@ from apachews.sources.git import from_git
 from apachews.sources.mirror import DEFAULT_MIRROR, from_mirror, mirror_url
 from apachews.sources.pypi import APR_SDIST, apr_sources, from_pypi
 from apachews.sources.pypi_index import PYPI_PROJECT, PYPI_SIMPLE_URL, PypiBundle, pypi_bundle
+from apachews.sources.store import cache_dir
 from apachews.sources.tarball import from_tarball
 from apachews.sources.tree import SourceTree, detect_version
 

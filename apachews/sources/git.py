@@ -9,7 +9,7 @@ from pathlib import Path
 from apachews.catalogue import Release
 from apachews.errors import BadInput, JobFailed
 from apachews.progress import Progress
-from apachews.sources import cache
+from apachews.sources import store
 from apachews.sources.tree import SourceTree, is_tree, tree_info
 from apachews.sources.unpack import unpack_single_top
 
@@ -37,7 +37,7 @@ def from_git(repo: Path, release: Release | None, progress: Progress) -> SourceT
             raise BadInput(f"{repo} is not a git repository", hint="give a clone (or bare git dir) of apache/httpd")
         raise BadInput(f"{repo} has no tag {wanted}", hint="fetch the tags (git fetch --tags) or pick another version")
     commit = found.stdout.strip()
-    slot = cache.trees_dir() / f"git-{commit[:16]}"
+    slot = store.trees_dir() / f"git-{commit[:16]}"
     origin = f"git:{repo}@{wanted}"
     if is_tree(slot / f"httpd-{wanted}"):
         progress.step(f"reusing the exported tree {slot / f'httpd-{wanted}'}")
@@ -54,5 +54,5 @@ def from_git(repo: Path, release: Release | None, progress: Progress) -> SourceT
         del archive
         return unpack_single_top(tar_path, scratch)
 
-    final = cache.place_tree(slot, export, release, f"tag {wanted} of {repo}")
+    final = store.place_tree(slot, export, release, f"tag {wanted} of {repo}")
     return tree_info(final, origin, None, cache_hit=False)

@@ -16,7 +16,7 @@ from apachews.catalogue import Release
 from apachews.errors import BadInput, JobFailed
 from apachews.fsutil import remove_empty, sha256_file, write_atomic
 from apachews.progress import Progress
-from apachews.sources import cache, checksums
+from apachews.sources import checksums, store
 from apachews.sources.checksums import Checksum
 from apachews.sources.download import NotFound, open_url, verified_download
 from apachews.sources.tree import SourceTree, require_release
@@ -106,7 +106,7 @@ def _expected(release: Release, name: str, url: str, insecure: bool, progress: P
 def from_mirror(release: Release | None, mirror: str | None, insecure: bool, progress: Progress) -> SourceTree:
     release = require_release(release)
     base = mirror_url(mirror)
-    downloads = cache.downloads_dir(base)
+    downloads = store.downloads_dir(base)
     # A tarball verified earlier is reused (its record says how it was verified; its sha256 is re-checked).
     for name in release.tarballs:
         kept, record = downloads / name, downloads / f"{name}.json"
@@ -114,7 +114,7 @@ def from_mirror(release: Release | None, mirror: str | None, insecure: bool, pro
             info = json.loads(record.read_text())
             if sha256_file(kept) == info.get("sha256"):
                 log.info("cache hit: %s, verified earlier by %s", kept, info["checksum"])
-                return cache.unpack_to_cache(kept, f"mirror:{base}{name}", info["checksum"], release, progress)
+                return store.unpack_to_cache(kept, f"mirror:{base}{name}", info["checksum"], release, progress)
     tried: list[str] = []
     try:
         for name in release.tarballs:
@@ -127,7 +127,7 @@ def from_mirror(release: Release | None, mirror: str | None, insecure: bool, pro
                     checksum,
                 ):
                     how = checksum.how if checksum else None
-                    tree = cache.unpack_to_cache(partial, f"mirror:{url}", how, release, progress)
+                    tree = store.unpack_to_cache(partial, f"mirror:{url}", how, release, progress)
                     record = {"url": url, "checksum": how, "sha256": sha256_file(partial)}
                     partial.replace(downloads / name)
                     write_atomic(downloads / f"{name}.json", json.dumps(record))

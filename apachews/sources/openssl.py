@@ -17,7 +17,7 @@ from pathlib import Path
 from apachews.errors import BadInput, JobFailed
 from apachews.fsutil import move_into_place, remove_empty, scratch_dir, sha256_file
 from apachews.progress import Progress
-from apachews.sources import cache
+from apachews.sources import store
 from apachews.sources.unpack import HOSTILE_HINT, unpack_single_top
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def from_git(repo: Path, ref: str, progress: Progress) -> OpenSSLTree:
             hint="give a tag, branch or commit it has (git --git-dir=PATH log --oneline), or leave out --openssl-ref",
         )
     commit = found.stdout.strip()
-    slot = cache.trees_dir() / f"openssl-git-{commit[:16]}"
+    slot = store.trees_dir() / f"openssl-git-{commit[:16]}"
     origin = f"git:{repo}@{ref}"
     kept = _kept(slot)
     if kept is not None:
@@ -152,7 +152,7 @@ def from_tarball(tarball: Path, sha256: str, progress: Progress) -> OpenSSLTree:
     actual = sha256_file(tarball)
     if actual != sha256.lower():
         raise BadInput(f"{tarball.name}: sha256 {actual}, not the {sha256.lower()} given", hint=HOSTILE_HINT)
-    slot = cache.trees_dir() / f"openssl-{actual[:16]}"
+    slot = store.trees_dir() / f"openssl-{actual[:16]}"
     kept = _kept(slot)
     if kept is None:
         progress.step(f"unpacking {tarball.name}")

@@ -8,7 +8,7 @@ from apachews import catalogue
 from apachews.catalogue import Release, Version
 from apachews.errors import BadInput
 from apachews.progress import Progress
-from apachews.sources import cache, checksums
+from apachews.sources import checksums, store
 from apachews.sources.pypi_index import PYPI_PROJECT, PypiBundle, pypi_bundle
 from apachews.sources.tree import SourceTree, require_release
 
@@ -25,16 +25,16 @@ def from_pypi(release: Release | None, progress: Progress) -> SourceTree:
             f"no {PYPI_PROJECT} sdist carries Apache {release.version}",
             hint="--from-pypi serves: " + ", ".join(sorted(sdists, key=Version.parse)),
         )
-    bundle = pypi_bundle(sdist, cache.pypi_dir(), progress)
+    bundle = pypi_bundle(sdist, store.pypi_dir(), progress)
     how = checksums.require_catalogue(release.checksums, bundle.httpd.name).verify(
         bundle.httpd, bundle.httpd.name, hint=f"remove {bundle.directory} and try again"
     )
     progress.note(f"{bundle.httpd.name} verified: {how}")
-    return cache.unpack_to_cache(bundle.httpd, f"pypi:{PYPI_PROJECT}=={sdist}", how, release, progress)
+    return store.unpack_to_cache(bundle.httpd, f"pypi:{PYPI_PROJECT}=={sdist}", how, release, progress)
 
 
 def _apr_bundle(sdist: str, progress: Progress) -> PypiBundle:
-    bundle = pypi_bundle(sdist, cache.pypi_dir(), progress)
+    bundle = pypi_bundle(sdist, store.pypi_dir(), progress)
     known = catalogue.load().apr_checksums
     for tarball in (bundle.apr, bundle.apr_util):
         checksums.require_catalogue(known, tarball.name).verify(

@@ -7,7 +7,7 @@ from pathlib import Path
 from apachews.catalogue import Release
 from apachews.errors import BadInput
 from apachews.progress import Progress
-from apachews.sources import cache, checksums
+from apachews.sources import checksums, store
 from apachews.sources.tree import SourceTree
 from apachews.sources.unpack import HOSTILE_HINT
 
@@ -20,4 +20,4 @@ def from_tarball(tarball: Path, release: Release | None, progress: Progress) -> 
     known = checksums.from_catalogue(release.checksums, tarball.name) if release else None
     if known:
         how = known.verify(tarball, tarball.name, error=BadInput, hint=HOSTILE_HINT)
-    return cache.unpack_to_cache(tarball, f"tarball:{tarball}", how, release, progress)
+    return store.unpack_to_cache(tarball, f"tarball:{tarball}", how, release, progress)
