@@ -25,6 +25,7 @@ from pathlib import Path
 import docker
 from docker.errors import DockerException, ImageNotFound
 
+from apachews.distros import catalogue as distributions
 from apachews.errors import BadInput, JobFailed
 from apachews.fsutil import fingerprint
 from apachews.progress import Progress
@@ -32,7 +33,7 @@ from apachews.resources import template_environment
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SUITE = "bookworm"
+DEFAULT_SUITE = distributions.build_base().suite
 BASE_REPOSITORY = "apachews/base"
 BUILDER_REPOSITORY = "apachews/builder"
 DEFAULT_BASE_IMAGE = f"{BASE_REPOSITORY}:{DEFAULT_SUITE}"
@@ -57,35 +58,11 @@ LABEL = "apachews"
 PACKAGES_LABEL = "apachews.packages"
 BUILD_VOLUME_PREFIX = "apachews-build-"
 # What httpd 2.2 and 2.4 need to buildconf, configure and compile (apr and apr-util come as sources).
-BUILD_PACKAGES = (
-    "build-essential",
-    "autoconf",
-    "libtool",
-    "libtool-bin",
-    "pkg-config",
-    "python3",
-    "perl",
-    "bzip2",
-    "libpcre3-dev",
-    "libpcre2-dev",
-    "libexpat1-dev",
-    "zlib1g-dev",
-    "libssl-dev",  # mod_ssl of 2.4.52+ (OpenSSL 3); its libssl.a/libcrypto.a are linked into mod_ssl.so
-    "ca-certificates",
-    "ccache",  # build.sh shares one compiler cache across releases and MPMs when the image has it
-)
-YUM_NAMES = (
-    "centos",
-    "rhel",
-    "redhat",
-    "rocky",
-    "almalinux",
-    "alma",
-    "fedora",
-    "amazonlinux",
-    "oraclelinux",
-    "ubi",
-)
+# The packages of the base image (ccache: build.sh shares one compiler cache across releases and MPMs;
+# libssl-dev: mod_ssl of 2.4.52+ links its libssl.a/libcrypto.a) and the image names yum serves: distribution
+# facts, kept in apachews/data/distributions.json.
+BUILD_PACKAGES = distributions.build_base().packages
+YUM_NAMES = distributions.build_base().yum_images
 NO_DAEMON_HINT = (
     "start a Docker engine (as root: dockerd --bridge=none --iptables=false > /var/log/dockerd.log 2>&1 &), "
     "or build with the host toolchain: --builder local"

@@ -21,7 +21,7 @@ from apachews.layoutfacts import LayoutFacts, all_layout_facts, layout_facts, sy
 from apachews.resources import package_data
 
 __all__ = ["Distribution", "LayoutFacts", "distributions", "family_floor", "from_package_version", "get"]
-__all__ += ["all_layout_facts", "layout_facts", "shipping", "system_httpds"]
+__all__ += ["BuildBase", "all_layout_facts", "build_base", "layout_facts", "shipping", "system_httpds"]
 
 
 @dataclass(frozen=True)
@@ -109,3 +109,18 @@ def family_floor(family: str) -> GlibcVersion:
     if not shipped:
         raise BadInput(f"no distribution in the catalogue shipped Apache {family}")
     return min(d.glibc for d in shipped)
+
+
+@dataclass(frozen=True)
+class BuildBase:
+    """The Docker base image builds run in: a Debian suite debootstrapped with these packages."""
+
+    suite: str
+    packages: tuple[str, ...]
+    yum_images: tuple[str, ...]  # image names (centos, rocky, ...) whose packages come from yum, not apt
+
+
+@functools.lru_cache(maxsize=1)
+def build_base() -> BuildBase:
+    raw = json.loads(package_data("distributions.json").read_text())["build_base"]
+    return BuildBase(raw["suite"], tuple(raw["packages"]), tuple(raw["yum_images"]))
