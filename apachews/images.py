@@ -162,19 +162,6 @@ def family_of(base_image: str) -> str:
     return "yum" if name in YUM_NAMES else "apt"
 
 
-def host_debian_mirror() -> str:
-    """The Debian mirror this host's apt uses (deb822 or one-line sources), for debootstrap."""
-    candidates = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
-    for path in candidates:
-        try:
-            text = path.read_text()
-        except OSError:
-            continue
-        for match in re.finditer(r"^(?:URIs:\s*|deb\s+(?:\[[^\]]*\]\s+)?)(\S+/debian)/?\s", text, re.MULTILINE):
-            return match.group(1)
-    return "http://deb.debian.org/debian"
-
-
 @dataclass
 class ImageInfo:
     tag: str
@@ -240,7 +227,7 @@ def bootstrap(
         progress.step(f"{tag} was made from another package list than this apachews needs: making it again")
     if shutil.which("debootstrap") is None:
         raise BadInput("debootstrap is not installed", hint="apt-get install debootstrap")
-    mirror = mirror or host_debian_mirror()
+    mirror = mirror or distributions.host_apt_mirror()
     workdir = Path(tempfile.mkdtemp(prefix="apachews-bootstrap-"))
     try:
         rootfs = workdir / "rootfs"

@@ -13,6 +13,7 @@ import functools
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from apachews.binary import GlibcVersion
 from apachews.catalogue import Version
@@ -21,7 +22,15 @@ from apachews.layoutfacts import LayoutFacts, all_layout_facts, layout_facts, sy
 from apachews.resources import package_data
 
 __all__ = ["Distribution", "LayoutFacts", "distributions", "family_floor", "from_package_version", "get"]
-__all__ += ["BuildBase", "all_layout_facts", "build_base", "layout_facts", "shipping", "system_httpds"]
+__all__ += [
+    "BuildBase",
+    "all_layout_facts",
+    "build_base",
+    "host_apt_mirror",
+    "layout_facts",
+    "shipping",
+    "system_httpds",
+]
 
 
 @dataclass(frozen=True)
@@ -124,3 +133,16 @@ class BuildBase:
 def build_base() -> BuildBase:
     raw = json.loads(package_data("distributions.json").read_text())["build_base"]
     return BuildBase(raw["suite"], tuple(raw["packages"]), tuple(raw["yum_images"]))
+
+
+def host_apt_mirror() -> str:
+    """The Debian mirror this host's apt uses (deb822 or one-line sources), for debootstrap."""
+    candidates = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    for path in candidates:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        for match in re.finditer(r"^(?:URIs:\s*|deb\s+(?:\[[^\]]*\]\s+)?)(\S+/debian)/?\s", text, re.MULTILINE):
+            return match.group(1)
+    return "http://deb.debian.org/debian"
