@@ -10,6 +10,7 @@ root (apachews.target): the same Server then runs there, its tree bind-mounted a
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
 import re
@@ -160,10 +161,19 @@ def locate(binary: Path | None = None, prefix: Path | None = None) -> Httpd:
     )
 
 
+_HANDED_OUT: collections.deque[int] = collections.deque(maxlen=256)
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A free loopback port, never one this process was handed recently: the kernel may give a just-closed
+    port again, and one config with two Listen lines for it is refused ("multiple Listeners")."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.append(port)
+            return port
 
 
 def wait_for_port(port: int, timeout: float, alive: callable = lambda: True) -> bool:  # type: ignore[valid-type]
