@@ -273,10 +273,10 @@ def built_22(base_image: str, httpd_git: Path) -> tuple[Httpd, Path]:
     from apachews import build
     from apachews import httpd as httpd_module
     from apachews.sources import SourceOptions
-    from tests.fixtures.sources import tests_cache_dir
+    from tests.fixtures.sources import cache_root_of_tests
 
     source = SourceOptions(git=httpd_git)
-    result = build.build("2.2.31", source=source, with_httpd=True, out_dir=tests_cache_dir() / "dist")
+    result = build.build("2.2.31", source=source, with_httpd=True, out_dir=cache_root_of_tests() / "dist")
     return httpd_module.locate(prefix=result.dist / "httpd"), result.module
 
 

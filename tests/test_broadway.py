@@ -28,7 +28,7 @@ from apachews.distros import trees
 from apachews.httpd import Httpd, free_port, wait_for_port
 from apachews.lab.sockets import TcpSocket, socket_holders, tcp_sockets
 from tests import browser
-from tests.fixtures.sources import tests_cache_dir
+from tests.fixtures.sources import cache_root_of_tests
 
 pytestmark = pytest.mark.slow  # a browser, a GTK app and an Apache per test: tens of seconds each
 
@@ -146,7 +146,7 @@ def built_22_prefork(base_image: str, httpd_git: Path) -> tuple[Httpd, Path]:
     """httpd 2.2.31 (prefork, its default MPM) with the apachews module, built from the git tag (kept in the
     test cache between runs, as tests/test_verify.py's 2.2 build)."""
     result = build.build(
-        "2.2.31", source=sources.SourceOptions(git=httpd_git), with_httpd=True, out_dir=tests_cache_dir() / "dist"
+        "2.2.31", source=sources.SourceOptions(git=httpd_git), with_httpd=True, out_dir=cache_root_of_tests() / "dist"
     )
     return httpd_module.locate(prefix=result.dist / "httpd"), result.module
 

@@ -21,7 +21,7 @@ from apachews.httpd import Httpd, free_port
 from apachews.lab import echo
 from tests.cli_process import start_cli, wait_for_line
 from tests.fixtures.apache import wrong_backend_ca
-from tests.fixtures.sources import tests_cache_dir as cache_dir_of_tests
+from tests.fixtures.sources import cache_root_of_tests
 
 
 @pytest.fixture
@@ -256,7 +256,7 @@ def test_sigterm_stops_the_apache_and_removes_its_root(system_httpd: Httpd, layo
 def built_22(base_image: str, httpd_git: Path) -> tuple[Httpd, Path]:
     """httpd 2.2.31 with the apachews module, built from the git tag (kept in the test cache between runs)."""
     result = build.build(
-        "2.2.31", source=sources.SourceOptions(git=httpd_git), with_httpd=True, out_dir=cache_dir_of_tests() / "dist"
+        "2.2.31", source=sources.SourceOptions(git=httpd_git), with_httpd=True, out_dir=cache_root_of_tests() / "dist"
     )
     return httpd_module.locate(prefix=result.dist / "httpd"), result.module
 
