@@ -186,7 +186,7 @@ def test_builder_image_follows_its_base(docker_engine, base_image: str) -> None:
         first = images.builder_tag(name)
         dockerfile = f"FROM {name}\nLABEL apachews.test=rebootstrapped\n".encode()
         context = io.BytesIO(images.single_file_tar("Dockerfile", dockerfile))
-        docker_engine.images.build(fileobj=context, custom_context=True, tag=name, network_mode="none")
+        docker_engine.images.build(fileobj=context, custom_context=True, tag=name, network_mode="none", rm=True)
         assert images.builder_tag(name) != first
     finally:
         docker_engine.images.remove(name, force=True)
