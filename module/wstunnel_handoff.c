@@ -224,6 +224,23 @@ static void proxy_wstunnel_keeper_on_signal(int sig)
     proxy_wstunnel_keeper_retiring = 1;
 }
 
+/* One keeper message and room for its descriptors in `header`, as the child
+ * sends it and the keeper receives it. */
+static void proxy_wstunnel_keeper_header(struct msghdr *header,
+                                         struct iovec *part,
+                                         proxy_wstunnel_keeper_msg *msg,
+                                         char *space, size_t space_len)
+{
+    memset(header, 0, sizeof(*header));
+    memset(space, 0, space_len);
+    part->iov_base = msg;
+    part->iov_len = sizeof(*msg);
+    header->msg_iov = part;
+    header->msg_iovlen = 1;
+    header->msg_control = space;
+    header->msg_controllen = space_len;
+}
+
 /* Take one tunnel from a child on `conn`, and say whether it was taken ("K") or
  * not ("N"). */
 static void proxy_wstunnel_keeper_take(proxy_wstunnel_loop *loop, int conn,
@@ -261,14 +278,8 @@ static void proxy_wstunnel_keeper_take(proxy_wstunnel_loop *loop, int conn,
     patience.tv_usec = 0;
     setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &patience, sizeof(patience));
     memset(&msg, 0, sizeof(msg));
-    memset(&header, 0, sizeof(header));
-    memset(&control, 0, sizeof(control));
-    part.iov_base = &msg;
-    part.iov_len = sizeof(msg);
-    header.msg_iov = &part;
-    header.msg_iovlen = 1;
-    header.msg_control = control.space;
-    header.msg_controllen = sizeof(control.space);
+    proxy_wstunnel_keeper_header(&header, &part, &msg, control.space,
+                                 sizeof(control.space));
     do {
         got = recvmsg(conn, &header, MSG_CMSG_CLOEXEC);
     } while (got < 0 && errno == EINTR);
@@ -646,14 +657,8 @@ int proxy_wstunnel_send_to_keeper(request_rec *r,
     msg.frames[1] = prepared->end[1].frames;
     fds[0] = prepared->end[0].fd;
     fds[1] = prepared->end[1].fd;
-    memset(&header, 0, sizeof(header));
-    memset(&control, 0, sizeof(control));
-    part.iov_base = &msg;
-    part.iov_len = sizeof(msg);
-    header.msg_iov = &part;
-    header.msg_iovlen = 1;
-    header.msg_control = control.space;
-    header.msg_controllen = sizeof(control.space);
+    proxy_wstunnel_keeper_header(&header, &part, &msg, control.space,
+                                 sizeof(control.space));
     cmsg = CMSG_FIRSTHDR(&header);
     cmsg->cmsg_level = SOL_SOCKET;
     cmsg->cmsg_type = SCM_RIGHTS;
