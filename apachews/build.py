@@ -350,7 +350,7 @@ def _builder_image(plan: BuildPlan, progress: Progress) -> images.ImageInfo | No
     if plan.base_image == DEFAULT_BASE_IMAGE:
         engine = images.client()
         if not images.image_exists(engine, plan.base_image):
-            progress.step(f"no {plan.base_image} yet: bootstrapping it from Debian's packages")
+            progress.step(f"no {plan.base_image} yet: bootstrapping it (debootstrap)")
             images.bootstrap(progress=progress)
         elif images.is_stale(engine, plan.base_image):  # e.g. made before libssl-dev was a build package
             images.bootstrap(progress=progress)  # says why, and makes it again from today's package list

@@ -89,7 +89,7 @@ def _deb(path: Path, dest: Path) -> DevPackage:
     control_name = next((n for n in members if n.startswith("control.tar")), None)
     data_name = next((n for n in members if n.startswith("data.tar")), None)
     if control_name is None or data_name is None:
-        raise BadInput(f"{path}: not a Debian package (no control.tar / data.tar)")
+        raise BadInput(f"{path}: not a .deb (no control.tar / data.tar)")
     with _tar(control_name, members[control_name]) as control_tar:
         member = next((m for m in control_tar if m.name.lstrip("./") == "control"), None)
         handle = control_tar.extractfile(member) if member else None

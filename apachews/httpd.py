@@ -230,7 +230,7 @@ def parse_syntax_check(result: subprocess.CompletedProcess[str], strip_dir: str 
 
 class Server:
     """A configured Apache, ready to run: the binary, its ServerRoot and main config file, the environment
-    its config expects (Debian's APACHE_* variables), and where it listens and logs. Runs in the foreground
+    its config expects (a layout's APACHE_* variables), and where it listens and logs. Runs in the foreground
     in its own process group; `stop` ends the whole group."""
 
     def __init__(

@@ -1,6 +1,6 @@
 """Docker images for builds: a base made with debootstrap (no registry needed) and builder images.
 
-`bootstrap()` makes `apachews/base:<suite>` from Debian's packages with every build dependency
+`bootstrap()` makes `apachews/base:<suite>` from a suite's packages with every build dependency
 preinstalled, so module builds need no network. `builder_image()` renders the Dockerfile template of
 the base image's family (templates/docker/) and builds it once per rendered text.
 """
@@ -41,15 +41,7 @@ DEFAULT_BASE_IMAGE = f"{BASE_REPOSITORY}:{DEFAULT_SUITE}"
 # of its packages, as the base image is made (debootstrap, no registry). It also runs an sshd, so the
 # server stage can reach it the way an admin reaches a server.
 TARGET_REPOSITORY = "apachews/target"
-TARGET_PACKAGES = (
-    "apache2",
-    "openssh-server",
-    "sudo",
-    "procps",
-    "iproute2",
-    "ssl-cert",
-    "ca-certificates",
-)
+TARGET_PACKAGES = distributions.build_base().target_packages
 # Everything apachews makes in the engine carries the label `apachews=<base|builder|build>`, so that
 # `apachews cache list|prune` finds it (volumes made before the labels: by their name prefix).
 LABEL = "apachews"
@@ -62,7 +54,6 @@ BUILD_VOLUME_PREFIX = "apachews-build-"
 # libssl-dev: mod_ssl of 2.4.52+ links its libssl.a/libcrypto.a) and the image names yum serves: distribution
 # facts, kept in apachews/data/distributions.json.
 BUILD_PACKAGES = distributions.build_base().packages
-YUM_NAMES = distributions.build_base().yum_images
 NO_DAEMON_HINT = (
     "start a Docker engine (as root: dockerd --bridge=none --iptables=false > /var/log/dockerd.log 2>&1 &), "
     "or build with the host toolchain: --builder local"
@@ -156,12 +147,6 @@ def single_file_tar(name: str, data: bytes, mode: int = 0o644) -> bytes:
     return buffer.getvalue()
 
 
-def family_of(base_image: str) -> str:
-    """The package-manager family of a base image name: "yum" (CentOS/RHEL...) or "apt"."""
-    name = base_image.rsplit("/", 1)[-1].split(":", 1)[0].lower()
-    return "yum" if name in YUM_NAMES else "apt"
-
-
 @dataclass
 class ImageInfo:
     tag: str
@@ -184,7 +169,7 @@ def target_tag(target: str) -> str:
 def target_image(target: str, force: bool = False, progress: Progress | None = None) -> ImageInfo:
     """`apachews/target:<target>`: a root of that distribution's own Apache (and sshd) from its packages.
 
-    `target` is a distribution of the catalogue with a Debian suite that debootstrap can fetch."""
+    `target` is a distribution of the catalogue with a suite that debootstrap can fetch."""
     from apachews.distros import catalogue  # the distribution facts; images stays below distros
 
     distribution = catalogue.get(target)
@@ -213,10 +198,10 @@ def bootstrap(
     packages: tuple[str, ...] = BUILD_PACKAGES,
     label: str = "base",
 ) -> ImageInfo:
-    """debootstrap an image of `packages` (by default the build base) from Debian's packages and import it."""
+    """debootstrap an image of `packages` (by default the build base) from `suite`'s packages and import it."""
     progress = progress or Progress()
     if not re.fullmatch(r"[a-z][a-z0-9-]{1,30}", suite):
-        raise BadInput(f"{suite!r} is not a Debian suite name", hint="e.g. bookworm, bullseye, trixie")
+        raise BadInput(f"{suite!r} is not a suite name debootstrap takes", hint=f"e.g. {DEFAULT_SUITE}")
     tag = tag or base_tag(suite)
     engine = client()
     started = time.monotonic()
@@ -284,7 +269,7 @@ def _debootstrap(suite: str, mirror: str, rootfs: Path, progress: Progress, pack
 
 
 def render_dockerfile(base_image: str) -> str:
-    family = family_of(base_image)
+    family = distributions.build_base().family_of(base_image)
     return (
         template_environment("docker")
         .get_template(f"{family}.Dockerfile.j2")

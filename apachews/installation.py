@@ -53,7 +53,7 @@ class ServerInfo:
     """What `httpd -V` says."""
 
     version: str
-    vendor: str | None  # "Debian", "CentOS", ... from "Apache/2.4.6 (CentOS)"; None for a vanilla build
+    vendor: str | None  # the vendor in "Apache/2.4.6 (Vendor)"; None for a vanilla build
     built: str | None
     mmn: str | None  # "20120211:88"
     mpm: str  # "prefork", "worker", "event", or "unknown"

@@ -41,7 +41,7 @@ def live_rendering(
     report: doctor.Report, backends: dict[str, EchoServer], port: int, prefer: str | None
 ) -> tuple[config.Rendering, str, str]:
     """A rendering holding one temporary vhost on 127.0.0.1:port with verify's routes; modules the server
-    has not loaded yet stay in `modules` (Debian enables them) or as guarded LoadModule lines outside it."""
+    has not loaded yet stay in `modules` (the layout enables them) or as guarded LoadModule lines outside it."""
     snippets, tunnelling, _ = verify.proxy_snippets(report.version, "generic", backends, prefer)
     routes = snippets.pop(next(name for name in snippets if "verify-routes" in name))
     # The echo route at a path of its own: on 2.2, mod_proxy tries the main server's ProxyPass rules before a

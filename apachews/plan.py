@@ -169,7 +169,7 @@ def check_image_reference(text: str) -> str:
     if not (_IMAGE_REFERENCE.fullmatch(text) and host_ok):
         raise BadInput(
             f"--base-image {text!r} is not a Docker image reference",
-            hint="give a name like apachews/base:bookworm or centos:7 (lowercase; `docker image ls` lists "
+            hint=f"give a name like {DEFAULT_BASE_IMAGE} or image:tag (lowercase; `docker image ls` lists "
             "the images you have; `apachews image bootstrap --suite S` makes apachews/base:S)",
         )
     return text

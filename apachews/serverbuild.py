@@ -1,8 +1,8 @@
 """`apachews build --apxs PATH`: the apachews module compiled with the server's own apxs and headers.
 
-A distribution's httpd is not the vanilla release of the same number (RHEL's 2.2.15 and 2.4.6 carry many
+A distribution's httpd is not the vanilla release of the same number (enterprise 2.2.15 and 2.4.6 builds carry many
 backports inside mod_proxy), so a module meant for it is best compiled against its own development package
-(apache2-dev, httpd-devel, apache2-prefork-dev) rather than vanilla sources. The result goes where the other
+(`distros` names it for each layout) rather than vanilla sources. The result goes where the other
 builds go: dist/apxs-<headers version>/modules/mod_proxy_wstunnel.so with a build.json beside it.
 
 On the host (`build_for_server`), or in a Docker image that has the dev package (`build_in_image`, no
@@ -146,8 +146,8 @@ def build_in_image(
     target: str = "",
     glibc: str = "",
 ) -> ServerBuild:
-    """Compile with the apxs inside `image` (an image with the server's dev package: httpd-devel on a CentOS
-    image, apache2-dev on Debian's), networking off. Refuses headers of another ABI than a given server's."""
+    """Compile with the apxs inside `image` (an image with the server's dev package installed, as the layout
+    names it), networking off. Refuses headers of another ABI than a given server's."""
     from apachews import build, images
 
     progress = progress or Progress()

@@ -1,4 +1,5 @@
-"""The shape of the apachews package: no import cycles between its modules.
+"""The shape of the apachews package: no import cycles between its modules, no module over 600 lines, and no
+distribution named outside distros/ and packaging/.
 
 The graph is read from the source with `ast`: every `import` and `from ... import` anywhere in a module (at
 module level, inside functions, under `if TYPE_CHECKING:`), so an import moved into a function or hidden from
@@ -11,9 +12,12 @@ to apachews.distros too; a module's own packages are not (they are already being
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import apachews
+from apachews import distros
+from apachews.distros import catalogue
 
 PACKAGE_DIR = Path(apachews.__file__).parent
 
@@ -123,3 +127,52 @@ def test_no_import_cycles():
     assert not unexpected, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in unexpected)
     fixed = sorted(KNOWN_CYCLES - found)
     assert not fixed, "no longer cycles, take them off KNOWN_CYCLES:\n" + "\n".join(" <-> ".join(c) for c in fixed)
+
+
+# Where distribution knowledge may live (the layouts, the packagers); everywhere else asks a layout.
+DISTRIBUTION_HOMES = ("distros", "packaging")
+# Releases' code names and the distributions' own tools, besides what the catalogue names.
+DISTRIBUTION_WORDS = (
+    "ubuntu", "fedora", "rocky", "almalinux", "suse", "buster", "stretch", "jessie", "wheezy", "trixie", "focal",
+    "jammy", "bionic", "xenial", "trusty", "precise", "noble", "a2enmod", "a2dismod", "a2enconf", "a2ensite",
+)  # fmt: skip
+MAX_MODULE_LINES = 600
+
+
+def distribution_words() -> set[str]:
+    """Every word that names a distribution: the catalogue's keys, names, suites, layouts, yum image names."""
+    words = {word.lower() for word in DISTRIBUTION_WORDS}
+    for distribution in catalogue.distributions().values():
+        words |= {re.sub(r"\d+$", "", distribution.key), distribution.name.split()[0].lower()}
+        words |= {distribution.suite} if distribution.suite else set()
+    words |= {name for name in distros.NAMES if name != "generic"}
+    words |= set(catalogue.build_base().yum_images) - {"ubi"}  # "ubi" is inside too many words
+    return words
+
+
+def test_no_distribution_is_named_outside_distros():
+    words = distribution_words()
+    assert {"debian", "centos", "rhel", "gentoo", "bullseye"} <= words  # the catalogue was read
+    pattern = re.compile(r"\b(" + "|".join(sorted(words)) + r")(\d+|el\d+)?\b", re.IGNORECASE)
+    found = []
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        if path.relative_to(PACKAGE_DIR).parts[0] in DISTRIBUTION_HOMES:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if pattern.search(line):
+                found.append(f"{path.relative_to(PACKAGE_DIR.parent)}:{number}: {line.strip()}")
+    assert not found, "ask a layout (distros.get) instead of naming a distribution:\n" + "\n".join(found)
+
+
+def test_the_name_check_sees_a_distribution_named():
+    pattern = re.compile(r"\b(" + "|".join(sorted(distribution_words())) + r")\b", re.IGNORECASE)
+    assert pattern.search('if layout == "rhel":') and pattern.search("# as a2enmod would")
+
+
+def test_no_module_is_over_600_lines():
+    long = {
+        str(path.relative_to(PACKAGE_DIR.parent)): count
+        for path in PACKAGE_DIR.rglob("*.py")
+        if (count := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"split these modules (over {MAX_MODULE_LINES} lines): {long}"

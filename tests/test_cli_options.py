@@ -79,7 +79,7 @@ def test_global_options_on_every_command():
         (["config", "gateone", "--force"], "--force applies to -o DIR only"),
         (["config", "gateone", "--httpd", "/usr/sbin/apache2"], "--httpd is the httpd of --check"),
         (["config", "gateone", "--sticky"], "--sticky is for the balancer preset"),
-        (["image", "bootstrap", "--mirror", "http://deb.debian.org/debian"], "--debian-mirror"),
+        (["image", "bootstrap", "--mirror", "http://deb.debian.org/debian"], "--package-mirror"),
         (["build", "--apache", "2.4.69", "--builder", "local", "--base-image", "centos:7"], "docker builder only"),
         (["build", "--from-pypi"], "which Apache release? give --apache V"),
         (["cache", "list", "--kind", "nonsense"], "Invalid value for '--kind'"),

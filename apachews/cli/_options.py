@@ -14,6 +14,7 @@ import click
 from apachews import catalogue
 from apachews.catalogue import Release
 from apachews.errors import BadInput
+from apachews.images import DEFAULT_BASE_IMAGE
 from apachews.plan import BUILDERS, MPMS, BuildPlan, check_image_reference
 from apachews.sources import SourceOptions
 from apachews.sources.openssl import OpenSSLOptions
@@ -154,7 +155,7 @@ def plan_options(fn: Callable) -> Callable:
 
     @source_options
     @click.option(
-        "--base-image", type=IMAGE, metavar="IMAGE", help="Build in this image (default: apachews/base:bookworm)."
+        "--base-image", type=IMAGE, metavar="IMAGE", help=f"Build in this image (default: {DEFAULT_BASE_IMAGE})."
     )
     @click.option("--backport", is_flag=True, help="On 2.4.6+, use the apachews module instead of the stock one.")
     @click.option(
@@ -169,7 +170,7 @@ def plan_options(fn: Callable) -> Callable:
     @click.option(
         "--target",
         metavar="DISTRO",
-        help="The module must load on this distribution (centos6, debian11, ...): its glibc is the floor "
+        help="The module must load on this distribution (a key of the catalogue): its glibc is the floor "
         "(default: the oldest distribution of the release's family; see `apachews versions --distributions`).",
     )
     @click.option("--glibc", metavar="X.Y", help="The module must load with this glibc or newer (instead of --target).")

@@ -14,8 +14,8 @@ from apachews.errors import BadInput
 
 
 @command(main, "package")
-@click.option("--deb", is_flag=True, help="Build a Debian package with dpkg-deb.")
-@click.option("--rpm", is_flag=True, help="Build an RPM for the RHEL layout with rpmbuild.")
+@click.option("--deb", is_flag=True, help="Build a .deb with dpkg-deb.")
+@click.option("--rpm", is_flag=True, help="Build an .rpm with rpmbuild.")
 @click.option(
     "--module",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),

@@ -45,8 +45,9 @@ def target_module(dist: Path | None, module: Path | None) -> Path | None:
     "--target",
     "target_key",
     metavar="DISTRO",
-    help="Run that distribution's own Apache (e.g. debian11) in a container of its root, on this host's "
-    "loopback (make it with `apachews image target DISTRO`); --module or --dist gives the module under test.",
+    help="Run that distribution's own Apache (a key of `apachews versions --distributions`) in a container of its "
+    "root, on this host's loopback (make it with `apachews image target DISTRO`); --module or --dist gives the "
+    "module under test.",
 )
 @click.option("--module", type=click.Path(path_type=Path), help="Load this mod_proxy_wstunnel.so instead.")
 @click.option(
@@ -59,8 +60,9 @@ def target_module(dist: Path | None, module: Path | None) -> Path | None:
 @click.option(
     "--layout",
     type=click.Choice(trees.LAYOUTS),
-    help="How the config is installed: debian (Debian's own tree), plain (the build's own httpd.conf, config in a "
-    "<VirtualHost>), bare (a lab ServerRoot). Default: the layout of the Apache under test.",
+    help="How the config is installed: a distribution's layout (its own tree, as its packages lay it out), plain "
+    "(the build's own httpd.conf, config in a <VirtualHost>), bare (a lab ServerRoot). Default: the layout of the "
+    "Apache under test.",
 )
 @click.option(
     "--check",
@@ -94,7 +96,7 @@ def target_module(dist: Path | None, module: Path | None) -> Path | None:
 @click.option(
     "--mpm",
     type=click.Choice(["prefork", "worker", "event"]),
-    help="With --layout debian or bare: run this MPM (the debian tree as after a2dismod/a2enmod mpm_*).",
+    help="With bare or a layout whose tree switches MPMs by module: run this MPM (the tree as after switching).",
 )
 @source_options
 @host_options

@@ -109,7 +109,7 @@ def write(rendering: Rendering, out_dir: Path, force: bool = False) -> list[Path
 
 def check(rendering: Rendering, binary: Path | None = None) -> SyntaxResult:
     """`httpd -t` of the rendering in a throwaway ServerRoot; modules a distro enables by other means
-    (a2enmod) are loaded from the Apache's own modules directory."""
+    (its enabling tool) are loaded from the Apache's own modules directory."""
     from apachews import httpd
 
     server = httpd.locate(binary=binary)
@@ -124,8 +124,8 @@ def check(rendering: Rendering, binary: Path | None = None) -> SyntaxResult:
             f"{server.binary} has no module(s) {', '.join(missing)} to check this config with",
             hint="check with an httpd that has them (apachews build --with-httpd), or leave out --check",
         )
-    # Load every module first, in dependency order (proxy before its sub-modules), as a server that ran
-    # a2enmod would; a .load file the distro layout ships is used as written.
+    # Load every module first, in dependency order (proxy before its sub-modules), as a server whose
+    # modules are enabled would; a .load file the distro layout ships is used as written.
     load_files = {Path(name).stem: text for name, text in rendering.files.items() if name.endswith(".load")}
     loads = [load_files.get(m) or distros.load_module_lines([m], server.modules_dir) for m in rendering.modules]
     snippets = {"00-modules.conf": "".join(loads)}

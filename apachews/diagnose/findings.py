@@ -32,7 +32,7 @@ class Finding(Serialised):
     cause: str
     evidence: list[str]
     fix: str = ""  # Apache config lines
-    commands: list[str] = field(default_factory=list)  # to run besides (a2enmod, reload)
+    commands: list[str] = field(default_factory=list)  # to run besides (enabling a module, reload)
     count: int = 1  # matching log lines
 
     def text(self) -> str:

@@ -127,12 +127,18 @@ class BuildBase:
     suite: str
     packages: tuple[str, ...]
     yum_images: tuple[str, ...]  # image names (centos, rocky, ...) whose packages come from yum, not apt
+    target_packages: tuple[str, ...]  # a target image: the distribution's own Apache, an sshd and sudo
+
+    def family_of(self, image: str) -> str:
+        """The package-manager family of an image name: "yum" (centos, rocky, ...) or "apt"."""
+        name = image.rsplit("/", 1)[-1].split(":", 1)[0].lower()
+        return "yum" if name in self.yum_images else "apt"
 
 
 @functools.lru_cache(maxsize=1)
 def build_base() -> BuildBase:
     raw = json.loads(package_data("distributions.json").read_text())["build_base"]
-    return BuildBase(raw["suite"], tuple(raw["packages"]), tuple(raw["yum_images"]))
+    return BuildBase(raw["suite"], tuple(raw["packages"]), tuple(raw["yum_images"]), tuple(raw["target_packages"]))
 
 
 def host_apt_mirror() -> str:

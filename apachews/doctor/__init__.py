@@ -88,7 +88,7 @@ class Apxs:
 class Report(Serialised):
     control: str
     version: str
-    vendor: str | None  # "Debian", "CentOS", ... from "Apache/2.4.6 (CentOS)", or the owning package's name
+    vendor: str | None  # the vendor in "Apache/2.4.6 (Vendor)", or the owning package's name
     built: str | None
     mmn: str | None
     mpm: str
@@ -266,7 +266,7 @@ def examine(
         machine=machine,
         glibc=str(glibc) if glibc else None,
     )
-    if report.vendor is None and report.package:  # CentOS 6 says "(Unix)", yet its httpd is a vendor build
+    if report.vendor is None and report.package:  # some vendor builds say "(Unix)"
         report.vendor = report.package.split()[0]
     if report.error_log is None and directives["ErrorLog"]:  # 2.2: no DUMP_RUN_CFG
         log = directives["ErrorLog"][0].strip('"')

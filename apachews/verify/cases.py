@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import resource
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from apachews.dist import Dist
 from apachews.distros import trees
 from apachews.errors import BadInput
 from apachews.httpd import Httpd
+from apachews.resources import package_data
 from apachews.verify.checks_capacity import CAPACITY_MAX_WEBSOCKETS
 
 
@@ -29,20 +31,16 @@ class Case:
     checks: tuple[str, ...] = ()  # () : every check
 
 
-CASES = {
-    "gateone-wss": Case(
-        "gateone",
-        "GateOne behind ProxyPass wss://: the backend serves TLS, SSLProxyEngine verifies its certificate",
-        backend_tls=True,
-    ),
-    "broadway-ssl": Case(
-        "broadway",
-        "GTK Broadway inside <VirtualHost _default_:443> of RHEL/CentOS conf.d/ssl.conf: clients speak wss://",
-        front_tls=True,
-        layout="rhel",
-        checks=("config-clean", "tls-front", "app-routes", "tls-abrupt-disconnect", "error-log-clean"),
-    ),
-}
+def _load_cases() -> dict[str, Case]:
+    raw = json.loads(package_data("verify-cases.json").read_text())
+    return {
+        name: Case(**{**fields, "checks": tuple(fields.get("checks", ()))})
+        for name, fields in raw.items()
+        if not name.startswith("_")
+    }
+
+
+CASES = _load_cases()  # apachews/data/verify-cases.json: add a named setup there
 
 
 class CannotRender(BadInput):

@@ -1,5 +1,5 @@
 """`running_proxy`: the backends, the preset rendered for the Apache at hand and laid out as its users lay it
-out (distros.trees: Debian's own tree with its <VirtualHost> and mod_reqtimeout, or the release's own
+out (distros.trees: a distribution's own tree with its <VirtualHost> and mod_reqtimeout, or the release's own
 httpd.conf; "bare" is the lab ServerRoot), that Apache started, and everything stopped and removed on exit,
 whatever ends the run (the lab runner owns the httpd: Ctrl-C and SIGTERM clean up alike)."""
 
@@ -59,7 +59,7 @@ def running_proxy(
     this process and Apache a raised open-files limit, and the capacity check opens that many WebSockets.
     `handoff`: the routes get ProxyWebsocketHandoff On (the apachews module only). `h2`: WebSockets over HTTP/2
     (H2WebSockets on, Protocols h2 h2c); None: wherever the server can (h2_unavailable). `mpm`: the MPM the
-    debian or bare layout runs instead of its own (the debian tree as after a2dismod/a2enmod)."""
+    bare layout, or a layout whose tree switches MPMs by module, runs instead of its own."""
     progress = progress or Progress()
     if max_websockets is not None:
         max_websockets = validate_capacity_count(max_websockets)
