@@ -17,6 +17,7 @@ from apachews import build, sources, verify
 from apachews import httpd as httpd_module
 from apachews.cli import main
 from apachews.distros import trees
+from apachews.errors import BadInput
 from apachews.httpd import Httpd, free_port
 from apachews.lab import echo
 from tests.cli_process import start_cli, wait_for_line
@@ -186,6 +187,16 @@ def test_abrupt_disconnect_goes_red_when_backend_sockets_linger(
 def test_accept_value_is_rfc6455() -> None:
     # The example handshake of RFC 6455, section 1.3.
     assert verify.expected_accept("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+def test_server_setup_refuses_what_needs_no_server(tmp_path: Path) -> None:
+    assert verify.ServerSetup(max_websockets="40").max_websockets == 40  # the command line's text, parsed once
+    with pytest.raises(BadInput, match="verify opens at most"):
+        verify.ServerSetup(max_websockets=verify.CAPACITY_MAX_WEBSOCKETS + 1)
+    with pytest.raises(BadInput, match="unknown layout 'suse'"):
+        verify.ServerSetup(layout="suse")
+    with pytest.raises(BadInput, match="no module at"):
+        verify.ServerSetup(module=tmp_path / "mod_proxy_wstunnel.so")
 
 
 def test_cli_json_and_exit_codes(system_httpd: Httpd) -> None:
