@@ -21,7 +21,7 @@ from apachews.errors import BadInput
 from apachews.httpd import Httpd
 from apachews.lab.client import MAX_MESSAGE
 from apachews.progress import Progress
-from apachews.verify import running_proxy
+from apachews.verify import ServerSetup, running_proxy
 
 MAX_CONNECTIONS = 500
 MAX_MESSAGES = 100_000
@@ -109,7 +109,7 @@ def run(
     if not 0 <= size <= MAX_MESSAGE:
         raise BadInput(f"--size must be 0 to {MAX_MESSAGE} bytes")
     others = [require_loopback(url) for url in against]
-    with running_proxy(httpd, module=module, prefer=prefer, progress=progress) as proxy:
+    with running_proxy(httpd, setup=ServerSetup(module=module, prefer=prefer), progress=progress) as proxy:
         targets = [("direct", proxy.target.echo.url), (f"apache ({proxy.tunnelling})", proxy.target.ws())]
         targets += [(f"against {url}", url) for url in others]
         results = []

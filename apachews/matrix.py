@@ -282,7 +282,8 @@ def _stages(
     stage("config")
     server = httpd.locate(prefix=built.dist / "httpd")
     module = built.module if built.info["backport"] else None
-    style = verify.resolve_style(server, module, None)
+    setup = verify.ServerSetup(module=module)
+    style = verify.resolve_style(server, setup)
     rendering = config.render("generic", apache=plan.release, backends=["ws://127.0.0.1:9/"], path="/ws", prefer=style)
     extra = {"proxy_wstunnel": module} if module else None
     with httpd.ServerRoot(server, rendering.files, extra_modules=extra) as root:
@@ -293,7 +294,7 @@ def _stages(
 
     started = time.monotonic()
     stage("verify")
-    reports = verify.run_presets(server, presets, module=module, progress=progress)
+    reports = verify.run_presets(server, presets, setup=setup, progress=progress)
     row.layout = reports[0].layout
     checks = [check for report in reports for check in report.checks if not check.skipped]
     row.checks_passed = sum(check.passed for check in checks)

@@ -58,7 +58,7 @@ def test_built_httpd_runs_the_module(stock_dist: build.BuildResult) -> None:
 
     server = httpd.locate(prefix=stock_dist.dist / "httpd")
     assert str(server.version) == TEST_HTTPD
-    report = verify.run(server, module=stock_dist.module, checks=["handshake", "echo-text"])
+    report = verify.run(server, setup=verify.ServerSetup(module=stock_dist.module), checks=["handshake", "echo-text"])
     assert report.ok, report.table()
     assert report.tunnelling == "apachews"
 
@@ -73,7 +73,7 @@ def test_backport_build_runs_the_full_suite(stock_dist: build.BuildResult, relea
     assert info["kind"] == "backport" and info["backport"] is True
     assert info["patches"][0]["sha256"] == hashlib.sha256(module.source_text().encode()).hexdigest()
     assert sources.sha256_file(result.module) != sources.sha256_file(stock_dist.module)
-    report = verify.run(httpd.locate(prefix=result.dist / "httpd"), module=result.module)
+    report = verify.run(httpd.locate(prefix=result.dist / "httpd"), setup=verify.ServerSetup(module=result.module))
     assert report.ok, report.table()
 
 
@@ -311,7 +311,9 @@ def test_git_release_builds_and_tunnels(base_image: str, httpd_git: Path, tmp_pa
     result = build.build(plan)
     info = Dist(result.dist).info()
     assert info["mpm"] == plan.mpm and _server_mpm(result.dist) == plan.mpm
-    report = verify.run(httpd.locate(prefix=result.dist / "httpd"), module=result.module, checks=["handshake"])
+    report = verify.run(
+        httpd.locate(prefix=result.dist / "httpd"), setup=verify.ServerSetup(module=result.module), checks=["handshake"]
+    )
     assert report.ok, report.table()
 
 
@@ -440,7 +442,7 @@ def test_stuck_release_verifies_with_the_apachews_module_and_handoff(stuck_dists
     prefer, handoff, notes = install.tunnel_choice(version, str(built.info["mpm"]), built.module)
     assert (prefer, handoff) == ("apachews", True) and "ProxyWebsocketHandoff On" in notes[0]
     server = httpd.locate(prefix=built.dist / "httpd")
-    reports = _verify_all(server, module=built.module, prefer=prefer, handoff=handoff)
+    reports = _verify_all(server, setup=verify.ServerSetup(module=built.module, prefer=prefer, handoff=handoff))
     assert {report.tunnelling for report in reports} == {"apachews"}
     assert all(report.ok for report in reports), verify.summary(reports)
     skipped = {check.name for report in reports for check in report.checks if check.skipped}

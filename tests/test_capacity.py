@@ -419,7 +419,7 @@ def test_verify_layouts_find_out_their_stock_workers(system_httpd: Httpd) -> Non
 def test_each_layout_reads_the_sizing_file(system_httpd: Httpd, layout: str) -> None:
     if layout == "debian" and trees.default_layout(system_httpd) != "debian":
         pytest.skip("the system Apache is not Debian's apache2")
-    with verify.running_proxy(system_httpd, layout=layout, max_websockets=50) as proxy:
+    with verify.running_proxy(system_httpd, setup=verify.ServerSetup(layout=layout, max_websockets=50)) as proxy:
         server = proxy.server
         dumped = subprocess.run(
             server.argv("-t", "-D", "DUMP_INCLUDES"), capture_output=True, text=True, env={**os.environ, **server.env}
@@ -432,7 +432,7 @@ def test_capacity_is_red_on_debian_stock_and_green_once_sized(system_httpd: Http
     if trees.default_layout(system_httpd) != "debian":
         pytest.skip("the system Apache is not Debian's apache2")
     # Debian's event MPM as shipped: 150 workers. 160 WebSockets take them all and plain HTTP waits.
-    red = verify.run(system_httpd, checks=["capacity"], max_websockets=160, edit=_drop_sizing)
+    red = verify.run(system_httpd, checks=["capacity"], setup=verify.ServerSetup(max_websockets=160), edit=_drop_sizing)
     check = red.checks[0]
     assert not check.passed, red.table()
     # Never more tunnels than workers (on a busy machine a few may not be taken up within the check's wait).
@@ -440,7 +440,9 @@ def test_capacity_is_red_on_debian_stock_and_green_once_sized(system_httpd: Http
     assert opened and int(opened.group(1)) <= 150 and "plain HTTP answered 0/" in check.detail, check.detail
     assert "150 workers" in check.detail and "not sized" in check.detail
     sockets_before = _open_sockets()
-    green = verify.run(system_httpd, checks=["capacity", "error-log-clean"], max_websockets=160)
+    green = verify.run(
+        system_httpd, checks=["capacity", "error-log-clean"], setup=verify.ServerSetup(max_websockets=160)
+    )
     assert green.ok, green.table()
     check = green.checks[0]
     assert "160/160 WebSockets open" in check.detail and "answered 20/20" in check.detail
@@ -484,7 +486,7 @@ def _after_graceful_restart(system_httpd: Httpd, sizing: capacity.Sizing, server
         finally:
             await verify.close_all(opened)
 
-    with verify.running_proxy(system_httpd, max_websockets=40, edit=small) as proxy:
+    with verify.running_proxy(system_httpd, setup=verify.ServerSetup(max_websockets=40), edit=small) as proxy:
         return asyncio.run(run(proxy))
 
 
@@ -511,7 +513,7 @@ def test_verify_handoff_renders_the_directive_for_the_module(system_httpd: Httpd
     # With the stock mod_proxy_wstunnel in the apachews style, httpd refuses the directive it does not know:
     # the rendering reached the server under test.
     with pytest.raises(JobFailed, match="ProxyWebsocketHandoff"):
-        with verify.running_proxy(system_httpd, prefer="apachews", handoff=True):
+        with verify.running_proxy(system_httpd, setup=verify.ServerSetup(prefer="apachews", handoff=True)):
             pass
 
 
@@ -527,16 +529,16 @@ def test_with_handoff_1000_websockets_leave_http_served_on_175_workers(system_ht
     if trees.default_layout(system_httpd) != "debian":
         pytest.skip("the system Apache is not Debian's apache2")
     checks = ["config-clean", "capacity", "error-log-clean"]
-    handed = verify.run(system_httpd, module=handoff_module, checks=checks, max_websockets=1000, handoff=True)
+    handed = verify.run(
+        system_httpd, setup=verify.ServerSetup(module=handoff_module, max_websockets=1000, handoff=True), checks=checks
+    )
     assert handed.ok, handed.table()
     assert handed.capacity is not None and handed.capacity["max_workers"] == 175
     # The same 175 workers without the directive: the tunnels hold them all and plain HTTP stops.
     held = verify.run(
         system_httpd,
-        module=handoff_module,
+        setup=verify.ServerSetup(module=handoff_module, max_websockets=1000, handoff=True),
         checks=["capacity"],
-        max_websockets=1000,
-        handoff=True,
         edit=lambda files: {n: t.replace("ProxyWebsocketHandoff On", "") for n, t in files.items()},
     )
     assert not held.ok and "plain HTTP answered 0/" in held.checks[0].detail, held.table()

@@ -65,7 +65,7 @@ def test_h2_websocket_goes_red_without_h2websockets(h2_httpd: Httpd) -> None:
 def test_h2_websocket_is_skipped_where_the_server_cannot(h2_httpd: Httpd) -> None:
     assert verify.h2_unavailable(h2_httpd, "debian", Tunnelling.HTTP_UPGRADE) == ""
     assert "apachews module" in verify.h2_unavailable(h2_httpd, "debian", Tunnelling.APACHEWS)
-    report = verify.run(h2_httpd, checks=["h2-websocket"], h2=False)
+    report = verify.run(h2_httpd, checks=["h2-websocket"], setup=verify.ServerSetup(h2=False))
     assert report.checks[0].skipped and "not asked for" in report.checks[0].detail
 
 

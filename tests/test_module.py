@@ -114,7 +114,7 @@ def built_before_fix(tmp_path_factory: pytest.TempPathFactory) -> module.ApxsBui
 
 
 def test_full_suite_with_our_module_in_apache_24(built: module.ApxsBuild, system_httpd: Httpd) -> None:
-    report = verify.run(system_httpd, module=built.so)
+    report = verify.run(system_httpd, setup=verify.ServerSetup(module=built.so))
     assert report.tunnelling == "apachews"
     assert report.ok, report.table()
     orphans = next(check for check in report.checks if check.name == "abrupt-disconnect")
@@ -126,9 +126,11 @@ def test_idle_sessions_outlive_mod_reqtimeout_in_debians_layout(
 ) -> None:
     # Debian enables mod_reqtimeout (body=10, lowered to 2 s by verify): the module before the fix let it
     # end every tunnel whose client spoke after a silence (AH01382).
-    fixed = verify.run(system_httpd, module=built.so, layout="debian", checks=["idle"])
+    fixed = verify.run(system_httpd, setup=verify.ServerSetup(module=built.so, layout="debian"), checks=["idle"])
     assert fixed.ok, fixed.table()
-    before = verify.run(system_httpd, module=built_before_fix.so, layout="debian", checks=["idle"])
+    before = verify.run(
+        system_httpd, setup=verify.ServerSetup(module=built_before_fix.so, layout="debian"), checks=["idle"]
+    )
     assert not before.ok and "client first" in before.checks[0].detail, before.table()
 
 
@@ -145,7 +147,7 @@ def test_every_preset_tunnels_through_our_module(built: module.ApxsBuild, system
     # one http:// route with ProxyWebsocketUpgrade.
     checks = ["config-clean", "handshake", "echo-binary", "refuse-403", "abrupt-disconnect", "idle", "app-routes"]
     checks += ["tls-front", "error-log-clean"]
-    report = verify.run(system_httpd, preset=preset, module=built.so, checks=checks)
+    report = verify.run(system_httpd, preset=preset, setup=verify.ServerSetup(module=built.so), checks=checks)
     assert report.ok, report.table()
     assert report.layout == trees.default_layout(system_httpd)
 
@@ -199,7 +201,7 @@ def test_a_module_built_for_another_family_is_refused_before_apache_starts(
     so.write_bytes(built.so.read_bytes())
     (dist / "build.json").write_text('{"apache": "2.2.31", "backport": true}')
     with pytest.raises(BadInput, match="built for Apache 2.2.31"):
-        verify.run(system_httpd, module=so, checks=["handshake"])
+        verify.run(system_httpd, setup=verify.ServerSetup(module=so), checks=["handshake"])
 
 
 def test_fin_timeout_default_is_the_c_sources() -> None:
@@ -299,7 +301,11 @@ def test_abrupt_disconnect_goes_red_on_the_module_before_the_fin_timeout(
     except BadInput as error:
         pytest.skip(error.message)
     old = module.build_with_apxs(tmp_path, source=source)
-    before = verify.run(system_httpd, module=old.so, checks=["abrupt-disconnect"], handoff=handoff)
+    before = verify.run(
+        system_httpd, setup=verify.ServerSetup(module=old.so, handoff=handoff), checks=["abrupt-disconnect"]
+    )
     assert not before.ok and "CLOSE-WAIT" in before.checks[0].detail, before.table()
-    fixed = verify.run(system_httpd, module=built.so, checks=["abrupt-disconnect"], handoff=handoff)
+    fixed = verify.run(
+        system_httpd, setup=verify.ServerSetup(module=built.so, handoff=handoff), checks=["abrupt-disconnect"]
+    )
     assert fixed.ok, fixed.table()

@@ -130,8 +130,8 @@ def test_mod_ssl_is_built_with_openssl_linked_in(ssl_dist: build.BuildResult) ->
 def test_tls_checks_and_cases_pass_on_22(ssl_dist: build.BuildResult) -> None:
     server = httpd.locate(prefix=ssl_dist.dist / "httpd")
     tls = ["tls-front", "tls-backend", "tls-abrupt-disconnect", "tls-backend-abrupt-disconnect"]
-    reports = verify.run_presets(server, ["generic"], module=ssl_dist.module, checks=tls)
-    reports += verify.run_presets(server, list(verify.CASES), module=ssl_dist.module)
+    reports = verify.run_presets(server, ["generic"], setup=verify.ServerSetup(module=ssl_dist.module), checks=tls)
+    reports += verify.run_presets(server, list(verify.CASES), setup=verify.ServerSetup(module=ssl_dist.module))
     for report in reports:
         skipped = [check.name for check in report.checks if check.skipped]
         # capacity: only with --max-websockets; h2-websocket: only on 2.4.58+
@@ -142,7 +142,9 @@ def test_an_unverified_tls_backend_fails_with_the_error_users_see(ssl_dist: buil
     """gateone-wss with the backend's certificate not in SSLProxyCACertificateFile (a system bundle instead)."""
     server = httpd.locate(prefix=ssl_dist.dist / "httpd")
     edit = wrong_backend_ca
-    report = verify.run(server, preset="gateone-wss", module=ssl_dist.module, checks=["echo-text"], edit=edit)
+    report = verify.run(
+        server, preset="gateone-wss", setup=verify.ServerSetup(module=ssl_dist.module), checks=["echo-text"], edit=edit
+    )
     assert not report.ok and report.error_log is not None
     log = report.error_log.read_text(errors="replace")
     assert "Certificate Verification: Error (18): self signed certificate" in log

@@ -60,7 +60,9 @@ def test_the_tunnel_runs_inside_debian11s_apache_and_libc(
     """The module loaded by Debian 11's apache2 with Debian 11's libc carries WebSockets, through a graceful
     restart signalled from this host; nothing is left running after."""
     assert binary.inspect_module(floor_module).glibc_floor <= binary.GlibcVersion.parse("2.17")
-    with verify.running_proxy(debian11_target, preset="jupyter", module=floor_module) as proxy:
+    with verify.running_proxy(
+        debian11_target, preset="jupyter", setup=verify.ServerSetup(module=floor_module)
+    ) as proxy:
         conf = proxy.server.server_root
         assert (conf / "mods-enabled" / "reqtimeout.load").is_symlink()
         assert (conf / "sites-enabled" / "000-default.conf").is_symlink()
@@ -99,7 +101,7 @@ def _wait(predicate, timeout: float = 15) -> bool:
 def test_every_preset_is_green_on_debian11_with_a_module_built_for_the_floor(
     debian11_target: Httpd, floor_module: Path
 ) -> None:
-    reports = verify.run_presets(debian11_target, PRESETS, module=floor_module)
+    reports = verify.run_presets(debian11_target, PRESETS, setup=verify.ServerSetup(module=floor_module))
     assert all(r.ok for r in reports), verify.summary(reports)
     assert {r.tunnelling for r in reports} == {"apachews"} and {r.layout for r in reports} == {"debian"}
 
@@ -142,7 +144,9 @@ def test_every_preset_is_green_on_debian11_with_its_own_dev_packages(
     built = CliRunner().invoke(main, ["build", "--dev-package", *map(str, debs), "-o", str(tmp_path)])
     assert built.exit_code == 0, built.output
     (dist,) = tmp_path.glob(f"{TARGET}-*")
-    reports = verify.run_presets(debian11_target, SOME_PRESETS, module=dist / "modules" / "mod_proxy_wstunnel.so")
+    reports = verify.run_presets(
+        debian11_target, SOME_PRESETS, setup=verify.ServerSetup(module=dist / "modules" / "mod_proxy_wstunnel.so")
+    )
     assert all(r.ok for r in reports), verify.summary(reports)
 
 
@@ -151,7 +155,7 @@ def test_every_preset_is_green_on_debian11_with_its_own_dev_packages(
 def test_debian11s_own_styles_pass_all_but_the_half_open_backend(debian11_target: Httpd, style: str) -> None:
     # Stock tunnels close the backend with a FIN only, so a backend that never closes on EOF (broadwayd) is
     # left in CLOSE-WAIT: abrupt-disconnect is red there by design, every other check green.
-    reports = verify.run_presets(debian11_target, SOME_PRESETS, prefer=style)
+    reports = verify.run_presets(debian11_target, SOME_PRESETS, setup=verify.ServerSetup(prefer=style))
     failed = {(r.preset, c.name) for r in reports for c in r.checks if not c.passed}
     assert failed == {(r.preset, "abrupt-disconnect") for r in reports}, verify.summary(reports)
     assert {r.tunnelling for r in reports} == {style}
@@ -162,7 +166,7 @@ def test_a_module_built_on_this_host_is_refused_naming_glibc_and_the_build_to_ma
 ) -> None:
     assert binary.inspect_module(host_module).glibc_floor > binary.GlibcVersion.parse("2.31")
     with pytest.raises(BadInput) as refused:
-        verify.run(debian11_target, module=host_module, checks=["handshake"])
+        verify.run(debian11_target, setup=verify.ServerSetup(module=host_module), checks=["handshake"])
     assert "GLIBC_2.34" in refused.value.message and "pthread_create" in refused.value.message
     assert refused.value.hint is not None and "--target debian11" in refused.value.hint
     # Debian 11's own loader says the same.
@@ -185,7 +189,7 @@ def test_a_config_apache_rejects_leaves_no_container(debian11_target: Httpd, flo
         return {name: text + "\nNoSuchDirective on\n" for name, text in files.items()}
 
     with pytest.raises(Exception, match="NoSuchDirective"):
-        verify.run(debian11_target, module=floor_module, edit=broken, checks=["handshake"])
+        verify.run(debian11_target, setup=verify.ServerSetup(module=floor_module), edit=broken, checks=["handshake"])
     assert _our_containers(docker_engine) == []
 
 

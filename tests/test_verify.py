@@ -17,6 +17,7 @@ from apachews import build, sources, verify
 from apachews import httpd as httpd_module
 from apachews.cli import main
 from apachews.distros import trees
+from apachews.errors import BadInput
 from apachews.httpd import Httpd, free_port
 from apachews.lab import echo
 from tests.cli_process import start_cli, wait_for_line
@@ -52,7 +53,11 @@ def test_full_suite_is_green_on_the_system_apache_but_for_the_orphans_stock_leav
 
 
 def test_stock_wstunnel_style_is_green_too(system_httpd: Httpd) -> None:
-    report = verify.run(system_httpd, prefer="wstunnel", checks=["handshake", "echo-binary", "refuse-403", "idle"])
+    report = verify.run(
+        system_httpd,
+        setup=verify.ServerSetup(prefer="wstunnel"),
+        checks=["handshake", "echo-binary", "refuse-403", "idle"],
+    )
     assert report.ok, report.table()
     assert report.tunnelling == "wstunnel"
 
@@ -70,7 +75,7 @@ def test_the_system_apache_is_verified_in_its_own_layout(system_httpd: Httpd) ->
 @pytest.mark.parametrize("layout", ["rhel", "gentoo", "bare"])
 def test_other_layouts_carry_websockets_idle_sessions_included(system_httpd: Httpd, layout: str) -> None:
     checks = ["config-clean", "handshake", "idle", "app-routes", "refuse-403", "backend-dies", "error-log-clean"]
-    report = verify.run(system_httpd, preset="jupyter", layout=layout, checks=checks)
+    report = verify.run(system_httpd, preset="jupyter", setup=verify.ServerSetup(layout=layout), checks=checks)
     assert report.ok and report.layout == layout, report.table()
 
 
@@ -142,7 +147,7 @@ def test_the_tls_cases_pass_on_the_system_apache_with_our_module(
 ) -> None:
     if not system_httpd.has_module("ssl"):
         pytest.skip("no mod_ssl in the system Apache")
-    report = verify.run(system_httpd, preset=case, layout=layout, module=host_module)
+    report = verify.run(system_httpd, preset=case, setup=verify.ServerSetup(layout=layout, module=host_module))
     assert report.ok, report.table()
     assert report.layout == (layout or verify.CASES[case].layout or "debian")
     ran = {check.name for check in report.checks if not check.skipped}
@@ -184,6 +189,16 @@ def test_accept_value_is_rfc6455() -> None:
     assert verify.expected_accept("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 
+def test_server_setup_refuses_what_needs_no_server(tmp_path: Path) -> None:
+    assert verify.ServerSetup(max_websockets="40").max_websockets == 40  # the command line's text, parsed once
+    with pytest.raises(BadInput, match="verify opens at most"):
+        verify.ServerSetup(max_websockets=verify.CAPACITY_MAX_WEBSOCKETS + 1)
+    with pytest.raises(BadInput, match="unknown layout 'suse'"):
+        verify.ServerSetup(layout="suse")
+    with pytest.raises(BadInput, match="no module at"):
+        verify.ServerSetup(module=tmp_path / "mod_proxy_wstunnel.so")
+
+
 def test_cli_json_and_exit_codes(system_httpd: Httpd) -> None:
     runner = CliRunner()
     ok = runner.invoke(main, ["verify", "--json", "--check", "echo-text", "--check", "plain-get"])
@@ -198,7 +213,7 @@ def test_cli_json_and_exit_codes(system_httpd: Httpd) -> None:
 
 @pytest.mark.parametrize("layout", ["bare", "debian"])
 def test_nothing_left_behind(system_httpd: Httpd, layout: str, own_tmp: Path) -> None:
-    report = verify.run(system_httpd, checks=["echo-text"], layout=layout)
+    report = verify.run(system_httpd, checks=["echo-text"], setup=verify.ServerSetup(layout=layout))
     assert report.ok, report.table()
     assert _left_behind(own_tmp) == ([], [])
 
@@ -279,9 +294,15 @@ def _websocket_location_last(files: dict[str, str]) -> dict[str, str]:
 def test_app_routes_goes_red_on_22_when_the_websocket_route_comes_second(built_22: tuple[Httpd, Path]) -> None:
     # 2.2 takes the first matching ProxyPass: the HTTP route of /gateone then swallows /gateone/ws.
     server, module = built_22
-    good = verify.run(server, preset="gateone", module=module, checks=["app-routes"])
+    good = verify.run(server, preset="gateone", setup=verify.ServerSetup(module=module), checks=["app-routes"])
     assert good.ok and good.layout == "plain", good.table()
-    swapped = verify.run(server, preset="gateone", module=module, checks=["app-routes"], edit=_websocket_location_last)
+    swapped = verify.run(
+        server,
+        preset="gateone",
+        setup=verify.ServerSetup(module=module),
+        checks=["app-routes"],
+        edit=_websocket_location_last,
+    )
     assert not swapped.ok
     assert "GET /gateone/ws (plain HTTP)" in swapped.checks[0].detail, swapped.table()
 
@@ -316,7 +337,9 @@ def test_verify_live_runs_through_a_running_server_and_leaves_its_config(tmp_pat
 def test_socketio_balanced_keeps_each_session_on_its_node(system_httpd: Httpd, prefer: str) -> None:
     # Long-polling GETs and the WebSocket upgrade of one session, sent with its ROUTEID cookie, reach one member
     # (the apachews module's style: test_module's every-preset test; 2.2: test_apps' built_22 run).
-    report = verify.run(system_httpd, preset="socketio-balanced", prefer=prefer, checks=["app-routes"])
+    report = verify.run(
+        system_httpd, preset="socketio-balanced", setup=verify.ServerSetup(prefer=prefer), checks=["app-routes"]
+    )
     assert report.ok, report.table()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
@@ -129,7 +130,8 @@ def verify_command(
             "it is (and N WebSockets could starve its HTTP)",
             hint="apachews doctor --max-websockets N says what the running server holds",
         )
-    wanted = verify.validate_capacity_count(max_websockets) if max_websockets is not None else None
+    # Checked before --live refuses the rest and before --apache builds; the module is known only below.
+    setup = verify.ServerSetup(prefer=prefer, layout=layout, max_websockets=max_websockets, handoff=handoff, mpm=mpm)
     if live:
         if binary or dist or module or release or layout or preset != "generic":
             raise BadInput(
@@ -156,18 +158,8 @@ def verify_command(
     if target_key is None:
         server, built_module = resolve_httpd(binary, dist)
     presets = verify.setup_names(preset)
-    reports = verify.run_presets(
-        server,
-        presets,
-        module=module or built_module,
-        checks=checks or None,
-        prefer=prefer,
-        layout=layout,
-        progress=session.progress(),
-        max_websockets=wanted,
-        handoff=handoff,
-        mpm=mpm,
-    )
+    setup = dataclasses.replace(setup, module=module or built_module)
+    reports = verify.run_presets(server, presets, setup=setup, checks=checks or None, progress=session.progress())
     texts = []
     for report in reports:
         texts.append(

@@ -1,10 +1,11 @@
 """`apachews verify`: a real Apache in front of the bundled echo backends, driven by a real client.
 
-One run (`run`): start the backends, render the preset's config for the Apache at hand (apachews.config), lay
-it out the way a user of that server does, start that Apache (`running_proxy`, server.py), run the named
-checks (checks.py registers them; checks_*.py hold them by kind), stop everything. `httpd -t` warnings are
-failures (check "config-clean"). The client, the backends, the route writer and the report types are the
-lab's (apachews.lab), shared with torture, bench and live-verify.
+One run (`run`), on the server a `ServerSetup` describes (module, style, layout, MPM, sizing, handoff, HTTP/2;
+server_setup.py, built once from the options): start the backends, render the preset's config for the Apache at
+hand (apachews.config), lay it out the way a user of that server does, start that Apache (`running_proxy`,
+server.py), run the named checks (checks.py registers them; checks_*.py hold them by kind), stop everything.
+`httpd -t` warnings are failures (check "config-clean"). The client, the backends, the route writer and the
+report types are the lab's (apachews.lab), shared with torture, bench and live-verify.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from apachews.verify.cases import (
     h2_unavailable,
     raised_open_files,
     resolve_style,
-    validate_capacity_count,
     verify_sizing,
 )
 from apachews.verify.checks import CHECKS, check_names, run_checks
@@ -31,6 +31,7 @@ from apachews.verify.checks_session import CONCURRENT_CLIENTS, expected_accept
 from apachews.verify.routes import proxy_snippets, verify_routes, with_verify_routes
 from apachews.verify.run import run, run_presets, setup_names, summary
 from apachews.verify.server import running_proxy
+from apachews.verify.server_setup import DEFAULT_SETUP, ServerSetup, validate_capacity_count
 from apachews.verify.target import IDLE_BODY_TIMEOUT, VERIFY_PREFIX, Edit, Proxy, Target, VerifyReport
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "CHECKS",
     "CONCURRENT_CLIENTS",
     "CRASH_MARKERS",
+    "DEFAULT_SETUP",
     "IDLE_BODY_TIMEOUT",
     "ORPHAN_CLIENTS",
     "ORPHAN_SLACK_SECONDS",
@@ -55,6 +57,7 @@ __all__ = [
     "Edit",
     "Orphans",
     "Proxy",
+    "ServerSetup",
     "Target",
     "VerifyReport",
     "check_module_fits",

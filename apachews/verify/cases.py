@@ -16,7 +16,7 @@ from apachews.distros import trees
 from apachews.errors import BadInput
 from apachews.httpd import Httpd
 from apachews.resources import package_data
-from apachews.verify.checks_capacity import CAPACITY_MAX_WEBSOCKETS
+from apachews.verify.server_setup import ServerSetup
 
 
 @dataclass(frozen=True)
@@ -61,30 +61,18 @@ def check_module_fits(module: Path, httpd: Httpd) -> None:
         )
 
 
-def resolve_style(httpd: Httpd, module: Path | None, prefer: str | Tunnelling | None) -> Tunnelling:
+def resolve_style(httpd: Httpd, setup: ServerSetup) -> Tunnelling:
     """The style under test: the apachews module when one is given, else what was asked for, else the
     release's own, where the httpd can do it (no module given: a stock module is what it has)."""
     release = catalogue.load().get(str(httpd.version))
-    if module is not None:
+    if setup.module is not None:
         return Tunnelling.APACHEWS  # a given mod_proxy_wstunnel.so must be the one tunnelling
-    if prefer is not None:
-        return tunnelling.choose(release, prefer)
+    if setup.prefer is not None:
+        return tunnelling.choose(release, setup.prefer)
     style = tunnelling.default_for(release)
     if style is Tunnelling.APACHEWS and release.stock_wstunnel:
         return Tunnelling.WSTUNNEL
     return style
-
-
-def validate_capacity_count(value: object) -> int:
-    """verify --max-websockets: capacity's rules, and what one verify process can open."""
-    count = capacity.validate_websockets(value)
-    if count > CAPACITY_MAX_WEBSOCKETS:
-        raise BadInput(
-            f"verify --max-websockets {count}: verify opens at most {CAPACITY_MAX_WEBSOCKETS} WebSockets, from one "
-            "process that also runs the echo backend",
-            hint=f"give at most {CAPACITY_MAX_WEBSOCKETS} (config and doctor size for up to {capacity.MAX_WEBSOCKETS})",
-        )
-    return count
 
 
 @contextlib.contextmanager
@@ -106,13 +94,12 @@ def raised_open_files(needed: int) -> Iterator[int]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def verify_sizing(
-    httpd: Httpd, layout: str, max_websockets: int, handoff: bool = False, mpm: str | None = None
-) -> tuple[capacity.Sizing, capacity.Capacity]:
-    """The MPM sizing verify renders for `max_websockets` (capacity.size of the layout's stock settings, the
-    HTTP reserve its default: the workers the tree has now), and that stock capacity."""
-    stock = capacity.compute(trees.stock_settings(layout, httpd, mpm))
-    return capacity.size(stock, max_websockets, handoff=handoff), stock
+def verify_sizing(httpd: Httpd, layout: str, setup: ServerSetup) -> tuple[capacity.Sizing, capacity.Capacity]:
+    """The MPM sizing verify renders for the setup's max_websockets (capacity.size of the layout's stock settings,
+    the HTTP reserve its default: the workers the tree has now), and that stock capacity."""
+    assert setup.max_websockets is not None
+    stock = capacity.compute(trees.stock_settings(layout, httpd, setup.mpm))
+    return capacity.size(stock, setup.max_websockets, handoff=setup.handoff), stock
 
 
 def h2_unavailable(httpd: Httpd, layout: str, style: Tunnelling, mpm: str | None = None) -> str:

@@ -15,10 +15,10 @@ from apachews.distros import trees
 from apachews.httpd import Httpd
 from apachews.lab.report import Check
 from apachews.progress import Progress
-from apachews.tunnelling import Tunnelling
 from apachews.verify.cases import CASES, CannotRender
 from apachews.verify.checks import check_names, run_checks
 from apachews.verify.server import running_proxy
+from apachews.verify.server_setup import DEFAULT_SETUP, ServerSetup
 from apachews.verify.target import Edit, VerifyReport
 
 
@@ -44,43 +44,23 @@ def run(
     httpd: Httpd,
     *,
     preset: str = "generic",
-    module: Path | None = None,
+    setup: ServerSetup = DEFAULT_SETUP,
     checks: Sequence[str] | None = None,
-    prefer: str | Tunnelling | None = None,
-    layout: str | None = None,
     edit: Edit | None = None,
     progress: Progress | None = None,
-    max_websockets: int | None = None,
-    handoff: bool = False,
-    h2: bool | None = None,
-    mpm: str | None = None,
 ) -> VerifyReport:
     progress = progress or Progress()
     case = CASES.get(preset)
     names = check_names(checks or (case.checks if case else None))
     if case is not None and not httpd.has_module("ssl"):
-        report = VerifyReport(
-            str(httpd.version), str(httpd.binary), str(module) if module else None, "-", preset=preset
-        )
+        report = VerifyReport(str(httpd.version), str(httpd.binary), setup.module_label, "-", preset=preset)
         report.checks = [Check("tls", True, None, "", "skipped: this Apache has no mod_ssl", skipped=True)]
         return report
-    with running_proxy(
-        httpd,
-        preset=preset,
-        module=module,
-        prefer=prefer,
-        layout=layout,
-        edit=edit,
-        progress=progress,
-        max_websockets=max_websockets,
-        handoff=handoff,
-        h2=h2,
-        mpm=mpm,
-    ) as proxy:
+    with running_proxy(httpd, preset=preset, setup=setup, edit=edit, progress=progress) as proxy:
         report = VerifyReport(
             str(httpd.version),
             str(httpd.binary),
-            str(module) if module else None,
+            setup.module_label,
             proxy.tunnelling,
             preset=preset,
             layout=proxy.layout,
@@ -98,42 +78,24 @@ def run_presets(
     httpd: Httpd,
     presets: Sequence[str],
     *,
-    module: Path | None = None,
+    setup: ServerSetup = DEFAULT_SETUP,
     checks: Sequence[str] | None = None,
-    prefer: str | Tunnelling | None = None,
-    layout: str | None = None,
     progress: Progress | None = None,
-    max_websockets: int | None = None,
-    handoff: bool = False,
-    mpm: str | None = None,
 ) -> list[VerifyReport]:
-    """One report per preset; a preset the release cannot render is a failed report that says why."""
+    """One report per preset, on one server setup; a preset the release cannot render is a failed report saying why."""
     check_names(checks)
     reports = []
     for preset in presets:
         try:
-            reports.append(
-                run(
-                    httpd,
-                    preset=preset,
-                    module=module,
-                    checks=checks,
-                    prefer=prefer,
-                    layout=layout,
-                    progress=progress,
-                    max_websockets=max_websockets,
-                    handoff=handoff,
-                    mpm=mpm,
-                )
-            )
+            reports.append(run(httpd, preset=preset, setup=setup, checks=checks, progress=progress))
         except CannotRender as error:
             report = VerifyReport(
                 str(httpd.version),
                 str(httpd.binary),
-                str(module) if module else None,
+                setup.module_label,
                 "-",
                 preset=preset,
-                layout=layout or trees.default_layout(httpd),
+                layout=setup.layout or trees.default_layout(httpd),
             )
             report.checks = [Check("config", False, None, "", f"{error.message} ({error.hint})")]
             reports.append(report)

@@ -20,7 +20,6 @@ from apachews.lab.echo import EchoServer
 from apachews.lab.holding import HoldingBackend
 from apachews.lab.processes import owned
 from apachews.progress import Progress
-from apachews.tunnelling import Tunnelling
 from apachews.verify.cases import (
     CASES,
     CannotRender,
@@ -28,11 +27,11 @@ from apachews.verify.cases import (
     h2_unavailable,
     raised_open_files,
     resolve_style,
-    validate_capacity_count,
     verify_sizing,
 )
 from apachews.verify.checks_capacity import CAPACITY_FDS_PER_WEBSOCKET
 from apachews.verify.routes import keep_rewrites_off, preset_backends, verify_routes, with_verify_routes
+from apachews.verify.server_setup import DEFAULT_SETUP, ServerSetup
 from apachews.verify.target import IDLE_BODY_TIMEOUT, VERIFY_PREFIX, Edit, Proxy, Target
 
 
@@ -41,41 +40,26 @@ def running_proxy(
     httpd: Httpd,
     *,
     preset: str = "generic",
-    module: Path | None = None,
-    prefer: str | Tunnelling | None = None,
-    layout: str | None = None,
+    setup: ServerSetup = DEFAULT_SETUP,
     edit: Edit | None = None,
     progress: Progress | None = None,
-    max_websockets: int | None = None,
-    handoff: bool = False,
-    h2: bool | None = None,
-    mpm: str | None = None,
 ) -> Iterator[Proxy]:
-    """Start the backends and Apache in front of them, laid out as `layout`; stop and remove all on exit.
+    """Start the backends and Apache in front of them, set up as `setup` says (server_setup.py: the module,
+    style, layout, MPM, sizing, handoff, HTTP/2); stop and remove all on exit.
 
     `edit` may change the files verify is about to install (file name -> text): the tests use it to show
-    that a check goes red on a config that is wrong in the way users' configs are. `max_websockets`: the
-    server gets the MPM sizing `apachews config --max-websockets` renders (the same function and template),
-    this process and Apache a raised open-files limit, and the capacity check opens that many WebSockets.
-    `handoff`: the routes get ProxyWebsocketHandoff On (the apachews module only). `h2`: WebSockets over HTTP/2
-    (H2WebSockets on, Protocols h2 h2c); None: wherever the server can (h2_unavailable). `mpm`: the MPM the
-    bare layout, or a layout whose tree switches MPMs by module, runs instead of its own."""
+    that a check goes red on a config that is wrong in the way users' configs are. With `setup.max_websockets`
+    the server gets the MPM sizing `apachews config --max-websockets` renders (the same function and template),
+    this process and Apache a raised open-files limit, and the capacity check opens that many WebSockets."""
     progress = progress or Progress()
-    if max_websockets is not None:
-        max_websockets = validate_capacity_count(max_websockets)
+    module = setup.module.resolve() if setup.module is not None else None
     if module is not None:
-        module = Path(module).resolve()
-        if not module.is_file():
-            raise BadInput(f"no module at {module}")
         check_module_fits(module, httpd)
     case = CASES.get(preset)
     if case is not None:
         preset = case.preset
-        layout = layout or case.layout
-    layout = layout or trees.default_layout(httpd)
-    if layout not in trees.LAYOUTS:
-        raise BadInput(f"unknown layout {layout!r}", hint="layouts: " + ", ".join(trees.LAYOUTS))
-    style = resolve_style(httpd, module, prefer)
+    layout = setup.layout or (case.layout if case is not None else None) or trees.default_layout(httpd)
+    style = resolve_style(httpd, setup)
     release = catalogue.load().get(str(httpd.version))
     has_ssl = httpd.has_module("ssl")
     if case is not None and not has_ssl:
@@ -83,12 +67,12 @@ def running_proxy(
     backend_tls = case is not None and case.backend_tls
     front_tls = case is not None and case.front_tls
     sizing = stock = None
-    if max_websockets is not None:
-        sizing, stock = verify_sizing(httpd, layout, max_websockets, handoff, mpm)
-    h2_off = h2_unavailable(httpd, layout, style, mpm)
-    if h2 and h2_off:
+    if setup.max_websockets is not None:
+        sizing, stock = verify_sizing(httpd, layout, setup)
+    h2_off = h2_unavailable(httpd, layout, style, setup.mpm)
+    if setup.h2 and h2_off:
         raise BadInput(f"no WebSockets over HTTP/2 here: {h2_off}")
-    h2_off = h2_off or ("not asked for" if h2 is False else "")
+    h2_off = h2_off or ("not asked for" if setup.h2 is False else "")
     progress.step("starting the backends")
     with contextlib.ExitStack() as stack:
         if sizing is not None:
@@ -119,7 +103,7 @@ def running_proxy(
                 backends=app_backends,
                 prefer=style,
                 sizing=sizing,
-                handoff=handoff,
+                handoff=setup.handoff,
                 h2=not h2_off,
                 tls=backend_tls,
                 backend_ca=str(tls_ca) if backend_tls else None,
@@ -138,7 +122,7 @@ def running_proxy(
             sized = rendering.capacity_file in files
             root = stack.enter_context(
                 ServerRoot(
-                    httpd, files, port=port, extra_modules={"proxy_wstunnel": module} if module else None, mpm=mpm
+                    httpd, files, port=port, extra_modules={"proxy_wstunnel": module} if module else None, mpm=setup.mpm
                 )
             )
             server = root.server
@@ -157,7 +141,7 @@ def running_proxy(
                 tls_cert=tls_ca,
                 tls_key=tls_key,
                 modules=["ssl"] if tls_port else [],
-                mpm=mpm,
+                mpm=setup.mpm,
             )
             tree = scratch / "tree"
             tree.mkdir()
@@ -181,7 +165,7 @@ def running_proxy(
             front_tls=front_tls,
             die_path=f"{VERIFY_PREFIX}/die",
             refuse_paths={200: f"{VERIFY_PREFIX}/refuse-200", 403: f"{VERIFY_PREFIX}/refuse-403"},
-            max_websockets=max_websockets,
+            max_websockets=setup.max_websockets,
             holding=holding,
             holding_path=f"{VERIFY_PREFIX}/hold",
             h2=h2_off,
