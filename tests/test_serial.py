@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from apachews.serial import Serialised, data
+from apachews.serial import AsText, Serialised, data
 
 
 @dataclass
@@ -36,3 +38,59 @@ def test_fields_nested_omitted_and_derived() -> None:
         "label": "a: ok",
     }
     assert data({"r": result}) == {"r": result.to_dict()}
+
+
+class _Colour(str, enum.Enum):
+    RED = "red"
+
+    def __str__(self) -> str:  # what people read, like Tunnelling's: JSON must not use it
+        return "the colour red"
+
+
+@dataclass(frozen=True)
+class _Version(AsText):
+    major: int
+    minor: int
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}"
+
+
+@dataclass
+class _Measured(Serialised):
+    path: Path
+    colour: _Colour
+    version: _Version
+    seconds: float
+    note: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+    on: bool = False
+    _derived = ("rate", "label")
+    _renamed = {"path": "file", "rate": "per_second"}
+    _rounded = {"seconds": 1, "rate": 2}
+    _omit_unset = ("note", "extra", "on")
+
+    @property
+    def rate(self) -> float:
+        return 10 / self.seconds
+
+    def label(self) -> str:  # a method without arguments is called
+        return f"{self.path.name} {self.version}"
+
+
+def test_plain_values_renamed_rounded_and_unset_left_out() -> None:
+    measured = _Measured(Path("/d/m.so"), _Colour.RED, _Version(2, 4), 3.14159)
+    assert measured.to_dict() == {
+        "file": "/d/m.so",
+        "colour": "red",
+        "version": "2.4",
+        "seconds": 3.1,
+        "per_second": 3.18,
+        "label": "m.so 2.4",
+    }
+    shown = _Measured(Path("m"), _Colour.RED, _Version(1, 0), 2.0, note="n", extra={"a": "b"}, on=True).to_dict()
+    assert (shown["note"], shown["extra"], shown["on"]) == ("n", {"a": "b"}, True)
+
+
+def test_data_is_json_ready() -> None:
+    assert data({"p": [Path("/a"), (_Colour.RED, _Version(2, 2))]}) == {"p": ["/a", ["red", "2.2"]]}
