@@ -2,7 +2,7 @@
 
 A dataclass that mixes in `Serialised` gets `to_dict()`: its fields (recursively, as `dataclasses.asdict` does;
 tuples become lists), without those named in `_omit`, with the properties (or methods that take no arguments)
-named in `_derived` added after them. Four more class attributes keep the JSON shapes people and scripts read:
+named in `_derived` added after them. Three more class attributes keep the JSON shapes people and scripts read:
 - `_renamed`: attribute -> JSON key, where the key is not the attribute's name ("deb" for a package's path);
 - `_rounded`: attribute -> decimals, for measured seconds and milliseconds;
 - `_omit_unset`: attributes left out while None, False or empty (keys that only appear when something is on).

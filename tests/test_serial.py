@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import importlib
+import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import apachews
 from apachews.serial import AsText, Serialised, data
 
 
@@ -94,3 +98,27 @@ def test_plain_values_renamed_rounded_and_unset_left_out() -> None:
 
 def test_data_is_json_ready() -> None:
     assert data({"p": [Path("/a"), (_Colour.RED, _Version(2, 2))]}) == {"p": ["/a", ["red", "2.2"]]}
+
+
+def _serialised_classes() -> list[type[Serialised]]:
+    for info in pkgutil.walk_packages(apachews.__path__, "apachews."):
+        if not info.name.endswith("__main__"):  # runs the CLI
+            importlib.import_module(info.name)
+    found, todo = [], list(Serialised.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo += cls.__subclasses__()
+    return [cls for cls in found if cls.__module__.startswith("apachews.")]
+
+
+def test_every_name_in_apachews_serialisation_tables_is_a_field_or_derived() -> None:
+    """A misspelt name in _omit, _renamed, ... would be ignored silently and change the JSON."""
+    classes = _serialised_classes()
+    assert len(classes) > 20
+    for cls in classes:
+        fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        assert set(cls._omit) <= fields, cls
+        assert all(hasattr(cls, name) for name in cls._derived), cls
+        for table in (cls._renamed, cls._rounded, cls._omit_unset):
+            assert set(table) <= fields | set(cls._derived), (cls, table)
