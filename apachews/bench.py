@@ -21,6 +21,7 @@ from apachews.errors import BadInput
 from apachews.httpd import Httpd
 from apachews.lab.client import MAX_MESSAGE
 from apachews.progress import Progress
+from apachews.serial import Serialised
 from apachews.verify import ServerSetup, running_proxy
 
 MAX_CONNECTIONS = 500
@@ -29,28 +30,20 @@ TIME_LIMIT_SECONDS = 120
 
 
 @dataclass
-class BenchResult:
+class BenchResult(Serialised):
     name: str
     url: str
     round_trips: int
     seconds: float
     p50_ms: float
     p99_ms: float
+    _derived = ("per_second",)
+    _renamed = {"per_second": "round_trips_per_second"}
+    _rounded = {"seconds": 4, "per_second": 1, "p50_ms": 3, "p99_ms": 3}
 
     @property
     def per_second(self) -> float:
         return self.round_trips / self.seconds if self.seconds else 0.0
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "url": self.url,
-            "round_trips": self.round_trips,
-            "seconds": round(self.seconds, 4),
-            "round_trips_per_second": round(self.per_second, 1),
-            "p50_ms": round(self.p50_ms, 3),
-            "p99_ms": round(self.p99_ms, 3),
-        }
 
 
 def require_loopback(url: str) -> str:

@@ -17,6 +17,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.gnuversions import GNUVerSymSection
 
 from apachews.errors import BadInput
+from apachews.serial import AsText, Serialised
 
 MODULE_SYMBOL = "proxy_wstunnel_module"
 _GLIBC_RE = re.compile(r"^GLIBC_(\d+(?:\.\d+)+)$")
@@ -42,7 +43,7 @@ def machine_name(uname_m: str) -> str:
 
 @functools.total_ordering
 @dataclass(frozen=True)
-class GlibcVersion:
+class GlibcVersion(AsText):
     """A glibc version such as 2.12 or 2.3.2, ordered numerically."""
 
     parts: tuple[int, ...]
@@ -66,7 +67,7 @@ class GlibcVersion:
 
 
 @dataclass(frozen=True)
-class ModuleBinary:
+class ModuleBinary(Serialised):
     """The facts of one module file that decide whether a server can load it."""
 
     path: Path
@@ -76,6 +77,9 @@ class ModuleBinary:
     needed: tuple[str, ...] = ()  # DT_NEEDED libraries
     mmn_major: int | None = None  # MODULE_MAGIC_NUMBER_MAJOR of the headers it was built with
     mmn_minor: int | None = None
+    _omit = ("path", "glibc_symbols", "mmn_major", "mmn_minor")
+    _derived = ("glibc_floor", "floor_symbols", "glibc_versions", "mmn")
+    _renamed = {"floor_symbols": "glibc_floor_symbols"}
 
     @property
     def glibc_floor(self) -> GlibcVersion | None:
@@ -88,20 +92,18 @@ class ModuleBinary:
         floor = self.glibc_floor
         return sorted(name for name, version in self.glibc_symbols.items() if version == floor)
 
+    @property
+    def glibc_versions(self) -> list[GlibcVersion]:
+        """Every GLIBC version its symbols bind to, oldest first."""
+        return sorted(set(self.glibc_symbols.values()))
+
+    @property
+    def mmn(self) -> str | None:
+        """The module magic number as "major:minor" (None: not found)."""
+        return f"{self.mmn_major}:{self.mmn_minor}" if self.mmn_major is not None else None
+
     def symbols_above(self, limit: GlibcVersion) -> dict[str, GlibcVersion]:
         return {name: version for name, version in sorted(self.glibc_symbols.items()) if version > limit}
-
-    def to_dict(self) -> dict[str, object]:
-        floor = self.glibc_floor
-        return {
-            "machine": self.machine,
-            "bits": self.bits,
-            "glibc_floor": str(floor) if floor else None,
-            "glibc_floor_symbols": self.floor_symbols,
-            "glibc_versions": sorted({str(v) for v in self.glibc_symbols.values()}, key=GlibcVersion.parse),
-            "needed": list(self.needed),
-            "mmn": f"{self.mmn_major}:{self.mmn_minor}" if self.mmn_major is not None else None,
-        }
 
 
 def inspect_module(path: Path | str, module_symbol: str = MODULE_SYMBOL) -> ModuleBinary:

@@ -40,6 +40,7 @@ from apachews.fsutil import move_into_place, scratch_dir, sha256_file, write_ato
 from apachews.plan import BuildPlan
 from apachews.progress import Progress
 from apachews.resources import template_environment
+from apachews.serial import Serialised
 from apachews.sources.openssl import HINT as OPENSSL_HINT
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,11 @@ NOOP_BUILDCONF = "#!/bin/sh\n# apachews: this apr release tarball already has co
 
 
 @dataclass
-class BuildResult:
+class BuildResult(Serialised):
     dist: Path
     module: Path
     info: dict[str, object] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, object]:
-        return {"dist": str(self.dist), "module": str(self.module), "build": self.info}
+    _renamed = {"info": "build"}
 
 
 def render_script(
@@ -77,7 +76,7 @@ def render_script(
         template_environment("build")
         .get_template("build.sh.j2")
         .render(
-            cflags=" ".join(recipe.cflags),
+            cflags=recipe.cflags_line,
             configure_args=recipe.configure_args,
             jobs=jobs,
             make_args=[shlex.quote(f"{name}={value}") for name, value in recipe.make_vars],

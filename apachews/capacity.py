@@ -18,9 +18,10 @@ WebSockets, `render()` writes that as a config file (templates/apache/capacity.c
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from apachews.errors import BadInput
+from apachews.serial import Serialised
 
 FAMILIES = ("2.2", "2.4")
 MPMS = ("prefork", "worker", "event")
@@ -91,7 +92,7 @@ class Settings:
 
 
 @dataclass(frozen=True)
-class Capacity:
+class Capacity(Serialised):
     """What a server's settings give: workers, and how many WebSockets they hold."""
 
     family: str
@@ -131,11 +132,6 @@ class Capacity:
             else f"{self.processes} processes x {self.threads_per_child} threads"
         )
         return f"{self.workers} workers ({shape}, {self.mpm} MPM, {self.configured})"
-
-    def to_dict(self) -> dict[str, object]:
-        data = asdict(self)
-        data["adjustments"] = list(self.adjustments)
-        return data
 
 
 def defaults(family: str, mpm: str) -> Settings:
@@ -270,7 +266,7 @@ def validate_reserve(value: object, option: str = "--http-reserve") -> int:
 
 
 @dataclass(frozen=True)
-class Sizing:
+class Sizing(Serialised):
     """The MPM settings that hold `websockets` open WebSockets and still leave `http_reserve` for HTTP."""
 
     family: str
@@ -286,6 +282,8 @@ class Sizing:
     open_files: int  # the children's RLIMIT_NOFILE soft limit this needs
     handshake_workers: int = 0  # with handoff: workers for handshakes in flight
     notes: tuple[str, ...] = field(default_factory=tuple)
+    _derived = ("directive_values", "open_files_raise")
+    _renamed = {"directive_values": "directives"}
 
     @property
     def directive(self) -> str:
@@ -312,16 +310,13 @@ class Sizing:
         lines.append((self.directive, self.max_workers))
         return lines
 
+    @property
+    def directive_values(self) -> dict[str, int]:
+        return dict(self.directives())
+
     def summary(self) -> str:
         settings = ", ".join(f"{name} {value}" for name, value in self.directives())
         return f"{settings} (open files {self.open_files})"
-
-    def to_dict(self) -> dict[str, object]:
-        data = asdict(self)
-        data["notes"] = list(self.notes)
-        data["directives"] = dict(self.directives())
-        data["open_files_raise"] = self.open_files_raise
-        return data
 
 
 def _round_up(value: int, step: int) -> int:

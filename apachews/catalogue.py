@@ -16,13 +16,14 @@ from typing import Any
 
 from apachews.errors import BadInput
 from apachews.resources import package_data, patches_dir
+from apachews.serial import AsText, Serialised
 
 _VERSION_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 
 
 @functools.total_ordering
 @dataclass(frozen=True)
-class Version:
+class Version(AsText):
     major: int
     minor: int
     patch: int
@@ -72,7 +73,7 @@ class Tunnelling(str, enum.Enum):
 
 
 @dataclass(frozen=True)
-class Release:
+class Release(Serialised):
     version: Version
     released: bool | None  # None: not confirmed either way
     tarballs: tuple[str, ...]
@@ -81,6 +82,7 @@ class Release:
     series: str | None
     checksums: dict[str, dict[str, str]] = field(default_factory=dict, hash=False)
     stock_wstunnel_usable: bool = False  # 2.4.10+: the stock module works under load (see releases.json)
+    _derived = ("family", "needs_backport", "tunnelling")
 
     @property
     def family(self) -> str:
@@ -97,21 +99,6 @@ class Release:
         if self.proxy_http_upgrade:
             return Tunnelling.HTTP_UPGRADE
         return Tunnelling.WSTUNNEL if self.stock_wstunnel_usable else Tunnelling.APACHEWS
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": str(self.version),
-            "family": self.family,
-            "released": self.released,
-            "tarballs": list(self.tarballs),
-            "stock_wstunnel": self.stock_wstunnel,
-            "proxy_http_upgrade": self.proxy_http_upgrade,
-            "needs_backport": self.needs_backport,
-            "tunnelling": self.tunnelling.value,
-            "stock_wstunnel_usable": self.stock_wstunnel_usable,
-            "series": self.series,
-            "checksums": self.checksums,
-        }
 
 
 def in_ranges(version: Version, ranges: list[str]) -> bool:

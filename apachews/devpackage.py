@@ -34,6 +34,7 @@ from apachews.errors import BadInput, JobFailed
 from apachews.fsutil import move_into_place, scratch_dir
 from apachews.installation import read_headers
 from apachews.progress import Progress
+from apachews.serial import Serialised
 from apachews.serverbuild import ServerBuild
 
 # What apxs adds on Linux (config_vars.mk's CPPFLAGS / CFLAGS of both families), and -Wall to see warnings.
@@ -44,13 +45,16 @@ APT_HINT = " or ".join(  # how each layout's dev packages are fetched (distribut
 
 
 @dataclass(frozen=True)
-class DevPackage:
+class DevPackage(Serialised):
     path: Path
     name: str
     version: str
+    _derived = ("sha256",)
+    _renamed = {"path": "file"}
 
-    def to_dict(self) -> dict[str, str]:
-        return {"file": str(self.path), "name": self.name, "version": self.version, "sha256": _sha256(self.path)}
+    @property
+    def sha256(self) -> str:
+        return _sha256(self.path)
 
 
 def _sha256(path: Path) -> str:

@@ -28,6 +28,7 @@ from pathlib import Path
 from apachews.binary import GlibcVersion, ModuleBinary, inspect_module, machine_name
 from apachews.distros import catalogue as distros
 from apachews.errors import BadInput, JobFailed
+from apachews.serial import Serialised
 from apachews.sources.store import cache_dir
 
 WRAPPER_NAME = "zig-cc"
@@ -40,13 +41,24 @@ _FIRST_GLIBC = {"x86_64": "2.2.5", "aarch64": "2.17", "i686": "2.0", "ppc64le": 
 
 
 @dataclass(frozen=True)
-class Floor:
+class Floor(Serialised):
     """The glibc a build's module may need at most, and why."""
 
     glibc: GlibcVersion
     family: str  # the Apache family of the build ("2.2" or "2.4")
     asked_by: str  # what set it: "the 2.2 family", "--target <key>", "--glibc 2.12", a distribution's packages
     target: distros.Distribution | None = None
+    _omit = ("family", "target")
+    _derived = ("target_key", "zig_target", "loads_on_keys")  # zig_target: for this machine
+    _renamed = {"target_key": "target", "loads_on_keys": "loads_on"}
+
+    @property
+    def target_key(self) -> str | None:
+        return self.target.key if self.target else None
+
+    @property
+    def loads_on_keys(self) -> list[str]:
+        return [d.key for d in self.loads_on()]
 
     def loads_on(self, needed: GlibcVersion | None = None) -> list[distros.Distribution]:
         """The family's distributions whose glibc is at least `needed` (default: this floor)."""
@@ -56,15 +68,6 @@ class Floor:
 
     def zig_target(self, machine: str | None = None) -> str:
         return f"{machine_name(machine or platform.machine())}-linux-gnu.{self.glibc}"
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "glibc": str(self.glibc),
-            "asked_by": self.asked_by,
-            "target": self.target.key if self.target else None,
-            "zig_target": self.zig_target(),
-            "loads_on": [d.key for d in self.loads_on()],
-        }
 
 
 def resolve(family: str, target: str = "", glibc: str = "") -> Floor:

@@ -30,6 +30,7 @@ from apachews.errors import BadInput, JobFailed
 from apachews.fsutil import fingerprint
 from apachews.progress import Progress
 from apachews.resources import template_environment
+from apachews.serial import Serialised
 
 log = logging.getLogger(__name__)
 
@@ -148,14 +149,12 @@ def single_file_tar(name: str, data: bytes, mode: int = 0o644) -> bytes:
 
 
 @dataclass
-class ImageInfo:
+class ImageInfo(Serialised):
     tag: str
     id: str
     created: bool
     seconds: float
-
-    def to_dict(self) -> dict[str, object]:
-        return {"tag": self.tag, "id": self.id, "created": self.created, "seconds": round(self.seconds, 1)}
+    _rounded = {"seconds": 1}
 
 
 def base_tag(suite: str) -> str:

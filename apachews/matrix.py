@@ -23,6 +23,7 @@ from apachews.errors import ApachewsError, BadInput, JobFailed
 from apachews.fsutil import fingerprint, write_atomic
 from apachews.plan import BuildPlan
 from apachews.progress import Labelled, Progress
+from apachews.serial import Serialised
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ STAGES = ("fetch", "patch", "build", "config", "verify")
 
 
 @dataclass
-class Row:
+class Row(Serialised):
     version: str
     status: str = "pending"  # pending, running <stage>, ok, failed, cached
     patch: str = ""
@@ -47,50 +48,31 @@ class Row:
     mpm: str = ""  # the MPM the plan builds (a matrix may hold one release with several)
     tls: str = ""  # the TLS checks: "6/6", the failing ones, or why none ran
     tls_orphan_close_seconds: float | None = None  # abrupt-disconnect through a TLS front or backend (the worst)
+    _derived = ("ok",)
+    _renamed = {"stages": "stage_seconds"}
 
     @property
     def ok(self) -> bool:
         return self.status in ("ok", "cached")
 
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "version": self.version,
-            "mpm": self.mpm,
-            "ok": self.ok,
-            "status": self.status,
-            "patch": self.patch,
-            "build_seconds": self.build_seconds,
-            "checks_passed": self.checks_passed,
-            "checks_total": self.checks_total,
-            "orphan_close_seconds": self.orphan_close_seconds,
-            "failed_stage": self.failed_stage,
-            "error": self.error,
-            "stage_seconds": self.stages,
-            "cached": self.cached,
-            "presets": self.presets,
-            "layout": self.layout,
-            "tls": self.tls,
-            "tls_orphan_close_seconds": self.tls_orphan_close_seconds,
-        }
-
 
 @dataclass
-class MatrixReport:
+class MatrixReport(Serialised):
     rows: list[Row]
     seconds: float
     machine: str
+    _derived = ("date",)
+    _renamed = {"rows": "versions"}
+    _rounded = {"seconds": 1}
 
     @property
     def ok(self) -> bool:
         return all(row.ok for row in self.rows)
 
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "machine": self.machine,
-            "date": time.strftime("%Y-%m-%d"),
-            "seconds": round(self.seconds, 1),
-            "versions": [row.to_dict() for row in self.rows],
-        }
+    @property
+    def date(self) -> str:
+        """Today's (the report's)."""
+        return time.strftime("%Y-%m-%d")
 
 
 HEADERS = ("version", "mpm", "result", "patch", "build s", "verify", "tls", "orphan close s", "tls orphan close s")

@@ -19,6 +19,7 @@ from apachews.catalogue import Release
 from apachews.errors import BadInput
 from apachews.fsutil import fingerprint, sha256_file
 from apachews.images import DEFAULT_BASE_IMAGE
+from apachews.serial import Serialised
 from apachews.sources import SourceOptions
 from apachews.sources.openssl import OpenSSLOptions
 
@@ -27,7 +28,7 @@ MPMS = ("prefork", "worker", "event")  # which a release takes: build-flags.json
 
 
 @dataclass(frozen=True)
-class BuildPlan:
+class BuildPlan(Serialised):
     release: Release
     source: SourceOptions = field(default_factory=SourceOptions)
     base_image: str = DEFAULT_BASE_IMAGE  # the docker builder's base; the local builder ignores it
@@ -40,6 +41,16 @@ class BuildPlan:
     target: str = ""  # --target DISTRO: the module's glibc floor is that distribution's (floor.py)
     glibc: str = ""  # --glibc X.Y: this floor instead; neither: the family's (its oldest distribution's)
     openssl: OpenSSLOptions = field(default_factory=OpenSSLOptions)  # mod_ssl's OpenSSL sources (--openssl-*)
+    # JSON (the build log): the release's version, the sources by identity, the image only where it is used
+    _omit = ("release", "source", "base_image", "target", "glibc", "openssl")
+    _derived = ("version", "source_identity", "docker_image", "floor", "ssl", "openssl_identity")
+    _renamed = {
+        "version": "apache",
+        "source_identity": "source",
+        "docker_image": "base_image",
+        "floor": "glibc_floor",
+        "openssl_identity": "openssl",
+    }
 
     def __post_init__(self) -> None:
         # Callers that still hold a version string (cli/verify.py) get it looked up here, once.
@@ -62,6 +73,19 @@ class BuildPlan:
     @property
     def version(self) -> str:
         return str(self.release.version)
+
+    @property
+    def source_identity(self) -> dict[str, object]:
+        return self.source.identity()
+
+    @property
+    def openssl_identity(self) -> dict[str, str]:
+        return self.openssl.identity()
+
+    @property
+    def docker_image(self) -> str | None:
+        """The base image, for the docker builder (None: the local builder uses none)."""
+        return self.base_image if self.builder == "docker" else None
 
     @property
     def dist(self) -> Path:
@@ -135,22 +159,6 @@ class BuildPlan:
                 "backport": self.backport,
             }
         return fingerprint(parts, 20 if scope == "result" else 16)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "apache": self.version,
-            "source": self.source.identity(),
-            "base_image": self.base_image if self.builder == "docker" else None,
-            "builder": self.builder,
-            "backport": self.backport,
-            "with_httpd": self.with_httpd,
-            "mpm": self.mpm,
-            "glibc_floor": self.floor.to_dict(),
-            "ssl": self.ssl,
-            "openssl": self.openssl.identity(),
-            "jobs": self.jobs,
-            "out_dir": str(self.out_dir),
-        }
 
 
 # Docker's reference grammar (distribution/reference): [host[:port]/]path[:tag][@digest], path lowercase.

@@ -8,11 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from apachews.capacity import Sizing
+from apachews.serial import Serialised
 from apachews.tunnelling import Tunnelling
 
 
 @dataclass
-class Rendering:
+class Rendering(Serialised):
     preset: str
     apache: str
     distro: str
@@ -35,28 +36,24 @@ class Rendering:
     vhost: str = "server"  # "tls": proxy_conf goes inside the layout's TLS <VirtualHost> (tls_include names it)
     tls_include: str | None = None  # with vhost "tls": the file to Include there
 
-    def to_dict(self) -> dict[str, object]:
-        data: dict[str, object] = {
-            "preset": self.preset,
-            "websocket_paths": self.websocket_paths,
-            "apache": self.apache,
-            "distro": self.distro,
-            "tunnelling": self.tunnelling.value,
-            "modules": self.modules,
-            "notes": self.notes,
-            "files": self.files,
-        }
-        if self.sizing is not None:
-            data["capacity"] = {**self.sizing.to_dict(), "file": self.capacity_file}
-        if self.handoff:
-            data["handoff"] = True
-        if self.h2:
-            data["h2"] = True
-        if self.app_settings:
-            data["app_settings"] = self.app_settings
-        if self.heartbeat:
-            data["heartbeat"] = {**self.heartbeat, "timeout": self.timeout}
-        return data
+    # --json: what was rendered and why; the routes, paths and vhost choice are in `files` already
+    _omit = (
+        *("path", "proxy_conf", "backend_path", "header", "vhost", "tls_include"),
+        *("sizing", "capacity_file", "heartbeat", "timeout"),  # JSON: in `capacity` and `heartbeat`
+    )
+    _derived = ("capacity", "heartbeat_timeout")
+    _renamed = {"heartbeat_timeout": "heartbeat"}
+    _omit_unset = ("handoff", "h2", "app_settings", "capacity", "heartbeat_timeout")
+
+    @property
+    def capacity(self) -> dict[str, object] | None:
+        """The MPM sizing with the name of the file that sets it."""
+        return None if self.sizing is None else {**self.sizing.to_dict(), "file": self.capacity_file}
+
+    @property
+    def heartbeat_timeout(self) -> dict[str, object]:
+        """The heartbeat figure with the timeout derived from it (empty: no heartbeat)."""
+        return {**self.heartbeat, "timeout": self.timeout} if self.heartbeat else {}
 
     def text(self) -> str:
         return "".join(f"# file: {name}\n{body}\n" for name, body in self.files.items())

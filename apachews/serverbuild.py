@@ -26,19 +26,21 @@ from apachews.catalogue import Version
 from apachews.dist import Dist
 from apachews.errors import BadInput, JobFailed
 from apachews.progress import Progress
+from apachews.serial import Serialised
 
 
 @dataclass
-class ServerBuild:
+class ServerBuild(Serialised):
     dist: Path
     module: Path
-    info: dict[str, Any]
+    info: dict[str, Any]  # build.json's facts
+    _omit = ("info",)
 
     def to_dict(self) -> dict[str, Any]:
-        """build.json's facts, with "module" the .so's path and "binary" what build.json says of it."""
-        data = {"dist": str(self.dist), **self.info}
-        data["binary"] = data.pop("module", None)
-        return {**data, "module": str(self.module)}
+        """build.json's facts beside "dist" and "module" (the .so's path); build.json's own "module" (what it says
+        of the .so) is "binary". Its keys are free-form, so spread here rather than derived."""
+        facts = {key: value for key, value in self.info.items() if key != "module"}
+        return {**super().to_dict(), **facts, "binary": self.info.get("module")}
 
     def text(self) -> str:
         lines = [

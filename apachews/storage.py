@@ -25,6 +25,7 @@ from pathlib import Path
 
 from apachews import images, sources
 from apachews.errors import BadInput
+from apachews.serial import Serialised
 
 log = logging.getLogger(__name__)
 
@@ -33,28 +34,19 @@ _VOLUME_PREFIX = "apachews-"
 
 
 @dataclass
-class Entry:
+class Entry(Serialised):
     kind: str
     name: str
     size: int | None  # bytes; None when the engine does not say
     created: float | None = None  # epoch seconds (for a file entry: its newest mtime, i.e. last written)
     labels: dict[str, str] = field(default_factory=dict)
-    in_use: str = ""  # why it cannot be removed now ("" when it can)
+    in_use: str | None = None  # why it cannot be removed now (None when it can)
+    _derived = ("version",)
 
     @property
-    def version(self) -> str:
-        return self.labels.get("apachews.version", "")
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "kind": self.kind,
-            "name": self.name,
-            "size": self.size,
-            "created": self.created,
-            "version": self.version or None,
-            "labels": self.labels,
-            "in_use": self.in_use or None,
-        }
+    def version(self) -> str | None:
+        """The apachews version that made it (None: not labelled)."""
+        return self.labels.get("apachews.version") or None
 
 
 def human_size(size: int | None) -> str:

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from apachews.catalogue import Version, in_ranges
 from apachews.errors import BadInput
 from apachews.resources import package_data
+from apachews.serial import Serialised
 
 PREFIX = "/opt/apachews/httpd"  # install prefix inside the build; the dist copy is run with -d
 
 
 @dataclass(frozen=True)
-class Recipe:
+class Recipe(Serialised):
     version: Version
     cflags: tuple[str, ...]
     configure_args: tuple[str, ...]
@@ -24,18 +25,17 @@ class Recipe:
     make_vars: tuple[tuple[str, str], ...] = ()  # given on make's command line (the quirks of old releases)
     openssl: str = ""  # what mod_ssl builds against: "1.0.2" (--openssl-* sources) or "system" (the image's)
     openssl_config: tuple[str, ...] = ()  # more arguments to OpenSSL's ./config (e.g. enable-ssl2)
+    _omit = ("version", "cflags", "make_vars")  # JSON: the flags as one line, the make variables as a dict
+    _derived = ("cflags_line", "make_vars_dict")
+    _renamed = {"cflags_line": "cflags", "make_vars_dict": "make_vars"}
 
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "cflags": " ".join(self.cflags),
-            "configure_args": list(self.configure_args),
-            "apr": self.apr,
-            "why": self.why,
-            "mpm": self.mpm,
-            "make_vars": dict(self.make_vars),
-            "openssl": self.openssl,
-            "openssl_config": list(self.openssl_config),
-        }
+    @property
+    def cflags_line(self) -> str:
+        return " ".join(self.cflags)
+
+    @property
+    def make_vars_dict(self) -> dict[str, str]:
+        return dict(self.make_vars)
 
 
 @functools.lru_cache(maxsize=1)

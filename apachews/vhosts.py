@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 
 from apachews.errors import BadInput, JobFailed
+from apachews.serial import Serialised
 from apachews.transport import LOCAL, Transport
 
 _WHERE = r"\((?P<file>.+):(?P<line>\d+)\)\s*$"
@@ -32,7 +33,7 @@ _SERVER_ALIAS = re.compile(r"^\s*ServerAlias\s+(.+)$", re.IGNORECASE | re.MULTIL
 
 
 @dataclass(frozen=True)
-class VHost:
+class VHost(Serialised):
     """One <VirtualHost>: where the server says it is defined (file as the server names it, line of its
     opening tag), its address and port, its names, and whether it serves TLS."""
 
@@ -45,10 +46,16 @@ class VHost:
     tls: bool = False
     real_file: str = ""  # `file` with its symlinks resolved (sites-enabled -> sites-available): what is edited
     close_line: int = 0  # the line of its </VirtualHost>
+    _omit = ("tls", "real_file", "close_line")  # JSON: `scheme`, and `edited` the file a change goes into
+    _derived = ("scheme", "edited")
 
     @property
     def scheme(self) -> str:
         return "https" if self.tls else "http"
+
+    @property
+    def edited(self) -> str:
+        return self.real_file or self.file
 
     @property
     def label(self) -> str:
@@ -60,18 +67,6 @@ class VHost:
             return False
         name = name.lower()
         return name == self.name.lower() or any(fnmatch.fnmatchcase(name, alias.lower()) for alias in self.aliases)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "port": self.port,
-            "address": self.address,
-            "scheme": self.scheme,
-            "aliases": list(self.aliases),
-            "file": self.file,
-            "line": self.line,
-            "edited": self.real_file or self.file,
-        }
 
 
 def _port(text: str) -> int | None:

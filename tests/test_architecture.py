@@ -1,5 +1,5 @@
-"""The shape of the apachews package: no import cycles between its modules, no module over 600 lines, and no
-distribution named outside distros/ and packaging/.
+"""The shape of the apachews package: no import cycles between its modules, no module over 600 lines, no
+distribution named outside distros/ and packaging/, no hand-written serialisation.
 
 The graph is read from the source with `ast`: every `import` and `from ... import` anywhere in a module (at
 module level, inside functions, under `if TYPE_CHECKING:`), so an import moved into a function or hidden from
@@ -176,3 +176,25 @@ def test_no_module_is_over_600_lines():
         if (count := len(path.read_text().splitlines())) > MAX_MODULE_LINES
     }
     assert not long, f"split these modules (over {MAX_MODULE_LINES} lines): {long}"
+
+
+# Hand-written `to_dict` methods, each with why it cannot be derived (apachews.serial): --json is derived from
+# dataclass fields everywhere else.
+HAND_WRITTEN_TO_DICT = {
+    "apachews/serial.py": "Serialised itself",
+    "apachews/errors.py": "ApachewsError is an exception, not a dataclass",
+    "apachews/serverbuild.py": "spreads build.json's free-form facts over the derived dict",
+}
+
+
+def test_to_dict_is_derived_not_hand_written():
+    found = {
+        path.relative_to(PACKAGE_DIR.parent).as_posix()
+        for path in PACKAGE_DIR.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.FunctionDef) and node.name == "to_dict"
+    }
+    unexpected = sorted(found - set(HAND_WRITTEN_TO_DICT))
+    assert not unexpected, "mix in apachews.serial.Serialised instead of writing to_dict in: " + ", ".join(unexpected)
+    gone = sorted(set(HAND_WRITTEN_TO_DICT) - found)
+    assert not gone, "no longer hand-written, take them off HAND_WRITTEN_TO_DICT: " + ", ".join(gone)

@@ -20,6 +20,7 @@ from apachews.catalogue import Version
 from apachews.errors import BadInput
 from apachews.layoutfacts import LayoutFacts, all_layout_facts, layout_facts, system_httpds
 from apachews.resources import package_data
+from apachews.serial import Serialised
 
 __all__ = ["Distribution", "LayoutFacts", "distributions", "family_floor", "from_package_version", "get"]
 __all__ += [
@@ -34,7 +35,7 @@ __all__ += [
 
 
 @dataclass(frozen=True)
-class Distribution:
+class Distribution(Serialised):
     key: str  # what --target takes: centos6, debian11, ...
     name: str  # what people read: CentOS 6
     glibc: GlibcVersion
@@ -43,22 +44,11 @@ class Distribution:
     layout: str  # the distros layout its files follow
     mpms: tuple[str, ...]  # its MPMs, the default first
     suite: str | None = None  # a Debian suite debootstrap can fetch here (a real root for verify and SSH tests)
+    _renamed = {"key": "target"}
 
     @property
     def family(self) -> str:
         return self.apache.family
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "target": self.key,
-            "name": self.name,
-            "glibc": str(self.glibc),
-            "apache": str(self.apache),
-            "mmn": self.mmn,
-            "layout": self.layout,
-            "mpms": list(self.mpms),
-            "suite": self.suite,
-        }
 
 
 @functools.lru_cache(maxsize=1)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from apachews import vhosts
 from apachews.errors import BadInput, JobFailed
 from apachews.resources import template_environment
+from apachews.serial import Serialised
 
 if TYPE_CHECKING:
     from apachews.rendering import Rendering
@@ -72,7 +73,7 @@ class Action:
 
 
 @dataclass
-class Placement:
+class Placement(Serialised):
     """What `place` changed: created files/links with their sha256, removed links, created directories."""
 
     conf_root: Path
@@ -97,14 +98,6 @@ class Placement:
 
     def __iter__(self) -> Iterator[Path]:
         return iter(self.paths)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "conf_root": str(self.conf_root),
-            "changes": self.changes,
-            "created_dirs": self.created_dirs,
-            "notes": self.notes,
-        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Placement:

@@ -7,11 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from apachews.serial import Serialised
+
 CRASH_MARKERS = ("Segmentation fault", "exit signal", "AH00052")  # AH00052: child pid exit signal
 
 
 @dataclass
-class Check:
+class Check(Serialised):
     name: str
     passed: bool
     figure: float | None = None
@@ -19,19 +21,9 @@ class Check:
     detail: str = ""
     skipped: bool = False  # the server lacks what the check needs (mod_ssl): neither pass nor fail
 
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "passed": self.passed,
-            "skipped": self.skipped,
-            "figure": self.figure,
-            "unit": self.unit,
-            "detail": self.detail,
-        }
-
 
 @dataclass
-class Report:
+class Report(Serialised):
     """One Apache's checks (verify: one preset; torture: one target)."""
 
     apache: str
@@ -43,26 +35,25 @@ class Report:
     preset: str = "generic"
     layout: str = "bare"
     capacity: dict[str, object] | None = None  # with --max-websockets: the sizing and the server's workers
+    _derived = ("passed", "skipped", "total")
+    _omit_unset = ("capacity",)
 
     @property
     def ok(self) -> bool:
         return bool(self.checks) and all(check.passed for check in self.checks)
 
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "apache": self.apache,
-            "httpd": self.httpd,
-            "module": self.module,
-            "tunnelling": self.tunnelling,
-            "preset": self.preset,
-            "layout": self.layout,
-            "passed": sum(check.passed and not check.skipped for check in self.checks),
-            "skipped": sum(check.skipped for check in self.checks),
-            "total": len(self.checks),
-            "checks": [check.to_dict() for check in self.checks],
-            "error_log": str(self.error_log) if self.error_log else None,
-            **({"capacity": self.capacity} if self.capacity is not None else {}),
-        }
+    @property
+    def passed(self) -> int:
+        """How many checks passed (skipped ones not counted)."""
+        return sum(check.passed and not check.skipped for check in self.checks)
+
+    @property
+    def skipped(self) -> int:
+        return sum(check.skipped for check in self.checks)
+
+    @property
+    def total(self) -> int:
+        return len(self.checks)
 
     def table(self) -> str:
         return table(self.checks)

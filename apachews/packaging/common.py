@@ -1,5 +1,5 @@
-"""What the .deb and the .rpm share: what the module needs of a server (its ABI, measured glibc floor), and the
-file that loads it with what it needs.
+"""What the .deb and the .rpm share: what the module needs of a server (its ABI, measured glibc floor), the
+file that loads it with what it needs, and the package built.
 """
 
 from __future__ import annotations
@@ -7,12 +7,41 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from apachews import doctor
 from apachews.binary import inspect_module
 from apachews.distros import load_module_lines
 from apachews.distros.placement import MODULE_FILE
 from apachews.errors import BadInput
+from apachews.serial import Serialised
+
+
+@dataclass
+class BuiltPackage(Serialised):
+    """A package file built, with what it needs of the system; each format names those (and the path) its way."""
+
+    path: Path
+    package: str
+    version: str
+    needs: str  # the package's Depends: or Requires: line
+    files: list[str]
+
+    needs_field: ClassVar[str]  # "Depends", "Requires"
+    file_prefix: ClassVar[str] = ""  # what makes a name in `files` absolute
+
+    def commands(self) -> str:
+        """How to install and remove it."""
+        raise NotImplementedError
+
+    def text(self) -> str:
+        return "\n".join(
+            [
+                f"Built {self.path} ({self.package} {self.version}, {self.needs_field}: {self.needs})",
+                *(f"  {self.file_prefix}{name}" for name in self.files),
+                self.commands(),
+            ]
+        )
 
 
 def mmn_major(apxs: str | None) -> tuple[int, str]:

@@ -20,15 +20,14 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from apachews import __version__, config, distros
 from apachews.distros.placement import MODULE_FILE, MODULE_NAME
 from apachews.errors import BadInput, JobFailed
 from apachews.install import module_style
+from apachews.packaging.common import BuiltPackage, needs_of
 from apachews.packaging.common import load_file as _load_file
-from apachews.packaging.common import needs_of
 
 LAYOUT = distros.get("debian")  # where its files go, its control command (apache2ctl)
 assert LAYOUT.facts is not None
@@ -88,31 +87,13 @@ exit 0
 """
 
 
-@dataclass
-class DebPackage:
-    path: Path
-    package: str
-    version: str
-    depends: str
-    files: list[str]
+class DebPackage(BuiltPackage):
+    _renamed = {"path": "deb", "needs": "depends"}
+    needs_field = "Depends"
+    file_prefix = "/"  # dpkg-deb's file names are relative to the root
 
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "deb": str(self.path),
-            "package": self.package,
-            "version": self.version,
-            "depends": self.depends,
-            "files": self.files,
-        }
-
-    def text(self) -> str:
-        return "\n".join(
-            [
-                f"Built {self.path} ({self.package} {self.version}, Depends: {self.depends})",
-                *(f"  /{name}" for name in self.files),
-                f"Install: dpkg -i {self.path}    Remove: dpkg -r {self.package}",
-            ]
-        )
+    def commands(self) -> str:
+        return f"Install: dpkg -i {self.path}    Remove: dpkg -r {self.package}"
 
 
 def load_file(modules: Sequence[str], modules_dir: Path = MODULES_DIR) -> str:

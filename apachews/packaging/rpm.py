@@ -9,14 +9,13 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from apachews import __version__, config, distros
 from apachews.distros.placement import MODULE_FILE
 from apachews.errors import BadInput, JobFailed
 from apachews.install import module_style
-from apachews.packaging.common import load_file, needs_of
+from apachews.packaging.common import BuiltPackage, load_file, needs_of
 
 RPM_NAME = "mod_proxy_wstunnel_apachews"
 LAYOUT = distros.get("rhel")  # where its files go, its control command (apachectl)
@@ -58,31 +57,12 @@ if [ "$1" = 0 ]; then {reload}; fi
 """
 
 
-@dataclass
-class RpmPackage:
-    path: Path
-    package: str
-    version: str
-    requires: str
-    files: list[str]
+class RpmPackage(BuiltPackage):
+    _renamed = {"path": "rpm", "needs": "requires"}
+    needs_field = "Requires"
 
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "rpm": str(self.path),
-            "package": self.package,
-            "version": self.version,
-            "requires": self.requires,
-            "files": self.files,
-        }
-
-    def text(self) -> str:
-        return "\n".join(
-            [
-                f"Built {self.path} ({self.package} {self.version}, Requires: {self.requires})",
-                *(f"  {name}" for name in self.files),
-                f"Install: rpm -i {self.path.name} (or yum localinstall)    Remove: rpm -e {self.package}",
-            ]
-        )
+    def commands(self) -> str:
+        return f"Install: rpm -i {self.path.name} (or yum localinstall)    Remove: rpm -e {self.package}"
 
 
 def build_rpm(

@@ -16,16 +16,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from apachews.patches.model import Hunk
+from apachews.serial import Serialised
 
 
 @dataclass
-class HunkResult:
+class HunkResult(Serialised):
     index: int
     status: str  # clean, offset, fuzz, already-applied, failed
     offset: int = 0  # where it was found relative to its header line (GNU patch's "offset N lines")
     fuzz: int = 0
     line: int | None = None  # the line it starts at in the patched file, as GNU patch reports it
     detail: str = ""
+    _renamed = {"index": "hunk"}
 
     @property
     def applies(self) -> bool:
@@ -41,16 +43,6 @@ class HunkResult:
         if self.offset:
             words.append(f"offset {self.offset:+d} line{'s' if abs(self.offset) != 1 else ''}")
         return ", ".join(words or ["clean"]) + f", at line {self.line}"
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "hunk": self.index,
-            "status": self.status,
-            "offset": self.offset,
-            "fuzz": self.fuzz,
-            "line": self.line,
-            "detail": self.detail,
-        }
 
 
 class FilePlacer:

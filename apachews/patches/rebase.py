@@ -14,22 +14,36 @@ from apachews.errors import BadInput, JobFailed
 from apachews.patches.engine import DEFAULT_FUZZ, FileState, compute, default_mode, patch_file, write_atomically
 from apachews.patches.model import FilePatch, parse_patch, split_lines
 from apachews.patches.report import Report
+from apachews.serial import Serialised
 
 _CONFLICT_MARKERS = (b"<<<<<<< ", b">>>>>>> ")
 
 
 @dataclass
-class RebaseReport:
+class RebaseReport(Serialised):
     output: Path
     report: Report
     conflicts: list[str] = field(default_factory=list)
     merged: list[str] = field(default_factory=list)
     conflict_dir: Path | None = None
     written: bool = False
+    _derived = ("next_step", "moved")
+    _renamed = {"next_step": "next", "report": "check"}
 
     @property
     def ok(self) -> bool:
         return not self.conflicts
+
+    @property
+    def moved(self) -> list[dict[str, object]]:
+        """Each hunk the rebase moved, refreshed or could not place, with its file."""
+        return [
+            {"file": f.path, **h.to_dict()}
+            for p in self.report.patches
+            for f in p.files
+            for h in f.hunks
+            if h.offset or h.fuzz or h.status != "clean"
+        ]
 
     def next_step(self) -> str | None:
         if not self.conflicts:
@@ -38,24 +52,6 @@ class RebaseReport:
             f"no patch written. Resolve the <<<<<<< blocks in each file under {self.conflict_dir}/, then run the "
             f"same rebase again with --resolved {self.conflict_dir} to take those files as the patched content"
         )
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "output": str(self.output),
-            "written": self.written,
-            "conflicts": self.conflicts,
-            "conflict_dir": str(self.conflict_dir) if self.conflict_dir else None,
-            "next": self.next_step(),
-            "merged": self.merged,
-            "moved": [
-                {"file": f.path, **h.to_dict()}
-                for p in self.report.patches
-                for f in p.files
-                for h in f.hunks
-                if h.offset or h.fuzz or h.status != "clean"
-            ],
-            "check": self.report.to_dict(),
-        }
 
 
 def _label(relative: str, lines: list[bytes] | None, side: str) -> bytes:

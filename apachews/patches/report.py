@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from apachews.patches.placement import HunkResult
+from apachews.serial import Serialised
 
 
 def _hunks_phrase(count: int) -> str:
@@ -13,20 +14,18 @@ def _hunks_phrase(count: int) -> str:
 
 
 @dataclass
-class FileResult:
+class FileResult(Serialised):
     path: str
     change: str  # modified, new, deleted
     hunks: list[HunkResult]
 
-    def to_dict(self) -> dict[str, object]:
-        return {"path": self.path, "change": self.change, "hunks": [h.to_dict() for h in self.hunks]}
-
 
 @dataclass
-class PatchResult:
+class PatchResult(Serialised):
     patch: str
     strip: int
     files: list[FileResult]
+    _derived = ("status",)
 
     @property
     def hunks(self) -> list[HunkResult]:
@@ -44,21 +43,14 @@ class PatchResult:
             return "partly-applied"
         return "applies"
 
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "patch": self.patch,
-            "strip": self.strip,
-            "status": self.status,
-            "files": [f.to_dict() for f in self.files],
-        }
-
 
 @dataclass
-class Report:
+class Report(Serialised):
     tree: Path
     patches: list[PatchResult]
     written: list[str] = field(default_factory=list)
     reverse: bool = False
+    _derived = ("status", "summary", "hint")
 
     def _hunks(self) -> list[HunkResult]:
         return [h for p in self.patches for h in p.hunks]
@@ -106,17 +98,6 @@ class Report:
         if any(p.status == "partly-applied" for p in self.patches):
             return "the tree already has part of this patch: check it against the tree, or take it out with --reverse"
         return "apachews patch rebase refreshes a patch onto this tree (3-way merge with --base-source DIR)"
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "tree": str(self.tree),
-            "status": self.status,
-            "summary": self.summary(),
-            "hint": self.hint(),
-            "reverse": self.reverse,
-            "written": self.written,
-            "patches": [p.to_dict() for p in self.patches],
-        }
 
     def table(self) -> str:
         rows = []

@@ -8,10 +8,11 @@ from pathlib import Path
 from apachews.catalogue import Release, Version
 from apachews.errors import BadInput
 from apachews.installation import header_values
+from apachews.serial import Serialised
 
 
 @dataclass
-class SourceTree:
+class SourceTree(Serialised):
     """An unpacked httpd source tree and where it came from."""
 
     path: Path
@@ -21,18 +22,11 @@ class SourceTree:
     has_apr: bool
     checksum: str | None = None  # how the tarball was verified, e.g. "sha512 (mirror file)"; None: no tarball
     cache_hit: bool = False
+    _derived = ("checksum_algorithm",)
 
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "path": str(self.path),
-            "version": str(self.version),
-            "origin": self.origin,
-            "checksum": self.checksum,
-            "checksum_algorithm": self.checksum.split()[0] if self.checksum else None,
-            "cache_hit": self.cache_hit,
-            "has_configure": self.has_configure,
-            "has_apr": self.has_apr,
-        }
+    @property
+    def checksum_algorithm(self) -> str | None:
+        return self.checksum.split()[0] if self.checksum else None
 
 
 def is_tree(path: Path) -> bool:

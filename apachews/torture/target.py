@@ -63,9 +63,6 @@ class TargetReport(Report):
         ran = [check for check in self.checks if not check.skipped]
         return bool(ran) and all(check.passed for check in ran)
 
-    def to_dict(self) -> dict[str, object]:
-        return {"label": self.label, **super().to_dict()}
-
 
 @dataclass
 class TargetSpec:
