@@ -176,6 +176,7 @@ class Layout:
     # -- the lab tree's MPM and stock settings (distros.trees) ---------------------------------------------
     mpm_choosable = False  # verify --mpm: whether its tree can enable another MPM than its own
     runs_contained = False  # whether its lab tree can run an Apache in a container (verify --target)
+    lab_skeleton = False  # whether its lab tree is a skeleton written here (its packages are not at hand)
 
     def ships_tree(self, httpd: Httpd) -> bool:
         """Whether `httpd` is this layout's packaged Apache with its shipped tree at hand (lab trees copy it)."""
@@ -184,13 +185,15 @@ class Layout:
     def lab_mpm(self, httpd: Httpd) -> str | None:
         """The MPM its lab tree loads as shipped (None: the lab default)."""
         own = httpd.modules_dir.parent / "conf" / "httpd.conf"
-        if not own.is_file():
+        if self.lab_skeleton or not own.is_file():
             return None
         loaded = re.search(r"^\s*LoadModule\s+mpm_(\w+)_module", own.read_text(errors="replace"), re.M)
         return loaded.group(1) if loaded else None
 
     def lab_main_config(self, httpd: Httpd) -> tuple[Path, Path] | None:
         """(main config file, server root) its lab tree starts from, as shipped (None: one written here)."""
+        if self.lab_skeleton:
+            return None  # httpd's defaults
         return httpd.modules_dir.parent / "conf" / "httpd.conf", httpd.modules_dir.parent
 
     def lab_mpm_config(self, mpm: str) -> Path | None:

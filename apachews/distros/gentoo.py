@@ -25,6 +25,7 @@ class Gentoo(Layout):
     tls_vhost_dir = "vhosts.d"  # as *.include: only vhosts.d/*.conf is read
 
     defines = ("PROXY",)  # APACHE2_OPTS in /etc/conf.d/apache2: -D PROXY for proxy configs
+    lab_skeleton = True  # verify's tree: a skeleton of what the packages ship, httpd's defaults
 
     def live_conf_name(self, version: str) -> str:
         return "modules.d/75_apachews_live_verify.conf"
@@ -69,12 +70,6 @@ class Gentoo(Layout):
     # -- the lab tree (distros.trees, for verify): modules.d/*.conf behind <IfDefine>, vhosts.d/ with the default
     # <VirtualHost>, written here from what the distribution ships (its packages are not at hand), the rendering
     # placed as `apachews install` would.
-    def lab_mpm(self, httpd: Httpd) -> str | None:
-        return None  # the skeleton loads the lab default
-
-    def lab_main_config(self, httpd: Httpd) -> tuple[Path, Path] | None:
-        return None  # a skeleton written here: httpd's defaults
-
     def lab_tree(
         self, root: Path, httpd: Httpd, rendering: Rendering, module: Path | None, port: int, additions: Additions
     ) -> Server:

@@ -24,6 +24,7 @@ class Rhel(Layout):
     tls_vhost_dir = "conf.d"  # as *.include: conf.d/*.conf does not read it at server level
 
     main_config_loads_modules = False  # conf.modules.d/*.conf: our file there
+    lab_skeleton = True  # verify's tree: a skeleton of what the packages ship, httpd's defaults
 
     def live_conf_name(self, version: str) -> str:
         return "conf.d/apachews-live-verify.conf"
@@ -82,12 +83,6 @@ class Rhel(Layout):
     # mod_reqtimeout among the base modules; CentOS 6 for 2.2: modules in httpd.conf, conf.d/. Written here
     # from what the distribution ships (its packages are not at hand: the skeleton keeps what decides where a
     # rendering goes and what is enabled), the rendering placed as `apachews install` would.
-    def lab_mpm(self, httpd: Httpd) -> str | None:
-        return None  # the skeleton loads the lab default
-
-    def lab_main_config(self, httpd: Httpd) -> tuple[Path, Path] | None:
-        return None  # a skeleton written here: httpd's defaults
-
     def lab_tree(
         self, root: Path, httpd: Httpd, rendering: Rendering, module: Path | None, port: int, additions: Additions
     ) -> Server:
