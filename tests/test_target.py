@@ -157,7 +157,8 @@ def test_debian11s_own_styles_pass_all_but_the_half_open_backend(debian11_target
     # left in CLOSE-WAIT: abrupt-disconnect is red there by design, every other check green.
     reports = verify.run_presets(debian11_target, SOME_PRESETS, setup=verify.ServerSetup(prefer=style))
     failed = {(r.preset, c.name) for r in reports for c in r.checks if not c.passed}
-    assert failed == {(r.preset, "abrupt-disconnect") for r in reports}, verify.summary(reports)
+    details = [f"{r.preset} {c.name}: {c.detail}" for r in reports for c in r.checks if not c.passed]
+    assert failed == {(r.preset, "abrupt-disconnect") for r in reports}, "\n".join([verify.summary(reports), *details])
     assert {r.tunnelling for r in reports} == {style}
 
 

@@ -16,6 +16,9 @@ from apachews.verify.checks_session import echo_once
 from apachews.verify.target import VERIFY_PREFIX, Target
 
 H2_PROTOCOLS = "Protocols h2 h2c http/1.1\n"  # verify's server: h2 over TLS (ALPN), h2c with prior knowledge
+# An exchange takes ~0.15 s; the deadline is for a busy machine (a container's Apache, TLS, 64 KiB each way),
+# as the capacity check's echoes have.
+H2_ECHO_TIMEOUT = 20.0
 
 
 async def check_tls_backend(t: Target) -> Check:
@@ -63,7 +66,14 @@ async def check_h2_websocket(t: Target) -> Check:
     for name, port, context in runs:
         try:
             exchange = await asyncio.to_thread(
-                h2client.echo, "127.0.0.1", port, t.ws_path, messages, origin=origin, tls=context
+                h2client.echo,
+                "127.0.0.1",
+                port,
+                t.ws_path,
+                messages,
+                origin=origin,
+                tls=context,
+                timeout=H2_ECHO_TIMEOUT,
             )
         except (h2client.H2WebSocketError, OSError) as error:
             return outcome(False, None, "", f"{name}: {error}")
